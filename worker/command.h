@@ -1,0 +1,131 @@
+// Command: one request for the worker thread, as a value. It carries the
+// inputs of one RPC and one completion callback that the worker calls exactly
+// once (DESIGN.md, rule 2).
+#ifndef POOLD_WORKER_COMMAND_H_
+#define POOLD_WORKER_COMMAND_H_
+
+#include <atomic>
+#include <cstdint>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "worker/pools/block_info.h"
+#include "worker/pools/defrag_report.h"
+#include "worker/pools/pool_analysis.h"
+#include "worker/pools/pool_kind.h"
+#include "worker/worker_stats.h"
+
+namespace poold {
+
+// A completion callback: called once, on the worker thread (or on the sending
+// thread when the command is refused), with the result of the command.
+template <typename Result>
+using Done = absl::AnyInvocable<void(Result) &&>;
+
+// Allocates a block of `size` bytes (> 0) and copies `data` (at most `size`
+// bytes) to its start.
+struct AllocateOp {
+  uint64_t size = 0;
+  absl::string_view data;  // points into the RPC request
+  Done<absl::StatusOr<pools::BlockInfo>> done;
+};
+
+// Overwrites bytes [offset, offset + data.size()) of a block.
+struct WriteOp {
+  uint64_t handle = 0;
+  uint64_t offset = 0;
+  absl::string_view data;  // points into the RPC request
+  Done<absl::Status> done;
+};
+
+// Reads `length` bytes (0: to the end) of a block from `offset`. The view
+// passed to `done` points into pool memory and is valid only during the call.
+struct ReadOp {
+  uint64_t handle = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  Done<absl::StatusOr<absl::string_view>> done;
+};
+
+// Frees a block.
+struct FreeOp {
+  uint64_t handle = 0;
+  Done<absl::Status> done;
+};
+
+// Takes a snapshot of the engine's and the worker's statistics.
+struct StatsOp {
+  bool include_classes = false;
+  Done<absl::StatusOr<StatsSnapshot>> done;
+};
+
+// Analyses fragmentation of `pools` (distinct, not empty) without changing
+// anything.
+struct AnalyzeOp {
+  std::vector<pools::PoolKind> pools;
+  Done<absl::StatusOr<std::vector<pools::PoolAnalysis>>> done;
+};
+
+// Defragments `pools` (distinct, not empty).
+struct DefragOp {
+  std::vector<pools::PoolKind> pools;
+  Done<absl::StatusOr<pools::DefragReport>> done;
+};
+
+struct Command {
+  // One alternative per RPC, in CommandType order.
+  using Op = std::variant<AllocateOp, WriteOp, ReadOp, FreeOp, StatsOp,
+                          AnalyzeOp, DefragOp>;
+
+  // The command is completed with DEADLINE_EXCEEDED when it has not run by
+  // then.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Set by the RPC when the client cancels; may be null. Owned by the RPC,
+  // which outlives the command until its completion callback has run.
+  const std::atomic<bool>* cancelled = nullptr;
+  Op op;
+
+  CommandType type() const { return static_cast<CommandType>(op.index()); }
+
+  bool IsCancelled() const {
+    return cancelled != nullptr && cancelled->load(std::memory_order_acquire);
+  }
+};
+
+static_assert(std::variant_size_v<Command::Op> == kCommandTypeCount);
+static_assert(
+    std::is_same_v<std::variant_alternative_t<
+                       static_cast<size_t>(CommandType::kFree), Command::Op>,
+                   FreeOp>);
+static_assert(std::is_same_v<
+              std::variant_alternative_t<
+                  static_cast<size_t>(CommandType::kTriggerDefragmentation),
+                  Command::Op>,
+              DefragOp>);
+
+// Calls `op.done` with `result` and empties it, so that a second completion
+// is caught. REQUIRES: `op` was not completed yet.
+template <typename OpT, typename Result>
+void CompleteOp(OpT& op, Result&& result) {
+  auto done = std::exchange(op.done, nullptr);
+  CHECK(done != nullptr) << "a command was completed twice";
+  std::move(done)(std::forward<Result>(result));
+}
+
+// Completes `command` with the error `status`, whatever its op.
+// REQUIRES: !status.ok(); `command` was not completed yet.
+inline void FailCommand(Command& command, const absl::Status& status) {
+  DCHECK(!status.ok());
+  std::visit([&status](auto& op) { CompleteOp(op, status); }, command.op);
+}
+
+}  // namespace poold
+
+#endif  // POOLD_WORKER_COMMAND_H_
