@@ -1,0 +1,91 @@
+// poold: the memory-pool gRPC server. Parses flags, starts the server, and
+// shuts it down gracefully on SIGTERM or SIGINT.
+#include <signal.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "server/poold_server.h"
+
+namespace {
+const poold::PooldServer::Options kDefaults;
+}  // namespace
+
+ABSL_FLAG(std::string, listen, kDefaults.listen,
+          "TCP address to serve on: host:port or [ipv6]:port; port 0 picks a "
+          "free port; empty disables TCP.");
+ABSL_FLAG(std::string, unix_socket, kDefaults.unix_socket,
+          "Unix socket path to serve on as well (file mode 0660); empty: "
+          "none. A stale socket file is removed; a live one makes poold "
+          "refuse to start.");
+ABSL_FLAG(uint64_t, channel_capacity, kDefaults.channel_capacity,
+          "Commands queued for the worker thread; when full, RPCs answer "
+          "RESOURCE_EXHAUSTED at once.");
+ABSL_FLAG(uint64_t, max_message_bytes, kDefaults.max_message_bytes,
+          "Largest gRPC message received or sent; at least --max_block_bytes "
+          "+ 4096.");
+ABSL_FLAG(uint64_t, max_block_bytes, kDefaults.max_block_bytes,
+          "Largest block Allocate accepts.");
+ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
+          "On SIGTERM/SIGINT, how long RPCs in flight may still finish "
+          "before they are cancelled.");
+ABSL_FLAG(bool, testing_hold_worker, false,
+          "TESTING ONLY, never in production: the worker takes no commands "
+          "until shutdown, so the command channel fills up (used by the "
+          "end-to-end test of RESOURCE_EXHAUSTED).");
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so every thread
+  // inherits the mask and only sigwait below receives them.
+  sigset_t shutdown_signals;
+  sigemptyset(&shutdown_signals);
+  sigaddset(&shutdown_signals, SIGTERM);
+  sigaddset(&shutdown_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &shutdown_signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "poold: a memory-pool gRPC server (poold.v1.PoolService). See "
+      "README.md.\nUsage: poold [--listen=host:port] [--unix_socket=path] "
+      "[flags]");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  if (positional.size() > 1) {
+    LOG(ERROR) << "poold takes no arguments besides flags; got \""
+               << positional[1] << "\"";
+    return EXIT_FAILURE;
+  }
+
+  poold::PooldServer::Options options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.unix_socket = absl::GetFlag(FLAGS_unix_socket);
+  options.channel_capacity = absl::GetFlag(FLAGS_channel_capacity);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
+
+  absl::StatusOr<std::unique_ptr<poold::PooldServer>> server =
+      poold::PooldServer::Start(options);
+  if (!server.ok()) {
+    LOG(ERROR) << "poold cannot start: " << server.status().message();
+    return EXIT_FAILURE;
+  }
+
+  int signal_number = 0;
+  if (sigwait(&shutdown_signals, &signal_number) != 0) {
+    LOG(ERROR) << "sigwait failed; shutting down";
+  } else {
+    LOG(INFO) << "poold received " << strsignal(signal_number);
+  }
+  (*server)->Shutdown();
+  return EXIT_SUCCESS;
+}

@@ -1,0 +1,204 @@
+// PooldServer: server setup and graceful shutdown.
+#include "server/poold_server.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "absl/memory/memory.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "glog/logging.h"
+#include "grpc/health/v1/health.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/endpoints.h"
+
+namespace poold {
+namespace {
+
+// The socket file's mode: owner and group may connect.
+constexpr mode_t kUnixSocketMode = 0660;
+
+}  // namespace
+
+absl::Status PooldServer::ValidateOptions(const Options& options) {
+  if (options.listen.empty() && options.unix_socket.empty()) {
+    return absl::InvalidArgumentError(
+        "nothing to listen on: --listen and --unix_socket are both empty");
+  }
+  if (!options.listen.empty()) {
+    absl::StatusOr<HostPort> address = ParseListenAddress(options.listen);
+    if (!address.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--listen: ", address.status().message()));
+    }
+  }
+  if (!options.unix_socket.empty()) {
+    if (absl::Status s = ValidateUnixSocketPath(options.unix_socket); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--unix_socket: ", s.message()));
+    }
+  }
+  if (options.channel_capacity == 0 ||
+      options.channel_capacity > kMaxChannelCapacity) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--channel_capacity must be from 1 to ",
+                     kMaxChannelCapacity, ", not ", options.channel_capacity));
+  }
+  if (options.max_block_bytes == 0) {
+    return absl::InvalidArgumentError("--max_block_bytes must be above 0");
+  }
+  if (options.max_message_bytes > kMaxMessageBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_message_bytes must be at most ", kMaxMessageBytes,
+                     " (gRPC's limit)"));
+  }
+  if (options.max_message_bytes <
+      options.max_block_bytes + kMessageOverheadBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_message_bytes (", options.max_message_bytes,
+                     ") must be at least --max_block_bytes (",
+                     options.max_block_bytes, ") + ", kMessageOverheadBytes,
+                     ", or a whole block could not be written or read"));
+  }
+  if (options.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
+    const Options& options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  if (!options.unix_socket.empty()) {
+    if (absl::Status s = ClaimUnixSocketPath(options.unix_socket); !s.ok()) {
+      return s;
+    }
+  }
+  auto server = absl::WrapUnique(new PooldServer(options));
+  if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
+
+  LOG(INFO) << "poold started: listen=\"" << options.listen
+            << "\" unix_socket=\"" << options.unix_socket
+            << "\" channel_capacity=" << options.channel_capacity
+            << " max_message_bytes=" << options.max_message_bytes
+            << " max_block_bytes=" << options.max_block_bytes
+            << " shutdown_grace="
+            << absl::FormatDuration(options.shutdown_grace);
+  for (const std::string& target : server->targets_) {
+    LOG(INFO) << "poold listening on " << target;
+  }
+  if (options.testing_hold_worker) {
+    LOG(WARNING) << "TESTING ONLY (--testing_hold_worker): the worker takes "
+                    "no commands until shutdown";
+  }
+  return server;
+}
+
+PooldServer::PooldServer(const Options& options)
+    : options_(options),
+      worker_(Worker::Options{
+          .channel_capacity = options.channel_capacity,
+          .start_paused = options.testing_hold_worker,
+      }),
+      service_(&worker_, options.max_block_bytes) {}
+
+PooldServer::~PooldServer() { Shutdown(); }
+
+absl::Status PooldServer::StartGrpc() {
+  // Reflection describes the services from the generated descriptors linked
+  // into the binary. Nothing else references the health messages (gRPC's own
+  // health service does not use them), so touch one: the linker then keeps
+  // health.pb.cc and reflection can describe grpc.health.v1.Health.
+  CHECK(grpc::health::v1::HealthCheckRequest::descriptor() != nullptr);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  // A second server on the same port must fail, not share the traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(options_.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+
+  std::optional<HostPort> tcp;
+  int selected_port = 0;
+  if (!options_.listen.empty()) {
+    absl::StatusOr<HostPort> address = ParseListenAddress(options_.listen);
+    if (!address.ok()) return address.status();
+    tcp = *address;
+    builder.AddListeningPort(FormatHostPort(tcp->host, tcp->port),
+                             grpc::InsecureServerCredentials(), &selected_port);
+  }
+  const std::string unix_target =
+      options_.unix_socket.empty() ? "" : "unix:" + options_.unix_socket;
+  if (!unix_target.empty()) {
+    builder.AddListeningPort(unix_target, grpc::InsecureServerCredentials());
+  }
+  builder.RegisterService(&service_);
+
+  // The socket file is created with mode 0660 from the start.
+  const mode_t old_umask = umask(0777 & ~kUnixSocketMode);
+  server_ = builder.BuildAndStart();
+  umask(old_umask);
+
+  if (server_ == nullptr) {
+    std::vector<std::string> reasons;
+    if (tcp.has_value()) {
+      absl::Status probe = ProbeTcpBind(*tcp);
+      reasons.push_back(absl::StrCat(
+          options_.listen, ": ",
+          probe.ok() ? "see the gRPC error above" : probe.message(),
+          probe.ok() ? "" : " (is another poold running?)"));
+    }
+    if (!unix_target.empty()) {
+      reasons.push_back(
+          absl::StrCat(unix_target, ": see the gRPC error above"));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", absl::StrJoin(reasons, "; ")));
+  }
+
+  if (tcp.has_value()) {
+    targets_.push_back(FormatHostPort(tcp->host, selected_port));
+  }
+  if (!unix_target.empty()) {
+    owns_unix_socket_ = true;
+    if (chmod(options_.unix_socket.c_str(), kUnixSocketMode) != 0) {
+      LOG(WARNING) << "chmod 0660 " << options_.unix_socket << ": "
+                   << std::error_code(errno, std::generic_category()).message();
+    }
+    targets_.push_back(unix_target);
+  }
+  server_->GetHealthCheckService()->SetServingStatus(
+      v1::PoolService::service_full_name(), true);
+  return absl::OkStatus();
+}
+
+void PooldServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    LOG(INFO) << "poold shutting down: health NOT_SERVING, new RPCs "
+                 "UNAVAILABLE, completing queued commands (grace "
+              << absl::FormatDuration(options_.shutdown_grace) << ")";
+    server_->GetHealthCheckService()->Shutdown();
+    service_.StartDraining();
+  }
+  // Completes every queued command, which finishes its RPC.
+  worker_.Stop();
+  if (server_ != nullptr) {
+    server_->Shutdown(
+        absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+    server_->Wait();
+  }
+  if (owns_unix_socket_) RemoveUnixSocketFile(options_.unix_socket);
+  if (server_ != nullptr) LOG(INFO) << "poold stopped";
+}
+
+}  // namespace poold

@@ -1,0 +1,95 @@
+// PooldServer: builds, starts and stops the poold gRPC server, its worker and
+// its listening endpoints.
+#ifndef POOLD_SERVER_POOLD_SERVER_H_
+#define POOLD_SERVER_POOLD_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/pool_service_impl.h"
+#include "worker/worker.h"
+
+namespace poold {
+
+// A running poold: the PoolService, the standard health service (SERVING
+// while up) and server reflection, on TCP and/or a unix socket.
+class PooldServer {
+ public:
+  struct Options {
+    // TCP address, host:port or [ipv6]:port; port 0 picks a free port;
+    // empty disables TCP.
+    std::string listen = "127.0.0.1:50051";
+    // Unix socket path (file mode 0660); empty: none.
+    std::string unix_socket;
+    // Commands queued for the worker before RPCs are refused.
+    uint64_t channel_capacity = 1024;
+    // Largest gRPC message received or sent.
+    uint64_t max_message_bytes = (64 + 1) << 20;
+    // Largest block Allocate accepts.
+    uint64_t max_block_bytes = 64 << 20;
+    // How long Shutdown waits for RPCs in flight before cancelling them.
+    absl::Duration shutdown_grace = absl::Seconds(10);
+    // TESTING ONLY: the worker takes no command until shutdown, so the
+    // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
+    bool testing_hold_worker = false;
+  };
+
+  // Largest accepted values of channel_capacity and max_message_bytes.
+  static constexpr uint64_t kMaxChannelCapacity = uint64_t{1} << 20;
+  static constexpr uint64_t kMaxMessageBytes = (uint64_t{1} << 31) - 1;
+  // max_message_bytes must leave this much room above max_block_bytes for
+  // the framing of a Read response or an Allocate request.
+  static constexpr uint64_t kMessageOverheadBytes = 4096;
+
+  // INVALID_ARGUMENT, with the flag to fix, when `options` cannot work.
+  static absl::Status ValidateOptions(const Options& options);
+
+  // Validates `options`, claims the unix socket path (removing a stale
+  // socket file; refusing a live one), then starts the worker and the gRPC
+  // server. Fails with a message that names the address when a port or
+  // socket is in use.
+  static absl::StatusOr<std::unique_ptr<PooldServer>> Start(
+      const Options& options);
+
+  // Shuts down if Shutdown() was not called.
+  ~PooldServer();
+
+  PooldServer(const PooldServer&) = delete;
+  PooldServer& operator=(const PooldServer&) = delete;
+
+  // The addresses served, as gRPC targets: "127.0.0.1:50051" (with the port
+  // the OS picked for port 0), "unix:/run/poold.sock".
+  const std::vector<std::string>& targets() const { return targets_; }
+
+  // Graceful stop: health goes NOT_SERVING, new RPCs answer UNAVAILABLE,
+  // every queued command is completed, RPCs still in flight get up to
+  // `shutdown_grace`, then the worker stops and the unix socket file is
+  // removed. Idempotent. Call from one thread.
+  void Shutdown();
+
+ private:
+  explicit PooldServer(const Options& options);
+
+  // Builds and starts the gRPC server; fills targets_.
+  absl::Status StartGrpc();
+
+  const Options options_;
+  // Destroyed in reverse order: the gRPC server before the service, the
+  // service before the worker it submits to.
+  Worker worker_;
+  PoolServiceImpl service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::string> targets_;
+  bool owns_unix_socket_ = false;
+  bool shut_down_ = false;
+};
+
+}  // namespace poold
+
+#endif  // POOLD_SERVER_POOLD_SERVER_H_

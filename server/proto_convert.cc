@@ -1,0 +1,310 @@
+// Request validation and proto <-> engine conversions.
+#include "server/proto_convert.h"
+
+#include <array>
+#include <cstddef>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace poold {
+namespace {
+
+// The range google.protobuf.Duration allows: about +-10000 years.
+constexpr int64_t kMaxDurationSeconds = 315576000000;
+constexpr int32_t kMaxDurationNanos = 999999999;
+
+}  // namespace
+
+v1::Pool PoolToProto(pools::PoolKind pool) {
+  switch (pool) {
+    case pools::PoolKind::kSmall:
+      return v1::POOL_SMALL;
+    case pools::PoolKind::kMedium:
+      return v1::POOL_MEDIUM;
+    case pools::PoolKind::kLarge:
+      return v1::POOL_LARGE;
+  }
+  return v1::POOL_UNSPECIFIED;
+}
+
+absl::StatusOr<pools::PoolKind> PoolFromProto(int value) {
+  switch (value) {
+    case v1::POOL_SMALL:
+      return pools::PoolKind::kSmall;
+    case v1::POOL_MEDIUM:
+      return pools::PoolKind::kMedium;
+    case v1::POOL_LARGE:
+      return pools::PoolKind::kLarge;
+    case v1::POOL_UNSPECIFIED:
+      return absl::InvalidArgumentError(
+          "POOL_UNSPECIFIED is not a pool; name POOL_SMALL, POOL_MEDIUM or "
+          "POOL_LARGE, or send an empty list for all pools");
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown pool value ", value));
+  }
+}
+
+absl::StatusOr<std::vector<pools::PoolKind>> PoolListFromProto(
+    const google::protobuf::RepeatedField<int>& pools) {
+  if (pools.empty()) {
+    return std::vector<pools::PoolKind>(pools::kAllPools.begin(),
+                                        pools::kAllPools.end());
+  }
+  std::array<bool, pools::kPoolCount> named = {};
+  for (int i = 0; i < pools.size(); ++i) {
+    absl::StatusOr<pools::PoolKind> pool = PoolFromProto(pools.Get(i));
+    if (!pool.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pools[", i, "]: ", pool.status().message()));
+    }
+    named[pools::PoolIndex(*pool)] = true;
+  }
+  std::vector<pools::PoolKind> result;
+  for (pools::PoolKind pool : pools::kAllPools) {
+    if (named[pools::PoolIndex(pool)]) result.push_back(pool);
+  }
+  return result;
+}
+
+absl::Status ValidateHandle(uint64_t handle) {
+  if (handle == 0) {
+    return absl::NotFoundError("handle 0 never names a block");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AllocateOp> AllocateOpFromProto(
+    const v1::AllocateRequest& request, uint64_t max_block_bytes) {
+  const std::string& data = request.data();
+  uint64_t size = request.size();
+  if (size == 0) {
+    if (data.empty()) {
+      return absl::InvalidArgumentError(
+          "size is 0 and there is no data: nothing to allocate");
+    }
+    size = data.size();
+  } else if (data.size() > size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data (", data.size(), " bytes) is longer than size (",
+                     size, " bytes)"));
+  }
+  if (size > max_block_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block size ", size, " bytes exceeds the maximum of ",
+                     max_block_bytes, " bytes (--max_block_bytes)"));
+  }
+  AllocateOp op;
+  op.size = size;
+  op.data = data;
+  return op;
+}
+
+absl::StatusOr<WriteOp> WriteOpFromProto(const v1::WriteRequest& request) {
+  if (absl::Status s = ValidateHandle(request.handle()); !s.ok()) return s;
+  WriteOp op;
+  op.handle = request.handle();
+  op.offset = request.offset();
+  op.data = request.data();
+  return op;
+}
+
+absl::StatusOr<ReadOp> ReadOpFromProto(const v1::ReadRequest& request) {
+  if (absl::Status s = ValidateHandle(request.handle()); !s.ok()) return s;
+  ReadOp op;
+  op.handle = request.handle();
+  op.offset = request.offset();
+  op.length = request.length();
+  return op;
+}
+
+absl::StatusOr<FreeOp> FreeOpFromProto(const v1::FreeRequest& request) {
+  if (absl::Status s = ValidateHandle(request.handle()); !s.ok()) return s;
+  FreeOp op;
+  op.handle = request.handle();
+  return op;
+}
+
+absl::StatusOr<StatsOp> StatsOpFromProto(const v1::GetStatsRequest& request) {
+  StatsOp op;
+  op.include_classes = request.include_classes();
+  return op;
+}
+
+absl::StatusOr<AnalyzeOp> AnalyzeOpFromProto(
+    const v1::AnalyzeFragmentationRequest& request) {
+  absl::StatusOr<std::vector<pools::PoolKind>> pools =
+      PoolListFromProto(request.pools());
+  if (!pools.ok()) return pools.status();
+  AnalyzeOp op;
+  op.pools = *std::move(pools);
+  return op;
+}
+
+absl::StatusOr<DefragOp> DefragOpFromProto(
+    const v1::TriggerDefragmentationRequest& request) {
+  absl::StatusOr<std::vector<pools::PoolKind>> pools =
+      PoolListFromProto(request.pools());
+  if (!pools.ok()) return pools.status();
+  DefragOp op;
+  op.pools = *std::move(pools);
+  return op;
+}
+
+void BlockInfoToProto(const pools::BlockInfo& info,
+                      v1::AllocateResponse* response) {
+  response->set_handle(info.handle);
+  response->set_pool(PoolToProto(info.pool));
+  response->set_block_size(info.size);
+  response->set_slot_bytes(info.slot_bytes);
+}
+
+void FragmentationStatsToProto(const pools::FragmentationStats& stats,
+                               v1::FragmentationStats* proto) {
+  proto->set_live_bytes(stats.live_bytes);
+  proto->set_allocated_bytes(stats.allocated_bytes);
+  proto->set_resident_bytes(stats.resident_bytes);
+  proto->set_metadata_bytes(stats.metadata_bytes);
+  proto->set_free_bytes(stats.free_bytes);
+  proto->set_blocks(stats.blocks);
+  proto->set_spans(stats.spans);
+  proto->set_partial_spans(stats.partial_spans);
+  proto->set_empty_spans(stats.empty_spans);
+  proto->set_fragmentation_ratio(stats.FragmentationRatio());
+  proto->set_reclaimable_bytes(stats.reclaimable_bytes);
+  proto->set_free_extents(stats.free_extents);
+  proto->set_largest_free_extent_bytes(stats.largest_free_extent_bytes);
+  proto->set_unpurged_bytes(stats.unpurged_bytes);
+}
+
+void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
+  proto->set_queue_depth(stats.queue_depth);
+  proto->set_channel_capacity(stats.channel_capacity);
+  auto& completed = *proto->mutable_commands_completed();
+  for (size_t i = 0; i < kCommandTypeCount; ++i) {
+    CommandType type = static_cast<CommandType>(i);
+    completed[std::string(CommandTypeName(type))] = stats.completed_of(type);
+  }
+  proto->set_commands_refused(stats.refused);
+  proto->set_defragmentations(stats.defragmentations);
+  proto->set_total_bytes_reclaimed(stats.total_bytes_reclaimed);
+}
+
+void StatsSnapshotToProto(const StatsSnapshot& snapshot,
+                          v1::GetStatsResponse* response) {
+  for (const pools::PoolStats& pool : snapshot.pools.pools) {
+    v1::PoolStats* entry = response->add_pools();
+    entry->set_pool(PoolToProto(pool.pool));
+    FragmentationStatsToProto(pool.stats, entry->mutable_stats());
+    for (const pools::ClassStats& size_class : pool.classes) {
+      v1::SizeClassStats* class_entry = entry->add_classes();
+      class_entry->set_slot_bytes(size_class.slot_bytes);
+      FragmentationStatsToProto(size_class.stats, class_entry->mutable_stats());
+    }
+  }
+  FragmentationStatsToProto(snapshot.pools.total, response->mutable_total());
+  WorkerStatsToProto(snapshot.worker, response->mutable_worker());
+}
+
+void PoolAnalysesToProto(const std::vector<pools::PoolAnalysis>& analyses,
+                         v1::FragmentationReport* report) {
+  pools::FragmentationStats total;
+  uint64_t blocks_moved = 0;
+  uint64_t bytes_moved = 0;
+  uint64_t bytes_reclaimed = 0;
+  for (const pools::PoolAnalysis& analysis : analyses) {
+    v1::PoolAnalysis* entry = report->add_pools();
+    entry->set_pool(PoolToProto(analysis.pool));
+    FragmentationStatsToProto(analysis.stats, entry->mutable_stats());
+    entry->set_projected_blocks_moved(analysis.blocks_to_move);
+    entry->set_projected_bytes_moved(analysis.bytes_to_move);
+    entry->set_projected_spans_released(analysis.spans_to_release);
+    entry->set_projected_bytes_reclaimed(analysis.bytes_to_reclaim);
+    entry->set_projected_fragmentation_ratio(analysis.ratio_after);
+    total.Add(analysis.stats);
+    blocks_moved += analysis.blocks_to_move;
+    bytes_moved += analysis.bytes_to_move;
+    bytes_reclaimed += analysis.bytes_to_reclaim;
+  }
+  FragmentationStatsToProto(total, report->mutable_total());
+  report->set_projected_blocks_moved(blocks_moved);
+  report->set_projected_bytes_moved(bytes_moved);
+  report->set_projected_bytes_reclaimed(bytes_reclaimed);
+}
+
+v1::PoolDefragReport::Outcome DefragOutcomeToProto(
+    pools::DefragOutcome outcome) {
+  switch (outcome) {
+    case pools::DefragOutcome::kCleaned:
+      return v1::PoolDefragReport::OUTCOME_CLEANED;
+    case pools::DefragOutcome::kSkipped:
+      return v1::PoolDefragReport::OUTCOME_SKIPPED;
+    case pools::DefragOutcome::kPartial:
+      return v1::PoolDefragReport::OUTCOME_PARTIAL;
+    case pools::DefragOutcome::kFailed:
+      return v1::PoolDefragReport::OUTCOME_FAILED;
+  }
+  return v1::PoolDefragReport::OUTCOME_UNSPECIFIED;
+}
+
+void DefragReportToProto(const pools::DefragReport& report,
+                         v1::DefragReport* proto) {
+  for (const pools::PoolDefragReport& pool : report.pools) {
+    v1::PoolDefragReport* entry = proto->add_pools();
+    entry->set_pool(PoolToProto(pool.pool));
+    entry->set_outcome(DefragOutcomeToProto(pool.outcome));
+    entry->set_reason(pool.reason);
+    FragmentationStatsToProto(pool.before, entry->mutable_before());
+    FragmentationStatsToProto(pool.after, entry->mutable_after());
+    entry->set_blocks_moved(pool.blocks_moved);
+    entry->set_bytes_moved(pool.bytes_moved);
+    entry->set_spans_released(pool.spans_released);
+    entry->set_bytes_reclaimed(pool.bytes_reclaimed);
+    DurationToProto(pool.duration, entry->mutable_duration());
+  }
+  proto->set_bytes_reclaimed(report.bytes_reclaimed);
+  proto->set_bytes_moved(report.bytes_moved);
+  proto->set_blocks_moved(report.blocks_moved);
+  proto->set_spans_released(report.spans_released);
+  proto->set_pools_cleaned(report.pools_cleaned);
+  proto->set_pools_skipped(report.pools_skipped);
+  proto->set_pools_partial(report.pools_partial);
+  proto->set_pools_failed(report.pools_failed);
+  proto->set_slices(report.slices);
+  DurationToProto(report.max_slice, proto->mutable_max_slice_duration());
+  DurationToProto(report.duration, proto->mutable_duration());
+  proto->set_rss_before_bytes(report.rss_before_bytes);
+  proto->set_rss_after_bytes(report.rss_after_bytes);
+  proto->set_complete(report.complete);
+}
+
+void DurationToProto(absl::Duration duration,
+                     google::protobuf::Duration* proto) {
+  if (duration >= absl::Seconds(kMaxDurationSeconds + 1)) {
+    proto->set_seconds(kMaxDurationSeconds);
+    proto->set_nanos(kMaxDurationNanos);
+    return;
+  }
+  if (duration <= -absl::Seconds(kMaxDurationSeconds + 1)) {
+    proto->set_seconds(-kMaxDurationSeconds);
+    proto->set_nanos(-kMaxDurationNanos);
+    return;
+  }
+  absl::Duration remainder;
+  // Truncates toward zero; the remainder has the sign of `duration`, as
+  // google.protobuf.Duration wants for its nanos.
+  const int64_t seconds =
+      absl::IDivDuration(duration, absl::Seconds(1), &remainder);
+  proto->set_seconds(seconds);
+  proto->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(remainder)));
+}
+
+absl::Time DeadlineFromGrpc(std::chrono::system_clock::time_point deadline) {
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+}  // namespace poold
