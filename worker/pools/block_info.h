@@ -9,7 +9,7 @@
 namespace poold::pools {
 
 struct BlockInfo {
-  uint64_t handle = 0;      // never 0 for a real block
+  uint64_t handle = 0;  // never 0 for a real block
   PoolKind pool = PoolKind::kSmall;
   uint64_t size = 0;        // requested size; what a full Read returns
   uint64_t slot_bytes = 0;  // what the pool set aside (class or extent size)

@@ -1,0 +1,415 @@
+// ExtentPool: page-granular extents in chunks, size bins, coalescing, purge.
+#include "worker/pools/extent_pool.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "worker/pools/os_memory.h"
+
+namespace poold::pools {
+
+ExtentPool::~ExtentPool() {
+  for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
+    if (chunks_[k].base != nullptr) {
+      OsMemory::Unmap(chunks_[k].base, uint64_t{chunks_[k].pages} * page_);
+    }
+  }
+}
+
+absl::Status ExtentPool::Init(const ExtentPoolOptions& options) {
+  options_ = options;
+  page_ = OsMemory::PageSize();
+  if (absl::Status s = extents_.Init(options.max_extents); !s.ok()) return s;
+  if (absl::Status s = chunks_.Init(options.max_chunks); !s.ok()) return s;
+  return handles_.Init(PoolKind::kLarge, options.max_handles,
+                       options.handle_key);
+}
+
+int ExtentPool::BinFor(uint64_t pages) {
+  if (pages < 4) return static_cast<int>(pages);
+  const int log2 = std::bit_width(pages) - 1;
+  const int sub = static_cast<int>((pages >> (log2 - 2)) & 3);
+  return 4 * (log2 - 1) + sub;
+}
+
+absl::StatusOr<uint32_t> ExtentPool::NewRecord() {
+  uint32_t id;
+  if (free_records_ != 0) {
+    id = free_records_ - 1;
+    free_records_ = extents_[id].next;
+  } else {
+    id = static_cast<uint32_t>(extents_.size());
+    if (!extents_.Grow(id + 1u)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the large pool has no room for more extents (",
+                       extents_.capacity(), ")"));
+    }
+  }
+  extents_[id] = Extent{};
+  return id;
+}
+
+void ExtentPool::FreeRecord(uint32_t id) {
+  extents_[id] = Extent{};
+  extents_[id].next = free_records_;
+  free_records_ = id + 1;
+}
+
+uint64_t ExtentPool::NewRecordGrowthBytes() const {
+  return free_records_ != 0 ? 0 : extents_.GrowthBytes(extents_.size() + 1);
+}
+
+void ExtentPool::SetBoundary(uint32_t id) {
+  const Extent& e = extents_[id];
+  uint32_t* map = PageMap(e.chunk);
+  map[e.first] = id + 1;
+  map[e.first + e.pages - 1] = id + 1;
+}
+
+void ExtentPool::InsertFree(uint32_t id, uint8_t state) {
+  Extent& e = extents_[id];
+  Bins& bins = BinsOf(state);
+  const int bin = BinFor(e.pages);
+  e.state = state;
+  e.bin = static_cast<uint8_t>(bin);
+  e.prev = 0;
+  e.next = bins.heads[bin];
+  if (e.next != 0) extents_[e.next - 1].prev = id + 1;
+  bins.heads[bin] = id + 1;
+  bins.nonempty[bin / 64] |= uint64_t{1} << (bin % 64);
+  ++chunks_[e.chunk].free_extents;
+  ++free_extents_;
+  if (state == kDirty) dirty_bytes_ += uint64_t{e.pages} * page_;
+}
+
+void ExtentPool::RemoveFree(uint32_t id) {
+  Extent& e = extents_[id];
+  DCHECK(e.state == kDirty || e.state == kClean);
+  Bins& bins = BinsOf(e.state);
+  if (e.prev != 0) {
+    extents_[e.prev - 1].next = e.next;
+  } else {
+    bins.heads[e.bin] = e.next;
+    if (e.next == 0)
+      bins.nonempty[e.bin / 64] &= ~(uint64_t{1} << (e.bin % 64));
+  }
+  if (e.next != 0) extents_[e.next - 1].prev = e.prev;
+  e.prev = e.next = 0;
+  --chunks_[e.chunk].free_extents;
+  --free_extents_;
+  if (e.state == kDirty) dirty_bytes_ -= uint64_t{e.pages} * page_;
+  e.state = kNone;
+}
+
+uint32_t ExtentPool::Coalesce(uint32_t id) {
+  const uint8_t state = extents_[id].state;
+  RemoveFree(id);
+  const uint32_t chunk = extents_[id].chunk;
+  const uint32_t* map = PageMap(chunk);
+  const Chunk& c = chunks_[chunk];
+  // Left neighbour: its last page is just before our first.
+  if (extents_[id].first > c.header_pages) {
+    const uint32_t left = map[extents_[id].first - 1];
+    if (left != 0 && extents_[left - 1].state == state) {
+      RemoveFree(left - 1);
+      extents_[left - 1].pages += extents_[id].pages;
+      FreeRecord(id);
+      id = left - 1;
+    }
+  }
+  // Right neighbour: its first page is just after our last.
+  const uint32_t end = extents_[id].first + extents_[id].pages;
+  if (end < c.pages) {
+    const uint32_t right = map[end];
+    if (right != 0 && extents_[right - 1].state == state) {
+      RemoveFree(right - 1);
+      extents_[id].pages += extents_[right - 1].pages;
+      FreeRecord(right - 1);
+    }
+  }
+  SetBoundary(id);
+  InsertFree(id, state);
+  return id;
+}
+
+uint32_t ExtentPool::FindFree(uint64_t pages, uint8_t state) const {
+  const Bins& bins = BinsOf(state);
+  const int start = BinFor(pages);
+  for (uint32_t id = bins.heads[start]; id != 0; id = extents_[id - 1].next) {
+    if (extents_[id - 1].pages >= pages) return id;
+  }
+  // Every extent in a higher bin is large enough.
+  for (int word = (start + 1) / 64; word < 2; ++word) {
+    uint64_t mask = bins.nonempty[word];
+    if (word == (start + 1) / 64) mask &= ~uint64_t{0} << ((start + 1) % 64);
+    if (mask != 0) return bins.heads[word * 64 + std::countr_zero(mask)];
+  }
+  return 0;
+}
+
+uint64_t ExtentPool::HeaderPagesFor(uint64_t total_pages) {
+  const uint64_t page = OsMemory::PageSize();
+  return (total_pages * sizeof(uint32_t) + page - 1) / page;
+}
+
+uint64_t ExtentPool::ChunkPagesFor(uint64_t pages) const {
+  const uint64_t standard = options_.chunk_bytes / page_;
+  if (pages + HeaderPagesFor(standard) <= standard) return standard;
+  uint64_t header = HeaderPagesFor(pages);
+  while (HeaderPagesFor(pages + header) > header) ++header;
+  return pages + header;
+}
+
+absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
+  uint32_t k = 0;
+  while (k < chunk_slots_used_ && chunks_[k].base != nullptr) ++k;
+  if (k == chunk_slots_used_ && !chunks_.Grow(k + 1)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the large pool has no room for more chunks (",
+                     chunks_.capacity(), ")"));
+  }
+  const uint64_t total = ChunkPagesFor(pages);
+  absl::StatusOr<char*> base = OsMemory::Reserve(total * page_);
+  if (!base.ok()) return base.status();
+  absl::StatusOr<uint32_t> id = NewRecord();
+  if (!id.ok()) {
+    OsMemory::Unmap(*base, total * page_);
+    return id.status();
+  }
+  if (k == chunk_slots_used_) ++chunk_slots_used_;
+  const uint32_t header = static_cast<uint32_t>(HeaderPagesFor(total));
+  OsMemory::Commit(*base, uint64_t{header} * page_);
+  chunks_[k] = Chunk{*base, static_cast<uint32_t>(total), header, 0, 0};
+  header_bytes_ += uint64_t{header} * page_;
+  ++chunks_mapped_;
+  Extent& e = extents_[*id];
+  e.chunk = k;
+  e.first = header;
+  e.pages = static_cast<uint32_t>(total - header);
+  SetBoundary(*id);
+  InsertFree(*id, kClean);
+  return *id;
+}
+
+void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
+  Chunk& c = chunks_[chunk];
+  if (c.used != 0 || c.free_extents != 1) return;
+  const uint32_t id = PageMap(chunk)[c.header_pages] - 1;
+  const Extent& e = extents_[id];
+  if (e.state != kClean || e.pages != c.pages - c.header_pages) return;
+  RemoveFree(id);
+  FreeRecord(id);
+  OsMemory::Unmap(c.base, uint64_t{c.pages} * page_);
+  header_bytes_ -= uint64_t{c.header_pages} * page_;
+  --chunks_mapped_;
+  c = Chunk{};
+}
+
+absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
+                                               absl::string_view data,
+                                               uint64_t headroom) {
+  DCHECK_GE(size, kLargeMinBytes);
+  DCHECK_LE(data.size(), size);
+  const uint64_t pages = (size + page_ - 1) / page_;
+  if (pages >= (uint64_t{1} << 31)) {
+    return absl::ResourceExhaustedError("block too large for the large pool");
+  }
+  uint64_t growth = handles_.InsertGrowthBytes() + NewRecordGrowthBytes();
+  uint32_t found = FindFree(pages, kDirty);
+  if (found == 0) {
+    found = FindFree(pages, kClean);
+    growth += pages * page_;
+    if (found == 0) {
+      const uint64_t total = ChunkPagesFor(pages);
+      growth += HeaderPagesFor(total) * page_ + NewRecordGrowthBytes() +
+                chunks_.GrowthBytes(chunk_slots_used_ + 1);
+    }
+  }
+  if (growth > headroom) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("allocating ", size, " bytes needs ", growth,
+                     " more resident bytes than the memory limit allows"));
+  }
+  absl::StatusOr<HandleTable::Inserted> entry = handles_.Insert(0);
+  if (!entry.ok()) return entry.status();
+  if (found == 0) {
+    absl::StatusOr<uint32_t> fresh = MapChunk(pages);
+    if (!fresh.ok()) {
+      handles_.Remove(entry->index);
+      return fresh.status();
+    }
+    found = *fresh + 1;
+  }
+  uint32_t id = found - 1;
+  uint32_t rest = 0;
+  if (extents_[id].pages > pages) {
+    absl::StatusOr<uint32_t> record = NewRecord();
+    if (!record.ok()) {
+      handles_.Remove(entry->index);
+      MaybeUnmapChunk(extents_[id].chunk);
+      return record.status();
+    }
+    rest = *record + 1;
+  }
+  Extent& e = extents_[id];
+  const uint8_t state = e.state;
+  RemoveFree(id);
+  if (rest != 0) {
+    Extent& r = extents_[rest - 1];
+    r.chunk = e.chunk;
+    r.first = e.first + static_cast<uint32_t>(pages);
+    r.pages = e.pages - static_cast<uint32_t>(pages);
+    e.pages = static_cast<uint32_t>(pages);
+    SetBoundary(rest - 1);
+    InsertFree(rest - 1, state);
+  }
+  e.state = kUsed;
+  e.size = size;
+  SetBoundary(id);
+  ++chunks_[e.chunk].used;
+  char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
+  if (state == kClean) {
+    // Fresh zero pages: make them resident now, as counted.
+    OsMemory::Commit(block, pages * page_);
+  } else {
+    std::memset(block + data.size(), 0, size - data.size());
+  }
+  if (!data.empty()) std::memcpy(block, data.data(), data.size());
+  handles_.SetPayload(entry->index, id);
+  ++blocks_;
+  live_bytes_ += size;
+  used_bytes_ += pages * page_;
+  return BlockInfo{entry->handle, PoolKind::kLarge, size, pages * page_};
+}
+
+absl::StatusOr<BlockRef> ExtentPool::Lookup(uint64_t handle) {
+  std::optional<uint32_t> index = handles_.Find(handle);
+  if (!index.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  const Extent& e = extents_[handles_.Payload(*index)];
+  return BlockRef{chunks_[e.chunk].base + uint64_t{e.first} * page_, e.size};
+}
+
+absl::Status ExtentPool::Free(uint64_t handle) {
+  std::optional<uint32_t> index = handles_.Find(handle);
+  if (!index.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  uint32_t id = static_cast<uint32_t>(handles_.Payload(*index));
+  handles_.Remove(*index);
+  Extent& e = extents_[id];
+  --blocks_;
+  live_bytes_ -= e.size;
+  used_bytes_ -= uint64_t{e.pages} * page_;
+  --chunks_[e.chunk].used;
+  e.size = 0;
+  InsertFree(id, kDirty);
+  id = Coalesce(id);
+  if (dirty_bytes_ > options_.retained_bytes) PurgeExtent(id, nullptr);
+  return absl::OkStatus();
+}
+
+void ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
+  Extent& e = extents_[id];
+  DCHECK_EQ(e.state, kDirty);
+  const uint32_t chunk = e.chunk;
+  const uint64_t bytes = uint64_t{e.pages} * page_;
+  OsMemory::Purge(chunks_[chunk].base + uint64_t{e.first} * page_, bytes);
+  RemoveFree(id);
+  InsertFree(id, kClean);
+  Coalesce(id);
+  const uint64_t mapped = chunks_mapped_;
+  MaybeUnmapChunk(chunk);
+  if (progress != nullptr) {
+    progress->bytes_purged += bytes;
+    progress->chunks_unmapped += mapped - chunks_mapped_;
+  }
+}
+
+PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
+  PurgeProgress progress;
+  while (dirty_.nonempty[0] != 0 || dirty_.nonempty[1] != 0) {
+    const int word = dirty_.nonempty[1] != 0 ? 1 : 0;
+    const int bin = word * 64 + 63 - std::countl_zero(dirty_.nonempty[word]);
+    PurgeExtent(dirty_.heads[bin] - 1, &progress);
+    if (absl::Now() >= deadline) return progress;
+  }
+  progress.bytes_purged += handles_.ReleaseEmptyPages();
+  progress.done = true;
+  return progress;
+}
+
+uint64_t ExtentPool::SideMetadataBytes() const {
+  return extents_.resident_bytes() + chunks_.resident_bytes() +
+         handles_.resident_bytes();
+}
+
+uint64_t ExtentPool::resident_bytes() const {
+  return used_bytes_ + dirty_bytes_ + header_bytes_ + SideMetadataBytes();
+}
+
+uint64_t ExtentPool::LargestFree() const {
+  uint64_t largest = 0;
+  for (const Bins* bins : {&dirty_, &clean_}) {
+    for (int word = 1; word >= 0; --word) {
+      if (bins->nonempty[word] == 0) continue;
+      const int bin = word * 64 + 63 - std::countl_zero(bins->nonempty[word]);
+      for (uint32_t id = bins->heads[bin]; id != 0;
+           id = extents_[id - 1].next) {
+        largest = std::max(largest, uint64_t{extents_[id - 1].pages} * page_);
+      }
+      break;
+    }
+  }
+  return largest;
+}
+
+PoolStats ExtentPool::Stats() const {
+  PoolStats result;
+  result.pool = PoolKind::kLarge;
+  FragmentationStats& s = result.stats;
+  s.live_bytes = live_bytes_;
+  s.allocated_bytes = used_bytes_;
+  s.blocks = blocks_;
+  s.spans = chunks_mapped_;
+  uint64_t empty_chunk_headers = 0;
+  for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
+    const Chunk& c = chunks_[k];
+    if (c.base == nullptr) continue;
+    if (c.used == 0) {
+      ++s.empty_spans;
+      empty_chunk_headers += uint64_t{c.header_pages} * page_;
+    } else if (c.free_extents > 0) {
+      ++s.partial_spans;
+    }
+  }
+  s.free_bytes = dirty_bytes_;
+  s.unpurged_bytes = dirty_bytes_;
+  s.free_extents = free_extents_;
+  s.largest_free_extent_bytes = LargestFree();
+  s.metadata_bytes = SideMetadataBytes() + header_bytes_;
+  s.resident_bytes = resident_bytes();
+  // A full compaction purges every dirty extent, which unmaps every chunk
+  // with no block (and its page map), and drops empty handle-table pages.
+  s.reclaimable_bytes =
+      dirty_bytes_ + empty_chunk_headers + handles_.empty_page_bytes();
+  return result;
+}
+
+PoolAnalysis ExtentPool::Analyze() const {
+  PoolAnalysis analysis;
+  analysis.pool = PoolKind::kLarge;
+  analysis.stats = Stats().stats;
+  analysis.spans_to_release = analysis.stats.empty_spans;
+  analysis.bytes_to_reclaim = analysis.stats.reclaimable_bytes;
+  FragmentationStats after = analysis.stats;
+  after.resident_bytes -= analysis.bytes_to_reclaim;
+  analysis.ratio_after = after.FragmentationRatio();
+  return analysis;
+}
+
+}  // namespace poold::pools

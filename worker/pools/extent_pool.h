@@ -1,0 +1,156 @@
+// ExtentPool: the large pool. Each block is a page-granular extent carved
+// from a large reserved chunk. A chunk starts with its page map (the extent
+// record id at the first and last page of every extent, for O(1) coalescing);
+// extent records live in a side array; free extents sit in size bins, kept
+// apart by whether their pages are still resident ("dirty", reused first and
+// without page faults) or already returned to the OS ("clean", zero pages).
+// Free neighbours of the same kind are coalesced. Dirty free bytes beyond the
+// retained amount are purged at once; a chunk with nothing but clean free
+// space is unmapped. Large blocks never move: compaction purges and unmaps.
+#ifndef POOLD_WORKER_POOLS_EXTENT_POOL_H_
+#define POOLD_WORKER_POOLS_EXTENT_POOL_H_
+
+#include <array>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "worker/pools/block_info.h"
+#include "worker/pools/block_ref.h"
+#include "worker/pools/fragmentation_stats.h"
+#include "worker/pools/handle_table.h"
+#include "worker/pools/pool_analysis.h"
+#include "worker/pools/reserved_array.h"
+
+namespace poold::pools {
+
+struct ExtentPoolOptions {
+  // Size of a chunk; a block larger than a chunk gets a chunk of its own.
+  uint64_t chunk_bytes = uint64_t{256} << 20;
+  // Dirty (resident) free bytes kept for reuse before purging.
+  uint64_t retained_bytes = uint64_t{64} << 20;
+  uint32_t max_chunks = 1u << 14;
+  uint32_t max_extents = 1u << 22;
+  uint32_t max_handles = 1u << 22;
+  uint64_t handle_key = 0;
+};
+
+// What one bounded purge step did.
+struct PurgeProgress {
+  bool done = false;
+  uint64_t bytes_purged = 0;
+  uint64_t chunks_unmapped = 0;
+};
+
+class ExtentPool {
+ public:
+  ExtentPool() = default;
+  ExtentPool(const ExtentPool&) = delete;
+  ExtentPool& operator=(const ExtentPool&) = delete;
+  ~ExtentPool();
+
+  // REQUIRES: called once before use.
+  absl::Status Init(const ExtentPoolOptions& options);
+
+  // Allocates a zeroed block of `size` bytes and copies `data` to its start.
+  // May add at most `headroom` bytes to resident_bytes(); when it would need
+  // more, fails with RESOURCE_EXHAUSTED and changes nothing.
+  // REQUIRES: size >= kLargeMinBytes; data.size() <= size.
+  absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data,
+                                     uint64_t headroom);
+
+  // The bytes of a live block; NOT_FOUND for any other handle.
+  absl::StatusOr<BlockRef> Lookup(uint64_t handle);
+
+  // Frees a live block; NOT_FOUND for any other handle (nothing changes).
+  absl::Status Free(uint64_t handle);
+
+  PoolStats Stats() const;
+  PoolAnalysis Analyze() const;
+  uint64_t resident_bytes() const;
+
+  // Purges dirty free extents (unmapping chunks left empty) until none is
+  // left or `deadline` passes, then releases empty handle-table pages.
+  PurgeProgress PurgeStep(absl::Time deadline);
+
+ private:
+  friend class ExtentPoolPeer;  // tests
+
+  enum State : uint8_t { kNone = 0, kUsed, kDirty, kClean };
+  static constexpr int kBins = 128;
+
+  struct Extent {
+    uint64_t size;  // requested bytes (used extents)
+    uint32_t chunk;
+    uint32_t first;  // first page, counted from the chunk base
+    uint32_t pages;
+    uint32_t prev;  // bin list links, record id + 1 (0 = none)
+    uint32_t next;  // also links unused records
+    uint8_t state;
+    uint8_t bin;
+  };
+
+  struct Chunk {
+    char* base;
+    uint32_t pages;         // including the header
+    uint32_t header_pages;  // the page map
+    uint32_t used;          // used extents
+    uint32_t free_extents;
+  };
+
+  struct Bins {
+    std::array<uint32_t, kBins> heads{};
+    std::array<uint64_t, 2> nonempty{};
+  };
+
+  static int BinFor(uint64_t pages);
+  uint32_t* PageMap(uint32_t chunk) {
+    return reinterpret_cast<uint32_t*>(chunks_[chunk].base);
+  }
+  Bins& BinsOf(uint8_t state) { return state == kDirty ? dirty_ : clean_; }
+  const Bins& BinsOf(uint8_t state) const {
+    return state == kDirty ? dirty_ : clean_;
+  }
+
+  absl::StatusOr<uint32_t> NewRecord();
+  void FreeRecord(uint32_t id);
+  uint64_t NewRecordGrowthBytes() const;
+  void SetBoundary(uint32_t id);
+  void InsertFree(uint32_t id, uint8_t state);
+  void RemoveFree(uint32_t id);
+  // Merges a free extent with free neighbours of the same state; returns
+  // the id of the merged extent (which is in its bin).
+  uint32_t Coalesce(uint32_t id);
+  // A free extent of `state` with at least `pages` pages, or 0 (id + 1).
+  uint32_t FindFree(uint64_t pages, uint8_t state) const;
+  static uint64_t HeaderPagesFor(uint64_t total_pages);
+  uint64_t ChunkPagesFor(uint64_t pages) const;
+  absl::StatusOr<uint32_t> MapChunk(uint64_t pages);
+  void MaybeUnmapChunk(uint32_t chunk);
+  void PurgeExtent(uint32_t id, PurgeProgress* progress);
+  uint64_t SideMetadataBytes() const;
+  uint64_t LargestFree() const;
+
+  ExtentPoolOptions options_;
+  uint64_t page_ = 4096;
+  ReservedArray<Extent> extents_;
+  uint32_t free_records_ = 0;  // id + 1 of the first unused record
+  ReservedArray<Chunk> chunks_;
+  uint32_t chunk_slots_used_ = 0;
+  Bins dirty_;
+  Bins clean_;
+  uint64_t blocks_ = 0;
+  uint64_t live_bytes_ = 0;
+  uint64_t used_bytes_ = 0;
+  uint64_t dirty_bytes_ = 0;
+  uint64_t header_bytes_ = 0;
+  uint64_t chunks_mapped_ = 0;
+  uint64_t free_extents_ = 0;
+  HandleTable handles_;
+};
+
+}  // namespace poold::pools
+
+#endif  // POOLD_WORKER_POOLS_EXTENT_POOL_H_

@@ -1,0 +1,368 @@
+// PoolSet: routing, validation, the memory limit and defragmentation runs.
+#include "worker/pools/pool_set.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "worker/pools/handle_table.h"
+
+namespace poold::pools {
+
+// State of one defragmentation across its pools.
+struct PoolSet::DefragRun {
+  std::vector<PoolKind> pools;
+  size_t current = 0;
+  bool pool_started = false;
+  std::optional<SlabCompactor> compactor;
+  PoolDefragReport pool_report;
+  absl::Time pool_start;
+  absl::Time start;
+  DefragReport report;
+};
+
+PoolSet::PoolSet(const PoolSetOptions& options) : options_(options) {}
+
+PoolSet::~PoolSet() = default;
+
+absl::StatusOr<std::unique_ptr<PoolSet>> PoolSet::Create(
+    const PoolSetOptions& options) {
+  std::unique_ptr<PoolSet> set(new PoolSet(options));
+  uint64_t key = options.handle_key;
+  if (key == 0) {
+    absl::BitGen gen;
+    key = absl::Uniform<uint64_t>(gen);
+  }
+  SlabPoolOptions small;
+  small.pool = PoolKind::kSmall;
+  small.span_bytes = 64 << 10;
+  small.spans_per_chunk = 256;  // 16 MiB chunks
+  small.max_spans = 1u << 20;
+  small.retained_bytes = options.small_retained_bytes;
+  small.bitmap_in_span = true;
+  small.max_handles = 1u << 30;
+  small.handle_key = key;
+  if (absl::Status s = set->small_.Init(small); !s.ok()) return s;
+
+  SlabPoolOptions medium;
+  medium.pool = PoolKind::kMedium;
+  medium.span_bytes = 1 << 20;
+  medium.spans_per_chunk = 64;  // 64 MiB chunks
+  medium.max_spans = 1u << 20;
+  medium.retained_bytes = options.medium_retained_bytes;
+  // 64 KiB slots in 1 MiB spans: an in-span bitmap would cost a slot.
+  medium.bitmap_in_span = false;
+  medium.max_handles = 1u << 26;
+  medium.handle_key = key;
+  if (absl::Status s = set->medium_.Init(medium); !s.ok()) return s;
+
+  ExtentPoolOptions large;
+  large.retained_bytes = options.large_retained_bytes;
+  large.handle_key = key;
+  if (absl::Status s = set->large_.Init(large); !s.ok()) return s;
+  return set;
+}
+
+uint64_t PoolSet::resident_bytes() const {
+  return small_.resident_bytes() + medium_.resident_bytes() +
+         large_.resident_bytes();
+}
+
+uint64_t PoolSet::Headroom() const {
+  if (options_.memory_limit_bytes == 0) return UINT64_MAX;
+  const uint64_t resident = resident_bytes();
+  return resident >= options_.memory_limit_bytes
+             ? 0
+             : options_.memory_limit_bytes - resident;
+}
+
+absl::StatusOr<BlockInfo> PoolSet::AllocateIn(PoolKind pool, uint64_t size,
+                                              absl::string_view data) {
+  switch (pool) {
+    case PoolKind::kSmall:
+      return small_.Allocate(size, data, Headroom());
+    case PoolKind::kMedium:
+      return medium_.Allocate(size, data, Headroom());
+    case PoolKind::kLarge:
+      return large_.Allocate(size, data, Headroom());
+  }
+  return absl::InternalError("unknown pool");
+}
+
+absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
+                                            absl::string_view data) {
+  if (size == 0) size = data.size();
+  if (size == 0) {
+    return absl::InvalidArgumentError(
+        "size must be at least 1 byte (or data must not be empty)");
+  }
+  if (data.size() > size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data is ", data.size(), " bytes, longer than the size ", size));
+  }
+  if (size > options_.max_block_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size ", size, " exceeds the largest block size ",
+                     options_.max_block_bytes));
+  }
+  const PoolKind pool = PoolForSize(size);
+  absl::StatusOr<BlockInfo> block = AllocateIn(pool, size, data);
+  if (block.ok() || !absl::IsResourceExhausted(block.status()) ||
+      options_.memory_limit_bytes == 0) {
+    return block;
+  }
+  MakeRoom();
+  block = AllocateIn(pool, size, data);
+  if (block.ok() || !absl::IsResourceExhausted(block.status())) return block;
+  return absl::ResourceExhaustedError(
+      absl::StrCat("memory limit of ", options_.memory_limit_bytes,
+                   " bytes reached even after compaction (resident ",
+                   resident_bytes(), " bytes): ", block.status().message()));
+}
+
+void PoolSet::MakeRoom() {
+  uint64_t reclaimable = 0;
+  for (PoolKind pool : kAllPools) {
+    reclaimable += StatsOf(pool, false).stats.reclaimable_bytes;
+  }
+  if (reclaimable == 0) return;
+  const uint64_t before = resident_bytes();
+  const bool own_run = run_ == nullptr;
+  if (own_run) CHECK(BeginDefrag({}).ok());
+  while (run_->current < run_->pools.size()) {
+    StepPool(absl::InfiniteFuture());
+  }
+  run_->report.complete = true;
+  if (own_run) EndDefrag("");
+  LOG(INFO) << "memory limit: compacted to make room, resident " << before
+            << " -> " << resident_bytes() << " bytes";
+}
+
+absl::StatusOr<BlockRef> PoolSet::Lookup(uint64_t handle) {
+  std::optional<PoolKind> pool = HandleTable::PoolOf(handle);
+  if (!pool.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  switch (*pool) {
+    case PoolKind::kSmall:
+      return small_.Lookup(handle);
+    case PoolKind::kMedium:
+      return medium_.Lookup(handle);
+    case PoolKind::kLarge:
+      return large_.Lookup(handle);
+  }
+  return absl::InternalError("unknown pool");
+}
+
+absl::Status PoolSet::Write(uint64_t handle, uint64_t offset,
+                            absl::string_view data) {
+  absl::StatusOr<BlockRef> block = Lookup(handle);
+  if (!block.ok()) return block.status();
+  if (offset > block->size || data.size() > block->size - offset) {
+    return absl::OutOfRangeError(
+        absl::StrCat("writing ", data.size(), " bytes at offset ", offset,
+                     " passes the end of the block (", block->size, " bytes)"));
+  }
+  if (!data.empty())
+    std::memcpy(block->data + offset, data.data(), data.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::string_view> PoolSet::Read(uint64_t handle,
+                                                uint64_t offset,
+                                                uint64_t length) {
+  absl::StatusOr<BlockRef> block = Lookup(handle);
+  if (!block.ok()) return block.status();
+  if (offset > block->size) {
+    return absl::OutOfRangeError(absl::StrCat("offset ", offset,
+                                              " is past the end of the block (",
+                                              block->size, " bytes)"));
+  }
+  if (length == 0) length = block->size - offset;
+  if (length > block->size - offset) {
+    return absl::OutOfRangeError(
+        absl::StrCat("reading ", length, " bytes at offset ", offset,
+                     " passes the end of the block (", block->size, " bytes)"));
+  }
+  return absl::string_view(block->data + offset, length);
+}
+
+absl::Status PoolSet::Free(uint64_t handle) {
+  std::optional<PoolKind> pool = HandleTable::PoolOf(handle);
+  if (!pool.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  switch (*pool) {
+    case PoolKind::kSmall:
+      return small_.Free(handle);
+    case PoolKind::kMedium:
+      return medium_.Free(handle);
+    case PoolKind::kLarge:
+      return large_.Free(handle);
+  }
+  return absl::InternalError("unknown pool");
+}
+
+PoolStats PoolSet::StatsOf(PoolKind pool, bool include_classes) const {
+  switch (pool) {
+    case PoolKind::kSmall:
+      return small_.Stats(include_classes);
+    case PoolKind::kMedium:
+      return medium_.Stats(include_classes);
+    case PoolKind::kLarge:
+      return large_.Stats();
+  }
+  return PoolStats{};
+}
+
+PoolSetStats PoolSet::Stats(bool include_classes) const {
+  PoolSetStats stats;
+  for (PoolKind pool : kAllPools) {
+    stats.pools[PoolIndex(pool)] = StatsOf(pool, include_classes);
+    stats.total.Add(stats.pools[PoolIndex(pool)].stats);
+  }
+  return stats;
+}
+
+PoolAnalysis PoolSet::Analyze(PoolKind pool) const {
+  switch (pool) {
+    case PoolKind::kSmall:
+      return small_.Analyze();
+    case PoolKind::kMedium:
+      return medium_.Analyze();
+    case PoolKind::kLarge:
+      return large_.Analyze();
+  }
+  return PoolAnalysis{};
+}
+
+absl::Status PoolSet::BeginDefrag(const std::vector<PoolKind>& pools) {
+  if (run_ != nullptr) {
+    return absl::FailedPreconditionError("a defragmentation is running");
+  }
+  run_ = std::make_unique<DefragRun>();
+  for (PoolKind pool : kAllPools) {
+    if (pools.empty() ||
+        std::find(pools.begin(), pools.end(), pool) != pools.end()) {
+      run_->pools.push_back(pool);
+    }
+  }
+  run_->start = absl::Now();
+  return absl::OkStatus();
+}
+
+bool PoolSet::StepPool(absl::Time deadline) {
+  DefragRun& run = *run_;
+  const PoolKind pool = run.pools[run.current];
+  if (!run.pool_started) {
+    run.pool_started = true;
+    run.pool_start = absl::Now();
+    run.pool_report = PoolDefragReport{};
+    run.pool_report.pool = pool;
+    run.pool_report.before = StatsOf(pool, false).stats;
+    if (run.pool_report.before.reclaimable_bytes == 0) {
+      FinishPool(DefragOutcome::kSkipped, "nothing to reclaim");
+      return true;
+    }
+    if (pool == PoolKind::kSmall) run.compactor.emplace(small_);
+    if (pool == PoolKind::kMedium) run.compactor.emplace(medium_);
+  }
+  if (pool == PoolKind::kLarge) {
+    const PurgeProgress progress = large_.PurgeStep(deadline);
+    run.pool_report.spans_released += progress.chunks_unmapped;
+    if (!progress.done) return false;
+  } else if (!run.compactor->Step(deadline)) {
+    return false;
+  }
+  FinishPool(DefragOutcome::kCleaned, "");
+  return true;
+}
+
+void PoolSet::FinishPool(DefragOutcome outcome, absl::string_view reason) {
+  DefragRun& run = *run_;
+  PoolDefragReport& r = run.pool_report;
+  r.outcome = outcome;
+  r.reason = std::string(reason);
+  if (run.compactor.has_value()) {
+    if (!run.compactor->done()) run.compactor->Stop();
+    r.blocks_moved = run.compactor->blocks_moved();
+    r.bytes_moved = run.compactor->bytes_moved();
+    r.spans_released = run.compactor->spans_released();
+    if (run.compactor->spans_abandoned() > 0 && r.reason.empty()) {
+      r.reason = absl::StrCat(run.compactor->spans_abandoned(),
+                              " spans kept: allocations during the "
+                              "defragmentation used the room they needed");
+    }
+    run.compactor.reset();
+  }
+  r.after = StatsOf(r.pool, false).stats;
+  r.bytes_reclaimed = r.before.resident_bytes > r.after.resident_bytes
+                          ? r.before.resident_bytes - r.after.resident_bytes
+                          : 0;
+  r.duration = absl::Now() - run.pool_start;
+  DefragReport& total = run.report;
+  total.bytes_reclaimed += r.bytes_reclaimed;
+  total.bytes_moved += r.bytes_moved;
+  total.blocks_moved += r.blocks_moved;
+  total.spans_released += r.spans_released;
+  switch (outcome) {
+    case DefragOutcome::kCleaned:
+      ++total.pools_cleaned;
+      break;
+    case DefragOutcome::kSkipped:
+      ++total.pools_skipped;
+      break;
+    case DefragOutcome::kPartial:
+      ++total.pools_partial;
+      break;
+    case DefragOutcome::kFailed:
+      ++total.pools_failed;
+      break;
+  }
+  total.pools.push_back(std::move(r));
+  run.pool_started = false;
+  ++run.current;
+}
+
+bool PoolSet::DefragStep(absl::Duration budget) {
+  CHECK(run_ != nullptr);
+  DefragRun& run = *run_;
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + budget;
+  while (run.current < run.pools.size()) {
+    if (!StepPool(deadline)) break;
+    if (absl::Now() >= deadline) break;
+  }
+  const absl::Duration slice = absl::Now() - start;
+  ++run.report.slices;
+  run.report.max_slice = std::max(run.report.max_slice, slice);
+  const bool done = run.current >= run.pools.size();
+  if (done) run.report.complete = true;
+  return done;
+}
+
+DefragReport PoolSet::EndDefrag(absl::string_view stop_reason) {
+  CHECK(run_ != nullptr);
+  DefragRun& run = *run_;
+  if (run.current < run.pools.size()) {
+    if (run.pool_started) FinishPool(DefragOutcome::kPartial, stop_reason);
+    while (run.current < run.pools.size()) {
+      run.pool_report = PoolDefragReport{};
+      run.pool_report.pool = run.pools[run.current];
+      run.pool_report.before = StatsOf(run.pool_report.pool, false).stats;
+      run.pool_start = absl::Now();
+      FinishPool(DefragOutcome::kSkipped,
+                 absl::StrCat("not started: ", stop_reason));
+    }
+    run.report.complete = false;
+  }
+  run.report.duration = absl::Now() - run.start;
+  DefragReport report = std::move(run.report);
+  run_.reset();
+  return report;
+}
+
+}  // namespace poold::pools

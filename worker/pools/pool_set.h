@@ -1,0 +1,129 @@
+// PoolSet: the engine's front door. It owns the small, medium and large
+// pools, routes each request by size or handle, enforces the block size and
+// memory limits, and runs defragmentations in bounded steps.
+//
+// Not thread-safe by design: one owner (the worker thread) calls everything.
+#ifndef POOLD_WORKER_POOLS_POOL_SET_H_
+#define POOLD_WORKER_POOLS_POOL_SET_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "worker/pools/block_info.h"
+#include "worker/pools/defrag_report.h"
+#include "worker/pools/extent_pool.h"
+#include "worker/pools/fragmentation_stats.h"
+#include "worker/pools/pool_analysis.h"
+#include "worker/pools/pool_kind.h"
+#include "worker/pools/slab_compactor.h"
+#include "worker/pools/slab_pool.h"
+
+namespace poold::pools {
+
+struct PoolSetOptions {
+  // Largest block; bigger requests are INVALID_ARGUMENT.
+  uint64_t max_block_bytes = uint64_t{64} << 20;
+  // Resident bytes the pools may hold in all (0 = no limit). An allocation
+  // that would pass it first purges caches and compacts, then fails with
+  // RESOURCE_EXHAUSTED.
+  uint64_t memory_limit_bytes = 0;
+  // Empty memory each pool keeps resident for reuse.
+  uint64_t small_retained_bytes = uint64_t{4} << 20;
+  uint64_t medium_retained_bytes = uint64_t{16} << 20;
+  uint64_t large_retained_bytes = uint64_t{64} << 20;
+  // Salt of the handles' check tags; 0 picks a random one, so handles of an
+  // earlier process are rejected.
+  uint64_t handle_key = 0;
+};
+
+class PoolSet {
+ public:
+  // Builds the three pools (reserving address space, not memory).
+  static absl::StatusOr<std::unique_ptr<PoolSet>> Create(
+      const PoolSetOptions& options);
+
+  PoolSet(const PoolSet&) = delete;
+  PoolSet& operator=(const PoolSet&) = delete;
+  ~PoolSet();
+
+  // Allocates a zeroed block and copies `data` to its start. When `size` is
+  // 0 the block is data.size() long. INVALID_ARGUMENT for a zero size, a
+  // size above max_block_bytes, or data longer than size;
+  // RESOURCE_EXHAUSTED when the memory limit is reached even after
+  // compaction. On error nothing changes.
+  absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data);
+
+  // Copies `data` into the block at `offset`. NOT_FOUND for an unknown,
+  // freed or forged handle; OUT_OF_RANGE when offset + data.size() passes
+  // the end of the block (computed without overflow).
+  absl::Status Write(uint64_t handle, uint64_t offset, absl::string_view data);
+
+  // Bytes [offset, offset + length) of the block; length 0 = to the end.
+  // The view is valid until the next non-const call. Errors as for Write.
+  absl::StatusOr<absl::string_view> Read(uint64_t handle, uint64_t offset,
+                                         uint64_t length);
+
+  // Frees a block; its handle never resolves again. NOT_FOUND as for Write.
+  absl::Status Free(uint64_t handle);
+
+  // Exact counters of every pool and their total.
+  PoolSetStats Stats(bool include_classes) const;
+
+  // What a full defragmentation of `pool` would do now.
+  PoolAnalysis Analyze(PoolKind pool) const;
+
+  // Starts a defragmentation of `pools` (in the order small, medium, large;
+  // empty = all; duplicates count once). FAILED_PRECONDITION when one is
+  // running.
+  absl::Status BeginDefrag(const std::vector<PoolKind>& pools);
+
+  bool defrag_running() const { return run_ != nullptr; }
+
+  // Runs the defragmentation for about `budget` (one slice). Returns true
+  // when it has finished. REQUIRES: defrag_running().
+  bool DefragStep(absl::Duration budget);
+
+  // Ends the defragmentation and returns its report. If it has not finished,
+  // it stops at once (memory consistent; the pool in progress is PARTIAL and
+  // pools not reached are SKIPPED, both with `stop_reason`).
+  // REQUIRES: defrag_running().
+  DefragReport EndDefrag(absl::string_view stop_reason);
+
+  // Everything the pools hold from the OS.
+  uint64_t resident_bytes() const;
+
+  const PoolSetOptions& options() const { return options_; }
+
+ private:
+  struct DefragRun;
+
+  explicit PoolSet(const PoolSetOptions& options);
+
+  absl::StatusOr<BlockInfo> AllocateIn(PoolKind pool, uint64_t size,
+                                       absl::string_view data);
+  absl::StatusOr<BlockRef> Lookup(uint64_t handle);
+  uint64_t Headroom() const;
+  PoolStats StatsOf(PoolKind pool, bool include_classes) const;
+  // Frees memory to make room under the limit: caches first, then a full
+  // compaction (finishing the running one, if any).
+  void MakeRoom();
+  // Advances the current pool of `run_`; true when that pool is finished.
+  bool StepPool(absl::Time deadline);
+  void FinishPool(DefragOutcome outcome, absl::string_view reason);
+
+  PoolSetOptions options_;
+  SlabPool small_;
+  SlabPool medium_;
+  ExtentPool large_;
+  std::unique_ptr<DefragRun> run_;
+};
+
+}  // namespace poold::pools
+
+#endif  // POOLD_WORKER_POOLS_POOL_SET_H_

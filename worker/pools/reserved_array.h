@@ -1,0 +1,88 @@
+// ReservedArray: a fixed-capacity array of trivially copyable records in
+// reserved address space, committed page by page as it grows, so that the
+// engine's metadata is counted exactly (resident_bytes) and never moves.
+#ifndef POOLD_WORKER_POOLS_RESERVED_ARRAY_H_
+#define POOLD_WORKER_POOLS_RESERVED_ARRAY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "glog/logging.h"
+#include "worker/pools/os_memory.h"
+
+namespace poold::pools {
+
+template <typename T>
+class ReservedArray {
+  static_assert(std::is_trivially_copyable_v<T>);
+  static_assert(std::is_trivially_destructible_v<T>);
+
+ public:
+  ReservedArray() = default;
+  ReservedArray(const ReservedArray&) = delete;
+  ReservedArray& operator=(const ReservedArray&) = delete;
+  ~ReservedArray() { OsMemory::Unmap(reinterpret_cast<char*>(data_), bytes_); }
+
+  // Reserves room for `capacity` elements. New elements read as all-zero
+  // bytes, so T must treat zero bytes as its initial state.
+  // REQUIRES: called once, before any other use.
+  absl::Status Init(size_t capacity) {
+    CHECK(data_ == nullptr);
+    bytes_ = OsMemory::RoundUpToPage(capacity * sizeof(T));
+    auto base = OsMemory::Reserve(bytes_);
+    if (!base.ok()) return base.status();
+    data_ = reinterpret_cast<T*>(*base);
+    capacity_ = capacity;
+    return absl::OkStatus();
+  }
+
+  // Makes elements [0, count) usable (committing pages as needed).
+  // Returns false when count exceeds the capacity. Never shrinks.
+  bool Grow(size_t count) {
+    if (count > capacity_) return false;
+    if (count <= size_) return true;
+    const uint64_t needed = OsMemory::RoundUpToPage(count * sizeof(T));
+    if (needed > committed_) {
+      OsMemory::Commit(reinterpret_cast<char*>(data_) + committed_,
+                       needed - committed_);
+      committed_ = needed;
+    }
+    size_ = count;
+    return true;
+  }
+
+  // Bytes the next Grow(count) would commit.
+  uint64_t GrowthBytes(size_t count) const {
+    const uint64_t needed = OsMemory::RoundUpToPage(count * sizeof(T));
+    return needed > committed_ ? needed - committed_ : 0;
+  }
+
+  T& operator[](size_t i) {
+    DCHECK_LT(i, size_);
+    return data_[i];
+  }
+  const T& operator[](size_t i) const {
+    DCHECK_LT(i, size_);
+    return data_[i];
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  // Bytes committed (resident) for this array.
+  uint64_t resident_bytes() const { return committed_; }
+
+ private:
+  T* data_ = nullptr;
+  uint64_t bytes_ = 0;
+  size_t capacity_ = 0;
+  size_t size_ = 0;
+  uint64_t committed_ = 0;
+};
+
+}  // namespace poold::pools
+
+#endif  // POOLD_WORKER_POOLS_RESERVED_ARRAY_H_

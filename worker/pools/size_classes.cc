@@ -1,0 +1,82 @@
+// Size class tables and the size -> class mapping of the slab pools.
+#include "worker/pools/size_classes.h"
+
+#include <bit>
+
+#include "glog/logging.h"
+
+namespace poold::pools {
+namespace {
+
+constexpr uint64_t kSmallStep = 8;
+constexpr int kMediumStepsPerDoubling = 16;
+constexpr int kMediumFirstLog2 = 10;  // 1024
+constexpr int kMediumLastLog2 = 16;   // 65536 is the largest slot
+
+uint32_t WordsFor(uint64_t slots) { return (slots + 63) / 64; }
+
+// Fills the slot count and header of a class for a span of `span_bytes`.
+SizeClass MakeClass(uint64_t slot_bytes, uint64_t span_bytes,
+                    bool bitmap_in_span) {
+  SizeClass c;
+  c.slot_bytes = static_cast<uint32_t>(slot_bytes);
+  uint64_t slots = span_bytes / slot_bytes;
+  if (bitmap_in_span) {
+    while (slots > 0 && slots * slot_bytes + WordsFor(slots) * 8 > span_bytes) {
+      --slots;
+    }
+    c.header_bytes = WordsFor(slots) * 8;
+  }
+  CHECK_GT(slots, 0u) << "span too small for slot " << slot_bytes;
+  c.slots = static_cast<uint32_t>(slots);
+  c.bitmap_words = WordsFor(slots);
+  return c;
+}
+
+}  // namespace
+
+SizeClasses::SizeClasses(PoolKind pool, uint64_t span_bytes,
+                         bool bitmap_in_span)
+    : pool_(pool) {
+  CHECK(pool != PoolKind::kLarge);
+  if (pool == PoolKind::kSmall) {
+    for (uint64_t slot = kSmallStep; slot <= kMediumMinBytes;
+         slot += kSmallStep) {
+      classes_.push_back(MakeClass(slot, span_bytes, bitmap_in_span));
+    }
+  } else {
+    classes_.push_back(MakeClass(kMediumMinBytes, span_bytes, bitmap_in_span));
+    for (int log2 = kMediumFirstLog2; log2 < kMediumLastLog2; ++log2) {
+      const uint64_t base = uint64_t{1} << log2;
+      const uint64_t step = base / kMediumStepsPerDoubling;
+      for (int j = 1; j <= kMediumStepsPerDoubling; ++j) {
+        classes_.push_back(
+            MakeClass(base + j * step, span_bytes, bitmap_in_span));
+      }
+    }
+  }
+  for (const SizeClass& c : classes_) {
+    max_slots_ = std::max(max_slots_, c.slots);
+    max_bitmap_words_ = std::max(max_bitmap_words_, c.bitmap_words);
+  }
+}
+
+uint32_t SizeClasses::ClassFor(uint64_t size) const {
+  DCHECK_GT(size, 0u);
+  if (pool_ == PoolKind::kSmall) {
+    DCHECK_LT(size, kMediumMinBytes);
+    return static_cast<uint32_t>((size + kSmallStep - 1) / kSmallStep - 1);
+  }
+  DCHECK_GE(size, kMediumMinBytes);
+  DCHECK_LT(size, kLargeMinBytes);
+  if (size <= kMediumMinBytes) return 0;
+  // size in (2^k, 2^(k+1)]: k = floor(log2(size - 1)).
+  const int log2 = std::bit_width(size - 1) - 1;
+  const uint64_t base = uint64_t{1} << log2;
+  const uint64_t step = base / kMediumStepsPerDoubling;
+  const uint64_t j = (size - base + step - 1) / step;  // 1..16
+  return static_cast<uint32_t>(
+      1 + (log2 - kMediumFirstLog2) * kMediumStepsPerDoubling + (j - 1));
+}
+
+}  // namespace poold::pools

@@ -1,0 +1,57 @@
+// SizeClasses: the slot sizes of the small and medium pools and how many slots
+// of each fit in a span.
+//
+// small:  8, 16, 24, ..., 1024 bytes (8 B apart; 128 classes)
+// medium: 1024, then 16 steps per power of two up to 65536 (at most 1/16
+//         apart; 97 classes)
+// A block of size s lives in the smallest class whose slot holds s.
+#ifndef POOLD_WORKER_POOLS_SIZE_CLASSES_H_
+#define POOLD_WORKER_POOLS_SIZE_CLASSES_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "worker/pools/pool_kind.h"
+
+namespace poold::pools {
+
+// One size class of a slab pool.
+struct SizeClass {
+  uint32_t slot_bytes = 0;
+  // Slots per span, after the in-span header (if any).
+  uint32_t slots = 0;
+  // Bytes at the head of each span holding its occupancy bitmap (0 when the
+  // pool keeps bitmaps beside its spans); slots start at this offset.
+  uint32_t header_bytes = 0;
+  // 64-bit words of the occupancy bitmap.
+  uint32_t bitmap_words = 0;
+};
+
+class SizeClasses {
+ public:
+  // Classes of `pool` (kSmall or kMedium) for spans of `span_bytes`; when
+  // `bitmap_in_span`, each span starts with its own occupancy bitmap.
+  SizeClasses(PoolKind pool, uint64_t span_bytes, bool bitmap_in_span);
+
+  // Index of the class for blocks of `size` bytes.
+  // REQUIRES: size is within the pool's range.
+  uint32_t ClassFor(uint64_t size) const;
+
+  const SizeClass& Get(uint32_t index) const { return classes_[index]; }
+  uint32_t count() const { return static_cast<uint32_t>(classes_.size()); }
+
+  // Largest number of slots any class has per span.
+  uint32_t max_slots() const { return max_slots_; }
+  // Largest bitmap (in words) any class needs.
+  uint32_t max_bitmap_words() const { return max_bitmap_words_; }
+
+ private:
+  PoolKind pool_;
+  std::vector<SizeClass> classes_;
+  uint32_t max_slots_ = 0;
+  uint32_t max_bitmap_words_ = 0;
+};
+
+}  // namespace poold::pools
+
+#endif  // POOLD_WORKER_POOLS_SIZE_CLASSES_H_

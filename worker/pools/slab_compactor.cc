@@ -1,0 +1,221 @@
+// SlabCompactor: plan, scan, move and purge, each resumable between steps.
+#include "worker/pools/slab_compactor.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <utility>
+
+#include "glog/logging.h"
+
+namespace poold::pools {
+namespace {
+
+// How many moves run between two looks at the clock.
+constexpr uint32_t kMovesPerClockCheck = 16;
+
+}  // namespace
+
+SlabCompactor::SlabCompactor(SlabPool& pool) : pool_(pool) {}
+
+SlabCompactor::~SlabCompactor() {
+  if (!done()) Stop();
+}
+
+bool SlabCompactor::Step(absl::Time deadline) {
+  while (true) {
+    switch (phase_) {
+      case Phase::kPlan:
+        if (!PlanClasses(deadline)) return false;
+        phase_ = sources_.empty() ? Phase::kPurge : Phase::kScan;
+        break;
+      case Phase::kScan:
+        if (!Scan(deadline)) return false;
+        phase_ = Phase::kMove;
+        break;
+      case Phase::kMove:
+        if (!Move(deadline)) return false;
+        phase_ = Phase::kPurge;
+        break;
+      case Phase::kPurge:
+        spans_released_ += pool_.dirty_spans_;
+        pool_.PurgeCaches();
+        ReleaseBookkeeping();
+        phase_ = Phase::kDone;
+        return true;
+      case Phase::kDone:
+        return true;
+    }
+  }
+}
+
+void SlabCompactor::UpdateTransientBytes() {
+  pool_.transient_bytes_ = sources_.capacity() * sizeof(uint32_t) +
+                           offset_by_span_.capacity() * sizeof(uint32_t) +
+                           owners_.capacity() * sizeof(uint32_t);
+}
+
+void SlabCompactor::ReleaseBookkeeping() {
+  // Assigning {} would keep the capacity; swapping frees it.
+  std::vector<uint32_t>().swap(sources_);
+  std::vector<uint32_t>().swap(offset_by_span_);
+  std::vector<uint32_t>().swap(owners_);
+  UpdateTransientBytes();
+}
+
+bool SlabCompactor::PlanClasses(absl::Time deadline) {
+  std::vector<std::pair<uint32_t, uint32_t>> spans;  // (live, id)
+  const SizeClasses& classes = pool_.classes();
+  for (; next_class_ < classes.count(); ++next_class_) {
+    const SlabPool::ClassCounters& counters = pool_.counters_[next_class_];
+    if (counters.spans == 0) continue;
+    const SizeClass& c = classes.Get(next_class_);
+    const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
+    const uint64_t release = counters.spans - needed;
+    if (release == 0) continue;
+    spans.clear();
+    for (uint8_t list = 0; list <= SlabPool::kFullList; ++list) {
+      for (uint32_t id = pool_.ListHead(next_class_, list); id != 0;
+           id = pool_.spans_[id - 1].next) {
+        spans.emplace_back(pool_.spans_[id - 1].live, id - 1);
+      }
+    }
+    if (spans.size() < release) continue;  // only after an earlier Stop()
+    std::nth_element(spans.begin(), spans.begin() + (release - 1), spans.end());
+    if (offset_by_span_.size() < pool_.spans_.size()) {
+      offset_by_span_.resize(pool_.spans_.size(), kNoOffset);
+    }
+    for (uint64_t k = 0; k < release; ++k) {
+      const uint32_t id = spans[k].second;
+      SlabPool::Span& span = pool_.spans_[id];
+      if (span.list == SlabPool::kFullList) {
+        --pool_.counters_[next_class_].full_spans;
+      }
+      pool_.ListRemove(id);
+      span.state = SlabPool::kEvacuating;
+      pool_.ListPush(id, SlabPool::kEvacuatingList);
+      offset_by_span_[id] = static_cast<uint32_t>(owners_.size());
+      owners_.resize(owners_.size() + c.slots, 0);
+      sources_.push_back(id);
+    }
+    UpdateTransientBytes();
+    if (absl::Now() >= deadline) {
+      ++next_class_;
+      return next_class_ >= classes.count();
+    }
+  }
+  return true;
+}
+
+bool SlabCompactor::Scan(absl::Time deadline) {
+  const HandleTable& table = pool_.handles_;
+  const uint32_t end = table.index_end();
+  while (scan_index_ < end) {
+    const uint32_t page = scan_index_ / HandleTable::kEntriesPerPage;
+    if (table.PagePresent(page)) {
+      const uint64_t* entries = table.PageEntries(page);
+      for (uint32_t i = 0; i < HandleTable::kEntriesPerPage; ++i) {
+        const uint64_t entry = entries[i];
+        if (!HandleTable::EntryIsLive(entry)) continue;
+        const uint64_t payload = HandleTable::EntryPayload(entry);
+        const uint32_t id = SlabPool::SpanOf(payload);
+        if (id >= offset_by_span_.size() || offset_by_span_[id] == kNoOffset ||
+            pool_.spans_[id].state != SlabPool::kEvacuating) {
+          continue;
+        }
+        owners_[offset_by_span_[id] + SlabPool::SlotOf(payload)] =
+            page * HandleTable::kEntriesPerPage + i + 1;
+      }
+    }
+    scan_index_ = (page + 1) * HandleTable::kEntriesPerPage;
+    if (absl::Now() >= deadline) return scan_index_ >= end;
+  }
+  return true;
+}
+
+void SlabCompactor::Reinstate(uint32_t id) {
+  SlabPool::Span& span = pool_.spans_[id];
+  DCHECK_EQ(span.state, SlabPool::kEvacuating);
+  pool_.ListRemove(id);
+  span.state = SlabPool::kActive;
+  span.hint = 0;
+  const uint8_t list = pool_.ActiveListFor(span);
+  if (list == SlabPool::kFullList)
+    ++pool_.counters_[span.class_index].full_spans;
+  pool_.ListPush(id, list);
+}
+
+bool SlabCompactor::Move(absl::Time deadline) {
+  HandleTable& table = pool_.handles_;
+  uint32_t since_check = 0;
+  for (; move_source_ < sources_.size(); ++move_source_, move_slot_ = 0) {
+    const uint32_t id = sources_[move_source_];
+    SlabPool::Span& span = pool_.spans_[id];
+    // Emptied by frees (and released) since the plan: nothing left to move.
+    if (span.state != SlabPool::kEvacuating) continue;
+    const uint32_t class_index = span.class_index;
+    const SizeClass& c = pool_.classes().Get(class_index);
+    uint64_t* bitmap = pool_.Bitmap(id);
+    const uint32_t* owners = &owners_[offset_by_span_[id]];
+    bool finished_span = false;
+    for (uint32_t word = move_slot_ / 64; word < c.bitmap_words; ++word) {
+      uint64_t bits = bitmap[word];
+      if (word == c.bitmap_words - 1 && c.slots % 64 != 0) {
+        bits &= ~(~uint64_t{0} << (c.slots % 64));  // drop the padding bits
+      }
+      if (word == move_slot_ / 64) bits &= ~uint64_t{0} << (move_slot_ % 64);
+      while (bits != 0) {
+        const uint32_t slot = word * 64 + std::countr_zero(bits);
+        bits &= bits - 1;
+        const uint32_t index = owners[slot] - 1;
+        CHECK_NE(owners[slot], 0u) << "live slot without an owner";
+        const uint64_t payload = table.Payload(index);
+        CHECK(table.IsLive(index) && SlabPool::SpanOf(payload) == id &&
+              SlabPool::SlotOf(payload) == slot)
+            << "reverse map out of date";
+        const uint32_t dest = pool_.FindAllocSpan(class_index);
+        if (dest == SlabPool::kNoSpan) {
+          // Allocations since the plan took the room: keep the span.
+          Reinstate(id);
+          ++spans_abandoned_;
+          finished_span = true;
+          break;
+        }
+        const uint32_t dest_slot = pool_.TakeSlot(dest);
+        std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
+                    pool_.SlotAddress(id, c, slot), c.slot_bytes);
+        table.SetPayload(
+            index, SlabPool::Pack(dest, dest_slot, SlabPool::DeltaOf(payload)));
+        bitmap[word] &= ~(uint64_t{1} << (slot % 64));
+        --span.live;
+        ++blocks_moved_;
+        bytes_moved_ += c.slot_bytes;
+        if (span.live == 0) {
+          pool_.RetireSpan(id, /*purge=*/true);
+          ++spans_released_;
+          finished_span = true;
+          break;
+        }
+        if (++since_check == kMovesPerClockCheck) {
+          since_check = 0;
+          if (absl::Now() >= deadline) {
+            move_slot_ = slot + 1;
+            return false;
+          }
+        }
+      }
+      if (finished_span) break;
+    }
+  }
+  return true;
+}
+
+void SlabCompactor::Stop() {
+  for (uint32_t id : sources_) {
+    if (pool_.spans_[id].state == SlabPool::kEvacuating) Reinstate(id);
+  }
+  ReleaseBookkeeping();
+  phase_ = Phase::kDone;
+}
+
+}  // namespace poold::pools

@@ -1,0 +1,87 @@
+// SlabCompactor: one incremental compaction of a SlabPool.
+//
+// Per size class it keeps the fewest spans that can hold the class's blocks
+// (the fullest ones) and evacuates the others, emptiest first, so the bytes
+// copied are the minimum for the spans released. It runs in phases, each
+// resumable at any point, so the owner can serve other operations between
+// steps:
+//   plan   mark the spans to evacuate (they take no new allocations)
+//   scan   walk the handle table once, noting which entry owns each live
+//          slot of an evacuating span (a temporary reverse map)
+//   move   copy each block into a free slot of the fullest span of its class
+//          and repoint its handle; an emptied span goes back to the OS
+//   purge  return cached empty spans and empty handle-table pages
+// Blocks freed between steps are simply skipped. If allocations between
+// steps use up the room a span needed, that span is returned to service
+// unfinished instead of growing the pool.
+#ifndef POOLD_WORKER_POOLS_SLAB_COMPACTOR_H_
+#define POOLD_WORKER_POOLS_SLAB_COMPACTOR_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "worker/pools/slab_pool.h"
+
+namespace poold::pools {
+
+class SlabCompactor {
+ public:
+  // Compacts `pool`, which must outlive this object and must not be
+  // compacted by another SlabCompactor at the same time.
+  explicit SlabCompactor(SlabPool& pool);
+  SlabCompactor(const SlabCompactor&) = delete;
+  SlabCompactor& operator=(const SlabCompactor&) = delete;
+  // Abandons unfinished work (see Stop()).
+  ~SlabCompactor();
+
+  // Advances until done or `deadline` passes (checked often enough that a
+  // step overruns it by microseconds). Returns true when done.
+  bool Step(absl::Time deadline);
+
+  // Stops early: spans still marked for evacuation return to service, with
+  // the blocks not yet moved where they are. Memory stays consistent.
+  void Stop();
+
+  bool done() const { return phase_ == Phase::kDone; }
+  uint64_t blocks_moved() const { return blocks_moved_; }
+  uint64_t bytes_moved() const { return bytes_moved_; }
+  uint64_t spans_released() const { return spans_released_; }
+  // Spans returned to service unfinished because their class ran out of room.
+  uint64_t spans_abandoned() const { return spans_abandoned_; }
+
+ private:
+  enum class Phase { kPlan, kScan, kMove, kPurge, kDone };
+  static constexpr uint32_t kNoOffset = 0xFFFFFFFF;
+
+  // Returns true when the phase finished before the deadline.
+  bool PlanClasses(absl::Time deadline);
+  bool Scan(absl::Time deadline);
+  bool Move(absl::Time deadline);
+  // Puts an evacuating span back into its class's active lists.
+  void Reinstate(uint32_t id);
+  void UpdateTransientBytes();
+  // Frees the temporary bookkeeping (sources, reverse map).
+  void ReleaseBookkeeping();
+
+  SlabPool& pool_;
+  Phase phase_ = Phase::kPlan;
+  uint32_t next_class_ = 0;
+  uint32_t scan_index_ = 0;
+  size_t move_source_ = 0;
+  uint32_t move_slot_ = 0;
+  // Spans being evacuated, and for each span id its slots' offset in
+  // owners_ (kNoOffset when not evacuating).
+  std::vector<uint32_t> sources_;
+  std::vector<uint32_t> offset_by_span_;
+  // Handle-table index + 1 of the block in each slot of each source span.
+  std::vector<uint32_t> owners_;
+  uint64_t blocks_moved_ = 0;
+  uint64_t bytes_moved_ = 0;
+  uint64_t spans_released_ = 0;
+  uint64_t spans_abandoned_ = 0;
+};
+
+}  // namespace poold::pools
+
+#endif  // POOLD_WORKER_POOLS_SLAB_COMPACTOR_H_

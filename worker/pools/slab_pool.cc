@@ -1,0 +1,448 @@
+// SlabPool: spans, chunks, fullness lists, the free-span cache and counters.
+#include "worker/pools/slab_pool.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "worker/pools/os_memory.h"
+
+namespace poold::pools {
+
+SlabPool::~SlabPool() {
+  for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
+    if (chunks_[k].base != nullptr) {
+      OsMemory::Unmap(chunks_[k].base,
+                      uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+    }
+  }
+}
+
+absl::Status SlabPool::Init(const SlabPoolOptions& options) {
+  CHECK(options.pool != PoolKind::kLarge);
+  CHECK_EQ(options.span_bytes % OsMemory::PageSize(), 0u);
+  CHECK_GT(options.spans_per_chunk, 0u);
+  options_ = options;
+  classes_ = std::make_unique<SizeClasses>(options.pool, options.span_bytes,
+                                           options.bitmap_in_span);
+  CHECK_LT(classes_->max_slots(), 1u << 14) << "slot index is 14 bits";
+  counters_.assign(classes_->count(), ClassCounters{});
+  heads_.assign(size_t{classes_->count()} * kListsPerClass, 0);
+
+  const uint32_t max_spans = std::min(options.max_spans, 1u << 20);
+  const uint32_t max_chunks = std::max(1u, max_spans / options.spans_per_chunk);
+  const size_t span_capacity = size_t{max_chunks} * options.spans_per_chunk;
+  if (absl::Status s = spans_.Init(span_capacity); !s.ok()) return s;
+  if (absl::Status s = chunks_.Init(max_chunks); !s.ok()) return s;
+  if (absl::Status s = clean_.Init(span_capacity); !s.ok()) return s;
+  if (!options.bitmap_in_span) {
+    absl::Status s =
+        side_bitmaps_.Init(span_capacity * classes_->max_bitmap_words());
+    if (!s.ok()) return s;
+  }
+  return handles_.Init(options.pool, options.max_handles, options.handle_key);
+}
+
+uint64_t* SlabPool::Bitmap(uint32_t id) {
+  if (options_.bitmap_in_span) return reinterpret_cast<uint64_t*>(SpanBase(id));
+  return &side_bitmaps_[size_t{id} * classes_->max_bitmap_words()];
+}
+
+void SlabPool::ListPush(uint32_t id, uint8_t list) {
+  Span& span = spans_[id];
+  uint32_t& head = ListHead(span.class_index, list);
+  span.list = list;
+  span.prev = 0;
+  span.next = head;
+  if (head != 0) spans_[head - 1].prev = id + 1;
+  head = id + 1;
+}
+
+void SlabPool::ListRemove(uint32_t id) {
+  Span& span = spans_[id];
+  if (span.prev != 0) {
+    spans_[span.prev - 1].next = span.next;
+  } else {
+    ListHead(span.class_index, span.list) = span.next;
+  }
+  if (span.next != 0) spans_[span.next - 1].prev = span.prev;
+  span.prev = span.next = 0;
+}
+
+void SlabPool::PushDirty(uint32_t id) {
+  Span& span = spans_[id];
+  span.state = kDirty;
+  span.prev = 0;
+  span.next = dirty_head_;
+  if (dirty_head_ != 0) spans_[dirty_head_ - 1].prev = id + 1;
+  dirty_head_ = id + 1;
+  if (dirty_tail_ == 0) dirty_tail_ = id + 1;
+  ++dirty_spans_;
+}
+
+void SlabPool::RemoveDirty(uint32_t id) {
+  Span& span = spans_[id];
+  DCHECK_EQ(span.state, kDirty);
+  if (span.prev != 0) {
+    spans_[span.prev - 1].next = span.next;
+  } else {
+    dirty_head_ = span.next;
+  }
+  if (span.next != 0) {
+    spans_[span.next - 1].prev = span.prev;
+  } else {
+    dirty_tail_ = span.prev;
+  }
+  span.prev = span.next = 0;
+  --dirty_spans_;
+}
+
+uint8_t SlabPool::ActiveListFor(const Span& span) const {
+  const uint32_t slots = classes_->Get(span.class_index).slots;
+  if (span.live >= slots) return kFullList;
+  return static_cast<uint8_t>(uint64_t{span.live} * kBuckets / slots);
+}
+
+void SlabPool::Refile(uint32_t id) {
+  Span& span = spans_[id];
+  DCHECK_EQ(span.state, kActive);
+  const uint8_t list = ActiveListFor(span);
+  if (list == span.list) return;
+  ClassCounters& counters = counters_[span.class_index];
+  if (span.list == kFullList) --counters.full_spans;
+  if (list == kFullList) ++counters.full_spans;
+  ListRemove(id);
+  ListPush(id, list);
+}
+
+uint32_t SlabPool::FindAllocSpan(uint32_t class_index) const {
+  const uint32_t* heads = &heads_[size_t{class_index} * kListsPerClass];
+  for (int list = kBuckets - 1; list >= 0; --list) {
+    if (heads[list] != 0) return heads[list] - 1;
+  }
+  return kNoSpan;
+}
+
+uint64_t SlabPool::NewSpanGrowthBytes() const {
+  if (dirty_spans_ > 0) return 0;
+  if (clean_.Lowest().has_value()) return options_.span_bytes;
+  const size_t spans = size_t{chunk_slots_used_ + 1} * options_.spans_per_chunk;
+  uint64_t bytes = options_.span_bytes + spans_.GrowthBytes(spans) +
+                   chunks_.GrowthBytes(chunk_slots_used_ + 1);
+  if (!options_.bitmap_in_span) {
+    bytes += side_bitmaps_.GrowthBytes(spans * classes_->max_bitmap_words());
+  }
+  return bytes;
+}
+
+absl::Status SlabPool::MapChunk() {
+  uint32_t k = 0;
+  while (k < chunk_slots_used_ && chunks_[k].base != nullptr) ++k;
+  if (k == chunk_slots_used_) {
+    if (k >= chunks_.capacity()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the ", PoolName(options_.pool),
+                       " pool has no room for "
+                       "more spans (",
+                       chunks_.capacity(), " chunks)"));
+    }
+    const size_t spans = size_t{k + 1} * options_.spans_per_chunk;
+    CHECK(chunks_.Grow(k + 1) && spans_.Grow(spans) && clean_.Grow(spans));
+    if (!options_.bitmap_in_span) {
+      CHECK(side_bitmaps_.Grow(spans * classes_->max_bitmap_words()));
+    }
+    ++chunk_slots_used_;
+  }
+  const uint64_t bytes =
+      uint64_t{options_.spans_per_chunk} * options_.span_bytes;
+  absl::StatusOr<char*> base = OsMemory::Reserve(bytes);
+  if (!base.ok()) return base.status();
+  chunks_[k] = Chunk{*base, 0, 0};
+  const uint32_t first = k * options_.spans_per_chunk;
+  for (uint32_t id = first; id < first + options_.spans_per_chunk; ++id) {
+    spans_[id] = Span{};
+    spans_[id].state = kClean;
+    clean_.Insert(id);
+  }
+  ++chunks_mapped_;
+  return absl::OkStatus();
+}
+
+void SlabPool::UnmapChunk(uint32_t chunk) {
+  const uint32_t first = chunk * options_.spans_per_chunk;
+  for (uint32_t id = first; id < first + options_.spans_per_chunk; ++id) {
+    DCHECK_EQ(spans_[id].state, kClean);
+    clean_.Erase(id);
+    spans_[id].state = kUnmapped;
+  }
+  OsMemory::Unmap(chunks_[chunk].base,
+                  uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+  chunks_[chunk].base = nullptr;
+  --chunks_mapped_;
+}
+
+absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
+  uint32_t id;
+  if (dirty_head_ != 0) {
+    id = dirty_head_ - 1;  // still resident: no page faults
+    RemoveDirty(id);
+  } else {
+    std::optional<size_t> clean = clean_.Lowest();
+    if (!clean.has_value()) {
+      if (absl::Status s = MapChunk(); !s.ok()) return s;
+      clean = clean_.Lowest();
+      CHECK(clean.has_value());
+    }
+    id = static_cast<uint32_t>(*clean);
+    clean_.Erase(id);
+    // Commit the whole span now, so resident memory is what we count.
+    OsMemory::Commit(SpanBase(id), options_.span_bytes);
+    ++chunks_[id / options_.spans_per_chunk].in_use;
+  }
+  const SizeClass& c = classes_->Get(class_index);
+  Span& span = spans_[id];
+  span.live = 0;
+  span.hint = 0;
+  span.class_index = static_cast<uint16_t>(class_index);
+  span.state = kActive;
+  uint64_t* bitmap = Bitmap(id);
+  std::memset(bitmap, 0, size_t{c.bitmap_words} * 8);
+  if (c.slots % 64 != 0) {
+    // Bits past the last slot read as taken, so searches need no bound.
+    bitmap[c.bitmap_words - 1] = ~uint64_t{0} << (c.slots % 64);
+  }
+  ++counters_[class_index].spans;
+  ListPush(id, 0);
+  return id;
+}
+
+uint32_t SlabPool::TakeSlot(uint32_t id) {
+  Span& span = spans_[id];
+  uint64_t* bitmap = Bitmap(id);
+  uint32_t word = span.hint;
+  while (bitmap[word] == ~uint64_t{0}) ++word;
+  DCHECK_LT(word, classes_->Get(span.class_index).bitmap_words);
+  const int bit = std::countr_one(bitmap[word]);
+  bitmap[word] |= uint64_t{1} << bit;
+  span.hint = word;
+  ++span.live;
+  if (span.state == kActive) Refile(id);
+  return word * 64 + bit;
+}
+
+absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
+                                             absl::string_view data,
+                                             uint64_t headroom) {
+  DCHECK(PoolForSize(size) == options_.pool);
+  DCHECK_LE(data.size(), size);
+  const uint32_t class_index = classes_->ClassFor(size);
+  const SizeClass& c = classes_->Get(class_index);
+  uint32_t id = FindAllocSpan(class_index);
+  const uint64_t growth =
+      handles_.InsertGrowthBytes() + (id == kNoSpan ? NewSpanGrowthBytes() : 0);
+  if (growth > headroom) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("allocating ", size, " bytes needs ", growth,
+                     " more resident bytes than the memory limit allows"));
+  }
+  absl::StatusOr<HandleTable::Inserted> entry = handles_.Insert(0);
+  if (!entry.ok()) return entry.status();
+  if (id == kNoSpan) {
+    absl::StatusOr<uint32_t> span = NewSpan(class_index);
+    if (!span.ok()) {
+      handles_.Remove(entry->index);
+      return span.status();
+    }
+    id = *span;
+  }
+  const uint32_t slot = TakeSlot(id);
+  const uint32_t delta = c.slot_bytes - static_cast<uint32_t>(size);
+  handles_.SetPayload(entry->index, Pack(id, slot, delta));
+  ClassCounters& counters = counters_[class_index];
+  ++counters.blocks;
+  counters.live_bytes += size;
+
+  char* dest = SlotAddress(id, c, slot);
+  if (!data.empty()) std::memcpy(dest, data.data(), data.size());
+  std::memset(dest + data.size(), 0, size - data.size());
+  return BlockInfo{entry->handle, options_.pool, size, c.slot_bytes};
+}
+
+absl::StatusOr<BlockRef> SlabPool::Lookup(uint64_t handle) {
+  std::optional<uint32_t> index = handles_.Find(handle);
+  if (!index.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  const uint64_t payload = handles_.Payload(*index);
+  const uint32_t id = SpanOf(payload);
+  const SizeClass& c = classes_->Get(spans_[id].class_index);
+  return BlockRef{SlotAddress(id, c, SlotOf(payload)),
+                  uint64_t{c.slot_bytes} - DeltaOf(payload)};
+}
+
+absl::Status SlabPool::Free(uint64_t handle) {
+  std::optional<uint32_t> index = handles_.Find(handle);
+  if (!index.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  const uint64_t payload = handles_.Payload(*index);
+  const uint32_t id = SpanOf(payload);
+  const SizeClass& c = classes_->Get(spans_[id].class_index);
+  handles_.Remove(*index);
+  ReleaseSlot(id, SlotOf(payload), uint64_t{c.slot_bytes} - DeltaOf(payload));
+  return absl::OkStatus();
+}
+
+void SlabPool::ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size) {
+  Span& span = spans_[id];
+  uint64_t* bitmap = Bitmap(id);
+  const uint32_t word = slot / 64;
+  DCHECK(bitmap[word] & (uint64_t{1} << (slot % 64)));
+  bitmap[word] &= ~(uint64_t{1} << (slot % 64));
+  if (word < span.hint) span.hint = word;
+  --span.live;
+  ClassCounters& counters = counters_[span.class_index];
+  --counters.blocks;
+  counters.live_bytes -= size;
+  if (span.live == 0) {
+    // An evacuating span that empties is what compaction is after: purge.
+    RetireSpan(id, /*purge=*/span.state == kEvacuating);
+  } else if (span.state == kActive) {
+    Refile(id);
+  }
+}
+
+void SlabPool::RetireSpan(uint32_t id, bool purge) {
+  Span& span = spans_[id];
+  DCHECK_EQ(span.live, 0u);
+  DCHECK(span.state == kActive || span.state == kEvacuating);
+  ClassCounters& counters = counters_[span.class_index];
+  if (span.list == kFullList) --counters.full_spans;
+  ListRemove(id);
+  --counters.spans;
+  if (purge) {
+    PurgeSpan(id);
+    return;
+  }
+  PushDirty(id);
+  while (uint64_t{dirty_spans_} * options_.span_bytes >
+         options_.retained_bytes) {
+    const uint32_t oldest = dirty_tail_ - 1;
+    RemoveDirty(oldest);
+    PurgeSpan(oldest);
+  }
+}
+
+void SlabPool::PurgeSpan(uint32_t id) {
+  OsMemory::Purge(SpanBase(id), options_.span_bytes);
+  Span& span = spans_[id];
+  span.state = kClean;
+  span.live = 0;
+  clean_.Insert(id);
+  const uint32_t chunk = id / options_.spans_per_chunk;
+  if (--chunks_[chunk].in_use == 0) UnmapChunk(chunk);
+}
+
+uint64_t SlabPool::PurgeCaches() {
+  uint64_t released = 0;
+  while (dirty_head_ != 0) {
+    const uint32_t id = dirty_head_ - 1;
+    RemoveDirty(id);
+    PurgeSpan(id);
+    released += options_.span_bytes;
+  }
+  return released + handles_.ReleaseEmptyPages();
+}
+
+uint64_t SlabPool::SideMetadataBytes() const {
+  return spans_.resident_bytes() + chunks_.resident_bytes() +
+         side_bitmaps_.resident_bytes() + clean_.resident_bytes() +
+         handles_.resident_bytes() + heads_.capacity() * sizeof(uint32_t) +
+         counters_.capacity() * sizeof(ClassCounters) + transient_bytes_;
+}
+
+uint64_t SlabPool::resident_bytes() const {
+  uint64_t spans = dirty_spans_;
+  for (const ClassCounters& counters : counters_) spans += counters.spans;
+  return spans * options_.span_bytes + SideMetadataBytes();
+}
+
+PoolStats SlabPool::Stats(bool include_classes) const {
+  PoolStats result;
+  result.pool = options_.pool;
+  FragmentationStats& pool = result.stats;
+  uint64_t header_bytes = 0;
+  for (uint32_t i = 0; i < classes_->count(); ++i) {
+    const ClassCounters& counters = counters_[i];
+    if (counters.spans == 0) continue;
+    const SizeClass& c = classes_->Get(i);
+    FragmentationStats s;
+    s.live_bytes = counters.live_bytes;
+    s.blocks = counters.blocks;
+    s.allocated_bytes = counters.blocks * c.slot_bytes;
+    s.spans = counters.spans;
+    s.partial_spans = counters.spans - counters.full_spans;
+    s.free_bytes =
+        (uint64_t{counters.spans} * c.slots - counters.blocks) * c.slot_bytes;
+    s.metadata_bytes = uint64_t{counters.spans} * c.header_bytes +
+                       counters.blocks * sizeof(uint64_t);
+    s.resident_bytes = uint64_t{counters.spans} * options_.span_bytes +
+                       counters.blocks * sizeof(uint64_t);
+    const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
+    s.reclaimable_bytes = (counters.spans - needed) * options_.span_bytes;
+    header_bytes += uint64_t{counters.spans} * c.header_bytes;
+    pool.live_bytes += s.live_bytes;
+    pool.blocks += s.blocks;
+    pool.allocated_bytes += s.allocated_bytes;
+    pool.spans += s.spans;
+    pool.partial_spans += s.partial_spans;
+    pool.free_bytes += s.free_bytes;
+    pool.reclaimable_bytes += s.reclaimable_bytes;
+    if (include_classes) result.classes.push_back({c.slot_bytes, s});
+  }
+  pool.empty_spans = dirty_spans_;
+  pool.metadata_bytes = SideMetadataBytes() + header_bytes;
+  pool.resident_bytes = resident_bytes();
+  pool.reclaimable_bytes += uint64_t{dirty_spans_} * options_.span_bytes +
+                            handles_.empty_page_bytes();
+  return result;
+}
+
+PoolAnalysis SlabPool::Analyze() const {
+  PoolAnalysis analysis;
+  analysis.pool = options_.pool;
+  analysis.stats = Stats(/*include_classes=*/false).stats;
+  std::vector<uint32_t> live;
+  for (uint32_t i = 0; i < classes_->count(); ++i) {
+    const ClassCounters& counters = counters_[i];
+    if (counters.spans == 0) continue;
+    const SizeClass& c = classes_->Get(i);
+    const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
+    const uint64_t release = counters.spans - needed;
+    if (release == 0) continue;
+    live.clear();
+    for (uint8_t list = 0; list < kListsPerClass; ++list) {
+      for (uint32_t id = heads_[size_t{i} * kListsPerClass + list]; id != 0;
+           id = spans_[id - 1].next) {
+        live.push_back(spans_[id - 1].live);
+      }
+    }
+    DCHECK_EQ(live.size(), counters.spans);
+    std::nth_element(live.begin(), live.begin() + (release - 1), live.end());
+    uint64_t moved = 0;
+    for (uint64_t k = 0; k < release; ++k) moved += live[k];
+    analysis.blocks_to_move += moved;
+    analysis.bytes_to_move += moved * c.slot_bytes;
+    analysis.spans_to_release += release;
+  }
+  analysis.spans_to_release += dirty_spans_;
+  analysis.bytes_to_reclaim = analysis.stats.reclaimable_bytes;
+  FragmentationStats after = analysis.stats;
+  after.resident_bytes -= analysis.bytes_to_reclaim;
+  analysis.ratio_after = after.FragmentationRatio();
+  return analysis;
+}
+
+}  // namespace poold::pools
