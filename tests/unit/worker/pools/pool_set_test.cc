@@ -1,0 +1,251 @@
+// Tests of PoolSet: routing by size, input validation, range checks, handle
+// checks and the memory limit. Every rejected request must change nothing.
+#include "worker/pools/pool_set.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "gtest/gtest.h"
+
+namespace poold::pools {
+namespace {
+
+using absl::StatusCode;
+
+std::unique_ptr<PoolSet> MakePools(PoolSetOptions options = {}) {
+  if (options.handle_key == 0) options.handle_key = 1234;
+  return *PoolSet::Create(options);
+}
+
+TEST(PoolSetTest, RoutesBySizeAndZeroesBlocks) {
+  auto pools = MakePools();
+  struct Case {
+    uint64_t size;
+    PoolKind pool;
+    uint64_t slot;
+  };
+  for (const Case& c :
+       {Case{1, PoolKind::kSmall, 8}, Case{100, PoolKind::kSmall, 104},
+        Case{1023, PoolKind::kSmall, 1024}, Case{1024, PoolKind::kMedium, 1024},
+        Case{1025, PoolKind::kMedium, 1088},
+        Case{65535, PoolKind::kMedium, 65536},
+        Case{65536, PoolKind::kLarge, 65536},
+        Case{65537, PoolKind::kLarge, 69632}}) {
+    const std::string data = std::string("ab").substr(0, c.size);
+    auto block = pools->Allocate(c.size, data);
+    ASSERT_TRUE(block.ok()) << block.status();
+    EXPECT_EQ(block->pool, c.pool) << c.size;
+    EXPECT_EQ(block->size, c.size);
+    EXPECT_EQ(block->slot_bytes, c.slot) << c.size;
+    auto read = pools->Read(block->handle, 0, 0);
+    ASSERT_TRUE(read.ok());
+    std::string expected(c.size, '\0');
+    expected.replace(0, data.size(), data);
+    EXPECT_EQ(*read, expected);
+  }
+}
+
+TEST(PoolSetTest, SizeZeroTakesTheDataLength) {
+  auto pools = MakePools();
+  auto block = pools->Allocate(0, "hello");
+  ASSERT_TRUE(block.ok());
+  EXPECT_EQ(block->size, 5u);
+  EXPECT_EQ(*pools->Read(block->handle, 0, 0), "hello");
+}
+
+TEST(PoolSetTest, RecycledMemoryIsZeroed) {
+  auto pools = MakePools();
+  for (uint64_t size : {uint64_t{100}, uint64_t{5000}, uint64_t{100000}}) {
+    auto dirty = pools->Allocate(size, std::string(size, 'x'));
+    ASSERT_TRUE(pools->Free(dirty->handle).ok());
+    auto fresh = pools->Allocate(size, "");
+    ASSERT_TRUE(fresh.ok());
+    EXPECT_EQ(*pools->Read(fresh->handle, 0, 0), std::string(size, '\0'));
+  }
+}
+
+TEST(PoolSetTest, BadAllocationsAreInvalidAndChangeNothing) {
+  PoolSetOptions options;
+  options.max_block_bytes = 1 << 20;
+  auto pools = MakePools(options);
+  const PoolSetStats before = pools->Stats(false);
+  EXPECT_EQ(pools->Allocate(0, "").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(pools->Allocate((1 << 20) + 1, "").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      pools->Allocate(std::numeric_limits<uint64_t>::max(), "").status().code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_EQ(pools->Allocate(3, "four").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(pools->Allocate(1 << 20, "").ok());  // the maximum itself
+  const PoolSetStats after = pools->Stats(false);
+  EXPECT_EQ(after.total.blocks, before.total.blocks + 1);
+}
+
+TEST(PoolSetTest, RangesAreCheckedWithoutOverflow) {
+  auto pools = MakePools();
+  for (uint64_t size : {uint64_t{10}, uint64_t{2000}, uint64_t{70000}}) {
+    auto block = pools->Allocate(size, "0123456789");
+    ASSERT_TRUE(block.ok());
+    const uint64_t h = block->handle;
+    const uint64_t max = std::numeric_limits<uint64_t>::max();
+    EXPECT_EQ(*pools->Read(h, 2, 3), "234");
+    EXPECT_EQ(pools->Read(h, size, 0)->size(), 0u);  // at the end: empty
+    EXPECT_EQ(pools->Read(h, 5, 0)->size(), size - 5);
+    EXPECT_EQ(pools->Read(h, size + 1, 0).status().code(),
+              StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Read(h, 1, size).status().code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Read(h, 1, max).status().code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Read(h, max, 1).status().code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Read(h, max, max).status().code(),
+              StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Write(h, size, "x").code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Write(h, max, "x").code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(pools->Write(h, size - 1, "xy").code(), StatusCode::kOutOfRange);
+    EXPECT_TRUE(pools->Write(h, size, "").ok());
+    EXPECT_TRUE(pools->Write(h, size - 1, "z").ok());
+    EXPECT_EQ(*pools->Read(h, 0, 9), "012345678");  // failed writes: no-ops
+    EXPECT_EQ(*pools->Read(h, size - 1, 1), "z");
+  }
+}
+
+TEST(PoolSetTest, UnknownFreedAndForgedHandlesAreNotFound) {
+  auto pools = MakePools();
+  auto keep = pools->Allocate(100, "keep");
+  auto gone = pools->Allocate(100, "gone");
+  auto large = pools->Allocate(100000, "large");
+  ASSERT_TRUE(keep.ok() && gone.ok() && large.ok());
+  ASSERT_TRUE(pools->Free(gone->handle).ok());
+  std::vector<uint64_t> bad = {0,
+                               1,
+                               gone->handle,
+                               keep->handle ^ 1,
+                               keep->handle ^ (uint64_t{1} << 40),
+                               large->handle + 1,
+                               ~uint64_t{0},
+                               uint64_t{3} << 30};  // pool bits = 3
+  absl::BitGen gen;
+  for (int i = 0; i < 1000; ++i) bad.push_back(absl::Uniform<uint64_t>(gen));
+  for (uint64_t h : bad) {
+    if (h == keep->handle || h == large->handle) continue;
+    EXPECT_EQ(pools->Read(h, 0, 0).status().code(), StatusCode::kNotFound) << h;
+    EXPECT_EQ(pools->Write(h, 0, "x").code(), StatusCode::kNotFound) << h;
+    EXPECT_EQ(pools->Free(h).code(), StatusCode::kNotFound) << h;
+  }
+  EXPECT_EQ(pools->Free(gone->handle).code(), StatusCode::kNotFound);  // double
+  EXPECT_EQ(*pools->Read(keep->handle, 0, 4), "keep");
+  EXPECT_EQ(*pools->Read(large->handle, 0, 5), "large");
+  EXPECT_EQ(pools->Stats(false).total.blocks, 2u);
+}
+
+TEST(PoolSetTest, HandlesOfAnotherProcessAreRejected) {
+  PoolSetOptions a_options;
+  a_options.handle_key = 1;
+  PoolSetOptions b_options;
+  b_options.handle_key = 2;
+  auto a = MakePools(a_options);
+  auto b = MakePools(b_options);
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 1000; ++i) {
+    handles.push_back(a->Allocate(100, "")->handle);
+    ASSERT_TRUE(b->Allocate(100, "").ok());
+  }
+  int accepted = 0;
+  for (uint64_t h : handles) accepted += b->Read(h, 0, 0).ok();
+  EXPECT_LE(accepted, 2);
+}
+
+TEST(PoolSetTest, MemoryLimitCompactsFirstThenRefuses) {
+  PoolSetOptions options;
+  options.memory_limit_bytes = 32 << 20;
+  options.small_retained_bytes = 0;
+  auto pools = MakePools(options);
+  std::vector<uint64_t> handles;
+  absl::Status status;
+  while (true) {
+    auto block = pools->Allocate(100, "x");
+    if (!block.ok()) {
+      status = block.status();
+      break;
+    }
+    handles.push_back(block->handle);
+  }
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(status.message().find("memory limit"), std::string::npos);
+  EXPECT_LE(pools->resident_bytes(), options.memory_limit_bytes);
+  EXPECT_GT(handles.size(), 200000u);
+  // Large blocks are refused too, and nothing changes.
+  const uint64_t blocks = pools->Stats(false).total.blocks;
+  EXPECT_EQ(pools->Allocate(1 << 20, "").status().code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(pools->Stats(false).total.blocks, blocks);
+
+  // Free every other block: spans stay, half empty. The next allocations
+  // that need a span compact the pool instead of failing.
+  std::vector<uint64_t> kept;
+  for (size_t i = 0; i < handles.size(); ++i) {
+    if (i % 2 == 0) {
+      ASSERT_TRUE(pools->Free(handles[i]).ok());
+    } else {
+      kept.push_back(handles[i]);
+    }
+  }
+  std::vector<uint64_t> more;
+  for (size_t i = 0; i < handles.size() / 4; ++i) {
+    auto block = pools->Allocate(200, "y");  // another class: needs spans
+    ASSERT_TRUE(block.ok()) << i << ": " << block.status();
+    more.push_back(block->handle);
+  }
+  EXPECT_LE(pools->resident_bytes(), options.memory_limit_bytes);
+  for (uint64_t h : kept) ASSERT_EQ(*pools->Read(h, 0, 1), "x");
+  for (uint64_t h : more) ASSERT_EQ(*pools->Read(h, 0, 1), "y");
+}
+
+TEST(PoolSetTest, EmptySpansServeOtherClassesWithoutGrowing) {
+  PoolSetOptions options;
+  options.small_retained_bytes = 64 << 20;
+  auto pools = MakePools(options);
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 100000; ++i) {
+    handles.push_back(pools->Allocate(100, "")->handle);
+  }
+  for (uint64_t h : handles) ASSERT_TRUE(pools->Free(h).ok());
+  const PoolSetStats freed = pools->Stats(false);
+  const FragmentationStats& small = freed.pools[0].stats;
+  EXPECT_GT(small.empty_spans, 100u);
+  EXPECT_EQ(small.spans, 0u);
+  EXPECT_EQ(small.reclaimable_bytes,
+            small.empty_spans * (64 << 10) +
+                /* empty handle-table pages */
+                (small.reclaimable_bytes - small.empty_spans * (64 << 10)));
+  const uint64_t resident = pools->resident_bytes();
+  // 200-byte blocks fit in the cached spans: resident does not grow.
+  for (int i = 0; i < 50000; ++i) ASSERT_TRUE(pools->Allocate(200, "").ok());
+  EXPECT_LE(pools->resident_bytes(), resident);
+}
+
+TEST(PoolSetTest, EmptiedSpansBeyondTheRetainedAmountGoBackToTheOs) {
+  PoolSetOptions options;
+  options.small_retained_bytes = 0;
+  auto pools = MakePools(options);
+  const uint64_t empty = pools->resident_bytes();
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 100000; ++i) {
+    handles.push_back(pools->Allocate(100, "")->handle);
+  }
+  EXPECT_GT(pools->resident_bytes(), empty + 100000 * 100);
+  for (uint64_t h : handles) ASSERT_TRUE(pools->Free(h).ok());
+  const FragmentationStats small = pools->Stats(false).pools[0].stats;
+  EXPECT_EQ(small.empty_spans, 0u);
+  EXPECT_EQ(small.spans, 0u);
+  // Only metadata is left: span records and the (now empty) handle table,
+  // whose pages a defragmentation returns.
+  EXPECT_LT(small.resident_bytes, 2u << 20);
+}
+
+}  // namespace
+}  // namespace poold::pools
