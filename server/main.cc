@@ -11,12 +11,33 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "server/poold_server.h"
 
 namespace {
 const poold::PooldServer::Options kDefaults;
+
+// Waits up to `timeout` for one of the blocked `signals`. Returns its name,
+// or "" when the time ran out.
+std::string WaitForSignal(const sigset_t& signals, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    int signal_number = -1;
+    if (timeout == absl::InfiniteDuration()) {
+      if (sigwait(&signals, &signal_number) != 0) continue;
+    } else {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return "";
+      const timespec wait = absl::ToTimespec(left);
+      signal_number = sigtimedwait(&signals, nullptr, &wait);
+      if (signal_number < 0) continue;  // EAGAIN (time is up) or EINTR
+    }
+    return strsignal(signal_number);
+  }
+}
+
 }  // namespace
 
 ABSL_FLAG(std::string, listen, kDefaults.listen,
@@ -37,6 +58,11 @@ ABSL_FLAG(uint64_t, max_block_bytes, kDefaults.max_block_bytes,
 ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
           "On SIGTERM/SIGINT, how long RPCs in flight may still finish "
           "before they are cancelled.");
+ABSL_FLAG(absl::Duration, shutdown_drain, kDefaults.shutdown_drain,
+          "On SIGTERM/SIGINT, how long poold keeps its listeners open while "
+          "draining (health NOT_SERVING, new RPCs UNAVAILABLE) before it "
+          "closes them; a second signal ends the drain at once. \"inf\": "
+          "until the second signal.");
 ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
@@ -71,6 +97,7 @@ int main(int argc, char** argv) {
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.shutdown_drain = absl::GetFlag(FLAGS_shutdown_drain);
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
 
   absl::StatusOr<std::unique_ptr<poold::PooldServer>> server =
@@ -80,11 +107,16 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
 
-  int signal_number = 0;
-  if (sigwait(&shutdown_signals, &signal_number) != 0) {
-    LOG(ERROR) << "sigwait failed; shutting down";
-  } else {
-    LOG(INFO) << "poold received " << strsignal(signal_number);
+  LOG(INFO) << "poold received "
+            << WaitForSignal(shutdown_signals, absl::InfiniteDuration());
+  (*server)->BeginShutdown();
+  if (options.shutdown_drain > absl::ZeroDuration()) {
+    LOG(INFO) << "poold draining for "
+              << absl::FormatDuration(options.shutdown_drain)
+              << "; send SIGTERM or SIGINT again to stop now";
+    const std::string second =
+        WaitForSignal(shutdown_signals, options.shutdown_drain);
+    if (!second.empty()) LOG(INFO) << "poold received " << second;
   }
   (*server)->Shutdown();
   return EXIT_SUCCESS;

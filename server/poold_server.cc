@@ -69,6 +69,9 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
   }
+  if (options.shutdown_drain < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_drain must not be negative");
+  }
   return absl::OkStatus();
 }
 
@@ -89,7 +92,9 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
             << " max_message_bytes=" << options.max_message_bytes
             << " max_block_bytes=" << options.max_block_bytes
             << " shutdown_grace="
-            << absl::FormatDuration(options.shutdown_grace);
+            << absl::FormatDuration(options.shutdown_grace)
+            << " shutdown_drain="
+            << absl::FormatDuration(options.shutdown_drain);
   for (const std::string& target : server->targets_) {
     LOG(INFO) << "poold listening on " << target;
   }
@@ -180,19 +185,26 @@ absl::Status PooldServer::StartGrpc() {
   return absl::OkStatus();
 }
 
-void PooldServer::Shutdown() {
-  if (shut_down_) return;
-  shut_down_ = true;
+void PooldServer::BeginShutdown() {
+  if (draining_) return;
+  draining_ = true;
   if (server_ != nullptr) {
-    LOG(INFO) << "poold shutting down: health NOT_SERVING, new RPCs "
-                 "UNAVAILABLE, completing queued commands (grace "
-              << absl::FormatDuration(options_.shutdown_grace) << ")";
+    LOG(INFO) << "poold draining: health NOT_SERVING, new RPCs UNAVAILABLE, "
+                 "completing queued commands";
     server_->GetHealthCheckService()->Shutdown();
     service_.StartDraining();
   }
   // Completes every queued command, which finishes its RPC.
   worker_.Stop();
+}
+
+void PooldServer::Shutdown() {
+  if (shut_down_) return;
+  BeginShutdown();
+  shut_down_ = true;
   if (server_ != nullptr) {
+    LOG(INFO) << "poold closing the listeners; RPCs in flight get "
+              << absl::FormatDuration(options_.shutdown_grace);
     server_->Shutdown(
         absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
     server_->Wait();

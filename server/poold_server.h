@@ -35,6 +35,9 @@ class PooldServer {
     uint64_t max_block_bytes = 64 << 20;
     // How long Shutdown waits for RPCs in flight before cancelling them.
     absl::Duration shutdown_grace = absl::Seconds(10);
+    // How long main() keeps the drain stage (between BeginShutdown and
+    // Shutdown) before closing the listeners; a second signal ends it.
+    absl::Duration shutdown_drain = absl::ZeroDuration();
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
@@ -67,10 +70,16 @@ class PooldServer {
   // the OS picked for port 0), "unix:/run/poold.sock".
   const std::vector<std::string>& targets() const { return targets_; }
 
-  // Graceful stop: health goes NOT_SERVING, new RPCs answer UNAVAILABLE,
-  // every queued command is completed, RPCs still in flight get up to
-  // `shutdown_grace`, then the worker stops and the unix socket file is
-  // removed. Idempotent. Call from one thread.
+  // First stage of a graceful stop: health goes NOT_SERVING (watchers are
+  // told), every new PoolService RPC answers UNAVAILABLE, and every queued
+  // command is completed. The listeners stay open, so clients see the drain.
+  // Idempotent. Call from one thread.
+  void BeginShutdown();
+
+  // Graceful stop: BeginShutdown() if not done, then the listeners close,
+  // RPCs still in flight get up to `shutdown_grace` before they are
+  // cancelled, and the unix socket file is removed. Idempotent. Call from one
+  // thread.
   void Shutdown();
 
  private:
@@ -87,6 +96,7 @@ class PooldServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> targets_;
   bool owns_unix_socket_ = false;
+  bool draining_ = false;
   bool shut_down_ = false;
 };
 

@@ -1,0 +1,126 @@
+// Tests of PooldServer in-process: option validation, start on a free port,
+// health, and shutdown.
+#include "server/poold_server.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace poold {
+namespace {
+
+using ::grpc::health::v1::Health;
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
+
+absl::Status Validate(const PooldServer::Options& options) {
+  return PooldServer::ValidateOptions(options);
+}
+
+TEST(PooldServerOptionsTest, DefaultsAreValid) {
+  EXPECT_TRUE(Validate(PooldServer::Options()).ok());
+}
+
+TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
+  PooldServer::Options options;
+  options.listen = "";
+  EXPECT_THAT(Validate(options).message(), HasSubstr("nothing to listen on"));
+
+  options = PooldServer::Options();
+  options.listen = "no-port";
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--listen"));
+
+  options = PooldServer::Options();
+  options.unix_socket = "/" + std::string(300, 's');
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--unix_socket"));
+
+  options = PooldServer::Options();
+  options.channel_capacity = 0;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--channel_capacity"));
+  options.channel_capacity = PooldServer::kMaxChannelCapacity + 1;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--channel_capacity"));
+
+  options = PooldServer::Options();
+  options.max_block_bytes = 0;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--max_block_bytes"));
+
+  options = PooldServer::Options();
+  options.max_message_bytes = options.max_block_bytes;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--max_message_bytes"));
+  options.max_message_bytes = uint64_t{1} << 32;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--max_message_bytes"));
+
+  options = PooldServer::Options();
+  options.shutdown_grace = absl::Seconds(-1);
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--shutdown_grace"));
+
+  options = PooldServer::Options();
+  options.listen = "";
+  options.unix_socket = "/tmp/poold.sock";
+  EXPECT_TRUE(Validate(options).ok());
+}
+
+HealthCheckResponse::ServingStatus CheckHealth(const std::string& target,
+                                               const std::string& service,
+                                               grpc::Status* status) {
+  auto stub = Health::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
+  HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  *status = stub->Check(&context, request, &response);
+  return response.status();
+}
+
+TEST(PooldServerTest, ServesHealthOnAFreePortUntilShutdown) {
+  PooldServer::Options options;
+  options.listen = "127.0.0.1:0";
+  options.shutdown_grace = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<PooldServer>> server =
+      PooldServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_EQ((*server)->targets().size(), 1u);
+  const std::string target = (*server)->targets()[0];
+  EXPECT_THAT(target, HasSubstr("127.0.0.1:"));
+  EXPECT_NE(target, "127.0.0.1:0");
+
+  grpc::Status status;
+  EXPECT_EQ(CheckHealth(target, "", &status), HealthCheckResponse::SERVING);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(CheckHealth(target, "poold.v1.PoolService", &status),
+            HealthCheckResponse::SERVING);
+  EXPECT_TRUE(status.ok());
+  CheckHealth(target, "no.such.Service", &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  (*server)->Shutdown();
+  (*server)->Shutdown();  // idempotent
+  CheckHealth(target, "", &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST(PooldServerTest, SecondServerOnTheSamePortFails) {
+  PooldServer::Options options;
+  options.listen = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<PooldServer>> first =
+      PooldServer::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  options.listen = (*first)->targets()[0];
+  absl::StatusOr<std::unique_ptr<PooldServer>> second =
+      PooldServer::Start(options);
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(second.status().message(), HasSubstr("cannot listen on"));
+  EXPECT_THAT(second.status().message(), HasSubstr("in use"));
+}
+
+}  // namespace
+}  // namespace poold
