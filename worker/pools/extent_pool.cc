@@ -331,11 +331,32 @@ void ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
 }
 
 PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
+  // One madvise of a big extent can take milliseconds: purge at most this
+  // much between two looks at the clock.
+  constexpr uint64_t kMaxPurgePages = (uint64_t{4} << 20) / 4096;
   PurgeProgress progress;
   while (dirty_.nonempty[0] != 0 || dirty_.nonempty[1] != 0) {
     const int word = dirty_.nonempty[1] != 0 ? 1 : 0;
     const int bin = word * 64 + 63 - std::countl_zero(dirty_.nonempty[word]);
-    PurgeExtent(dirty_.heads[bin] - 1, &progress);
+    const uint32_t id = dirty_.heads[bin] - 1;
+    if (extents_[id].pages > kMaxPurgePages) {
+      // Split off the tail (still dirty) and purge the head alone.
+      absl::StatusOr<uint32_t> tail = NewRecord();
+      if (tail.ok()) {
+        RemoveFree(id);
+        Extent& head = extents_[id];
+        Extent& rest = extents_[*tail];
+        rest.chunk = head.chunk;
+        rest.first = head.first + static_cast<uint32_t>(kMaxPurgePages);
+        rest.pages = head.pages - static_cast<uint32_t>(kMaxPurgePages);
+        head.pages = static_cast<uint32_t>(kMaxPurgePages);
+        SetBoundary(id);
+        SetBoundary(*tail);
+        InsertFree(*tail, kDirty);
+        InsertFree(id, kDirty);
+      }
+    }
+    PurgeExtent(id, &progress);
     if (absl::Now() >= deadline) return progress;
   }
   progress.bytes_purged += handles_.ReleaseEmptyPages();

@@ -147,7 +147,7 @@ std::optional<uint32_t> HandleTable::Find(uint64_t handle) const {
   const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
   if (index >= index_end()) return std::nullopt;
   if (((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) return std::nullopt;
-  if (pages_[index / kEntriesPerPage].state != kPresent) return std::nullopt;
+  // Entries of released pages read as zero (not live): no page check needed.
   const uint64_t entry = entries_[index];
   if (!(entry & kLiveBit)) return std::nullopt;
   const uint16_t generation = GenerationOf(entry);
@@ -156,9 +156,8 @@ std::optional<uint32_t> HandleTable::Find(uint64_t handle) const {
 }
 
 bool HandleTable::IsLive(uint32_t index) const {
-  if (index >= index_end()) return false;
-  if (pages_[index / kEntriesPerPage].state != kPresent) return false;
-  return entries_[index] & kLiveBit;
+  // Entries of released pages read as zero (not live).
+  return index < index_end() && (entries_[index] & kLiveBit);
 }
 
 bool HandleTable::PagePresent(uint32_t page) const {

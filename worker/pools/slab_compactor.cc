@@ -16,7 +16,9 @@ constexpr uint32_t kMovesPerClockCheck = 16;
 
 }  // namespace
 
-SlabCompactor::SlabCompactor(SlabPool& pool) : pool_(pool) {}
+SlabCompactor::SlabCompactor(SlabPool& pool) : pool_(pool) {
+  pool_.hold_cached_spans_ = true;
+}
 
 SlabCompactor::~SlabCompactor() {
   if (!done()) Stop();
@@ -38,9 +40,11 @@ bool SlabCompactor::Step(absl::Time deadline) {
         phase_ = Phase::kPurge;
         break;
       case Phase::kPurge:
-        spans_released_ += pool_.dirty_spans_;
-        pool_.PurgeCaches();
+        // Emptied sources and previously cached spans, in batched calls.
+        if (!pool_.PurgeCachedSpans(deadline, &spans_released_)) return false;
+        pool_.handles_.ReleaseEmptyPages();
         ReleaseBookkeeping();
+        pool_.hold_cached_spans_ = false;
         phase_ = Phase::kDone;
         return true;
       case Phase::kDone:
@@ -50,16 +54,20 @@ bool SlabCompactor::Step(absl::Time deadline) {
 }
 
 void SlabCompactor::UpdateTransientBytes() {
-  pool_.transient_bytes_ = sources_.capacity() * sizeof(uint32_t) +
-                           offset_by_span_.capacity() * sizeof(uint32_t) +
-                           owners_.capacity() * sizeof(uint32_t);
+  pool_.transient_bytes_ =
+      sources_.capacity() * sizeof(uint32_t) +
+      offset_by_span_.capacity() * sizeof(uint32_t) +
+      owners_.capacity() * sizeof(std::unique_ptr<uint32_t[]>) +
+      owner_slots_ * sizeof(uint32_t) + slots_.capacity() * sizeof(uint32_t);
 }
 
 void SlabCompactor::ReleaseBookkeeping() {
   // Assigning {} would keep the capacity; swapping frees it.
   std::vector<uint32_t>().swap(sources_);
   std::vector<uint32_t>().swap(offset_by_span_);
-  std::vector<uint32_t>().swap(owners_);
+  std::vector<std::unique_ptr<uint32_t[]>>().swap(owners_);
+  std::vector<uint32_t>().swap(slots_);
+  owner_slots_ = 0;
   UpdateTransientBytes();
 }
 
@@ -94,8 +102,9 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
       pool_.ListRemove(id);
       span.state = SlabPool::kEvacuating;
       pool_.ListPush(id, SlabPool::kEvacuatingList);
-      offset_by_span_[id] = static_cast<uint32_t>(owners_.size());
-      owners_.resize(owners_.size() + c.slots, 0);
+      offset_by_span_[id] = static_cast<uint32_t>(sources_.size());
+      owners_.emplace_back(new uint32_t[c.slots]);
+      owner_slots_ += c.slots;
       sources_.push_back(id);
     }
     UpdateTransientBytes();
@@ -123,8 +132,8 @@ bool SlabCompactor::Scan(absl::Time deadline) {
             pool_.spans_[id].state != SlabPool::kEvacuating) {
           continue;
         }
-        owners_[offset_by_span_[id] + SlabPool::SlotOf(payload)] =
-            page * HandleTable::kEntriesPerPage + i + 1;
+        owners_[offset_by_span_[id]][SlabPool::SlotOf(payload)] =
+            page * HandleTable::kEntriesPerPage + i;
       }
     }
     scan_index_ = (page + 1) * HandleTable::kEntriesPerPage;
@@ -156,55 +165,61 @@ bool SlabCompactor::Move(absl::Time deadline) {
     const uint32_t class_index = span.class_index;
     const SizeClass& c = pool_.classes().Get(class_index);
     uint64_t* bitmap = pool_.Bitmap(id);
-    const uint32_t* owners = &owners_[offset_by_span_[id]];
-    bool finished_span = false;
+    const uint32_t* owners = owners_[offset_by_span_[id]].get();
+    // The live slots still to move, in address order.
+    slots_.clear();
     for (uint32_t word = move_slot_ / 64; word < c.bitmap_words; ++word) {
       uint64_t bits = bitmap[word];
       if (word == c.bitmap_words - 1 && c.slots % 64 != 0) {
         bits &= ~(~uint64_t{0} << (c.slots % 64));  // drop the padding bits
       }
       if (word == move_slot_ / 64) bits &= ~uint64_t{0} << (move_slot_ % 64);
-      while (bits != 0) {
-        const uint32_t slot = word * 64 + std::countr_zero(bits);
-        bits &= bits - 1;
-        const uint32_t index = owners[slot] - 1;
-        CHECK_NE(owners[slot], 0u) << "live slot without an owner";
-        const uint64_t payload = table.Payload(index);
-        CHECK(table.IsLive(index) && SlabPool::SpanOf(payload) == id &&
-              SlabPool::SlotOf(payload) == slot)
-            << "reverse map out of date";
-        const uint32_t dest = pool_.FindAllocSpan(class_index);
-        if (dest == SlabPool::kNoSpan) {
-          // Allocations since the plan took the room: keep the span.
-          Reinstate(id);
-          ++spans_abandoned_;
-          finished_span = true;
-          break;
-        }
-        const uint32_t dest_slot = pool_.TakeSlot(dest);
-        std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
-                    pool_.SlotAddress(id, c, slot), c.slot_bytes);
-        table.SetPayload(
-            index, SlabPool::Pack(dest, dest_slot, SlabPool::DeltaOf(payload)));
-        bitmap[word] &= ~(uint64_t{1} << (slot % 64));
-        --span.live;
-        ++blocks_moved_;
-        bytes_moved_ += c.slot_bytes;
-        if (span.live == 0) {
-          pool_.RetireSpan(id, /*purge=*/true);
-          ++spans_released_;
-          finished_span = true;
-          break;
-        }
-        if (++since_check == kMovesPerClockCheck) {
-          since_check = 0;
-          if (absl::Now() >= deadline) {
-            move_slot_ = slot + 1;
-            return false;
-          }
+      for (; bits != 0; bits &= bits - 1) {
+        slots_.push_back(word * 64 + std::countr_zero(bits));
+      }
+    }
+    // Handle-table entries are scattered: fetch them ahead of their moves.
+    for (size_t k = 0; k < std::min(kPrefetchDistance, slots_.size()); ++k) {
+      table.Prefetch(owners[slots_[k]]);
+    }
+    for (size_t k = 0; k < slots_.size(); ++k) {
+      if (k + kPrefetchDistance < slots_.size()) {
+        table.Prefetch(owners[slots_[k + kPrefetchDistance]]);
+      }
+      const uint32_t slot = slots_[k];
+      const uint32_t index = owners[slot];
+      CHECK(table.IsLive(index)) << "reverse map out of date";
+      const uint64_t payload = table.Payload(index);
+      CHECK(SlabPool::SpanOf(payload) == id &&
+            SlabPool::SlotOf(payload) == slot)
+          << "reverse map out of date";
+      const uint32_t dest = pool_.FindAllocSpan(class_index);
+      if (dest == SlabPool::kNoSpan) {
+        // Allocations since the plan took the room: keep the span.
+        Reinstate(id);
+        ++spans_abandoned_;
+        break;
+      }
+      const uint32_t dest_slot = pool_.TakeSlot(dest);
+      std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
+                  pool_.SlotAddress(id, c, slot), c.slot_bytes);
+      table.SetPayload(
+          index, SlabPool::Pack(dest, dest_slot, SlabPool::DeltaOf(payload)));
+      bitmap[slot / 64] &= ~(uint64_t{1} << (slot % 64));
+      --span.live;
+      ++blocks_moved_;
+      bytes_moved_ += c.slot_bytes;
+      if (span.live == 0) {
+        pool_.RetireSpan(id);  // cached; the purge phase returns it
+        break;
+      }
+      if (++since_check == kMovesPerClockCheck) {
+        since_check = 0;
+        if (absl::Now() >= deadline) {
+          move_slot_ = slot + 1;
+          return false;
         }
       }
-      if (finished_span) break;
     }
   }
   return true;
@@ -214,6 +229,8 @@ void SlabCompactor::Stop() {
   for (uint32_t id : sources_) {
     if (pool_.spans_[id].state == SlabPool::kEvacuating) Reinstate(id);
   }
+  pool_.hold_cached_spans_ = false;
+  pool_.TrimCachedSpans();
   ReleaseBookkeeping();
   phase_ = Phase::kDone;
 }

@@ -18,6 +18,7 @@
 #define POOLD_WORKER_POOLS_SLAB_COMPACTOR_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -53,6 +54,8 @@ class SlabCompactor {
  private:
   enum class Phase { kPlan, kScan, kMove, kPurge, kDone };
   static constexpr uint32_t kNoOffset = 0xFFFFFFFF;
+  // Moves between the prefetch of a handle-table entry and its use.
+  static constexpr size_t kPrefetchDistance = 8;
 
   // Returns true when the phase finished before the deadline.
   bool PlanClasses(absl::Time deadline);
@@ -70,12 +73,17 @@ class SlabCompactor {
   uint32_t scan_index_ = 0;
   size_t move_source_ = 0;
   uint32_t move_slot_ = 0;
-  // Spans being evacuated, and for each span id its slots' offset in
-  // owners_ (kNoOffset when not evacuating).
+  // Spans being evacuated, and for each span id its position in sources_
+  // (kNoOffset when not evacuating).
   std::vector<uint32_t> sources_;
   std::vector<uint32_t> offset_by_span_;
-  // Handle-table index + 1 of the block in each slot of each source span.
-  std::vector<uint32_t> owners_;
+  // Per source, the handle-table index of the block in each live slot. Only
+  // live slots are written (by the scan) and read (by the moves), so the
+  // arrays are left uninitialised and cost pages only where blocks are.
+  std::vector<std::unique_ptr<uint32_t[]>> owners_;
+  uint64_t owner_slots_ = 0;
+  // Reused list of the live slots of the span being evacuated.
+  std::vector<uint32_t> slots_;
   uint64_t blocks_moved_ = 0;
   uint64_t bytes_moved_ = 0;
   uint64_t spans_released_ = 0;

@@ -307,14 +307,13 @@ void SlabPool::ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size) {
   --counters.blocks;
   counters.live_bytes -= size;
   if (span.live == 0) {
-    // An evacuating span that empties is what compaction is after: purge.
-    RetireSpan(id, /*purge=*/span.state == kEvacuating);
+    RetireSpan(id);
   } else if (span.state == kActive) {
     Refile(id);
   }
 }
 
-void SlabPool::RetireSpan(uint32_t id, bool purge) {
+void SlabPool::RetireSpan(uint32_t id) {
   Span& span = spans_[id];
   DCHECK_EQ(span.live, 0u);
   DCHECK(span.state == kActive || span.state == kEvacuating);
@@ -322,11 +321,11 @@ void SlabPool::RetireSpan(uint32_t id, bool purge) {
   if (span.list == kFullList) --counters.full_spans;
   ListRemove(id);
   --counters.spans;
-  if (purge) {
-    PurgeSpan(id);
-    return;
-  }
   PushDirty(id);
+  if (!hold_cached_spans_) TrimCachedSpans();
+}
+
+void SlabPool::TrimCachedSpans() {
   while (uint64_t{dirty_spans_} * options_.span_bytes >
          options_.retained_bytes) {
     const uint32_t oldest = dirty_tail_ - 1;
@@ -337,6 +336,10 @@ void SlabPool::RetireSpan(uint32_t id, bool purge) {
 
 void SlabPool::PurgeSpan(uint32_t id) {
   OsMemory::Purge(SpanBase(id), options_.span_bytes);
+  MarkPurged(id);
+}
+
+void SlabPool::MarkPurged(uint32_t id) {
   Span& span = spans_[id];
   span.state = kClean;
   span.live = 0;
@@ -345,15 +348,42 @@ void SlabPool::PurgeSpan(uint32_t id) {
   if (--chunks_[chunk].in_use == 0) UnmapChunk(chunk);
 }
 
-uint64_t SlabPool::PurgeCaches() {
-  uint64_t released = 0;
+bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
+  // Batches of spans sorted by address, so that neighbours go back to the OS
+  // in one madvise (each call costs a TLB shootdown).
+  // About 4 MiB per batch keeps a batch well under a millisecond.
+  const size_t kBatch =
+      std::max<size_t>(1, (uint64_t{4} << 20) / options_.span_bytes);
+  std::vector<uint32_t> batch;
+  batch.reserve(kBatch);
   while (dirty_head_ != 0) {
-    const uint32_t id = dirty_head_ - 1;
-    RemoveDirty(id);
-    PurgeSpan(id);
-    released += options_.span_bytes;
+    batch.clear();
+    while (dirty_head_ != 0 && batch.size() < kBatch) {
+      batch.push_back(dirty_head_ - 1);
+      RemoveDirty(dirty_head_ - 1);
+    }
+    std::sort(batch.begin(), batch.end());
+    const uint32_t per_chunk = options_.spans_per_chunk;
+    for (size_t i = 0; i < batch.size();) {
+      size_t j = i + 1;
+      while (j < batch.size() && batch[j] == batch[j - 1] + 1 &&
+             batch[j] / per_chunk == batch[i] / per_chunk) {
+        ++j;
+      }
+      OsMemory::Purge(SpanBase(batch[i]), (j - i) * options_.span_bytes);
+      for (size_t k = i; k < j; ++k) MarkPurged(batch[k]);
+      i = j;
+    }
+    *purged += batch.size();
+    if (absl::Now() >= deadline) return dirty_head_ == 0;
   }
-  return released + handles_.ReleaseEmptyPages();
+  return true;
+}
+
+uint64_t SlabPool::PurgeCaches() {
+  uint64_t spans = 0;
+  PurgeCachedSpans(absl::InfiniteFuture(), &spans);
+  return spans * options_.span_bytes + handles_.ReleaseEmptyPages();
 }
 
 uint64_t SlabPool::SideMetadataBytes() const {

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "worker/pools/block_info.h"
 #include "worker/pools/block_ref.h"
 #include "worker/pools/fragmentation_stats.h"
@@ -83,6 +84,11 @@ class SlabPool {
   // Returns every cached empty span and empty handle-table page to the OS.
   // Returns the bytes released.
   uint64_t PurgeCaches();
+
+  // Returns cached empty spans to the OS, neighbours in one call, until none
+  // is left (true) or `deadline` passes (false). Adds the spans purged to
+  // `*purged`.
+  bool PurgeCachedSpans(absl::Time deadline, uint64_t* purged);
 
   PoolKind pool() const { return options_.pool; }
   const SizeClasses& classes() const { return *classes_; }
@@ -174,15 +180,23 @@ class SlabPool {
   uint32_t TakeSlot(uint32_t id);
   // Clears a slot's bit and updates counters; releases the span when empty.
   void ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size);
-  // An active or evacuating span with no live slot leaves its class: cached
-  // (dirty) or, when `purge`, returned to the OS.
-  void RetireSpan(uint32_t id, bool purge);
+  // An active or evacuating span with no live slot leaves its class for the
+  // free-span cache; beyond the retained amount the oldest cached spans are
+  // purged (unless a compaction holds them for one batched purge).
+  void RetireSpan(uint32_t id);
+  // Marks a cached span purged (its memory already returned) and unmaps its
+  // chunk when nothing else in it is held.
+  void MarkPurged(uint32_t id);
+  // Purges the oldest cached spans beyond the retained amount.
+  void TrimCachedSpans();
   void PurgeSpan(uint32_t id);
   uint64_t SideMetadataBytes() const;
 
   SlabPoolOptions options_;
   // Temporary bookkeeping of a running compaction, counted as metadata.
   uint64_t transient_bytes_ = 0;
+  // Set by a running compaction: emptied spans stay cached until its purge.
+  bool hold_cached_spans_ = false;
   std::unique_ptr<SizeClasses> classes_;
   std::vector<ClassCounters> counters_;
   std::vector<uint32_t> heads_;
