@@ -11,6 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
@@ -77,8 +79,15 @@ int main(int argc, char** argv) {
   sigaddset(&shutdown_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &shutdown_signals, nullptr);
 
+  // --help lists the flags defined in this file.
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
-      "poold: a memory-pool gRPC server (poold.v1.PoolService). See "
+      "a memory-pool gRPC server (poold.v1.PoolService). See "
       "README.md.\nUsage: poold [--listen=host:port] [--unix_socket=path] "
       "[flags]");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -107,8 +116,10 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
 
-  LOG(INFO) << "poold received "
-            << WaitForSignal(shutdown_signals, absl::InfiniteDuration());
+  // (Wait before logging: a log line takes its time stamp when it starts.)
+  const std::string first =
+      WaitForSignal(shutdown_signals, absl::InfiniteDuration());
+  LOG(INFO) << "poold received " << first;
   (*server)->BeginShutdown();
   if (options.shutdown_drain > absl::ZeroDuration()) {
     LOG(INFO) << "poold draining for "
