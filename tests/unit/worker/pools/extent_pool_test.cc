@@ -1,0 +1,138 @@
+// Tests of ExtentPool: page-granular extents, coalescing of free neighbours,
+// reuse of resident free extents, purging, unmapping empty chunks, and
+// blocks bigger than a chunk.
+#include "worker/pools/extent_pool.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/pools/os_memory.h"
+
+namespace poold::pools {
+namespace {
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * 1024;
+
+ExtentPoolOptions Options(uint64_t retained) {
+  ExtentPoolOptions options;
+  options.chunk_bytes = 16 * kMiB;
+  options.retained_bytes = retained;
+  options.max_chunks = 64;
+  options.max_extents = 1 << 16;
+  options.max_handles = 1 << 16;
+  options.handle_key = 9;
+  return options;
+}
+
+TEST(ExtentPoolTest, BlocksArePageRoundedAndZeroed) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
+  auto block = pool.Allocate(65537, "abc", UINT64_MAX);
+  ASSERT_TRUE(block.ok());
+  EXPECT_EQ(block->slot_bytes, 69632u);
+  EXPECT_EQ(block->pool, PoolKind::kLarge);
+  BlockRef ref = *pool.Lookup(block->handle);
+  EXPECT_EQ(ref.size, 65537u);
+  EXPECT_EQ(std::string(ref.data, 3), "abc");
+  EXPECT_EQ(std::string(ref.data + 3, 65534), std::string(65534, '\0'));
+  // A reused (dirty) extent is zeroed too.
+  std::memset(ref.data, 'x', ref.size);
+  ASSERT_TRUE(pool.Free(block->handle).ok());
+  auto again = pool.Allocate(65537, "", UINT64_MAX);
+  ref = *pool.Lookup(again->handle);
+  EXPECT_EQ(std::string(ref.data, ref.size), std::string(65537, '\0'));
+}
+
+TEST(ExtentPoolTest, FreeNeighboursCoalesce) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
+  std::vector<uint64_t> h;
+  for (int i = 0; i < 4; ++i) {
+    h.push_back(pool.Allocate(256 * kKiB, "", UINT64_MAX)->handle);
+  }
+  const uint64_t free_extents = pool.Stats().stats.free_extents;  // the tail
+  ASSERT_TRUE(pool.Free(h[1]).ok());
+  ASSERT_TRUE(pool.Free(h[2]).ok());
+  // h[1] and h[2] merged into one dirty extent of 512 KiB.
+  PoolStats stats = pool.Stats();
+  EXPECT_EQ(stats.stats.free_extents, free_extents + 1);
+  EXPECT_EQ(stats.stats.unpurged_bytes, 512 * kKiB);
+  // Resident free memory is reused first, without growing.
+  const uint64_t resident = pool.resident_bytes();
+  auto big = pool.Allocate(512 * kKiB, "", UINT64_MAX);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(pool.resident_bytes(), resident);
+  EXPECT_EQ(pool.Stats().stats.unpurged_bytes, 0u);
+}
+
+TEST(ExtentPoolTest, PurgeReturnsFreeMemoryAndUnmapsEmptyChunks) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
+  std::vector<uint64_t> h;
+  for (int i = 0; i < 40; ++i) {  // about three 16 MiB chunks
+    h.push_back(
+        pool.Allocate(kMiB, std::string(kMiB, 'x'), UINT64_MAX)->handle);
+  }
+  EXPECT_EQ(pool.Stats().stats.spans, 3u);
+  const uint64_t keep = h[0];
+  for (size_t i = 1; i < h.size(); ++i) ASSERT_TRUE(pool.Free(h[i]).ok());
+  PoolStats stats = pool.Stats();
+  EXPECT_EQ(stats.stats.unpurged_bytes, 39 * kMiB);
+  EXPECT_EQ(stats.stats.empty_spans, 2u);
+  const uint64_t reclaimable = stats.stats.reclaimable_bytes;
+  const uint64_t resident = pool.resident_bytes();
+  const uint64_t rss = OsMemory::ProcessRssBytes();
+  PurgeProgress progress;
+  do {
+    progress = pool.PurgeStep(absl::Now() + absl::Milliseconds(1));
+  } while (!progress.done);
+  stats = pool.Stats();
+  EXPECT_EQ(stats.stats.unpurged_bytes, 0u);
+  EXPECT_EQ(stats.stats.spans, 1u);
+  EXPECT_EQ(resident - pool.resident_bytes(), reclaimable);
+  EXPECT_EQ(stats.stats.reclaimable_bytes, 0u);
+  const double drop = static_cast<double>(rss - OsMemory::ProcessRssBytes());
+  EXPECT_NEAR(drop, static_cast<double>(reclaimable),
+              0.05 * static_cast<double>(reclaimable));
+  EXPECT_EQ(std::string(pool.Lookup(keep)->data, 4), "xxxx");
+}
+
+TEST(ExtentPoolTest, BeyondTheRetainedAmountFreesArePurgedAtOnce) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(0)).ok());
+  auto a = pool.Allocate(4 * kMiB, std::string(4 * kMiB, 'a'), UINT64_MAX);
+  auto b = pool.Allocate(4 * kMiB, "", UINT64_MAX);
+  ASSERT_TRUE(pool.Free(a->handle).ok());
+  EXPECT_EQ(pool.Stats().stats.unpurged_bytes, 0u);
+  ASSERT_TRUE(pool.Free(b->handle).ok());
+  // The chunk held nothing else: unmapped.
+  EXPECT_EQ(pool.Stats().stats.spans, 0u);
+}
+
+TEST(ExtentPoolTest, BlockLargerThanAChunkGetsItsOwn) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(0)).ok());
+  auto big = pool.Allocate(40 * kMiB, "end?", UINT64_MAX);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(pool.Lookup(big->handle)->size, 40 * kMiB);
+  EXPECT_EQ(pool.Stats().stats.spans, 1u);
+  ASSERT_TRUE(pool.Free(big->handle).ok());
+  EXPECT_EQ(pool.Stats().stats.spans, 0u);
+}
+
+TEST(ExtentPoolTest, HeadroomRefusesGrowth) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
+  auto refused = pool.Allocate(kMiB, "", kMiB / 2);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(pool.Stats().stats.blocks, 0u);
+  auto ok = pool.Allocate(kMiB, "", UINT64_MAX);
+  ASSERT_TRUE(pool.Free(ok->handle).ok());
+  // Reusing the resident free extent needs no headroom.
+  EXPECT_TRUE(pool.Allocate(kMiB, "", 0).ok());
+}
+
+}  // namespace
+}  // namespace poold::pools
