@@ -84,7 +84,8 @@ TEST(SlabPoolTest, EmptySpansAreCachedForAnyClassThenPurged) {
             full.stats.resident_bytes - (full.stats.spans - 4) * kSpan);
   // A different class takes the cached spans without growing.
   const uint64_t resident = pool.resident_bytes();
-  for (int i = 0; i < 4 * 130; ++i) {  // 130 slots of 504 B per span
+  const uint32_t slots = pool.classes().Get(pool.classes().ClassFor(500)).slots;
+  for (uint32_t i = 0; i < 4 * slots; ++i) {
     ASSERT_TRUE(pool.Allocate(500, "", UINT64_MAX).ok());
   }
   EXPECT_EQ(pool.resident_bytes(), resident);
