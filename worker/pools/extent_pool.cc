@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -21,6 +22,7 @@ ExtentPool::~ExtentPool() {
 
 absl::Status ExtentPool::Init(const ExtentPoolOptions& options) {
   options_ = options;
+  start_ = absl::Now();
   page_ = OsMemory::PageSize();
   if (absl::Status s = extents_.Init(options.max_extents); !s.ok()) return s;
   if (absl::Status s = chunks_.Init(options.max_chunks); !s.ok()) return s;
@@ -82,7 +84,10 @@ void ExtentPool::InsertFree(uint32_t id, uint8_t state) {
   bins.nonempty[bin / 64] |= uint64_t{1} << (bin % 64);
   ++chunks_[e.chunk].free_extents;
   ++free_extents_;
-  if (state == kDirty) dirty_bytes_ += uint64_t{e.pages} * page_;
+  if (state == kDirty) {
+    dirty_bytes_ += uint64_t{e.pages} * page_;
+    e.cached_at = MillisSinceStart(absl::Now());
+  }
 }
 
 void ExtentPool::RemoveFree(uint32_t id) {
@@ -328,6 +333,25 @@ void ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
     progress->bytes_purged += bytes;
     progress->chunks_unmapped += mapped - chunks_mapped_;
   }
+}
+
+uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age) {
+  if (dirty_bytes_ == 0) return 0;
+  const uint32_t now_ms = MillisSinceStart(now);
+  const uint32_t age_ms = static_cast<uint32_t>(absl::ToInt64Milliseconds(age));
+  std::vector<uint32_t> stale;
+  for (int bin = 0; bin < kBins; ++bin) {
+    for (uint32_t id = dirty_.heads[bin]; id != 0; id = extents_[id - 1].next) {
+      if (now_ms - extents_[id - 1].cached_at >= age_ms)
+        stale.push_back(id - 1);
+    }
+  }
+  PurgeProgress progress;
+  for (uint32_t id : stale) {
+    // An earlier purge may have merged or recycled this record.
+    if (extents_[id].state == kDirty) PurgeExtent(id, &progress);
+  }
+  return progress.bytes_purged;
 }
 
 PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {

@@ -71,6 +71,10 @@ class ExtentPool {
   PoolAnalysis Analyze() const;
   uint64_t resident_bytes() const;
 
+  // Purges dirty free extents freed at least `age` ago (unmapping chunks left
+  // empty). Returns the bytes released.
+  uint64_t PurgeStale(absl::Time now, absl::Duration age);
+
   // Purges dirty free extents (unmapping chunks left empty) until none is
   // left or `deadline` passes, then releases empty handle-table pages.
   PurgeProgress PurgeStep(absl::Time deadline);
@@ -86,8 +90,9 @@ class ExtentPool {
     uint32_t chunk;
     uint32_t first;  // first page, counted from the chunk base
     uint32_t pages;
-    uint32_t prev;  // bin list links, record id + 1 (0 = none)
-    uint32_t next;  // also links unused records
+    uint32_t prev;       // bin list links, record id + 1 (0 = none)
+    uint32_t next;       // also links unused records
+    uint32_t cached_at;  // dirty: when freed, ms since the pool started
     uint8_t state;
     uint8_t bin;
   };
@@ -133,7 +138,12 @@ class ExtentPool {
   uint64_t SideMetadataBytes() const;
   uint64_t LargestFree() const;
 
+  uint32_t MillisSinceStart(absl::Time now) const {
+    return static_cast<uint32_t>(absl::ToInt64Milliseconds(now - start_));
+  }
+
   ExtentPoolOptions options_;
+  absl::Time start_;
   uint64_t page_ = 4096;
   ReservedArray<Extent> extents_;
   uint32_t free_records_ = 0;  // id + 1 of the first unused record

@@ -239,6 +239,12 @@ PoolAnalysis PoolSet::Analyze(PoolKind pool) const {
   return PoolAnalysis{};
 }
 
+uint64_t PoolSet::ReleaseStaleCaches(absl::Time now) {
+  const absl::Duration age = options_.cache_decay;
+  return small_.PurgeStaleCachedSpans(now, age) +
+         medium_.PurgeStaleCachedSpans(now, age) + large_.PurgeStale(now, age);
+}
+
 absl::Status PoolSet::BeginDefrag(const std::vector<PoolKind>& pools) {
   if (run_ != nullptr) {
     return absl::FailedPreconditionError("a defragmentation is running");

@@ -33,10 +33,13 @@ struct PoolSetOptions {
   // that would pass it first purges caches and compacts, then fails with
   // RESOURCE_EXHAUSTED.
   uint64_t memory_limit_bytes = 0;
-  // Empty memory each pool keeps resident for reuse.
-  uint64_t small_retained_bytes = uint64_t{4} << 20;
-  uint64_t medium_retained_bytes = uint64_t{16} << 20;
-  uint64_t large_retained_bytes = uint64_t{64} << 20;
+  // Empty memory each pool keeps resident for quick reuse, at most; what
+  // was emptied longer than `cache_decay` ago goes back to the OS when the
+  // owner calls ReleaseStaleCaches().
+  uint64_t small_retained_bytes = uint64_t{32} << 20;
+  uint64_t medium_retained_bytes = uint64_t{64} << 20;
+  uint64_t large_retained_bytes = uint64_t{128} << 20;
+  absl::Duration cache_decay = absl::Seconds(1);
   // Salt of the handles' check tags; 0 picks a random one, so handles of an
   // earlier process are rejected.
   uint64_t handle_key = 0;
@@ -94,6 +97,11 @@ class PoolSet {
   // pools not reached are SKIPPED, both with `stop_reason`).
   // REQUIRES: defrag_running().
   DefragReport EndDefrag(absl::string_view stop_reason);
+
+  // Returns to the OS the empty memory cached for longer than
+  // options().cache_decay. Cheap when there is none; call it periodically.
+  // Returns the bytes released.
+  uint64_t ReleaseStaleCaches(absl::Time now);
 
   // Everything the pools hold from the OS.
   uint64_t resident_bytes() const;

@@ -25,6 +25,9 @@ struct SizeClass {
   uint32_t header_bytes = 0;
   // 64-bit words of the occupancy bitmap.
   uint32_t bitmap_words = 0;
+  // floor(live * 8 / slots) == (live * bucket_multiplier) >> 32 for every
+  // live < slots: the fullness eighth of a span without a division.
+  uint64_t bucket_multiplier = 0;
 };
 
 class SizeClasses {

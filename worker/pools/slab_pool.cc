@@ -25,6 +25,7 @@ absl::Status SlabPool::Init(const SlabPoolOptions& options) {
   CHECK_EQ(options.span_bytes % OsMemory::PageSize(), 0u);
   CHECK_GT(options.spans_per_chunk, 0u);
   options_ = options;
+  start_ = absl::Now();
   classes_ = std::make_unique<SizeClasses>(options.pool, options.span_bytes,
                                            options.bitmap_in_span);
   CHECK_LT(classes_->max_slots(), 1u << 14) << "slot index is 14 bits";
@@ -74,6 +75,7 @@ void SlabPool::ListRemove(uint32_t id) {
 void SlabPool::PushDirty(uint32_t id) {
   Span& span = spans_[id];
   span.state = kDirty;
+  span.hint = MillisSinceStart(absl::Now());
   span.prev = 0;
   span.next = dirty_head_;
   if (dirty_head_ != 0) spans_[dirty_head_ - 1].prev = id + 1;
@@ -100,9 +102,9 @@ void SlabPool::RemoveDirty(uint32_t id) {
 }
 
 uint8_t SlabPool::ActiveListFor(const Span& span) const {
-  const uint32_t slots = classes_->Get(span.class_index).slots;
-  if (span.live >= slots) return kFullList;
-  return static_cast<uint8_t>(uint64_t{span.live} * kBuckets / slots);
+  const SizeClass& c = classes_->Get(span.class_index);
+  if (span.live >= c.slots) return kFullList;
+  return static_cast<uint8_t>((span.live * c.bucket_multiplier) >> 32);
 }
 
 void SlabPool::Refile(uint32_t id) {
@@ -240,8 +242,11 @@ absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
   const uint32_t class_index = classes_->ClassFor(size);
   const SizeClass& c = classes_->Get(class_index);
   uint32_t id = FindAllocSpan(class_index);
-  const uint64_t growth =
-      handles_.InsertGrowthBytes() + (id == kNoSpan ? NewSpanGrowthBytes() : 0);
+  // Without a memory limit there is nothing to check.
+  const uint64_t growth = headroom == UINT64_MAX
+                              ? 0
+                              : handles_.InsertGrowthBytes() +
+                                    (id == kNoSpan ? NewSpanGrowthBytes() : 0);
   if (growth > headroom) {
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating ", size, " bytes needs ", growth,
@@ -346,6 +351,21 @@ void SlabPool::MarkPurged(uint32_t id) {
   clean_.Insert(id);
   const uint32_t chunk = id / options_.spans_per_chunk;
   if (--chunks_[chunk].in_use == 0) UnmapChunk(chunk);
+}
+
+uint64_t SlabPool::PurgeStaleCachedSpans(absl::Time now, absl::Duration age) {
+  if (hold_cached_spans_) return 0;
+  const uint32_t now_ms = MillisSinceStart(now);
+  const uint32_t age_ms = static_cast<uint32_t>(absl::ToInt64Milliseconds(age));
+  uint64_t released = 0;
+  // The list's tail is the span cached longest ago.
+  while (dirty_tail_ != 0 && now_ms - spans_[dirty_tail_ - 1].hint >= age_ms) {
+    const uint32_t oldest = dirty_tail_ - 1;
+    RemoveDirty(oldest);
+    PurgeSpan(oldest);
+    released += options_.span_bytes;
+  }
+  return released;
 }
 
 bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {

@@ -85,6 +85,11 @@ class SlabPool {
   // Returns the bytes released.
   uint64_t PurgeCaches();
 
+  // Returns cached empty spans that have been cached for at least `age` to
+  // the OS (unless a compaction is running; it purges them itself). Returns
+  // the bytes released.
+  uint64_t PurgeStaleCachedSpans(absl::Time now, absl::Duration age);
+
   // Returns cached empty spans to the OS, neighbours in one call, until none
   // is left (true) or `deadline` passes (false). Adds the spans purged to
   // `*purged`.
@@ -118,7 +123,9 @@ class SlabPool {
     uint32_t live;
     uint32_t prev;  // list links, span id + 1 (0 = none)
     uint32_t next;
-    uint32_t hint;  // first bitmap word that may have a free bit
+    // Active: first bitmap word that may have a free bit. Cached: when it was
+    // cached, in milliseconds since the pool started.
+    uint32_t hint;
     uint16_t class_index;
     uint8_t state;
     uint8_t list;
@@ -191,8 +198,12 @@ class SlabPool {
   void TrimCachedSpans();
   void PurgeSpan(uint32_t id);
   uint64_t SideMetadataBytes() const;
+  uint32_t MillisSinceStart(absl::Time now) const {
+    return static_cast<uint32_t>(absl::ToInt64Milliseconds(now - start_));
+  }
 
   SlabPoolOptions options_;
+  absl::Time start_;
   // Temporary bookkeeping of a running compaction, counted as metadata.
   uint64_t transient_bytes_ = 0;
   // Set by a running compaction: emptied spans stay cached until its purge.

@@ -228,6 +228,37 @@ TEST(PoolSetTest, EmptySpansServeOtherClassesWithoutGrowing) {
   EXPECT_LE(pools->resident_bytes(), resident);
 }
 
+TEST(PoolSetTest, CachedMemoryGoesBackToTheOsAfterTheDecay) {
+  PoolSetOptions options;
+  options.cache_decay = absl::Seconds(1);
+  auto pools = MakePools(options);
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 50000; ++i) {
+    handles.push_back(pools->Allocate(100, "")->handle);
+  }
+  for (int i = 0; i < 200; ++i) {
+    handles.push_back(pools->Allocate(5000, "")->handle);
+    handles.push_back(pools->Allocate(100000, "")->handle);
+  }
+  for (uint64_t h : handles) ASSERT_TRUE(pools->Free(h).ok());
+  const PoolSetStats cached = pools->Stats(false);
+  EXPECT_GT(cached.pools[0].stats.empty_spans, 0u);
+  EXPECT_GT(cached.pools[1].stats.empty_spans, 0u);
+  EXPECT_GT(cached.pools[2].stats.unpurged_bytes, 0u);
+  // Too recent: kept.
+  EXPECT_EQ(pools->ReleaseStaleCaches(absl::Now()), 0u);
+  // A decay later: all of it goes back.
+  const uint64_t resident = pools->resident_bytes();
+  const uint64_t released =
+      pools->ReleaseStaleCaches(absl::Now() + absl::Seconds(2));
+  EXPECT_GT(released, 0u);
+  EXPECT_EQ(pools->resident_bytes(), resident - released);
+  const PoolSetStats after = pools->Stats(false);
+  EXPECT_EQ(after.pools[0].stats.empty_spans, 0u);
+  EXPECT_EQ(after.pools[1].stats.empty_spans, 0u);
+  EXPECT_EQ(after.pools[2].stats.unpurged_bytes, 0u);
+}
+
 TEST(PoolSetTest, EmptiedSpansBeyondTheRetainedAmountGoBackToTheOs) {
   PoolSetOptions options;
   options.small_retained_bytes = 0;

@@ -65,5 +65,19 @@ TEST(SizeClassesTest, SlotsAndBitmapFitInTheSpan) {
   EXPECT_EQ(medium.Get(0).slots, 1024u);
 }
 
+TEST(SizeClassesTest, BucketMultiplierIsAnExactDivision) {
+  for (PoolKind pool : {PoolKind::kSmall, PoolKind::kMedium}) {
+    SizeClasses classes(pool, pool == PoolKind::kSmall ? 64 << 10 : 1 << 20,
+                        pool == PoolKind::kSmall);
+    for (uint32_t i = 0; i < classes.count(); ++i) {
+      const SizeClass& c = classes.Get(i);
+      for (uint64_t live = 0; live < c.slots; ++live) {
+        ASSERT_EQ((live * c.bucket_multiplier) >> 32, live * 8 / c.slots)
+            << "slots " << c.slots << " live " << live;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace poold::pools
