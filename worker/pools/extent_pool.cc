@@ -346,12 +346,12 @@ uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age) {
         stale.push_back(id - 1);
     }
   }
-  PurgeProgress progress;
+  const uint64_t before = resident_bytes();
   for (uint32_t id : stale) {
     // An earlier purge may have merged or recycled this record.
-    if (extents_[id].state == kDirty) PurgeExtent(id, &progress);
+    if (extents_[id].state == kDirty) PurgeExtent(id, nullptr);
   }
-  return progress.bytes_purged;
+  return before - resident_bytes();  // with page maps of unmapped chunks
 }
 
 PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
