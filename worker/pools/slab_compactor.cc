@@ -184,7 +184,12 @@ bool SlabCompactor::Move(absl::Time deadline) {
     }
     for (size_t k = 0; k < slots_.size(); ++k) {
       if (k + kPrefetchDistance < slots_.size()) {
-        table.Prefetch(owners[slots_[k + kPrefetchDistance]]);
+        const uint32_t ahead = slots_[k + kPrefetchDistance];
+        table.Prefetch(owners[ahead]);
+        const char* block = pool_.SlotAddress(id, c, ahead);
+        for (uint32_t off = 0; off < c.slot_bytes && off < 512; off += 64) {
+          __builtin_prefetch(block + off);
+        }
       }
       const uint32_t slot = slots_[k];
       const uint32_t index = owners[slot];

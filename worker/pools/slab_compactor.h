@@ -55,7 +55,7 @@ class SlabCompactor {
   enum class Phase { kPlan, kScan, kMove, kPurge, kDone };
   static constexpr uint32_t kNoOffset = 0xFFFFFFFF;
   // Moves between the prefetch of a handle-table entry and its use.
-  static constexpr size_t kPrefetchDistance = 8;
+  static constexpr size_t kPrefetchDistance = 16;
 
   // Returns true when the phase finished before the deadline.
   bool PlanClasses(absl::Time deadline);
