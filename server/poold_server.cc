@@ -191,8 +191,10 @@ void PooldServer::BeginShutdown() {
   if (server_ != nullptr) {
     LOG(INFO) << "poold draining: health NOT_SERVING, new RPCs UNAVAILABLE, "
                  "completing queued commands";
-    server_->GetHealthCheckService()->Shutdown();
+    // Refuse first, then tell: a client that saw NOT_SERVING must find new
+    // RPCs refused.
     service_.StartDraining();
+    server_->GetHealthCheckService()->Shutdown();
   }
   // Completes every queued command, which finishes its RPC.
   worker_.Stop();
