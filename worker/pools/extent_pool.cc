@@ -383,8 +383,7 @@ PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
     PurgeExtent(id, &progress);
     if (absl::Now() >= deadline) return progress;
   }
-  progress.bytes_purged += handles_.ReleaseEmptyPages();
-  progress.done = true;
+  progress.done = handles_.ReleaseEmptyPages(deadline, &progress.bytes_purged);
   return progress;
 }
 

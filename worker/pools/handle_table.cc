@@ -199,9 +199,6 @@ void HandleTable::ReleasePage(uint32_t page) {
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     max_generation = std::max(max_generation, GenerationOf(entries[slot]));
   }
-  OsMemory::Purge(
-      reinterpret_cast<char*>(entries_ + uint64_t{page} * kEntriesPerPage),
-      kPageBytes);
   // Reopened entries start above every generation handed out here, so no
   // handle issued before the release can match an entry after it.
   info.base_generation = max_generation;
@@ -214,13 +211,22 @@ void HandleTable::ReleasePage(uint32_t page) {
   --present_pages_;
 }
 
-uint64_t HandleTable::ReleaseEmptyPages() {
-  uint64_t freed = 0;
-  while (std::optional<size_t> page = empty_.Lowest()) {
-    ReleasePage(static_cast<uint32_t>(*page));
-    freed += kPageBytes;
+bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
+  while (std::optional<size_t> lowest = empty_.Lowest()) {
+    // A run of neighbouring empty pages goes back in one madvise.
+    const uint32_t first = static_cast<uint32_t>(*lowest);
+    uint32_t end = first;
+    while (end < pages_used_ && empty_.Contains(end) && end - first < 1024) {
+      ReleasePage(end);
+      ++end;
+    }
+    OsMemory::Purge(
+        reinterpret_cast<char*>(entries_ + uint64_t{first} * kEntriesPerPage),
+        uint64_t{end - first} * kPageBytes);
+    *freed += uint64_t{end - first} * kPageBytes;
+    if (absl::Now() >= deadline) return !empty_.Lowest().has_value();
   }
-  return freed;
+  return true;
 }
 
 uint64_t HandleTable::resident_bytes() const {

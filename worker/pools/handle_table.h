@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "worker/pools/index_set.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/reserved_array.h"
@@ -92,8 +93,16 @@ class HandleTable {
     return (entry >> 1) & kMaxPayload;
   }
 
-  // Returns every page with no live entry to the OS; returns bytes freed.
-  uint64_t ReleaseEmptyPages();
+  // Returns pages with no live entry to the OS (neighbours in one call)
+  // until none is left (true) or `deadline` passes (false). Adds the bytes
+  // freed to `*freed`.
+  bool ReleaseEmptyPages(absl::Time deadline, uint64_t* freed);
+  // All of them, whatever the time; returns the bytes freed.
+  uint64_t ReleaseEmptyPages() {
+    uint64_t freed = 0;
+    ReleaseEmptyPages(absl::InfiniteFuture(), &freed);
+    return freed;
+  }
   // Bytes ReleaseEmptyPages() would free now.
   uint64_t empty_page_bytes() const { return empty_pages_ * kPageBytes; }
 
@@ -116,6 +125,7 @@ class HandleTable {
 
   uint64_t MakeHandle(uint32_t index, uint16_t generation) const;
   void OpenPage(uint32_t page);
+  // Forgets a page whose memory is (about to be) returned to the OS.
   void ReleasePage(uint32_t page);
 
   PoolKind pool_ = PoolKind::kSmall;

@@ -42,7 +42,9 @@ bool SlabCompactor::Step(absl::Time deadline) {
       case Phase::kPurge:
         // Emptied sources and previously cached spans, in batched calls.
         if (!pool_.PurgeCachedSpans(deadline, &spans_released_)) return false;
-        pool_.handles_.ReleaseEmptyPages();
+        if (!pool_.handles_.ReleaseEmptyPages(deadline, &table_bytes_)) {
+          return false;
+        }
         ReleaseBookkeeping();
         pool_.hold_cached_spans_ = false;
         phase_ = Phase::kDone;

@@ -88,6 +88,7 @@ class SlabCompactor {
   uint64_t bytes_moved_ = 0;
   uint64_t spans_released_ = 0;
   uint64_t spans_abandoned_ = 0;
+  uint64_t table_bytes_ = 0;  // handle-table pages released
 };
 
 }  // namespace poold::pools
