@@ -174,6 +174,16 @@ int Main() {
     }
     const DefragReport report = pools.EndDefrag("");
     const uint64_t rss_after = OsMemory::ProcessRssBytes() - baseline;
+    const PoolSetStats after = pools.Stats(false);
+    std::string per_pool;
+    for (const PoolStats& p : after.pools) {
+      absl::StrAppendFormat(
+          &per_pool,
+          ", \"%s\": {\"live\": %d, \"resident\": %d, "
+          "\"metadata\": %d, \"allocated\": %d, \"free\": %d}",
+          PoolName(p.pool), p.stats.live_bytes, p.stats.resident_bytes,
+          p.stats.metadata_bytes, p.stats.allocated_bytes, p.stats.free_bytes);
+    }
     extra = absl::StrFormat(
         ", \"counted_resident\": %d, \"rss_after_defrag\": %d, "
         "\"counted_resident_after\": %d, \"defrag_ms\": %.1f, "
@@ -184,6 +194,7 @@ int Main() {
         absl::ToDoubleMilliseconds(report.duration), report.bytes_moved,
         report.blocks_moved, report.slices,
         absl::ToDoubleMilliseconds(report.max_slice));
+    extra += per_pool;
   } else if (allocator_name == "glibc") {
     malloc_trim(0);
     extra = absl::StrFormat(", \"rss_after_trim\": %d",
