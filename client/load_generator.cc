@@ -1,0 +1,222 @@
+// LoadGenerator: two phases of asynchronous unary calls on one completion
+// queue, driven by the calling thread alone.
+#include "client/load_generator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/status_convert.h"
+#include "grpcpp/completion_queue.h"
+
+namespace poold::client {
+namespace {
+
+// Block i holds kPattern-periodic bytes starting at phase i % kPatternPeriod,
+// so neighbouring blocks differ and a moved block can be recognised.
+constexpr size_t kPatternPeriod = 251;
+
+std::string MakePattern(uint64_t max_size) {
+  std::string pattern(max_size + kPatternPeriod, '\0');
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    pattern[i] = static_cast<char>(i % kPatternPeriod);
+  }
+  return pattern;
+}
+
+}  // namespace
+
+template <typename Request, typename Response>
+struct LoadGenerator::Call {
+  uint64_t index = 0;
+  uint64_t bytes = 0;
+  grpc::ClientContext context;
+  Request request;
+  Response response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<Response>> reader;
+};
+
+absl::StatusOr<LoadGenerator> LoadGenerator::Create(
+    std::shared_ptr<grpc::Channel> channel, LoadOptions options) {
+  if (options.concurrency < 1 || options.concurrency > kMaxConcurrency) {
+    return absl::InvalidArgumentError(absl::StrCat("concurrency must be in 1..",
+                                                   kMaxConcurrency, ", not ",
+                                                   options.concurrency));
+  }
+  if (!(options.free_fraction >= 0.0 && options.free_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "free fraction must be in [0, 1], not ", options.free_fraction));
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeout must be positive");
+  }
+  return LoadGenerator(std::move(channel), std::move(options));
+}
+
+LoadGenerator::LoadGenerator(std::shared_ptr<grpc::Channel> channel,
+                             LoadOptions options)
+    : channel_(std::move(channel)),
+      stub_(v1::PoolService::NewStub(channel_)),
+      options_(std::move(options)) {}
+
+void LoadGenerator::set_progress_callback(
+    std::function<void(const LoadProgress&)> callback,
+    absl::Duration interval) {
+  progress_ = std::move(callback);
+  progress_interval_ = interval;
+}
+
+template <typename Request, typename Response, typename Prepare, typename Start,
+          typename Done>
+absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
+                                     Prepare prepare, Start start, Done done) {
+  using CallT = Call<Request, Response>;
+  grpc::CompletionQueue queue;
+  // Slot k holds the call whose tag is k; free_slots the unused ones.
+  std::vector<std::unique_ptr<CallT>> slots(options_.concurrency);
+  std::vector<size_t> free_slots(slots.size());
+  std::iota(free_slots.rbegin(), free_slots.rend(), 0);
+
+  const absl::Time began = absl::Now();
+  absl::Time last_report = began;
+  uint64_t next = 0;
+  uint64_t completed = 0;
+  uint64_t in_flight_bytes = 0;
+  absl::Status first_error;
+  auto report = [&](bool final) {
+    if (!progress_) return;
+    const absl::Time now = absl::Now();
+    if (!final && now - last_report < progress_interval_) return;
+    last_report = now;
+    progress_(LoadProgress{phase, completed, total, now - began, final});
+  };
+
+  while (true) {
+    while (first_error.ok() && next < total && !free_slots.empty()) {
+      auto call = std::make_unique<CallT>();
+      call->index = next;
+      call->bytes = prepare(next, &call->request);
+      if (free_slots.size() < slots.size() &&
+          in_flight_bytes + call->bytes > options_.max_in_flight_bytes) {
+        break;  // wait for room; `next` is prepared again then
+      }
+      if (options_.timeout != absl::InfiniteDuration()) {
+        call->context.set_deadline(
+            absl::ToChronoTime(absl::Now() + options_.timeout));
+      }
+      const size_t slot = free_slots.back();
+      free_slots.pop_back();
+      call->reader = start(&call->context, call->request, &queue);
+      call->reader->StartCall();
+      call->reader->Finish(&call->response, &call->status,
+                           reinterpret_cast<void*>(slot));
+      in_flight_bytes += call->bytes;
+      slots[slot] = std::move(call);
+      ++next;
+    }
+    if (free_slots.size() == slots.size()) break;  // nothing in flight
+
+    void* tag = nullptr;
+    bool ok = false;
+    if (!queue.Next(&tag, &ok)) break;  // not reached: shut down below
+    const size_t slot = reinterpret_cast<size_t>(tag);
+    std::unique_ptr<CallT> call = std::move(slots[slot]);
+    free_slots.push_back(slot);
+    in_flight_bytes -= call->bytes;
+    ++completed;
+    absl::Status status = FromGrpcStatus(call->status);
+    if (status.ok()) {
+      done(call->index, call->response);
+    } else if (first_error.ok()) {
+      first_error = absl::Status(
+          status.code(), absl::StrCat(status.message(), " (", phase, " call ",
+                                      call->index + 1, " of ", total, ")"));
+    }
+    report(/*final=*/false);
+  }
+  report(/*final=*/true);
+  queue.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue.Next(&tag, &ok)) {
+  }
+  return first_error;
+}
+
+absl::Status LoadGenerator::Run(LoadSummary* summary) {
+  *summary = LoadSummary();
+  std::mt19937_64 random(options_.seed);
+  const std::string pattern = MakePattern(options_.sizes.max_size());
+
+  // Sizes are drawn in index order, so a seed always gives the same ones.
+  std::vector<uint64_t> sizes(options_.count);
+  for (uint64_t& size : sizes) size = options_.sizes.Sample(random);
+  std::vector<uint64_t> handles(options_.count, 0);
+
+  absl::Time began = absl::Now();
+  absl::Status status = RunPhase<v1::AllocateRequest, v1::AllocateResponse>(
+      "allocate", options_.count,
+      [&](uint64_t i, v1::AllocateRequest* request) {
+        request->set_size(sizes[i]);
+        request->set_data(pattern.substr(i % kPatternPeriod, sizes[i]));
+        return sizes[i];
+      },
+      [&](grpc::ClientContext* context, const v1::AllocateRequest& request,
+          grpc::CompletionQueue* queue) {
+        return stub_->PrepareAsyncAllocate(context, request, queue);
+      },
+      [&](uint64_t i, const v1::AllocateResponse& response) {
+        handles[i] = response.handle();
+        ++summary->blocks_allocated;
+        summary->bytes_allocated += sizes[i];
+        summary->slot_bytes_allocated += response.slot_bytes();
+        ++summary->blocks_by_pool[response.pool()];
+      });
+  summary->allocate_time = absl::Now() - began;
+
+  // The blocks that exist, in allocation order.
+  std::vector<uint64_t> live;
+  live.reserve(summary->blocks_allocated);
+  for (uint64_t i = 0; i < options_.count; ++i) {
+    if (handles[i] != 0) live.push_back(i);
+  }
+  std::vector<bool> freed(options_.count, false);
+  if (status.ok()) {
+    // A random subset of the live blocks: the first `to_free` of a shuffle.
+    const uint64_t to_free = static_cast<uint64_t>(std::llround(
+        options_.free_fraction * static_cast<double>(live.size())));
+    std::vector<uint64_t> victims = live;
+    std::shuffle(victims.begin(), victims.end(), random);
+    victims.resize(std::min<uint64_t>(to_free, victims.size()));
+
+    began = absl::Now();
+    status = RunPhase<v1::FreeRequest, v1::FreeResponse>(
+        "free", victims.size(),
+        [&](uint64_t k, v1::FreeRequest* request) {
+          request->set_handle(handles[victims[k]]);
+          return uint64_t{0};
+        },
+        [&](grpc::ClientContext* context, const v1::FreeRequest& request,
+            grpc::CompletionQueue* queue) {
+          return stub_->PrepareAsyncFree(context, request, queue);
+        },
+        [&](uint64_t k, const v1::FreeResponse& /*response*/) {
+          freed[victims[k]] = true;
+          ++summary->blocks_freed;
+          summary->bytes_freed += sizes[victims[k]];
+        });
+    summary->free_time = absl::Now() - began;
+  }
+
+  for (uint64_t i : live) {
+    if (freed[i]) continue;
+    summary->kept_handles.push_back(handles[i]);
+    summary->bytes_kept += sizes[i];
+  }
+  return status;
+}
+
+}  // namespace poold::client

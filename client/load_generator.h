@@ -1,0 +1,106 @@
+// LoadGenerator: the workload behind `poolctl load`. It allocates blocks
+// with sizes from a SizeDistribution, fills them, then frees a random
+// fraction of them, with many RPCs in flight, so a server's pools fragment
+// the way a real application's would.
+#ifndef POOLD_CLIENT_LOAD_GENERATOR_H_
+#define POOLD_CLIENT_LOAD_GENERATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "client/load_summary.h"
+#include "client/size_distribution.h"
+#include "grpcpp/channel.h"
+#include "poold/v1/pool_service.grpc.pb.h"
+
+namespace poold::client {
+
+struct LoadOptions {
+  // Blocks to allocate.
+  uint64_t count = 10000;
+  // Their sizes.
+  SizeDistribution sizes = SizeDistribution::Fixed(128);
+  // Fraction of the allocated blocks to free afterwards, in [0, 1], chosen
+  // at random; the number freed is rounded to the nearest block.
+  double free_fraction = 0.5;
+  // RPCs in flight at once (1 .. kMaxConcurrency).
+  int concurrency = 32;
+  // Caps the block bytes in flight (at least one call is always allowed),
+  // so large blocks do not pile up in memory.
+  uint64_t max_in_flight_bytes = 256 << 20;
+  // Seeds the sizes and the choice of blocks to free: the same seed gives
+  // the same workload.
+  uint64_t seed = 1;
+  // Deadline of each RPC. InfiniteDuration(): none.
+  absl::Duration timeout = absl::Seconds(30);
+};
+
+// Where a run is, for progress reports.
+struct LoadProgress {
+  // "allocate" or "free".
+  const char* phase = "";
+  uint64_t done = 0;
+  uint64_t total = 0;
+  absl::Duration elapsed;  // since the phase began
+  // The last report of the phase.
+  bool finished = false;
+};
+
+class LoadGenerator {
+ public:
+  static constexpr int kMaxConcurrency = 1024;
+
+  // Validates `options`: INVALID_ARGUMENT for a concurrency outside
+  // 1..kMaxConcurrency, a free fraction outside [0, 1] or a non-positive
+  // timeout. REQUIRES: `channel` is not null.
+  static absl::StatusOr<LoadGenerator> Create(
+      std::shared_ptr<grpc::Channel> channel, LoadOptions options);
+
+  LoadGenerator(LoadGenerator&&) = default;
+  LoadGenerator& operator=(LoadGenerator&&) = default;
+
+  // Calls `callback` on the calling thread of Run at most every `interval`
+  // while a phase runs, and once when it ends.
+  void set_progress_callback(std::function<void(const LoadProgress&)> callback,
+                             absl::Duration interval);
+
+  // Runs the workload: allocates options.count blocks, each filled with a
+  // byte pattern, then frees the chosen fraction. Returns OK, or the first
+  // failed RPC's status with what it was doing; after a failure no new
+  // calls start and those in flight are awaited, and the free phase does
+  // not start if allocation failed. `summary` says what was done either
+  // way, so the blocks left behind can be found.
+  absl::Status Run(LoadSummary* summary);
+
+ private:
+  LoadGenerator(std::shared_ptr<grpc::Channel> channel, LoadOptions options);
+
+  // The state of one RPC in flight.
+  template <typename Request, typename Response>
+  struct Call;
+
+  // Runs `total` calls of one kind with at most options_.concurrency in
+  // flight. `prepare(i, request)` fills request i and returns its payload
+  // bytes; `start(context, request, cq)` prepares the async call;
+  // `done(i, response)` takes a successful answer. Returns the first error.
+  template <typename Request, typename Response, typename Prepare,
+            typename Start, typename Done>
+  absl::Status RunPhase(const char* phase, uint64_t total, Prepare prepare,
+                        Start start, Done done);
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::PoolService::Stub> stub_;
+  LoadOptions options_;
+  std::function<void(const LoadProgress&)> progress_;
+  absl::Duration progress_interval_ = absl::Milliseconds(200);
+};
+
+}  // namespace poold::client
+
+#endif  // POOLD_CLIENT_LOAD_GENERATOR_H_

@@ -1,0 +1,191 @@
+// PoolClient: channel set-up, connection, and one blocking call per RPC.
+#include "client/pool_client.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/status_convert.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace poold::client {
+namespace {
+
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+
+// How long Connect's follow-up call may take to fetch gRPC's reason for a
+// failed connection. It fails at once in practice: the channel is in
+// TRANSIENT_FAILURE, so the call is not even sent.
+constexpr absl::Duration kReasonTimeout = absl::Seconds(1);
+
+}  // namespace
+
+absl::StatusOr<PoolClient> PoolClient::Create(const std::string& target,
+                                              const Options& options) {
+  if (target.empty()) return absl::InvalidArgumentError("empty target");
+  if (target == "unix:" || target == "unix://") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target \"", target, "\" names no socket path"));
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("timeout must be positive, not ",
+                     absl::FormatDuration(options.timeout)));
+  }
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError("max_message_bytes must be positive");
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  return PoolClient(grpc::CreateCustomChannel(
+                        target, grpc::InsecureChannelCredentials(), args),
+                    target, options);
+}
+
+PoolClient::PoolClient(std::shared_ptr<grpc::Channel> channel,
+                       std::string target, const Options& options)
+    : target_(std::move(target)),
+      timeout_(options.timeout),
+      channel_(std::move(channel)),
+      pool_stub_(v1::PoolService::NewStub(channel_)),
+      health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+void PoolClient::PrepareContext(grpc::ClientContext* context) const {
+  if (timeout_ != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  }
+}
+
+absl::Status PoolClient::Connect(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+        state == GRPC_CHANNEL_SHUTDOWN) {
+      // The channel keeps the reason to itself; a call made now fails at
+      // once and carries it.
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + kReasonTimeout));
+      HealthCheckResponse ignored;
+      const absl::Status call = FromGrpcStatus(
+          health_stub_->Check(&context, HealthCheckRequest(), &ignored));
+      if (call.ok()) return absl::OkStatus();  // it came back meanwhile
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", target_, ": ", call.message()));
+    }
+    if (!channel_->WaitForStateChange(state, absl::ToChronoTime(deadline))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("cannot connect to ", target_, " within ",
+                       absl::FormatDuration(timeout)));
+    }
+    state = channel_->GetState(/*try_to_connect=*/true);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::AllocateResponse> PoolClient::Allocate(
+    uint64_t size, absl::string_view data) {
+  v1::AllocateRequest request;
+  request.set_size(size);
+  request.set_data(std::string(data));
+  v1::AllocateResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  absl::Status status =
+      FromGrpcStatus(pool_stub_->Allocate(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::Status PoolClient::Write(uint64_t handle, uint64_t offset,
+                               absl::string_view data) {
+  v1::WriteRequest request;
+  request.set_handle(handle);
+  request.set_offset(offset);
+  request.set_data(std::string(data));
+  v1::WriteResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  return FromGrpcStatus(pool_stub_->Write(&context, request, &response));
+}
+
+absl::StatusOr<std::string> PoolClient::Read(uint64_t handle, uint64_t offset,
+                                             uint64_t length) {
+  v1::ReadRequest request;
+  request.set_handle(handle);
+  request.set_offset(offset);
+  request.set_length(length);
+  v1::ReadResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  absl::Status status =
+      FromGrpcStatus(pool_stub_->Read(&context, request, &response));
+  if (!status.ok()) return status;
+  return std::move(*response.mutable_data());
+}
+
+absl::Status PoolClient::Free(uint64_t handle) {
+  v1::FreeRequest request;
+  request.set_handle(handle);
+  v1::FreeResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  return FromGrpcStatus(pool_stub_->Free(&context, request, &response));
+}
+
+absl::StatusOr<v1::GetStatsResponse> PoolClient::GetStats(
+    bool include_classes) {
+  v1::GetStatsRequest request;
+  request.set_include_classes(include_classes);
+  v1::GetStatsResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  absl::Status status =
+      FromGrpcStatus(pool_stub_->GetStats(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::FragmentationReport> PoolClient::AnalyzeFragmentation(
+    absl::Span<const v1::Pool> pools) {
+  v1::AnalyzeFragmentationRequest request;
+  for (v1::Pool pool : pools) request.add_pools(pool);
+  v1::FragmentationReport response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  absl::Status status = FromGrpcStatus(
+      pool_stub_->AnalyzeFragmentation(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::DefragReport> PoolClient::TriggerDefragmentation(
+    absl::Span<const v1::Pool> pools) {
+  v1::TriggerDefragmentationRequest request;
+  for (v1::Pool pool : pools) request.add_pools(pool);
+  v1::DefragReport response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  absl::Status status = FromGrpcStatus(
+      pool_stub_->TriggerDefragmentation(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<HealthCheckResponse::ServingStatus> PoolClient::Health(
+    const std::string& service) {
+  HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  absl::Status status =
+      FromGrpcStatus(health_stub_->Check(&context, request, &response));
+  if (!status.ok()) return status;
+  return response.status();
+}
+
+}  // namespace poold::client

@@ -1,0 +1,52 @@
+// Definitions of poolctl's flags. Their help strings are what
+// `poolctl --help` prints.
+#include "client/poolctl_flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051",
+          "poold to talk to: host:port, [ipv6]:port, or unix:/path/to/socket");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
+          "deadline of each RPC, e.g. 500ms, 30s, 5m, or inf for none; a "
+          "defrag of a large heap may need more than the default");
+ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
+          "how long to wait for the connection to poold before giving up "
+          "(exit code 2)");
+ABSL_FLAG(std::string, output, "table",
+          "table (readable) or json (the protobuf JSON mapping of the "
+          "response, for scripts)");
+
+ABSL_FLAG(bool, classes, false, "also print the statistics of each size class");
+ABSL_FLAG(std::string, pools, "",
+          "comma-separated pools: small, medium, large; empty or all: every "
+          "pool");
+ABSL_FLAG(std::string, size, "",
+          "block size in bytes, or with a binary unit (4KiB, 1MiB); may be "
+          "omitted with --data, then the block is as long as the data");
+ABSL_FLAG(std::string, data, "",
+          "bytes to store: TEXT, @FILE for the contents of FILE, or @- for "
+          "standard input");
+ABSL_FLAG(uint64_t, offset, 0, "byte offset in the block");
+ABSL_FLAG(uint64_t, length, 0, "bytes to read; 0: to the end of the block");
+ABSL_FLAG(std::string, out, "",
+          "write the bytes read to this file instead of standard output");
+ABSL_FLAG(std::string, service, "",
+          "health service to check: empty for the server as a whole, or "
+          "poold.v1.PoolService");
+ABSL_FLAG(uint64_t, count, 10000, "blocks to allocate");
+ABSL_FLAG(std::string, sizes, "100:150",
+          "block sizes: SIZE or MIN:MAX (uniform, inclusive), comma-separated "
+          "for a mix where each range is equally likely, e.g. "
+          "100:150,4KiB:8KiB,1MiB");
+ABSL_FLAG(double, free_fraction, 0.5,
+          "fraction of the allocated blocks to free again, chosen at random, "
+          "in [0, 1]");
+ABSL_FLAG(int32_t, concurrency, 32, "RPCs in flight at once (1..1024)");
+ABSL_FLAG(uint64_t, seed, 1,
+          "seed of the random sizes and choice of blocks to free; the same "
+          "seed gives the same workload");
+ABSL_FLAG(bool, progress, false,
+          "show progress on stderr even when it is not a terminal");
+ABSL_FLAG(std::string, keep_handles, "",
+          "write the handles of the blocks left allocated to this file, one "
+          "decimal handle per line");

@@ -1,0 +1,376 @@
+// ReportFormatter: tables and JSON for every poolctl subcommand.
+#include "client/report_formatter.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/human_units.h"
+#include "client/poolctl_args.h"
+#include "client/table.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace poold::client {
+namespace {
+
+using ::grpc::health::v1::HealthCheckResponse;
+
+// 1 - live / resident, or 0 when nothing is resident (as the server
+// defines fragmentation_ratio).
+double Fragmentation(uint64_t live, uint64_t resident) {
+  if (resident == 0) return 0.0;
+  return 1.0 - static_cast<double>(live) / static_cast<double>(resident);
+}
+
+// The columns Stats prints for one pool or size class, after its name.
+std::vector<Table::Column> StatsColumns(std::string first) {
+  return {{std::move(first), Table::kLeft},
+          {"blocks"},
+          {"live"},
+          {"allocated"},
+          {"resident"},
+          {"metadata"},
+          {"free"},
+          {"spans"},
+          {"partial"},
+          {"empty"},
+          {"frag"},
+          {"reclaimable"}};
+}
+
+std::vector<std::string> StatsCells(std::string name,
+                                    const v1::FragmentationStats& s) {
+  return {std::move(name),
+          absl::StrCat(s.blocks()),
+          HumanBytes(s.live_bytes()),
+          HumanBytes(s.allocated_bytes()),
+          HumanBytes(s.resident_bytes()),
+          HumanBytes(s.metadata_bytes()),
+          HumanBytes(s.free_bytes()),
+          absl::StrCat(s.spans()),
+          absl::StrCat(s.partial_spans()),
+          absl::StrCat(s.empty_spans()),
+          Percent(s.fragmentation_ratio()),
+          HumanBytes(s.reclaimable_bytes())};
+}
+
+std::string TableStats(const v1::GetStatsResponse& stats) {
+  Table pools(StatsColumns("pool"));
+  for (const v1::PoolStats& pool : stats.pools()) {
+    pools.AddRow(StatsCells(PoolName(pool.pool()), pool.stats()));
+  }
+  pools.AddRow(StatsCells("total", stats.total()));
+  std::string out = pools.Render();
+
+  for (const v1::PoolStats& pool : stats.pools()) {
+    if (pool.pool() != v1::POOL_LARGE) continue;
+    const v1::FragmentationStats& s = pool.stats();
+    absl::StrAppend(&out, "\nlarge pool: ", s.spans(), " chunks, ",
+                    s.free_extents(), " free extents (largest ",
+                    HumanBytes(s.largest_free_extent_bytes()), "), ",
+                    HumanBytes(s.unpurged_bytes()), " free but not purged\n");
+  }
+
+  const v1::WorkerStats& worker = stats.worker();
+  absl::StrAppend(&out, "\nworker: queue ", worker.queue_depth(), " of ",
+                  worker.channel_capacity(), ", refused ",
+                  worker.commands_refused(), ", defragmentations ",
+                  worker.defragmentations(), " (reclaimed ",
+                  HumanBytes(worker.total_bytes_reclaimed()), " in all)\n");
+  // Sorted by RPC name; a protobuf map has no order.
+  std::vector<std::pair<std::string, uint64_t>> completed(
+      worker.commands_completed().begin(), worker.commands_completed().end());
+  std::sort(completed.begin(), completed.end());
+  std::vector<std::string> parts;
+  for (const auto& [name, count] : completed) {
+    parts.push_back(absl::StrCat(name, " ", count));
+  }
+  absl::StrAppend(&out, "completed: ",
+                  parts.empty() ? "nothing yet" : absl::StrJoin(parts, ", "),
+                  "\n");
+
+  for (const v1::PoolStats& pool : stats.pools()) {
+    if (pool.classes().empty()) continue;
+    Table classes(StatsColumns("slot"));
+    for (const v1::SizeClassStats& size_class : pool.classes()) {
+      classes.AddRow(
+          StatsCells(HumanBytes(size_class.slot_bytes()), size_class.stats()));
+    }
+    absl::StrAppend(&out, "\n", PoolName(pool.pool()),
+                    " pool, by size class:\n", classes.Render());
+  }
+  return out;
+}
+
+std::string TableAnalysis(const v1::FragmentationReport& report) {
+  Table table({{"pool", Table::kLeft},
+               {"blocks"},
+               {"live"},
+               {"resident"},
+               {"frag"},
+               {"reclaimable"},
+               {"to move"},
+               {"bytes to move"},
+               {"spans to release"},
+               {"frag after"}});
+  for (const v1::PoolAnalysis& pool : report.pools()) {
+    const v1::FragmentationStats& s = pool.stats();
+    table.AddRow({PoolName(pool.pool()), absl::StrCat(s.blocks()),
+                  HumanBytes(s.live_bytes()), HumanBytes(s.resident_bytes()),
+                  Percent(s.fragmentation_ratio()),
+                  HumanBytes(pool.projected_bytes_reclaimed()),
+                  absl::StrCat(pool.projected_blocks_moved()),
+                  HumanBytes(pool.projected_bytes_moved()),
+                  absl::StrCat(pool.projected_spans_released()),
+                  Percent(pool.projected_fragmentation_ratio())});
+  }
+  const v1::FragmentationStats& total = report.total();
+  uint64_t spans_released = 0;
+  for (const v1::PoolAnalysis& pool : report.pools()) {
+    spans_released += pool.projected_spans_released();
+  }
+  // What compaction leaves resident: everything but what it reclaims.
+  const uint64_t resident_after =
+      total.resident_bytes() -
+      std::min(total.resident_bytes(), report.projected_bytes_reclaimed());
+  table.AddRow(
+      {"total", absl::StrCat(total.blocks()), HumanBytes(total.live_bytes()),
+       HumanBytes(total.resident_bytes()), Percent(total.fragmentation_ratio()),
+       HumanBytes(report.projected_bytes_reclaimed()),
+       absl::StrCat(report.projected_blocks_moved()),
+       HumanBytes(report.projected_bytes_moved()), absl::StrCat(spans_released),
+       Percent(Fragmentation(total.live_bytes(), resident_after))});
+  std::string out = table.Render();
+  if (report.projected_bytes_reclaimed() == 0) {
+    absl::StrAppend(&out, "\nA defragmentation now would reclaim nothing.\n");
+  } else {
+    absl::StrAppend(&out, "\nA defragmentation now would move ",
+                    report.projected_blocks_moved(), " blocks (",
+                    HumanBytes(report.projected_bytes_moved()), ") and return ",
+                    HumanBytes(report.projected_bytes_reclaimed()),
+                    " to the OS.\n");
+  }
+  return out;
+}
+
+std::string OutcomeName(int outcome) {
+  switch (outcome) {
+    case v1::PoolDefragReport::OUTCOME_CLEANED:
+      return "cleaned";
+    case v1::PoolDefragReport::OUTCOME_SKIPPED:
+      return "skipped";
+    case v1::PoolDefragReport::OUTCOME_PARTIAL:
+      return "partial";
+    case v1::PoolDefragReport::OUTCOME_FAILED:
+      return "failed";
+    default:
+      return absl::StrCat("outcome ", outcome);
+  }
+}
+
+std::string BeforeAfter(double before, double after) {
+  return absl::StrCat(Percent(before), " -> ", Percent(after));
+}
+
+std::string TableDefrag(const v1::DefragReport& report) {
+  Table table({{"pool", Table::kLeft},
+               {"outcome", Table::kLeft},
+               {"frag before -> after"},
+               {"moved"},
+               {"bytes moved"},
+               {"spans released"},
+               {"reclaimed"},
+               {"time"},
+               {"reason", Table::kLeft}});
+  uint64_t live_before = 0, resident_before = 0;
+  uint64_t live_after = 0, resident_after = 0;
+  for (const v1::PoolDefragReport& pool : report.pools()) {
+    live_before += pool.before().live_bytes();
+    resident_before += pool.before().resident_bytes();
+    live_after += pool.after().live_bytes();
+    resident_after += pool.after().resident_bytes();
+    table.AddRow(
+        {PoolName(pool.pool()), OutcomeName(pool.outcome()),
+         BeforeAfter(pool.before().fragmentation_ratio(),
+                     pool.after().fragmentation_ratio()),
+         absl::StrCat(pool.blocks_moved()), HumanBytes(pool.bytes_moved()),
+         absl::StrCat(pool.spans_released()),
+         HumanBytes(pool.bytes_reclaimed()),
+         HumanDuration(FromProtoDuration(pool.duration())), pool.reason()});
+  }
+  table.AddRow({"total", "",
+                BeforeAfter(Fragmentation(live_before, resident_before),
+                            Fragmentation(live_after, resident_after)),
+                absl::StrCat(report.blocks_moved()),
+                HumanBytes(report.bytes_moved()),
+                absl::StrCat(report.spans_released()),
+                HumanBytes(report.bytes_reclaimed()),
+                HumanDuration(FromProtoDuration(report.duration())), ""});
+  std::string out = table.Render();
+  absl::StrAppend(&out, "\npools: ", report.pools_cleaned(), " cleaned, ",
+                  report.pools_skipped(), " skipped, ", report.pools_partial(),
+                  " partial, ", report.pools_failed(), " failed\n");
+  absl::StrAppend(&out, "process RSS: ", HumanBytes(report.rss_before_bytes()),
+                  " -> ", HumanBytes(report.rss_after_bytes()), "\n");
+  absl::StrAppend(&out, "slices: ", report.slices(), ", longest ",
+                  HumanDuration(FromProtoDuration(report.max_slice_duration())),
+                  "\n");
+  absl::StrAppend(&out, report.complete()
+                            ? "complete\n"
+                            : "INCOMPLETE: stopped early (deadline, "
+                              "cancellation or shutdown); the numbers above "
+                              "are what was done\n");
+  return out;
+}
+
+std::string TableLoad(const LoadSummary& s) {
+  Table table({{"", Table::kLeft},
+               {"blocks"},
+               {"bytes"},
+               {"slot bytes"},
+               {"time"},
+               {"rate"}});
+  table.AddRow({"allocated", absl::StrCat(s.blocks_allocated),
+                HumanBytes(s.bytes_allocated),
+                HumanBytes(s.slot_bytes_allocated),
+                HumanDuration(s.allocate_time),
+                HumanRate(s.blocks_allocated, s.allocate_time)});
+  table.AddRow({"freed", absl::StrCat(s.blocks_freed),
+                HumanBytes(s.bytes_freed), "", HumanDuration(s.free_time),
+                HumanRate(s.blocks_freed, s.free_time)});
+  table.AddRow(
+      {"kept", absl::StrCat(s.kept_handles.size()), HumanBytes(s.bytes_kept)});
+  std::string out = table.Render();
+  std::vector<std::string> pools;
+  for (const auto& [pool, blocks] : s.blocks_by_pool) {
+    pools.push_back(absl::StrCat(PoolName(pool), " ", blocks));
+  }
+  absl::StrAppend(&out, "\nblocks allocated per pool: ",
+                  pools.empty() ? "none" : absl::StrJoin(pools, ", "), "\n");
+  return out;
+}
+
+// The summary as a google.protobuf.Struct, so it prints as JSON like the
+// responses do. (JSON numbers: exact up to 2^53.)
+google::protobuf::Struct LoadStruct(const LoadSummary& s) {
+  google::protobuf::Struct out;
+  auto& fields = *out.mutable_fields();
+  auto number = [&](const char* name, double value) {
+    fields[name].set_number_value(value);
+  };
+  number("blocksAllocated", s.blocks_allocated);
+  number("bytesAllocated", s.bytes_allocated);
+  number("slotBytesAllocated", s.slot_bytes_allocated);
+  number("blocksFreed", s.blocks_freed);
+  number("bytesFreed", s.bytes_freed);
+  number("blocksKept", s.kept_handles.size());
+  number("bytesKept", s.bytes_kept);
+  number("allocateSeconds", absl::ToDoubleSeconds(s.allocate_time));
+  number("freeSeconds", absl::ToDoubleSeconds(s.free_time));
+  auto& per_pool =
+      *fields["blocksByPool"].mutable_struct_value()->mutable_fields();
+  for (const auto& [pool, blocks] : s.blocks_by_pool) {
+    per_pool[PoolName(pool)].set_number_value(blocks);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "table") return OutputFormat::kTable;
+  if (lower == "json") return OutputFormat::kJson;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown output format \"", text, "\": expected table or json"));
+}
+
+absl::StatusOr<std::string> ReportFormatter::Json(
+    const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  const auto status =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print ",
+                                            message.GetTypeName(),
+                                            " as JSON: ", status.ToString()));
+  }
+  if (json.empty() || json.back() != '\n') json += '\n';
+  return json;
+}
+
+absl::StatusOr<std::string> ReportFormatter::Stats(
+    const v1::GetStatsResponse& stats) const {
+  if (format_ == OutputFormat::kJson) return Json(stats);
+  return TableStats(stats);
+}
+
+absl::StatusOr<std::string> ReportFormatter::Analysis(
+    const v1::FragmentationReport& report) const {
+  if (format_ == OutputFormat::kJson) return Json(report);
+  return TableAnalysis(report);
+}
+
+absl::StatusOr<std::string> ReportFormatter::Defrag(
+    const v1::DefragReport& report) const {
+  if (format_ == OutputFormat::kJson) return Json(report);
+  return TableDefrag(report);
+}
+
+absl::StatusOr<std::string> ReportFormatter::Allocation(
+    const v1::AllocateResponse& block) const {
+  if (format_ == OutputFormat::kJson) return Json(block);
+  Table table(
+      {{"handle", Table::kLeft}, {"pool", Table::kLeft}, {"size"}, {"slot"}});
+  table.AddRow({absl::StrCat(block.handle()), PoolName(block.pool()),
+                HumanBytes(block.block_size()),
+                HumanBytes(block.slot_bytes())});
+  return table.Render();
+}
+
+absl::StatusOr<std::string> ReportFormatter::Read(
+    const std::string& data) const {
+  if (format_ == OutputFormat::kTable) return data;
+  v1::ReadResponse response;
+  response.set_data(data);
+  return Json(response);
+}
+
+absl::StatusOr<std::string> ReportFormatter::Write(uint64_t handle,
+                                                   uint64_t offset,
+                                                   uint64_t bytes) const {
+  if (format_ == OutputFormat::kJson) return Json(v1::WriteResponse());
+  return absl::StrCat("wrote ", HumanBytes(bytes), " at offset ", offset,
+                      " of block ", handle, "\n");
+}
+
+absl::StatusOr<std::string> ReportFormatter::Free(uint64_t handle) const {
+  if (format_ == OutputFormat::kJson) return Json(v1::FreeResponse());
+  return absl::StrCat("freed block ", handle, "\n");
+}
+
+absl::StatusOr<std::string> ReportFormatter::Health(
+    HealthCheckResponse::ServingStatus status) const {
+  if (format_ == OutputFormat::kJson) {
+    HealthCheckResponse response;
+    response.set_status(status);
+    return Json(response);
+  }
+  const std::string name = HealthCheckResponse::ServingStatus_Name(status);
+  return absl::StrCat(name.empty() ? absl::StrCat("status ", status) : name,
+                      "\n");
+}
+
+absl::StatusOr<std::string> ReportFormatter::Load(
+    const LoadSummary& summary) const {
+  if (format_ == OutputFormat::kJson) return Json(LoadStruct(summary));
+  return TableLoad(summary);
+}
+
+}  // namespace poold::client
