@@ -53,6 +53,17 @@ absl::StatusOr<LoadGenerator> LoadGenerator::Create(
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeout must be positive");
   }
+  const uint64_t max_message =
+      options.max_message_bytes > 0
+          ? static_cast<uint64_t>(options.max_message_bytes)
+          : 0;
+  if (options.sizes.max_size() + kMessageOverhead > max_message) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "blocks of ", options.sizes.max_size(),
+        " bytes do not fit in one message (at most ",
+        max_message > kMessageOverhead ? max_message - kMessageOverhead : 0,
+        " bytes)"));
+  }
   return LoadGenerator(std::move(channel), std::move(options));
 }
 

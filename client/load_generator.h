@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "client/load_summary.h"
+#include "client/pool_client.h"
 #include "client/size_distribution.h"
 #include "grpcpp/channel.h"
 #include "poold/v1/pool_service.grpc.pb.h"
@@ -39,6 +40,8 @@ struct LoadOptions {
   uint64_t seed = 1;
   // Deadline of each RPC. InfiniteDuration(): none.
   absl::Duration timeout = absl::Seconds(30);
+  // The channel's largest message: blocks must fit in one Allocate.
+  int max_message_bytes = PoolClient::kDefaultMaxMessageBytes;
 };
 
 // Where a run is, for progress reports.
@@ -56,9 +59,13 @@ class LoadGenerator {
  public:
   static constexpr int kMaxConcurrency = 1024;
 
+  // Room for the rest of an AllocateRequest besides the data.
+  static constexpr uint64_t kMessageOverhead = 1024;
+
   // Validates `options`: INVALID_ARGUMENT for a concurrency outside
-  // 1..kMaxConcurrency, a free fraction outside [0, 1] or a non-positive
-  // timeout. REQUIRES: `channel` is not null.
+  // 1..kMaxConcurrency, a free fraction outside [0, 1], a non-positive
+  // timeout, or sizes that do not fit in one message (max_message_bytes -
+  // kMessageOverhead). REQUIRES: `channel` is not null.
   static absl::StatusOr<LoadGenerator> Create(
       std::shared_ptr<grpc::Channel> channel, LoadOptions options);
 

@@ -86,7 +86,7 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
   std::sort(completed.begin(), completed.end());
   std::vector<std::string> parts;
   for (const auto& [name, count] : completed) {
-    parts.push_back(absl::StrCat(name, " ", count));
+    if (count > 0) parts.push_back(absl::StrCat(name, " ", count));
   }
   absl::StrAppend(&out, "completed: ",
                   parts.empty() ? "nothing yet" : absl::StrJoin(parts, ", "),

@@ -38,6 +38,11 @@ TEST_F(LoadGeneratorTest, RejectsBadOptions) {
   EXPECT_EQ(Make(options).status().code(), absl::StatusCode::kInvalidArgument);
   options.free_fraction = -0.1;
   EXPECT_EQ(Make(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options = LoadOptions();
+  options.sizes = SizeDistribution::Parse("1:200MiB").value();
+  const absl::Status too_big = Make(options).status();
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.message(), HasSubstr("do not fit in one message"));
 }
 
 TEST_F(LoadGeneratorTest, AllocatesFillsAndFreesTheFraction) {
