@@ -97,6 +97,8 @@ absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
   uint64_t completed = 0;
   uint64_t in_flight_bytes = 0;
   absl::Status first_error;
+  // Call `next`, prepared but waiting for room under max_in_flight_bytes.
+  std::unique_ptr<CallT> pending;
   auto report = [&](bool final) {
     if (!progress_) return;
     const absl::Time now = absl::Now();
@@ -107,13 +109,17 @@ absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
 
   while (true) {
     while (first_error.ok() && next < total && !free_slots.empty()) {
-      auto call = std::make_unique<CallT>();
-      call->index = next;
-      call->bytes = prepare(next, &call->request);
-      if (free_slots.size() < slots.size() &&
-          in_flight_bytes + call->bytes > options_.max_in_flight_bytes) {
-        break;  // wait for room; `next` is prepared again then
+      if (pending == nullptr) {
+        pending = std::make_unique<CallT>();
+        pending->index = next;
+        pending->bytes = prepare(next, &pending->request);
       }
+      if (free_slots.size() < slots.size() &&
+          in_flight_bytes + pending->bytes > options_.max_in_flight_bytes) {
+        break;  // wait for room
+      }
+      std::unique_ptr<CallT> call = std::move(pending);
+      // The deadline counts from the start of the call.
       if (options_.timeout != absl::InfiniteDuration()) {
         call->context.set_deadline(
             absl::ToChronoTime(absl::Now() + options_.timeout));
