@@ -98,12 +98,14 @@ int main(int argc, char** argv) {
   }
   PoolClient::Options options;
   options.timeout = absl::GetFlag(FLAGS_timeout);
+  if (options.timeout <= absl::ZeroDuration()) {
+    return UsageError("--timeout must be positive", subcommand);
+  }
   absl::StatusOr<PoolClient> client =
       PoolClient::Create(absl::GetFlag(FLAGS_target), options);
   if (!client.ok()) {
-    return UsageError(
-        absl::StrCat("--target/--timeout: ", client.status().message()),
-        subcommand);
+    return UsageError(absl::StrCat("bad --target: ", client.status().message()),
+                      subcommand);
   }
   CommandEnv env(*std::move(client), ReportFormatter(*format), connect_timeout,
                  subcommand->UsageLine());

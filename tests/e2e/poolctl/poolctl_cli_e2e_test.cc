@@ -63,9 +63,9 @@ TEST_F(PoolctlTest, UsageErrorsExitOne) {
            {{"stats", "--size=1"}, "--size does not apply to stats"},
            {{"stats", "extra"}, "stats takes no arguments"},
            {{"stats", "--output=xml"}, "unknown output format"},
-           {{"stats", "--timeout=0s"}, "timeout must be positive"},
+           {{"stats", "--timeout=0s"}, "--timeout must be positive"},
            {{"stats", "--timeout=soon"}, "timeout"},
-           {{"stats", "--target="}, "empty target"},
+           {{"stats", "--target="}, "bad --target: empty target"},
            {{"health", "--connect_timeout=0s"}, "--connect_timeout"}}) {
     const PoolctlResult r = RunRaw(c.args);
     EXPECT_EQ(r.exit_code, 1) << Describe(r);
