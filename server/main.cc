@@ -65,6 +65,18 @@ ABSL_FLAG(absl::Duration, shutdown_drain, kDefaults.shutdown_drain,
           "draining (health NOT_SERVING, new RPCs UNAVAILABLE) before it "
           "closes them; a second signal ends the drain at once. \"inf\": "
           "until the second signal.");
+ABSL_FLAG(uint64_t, memory_limit_bytes, kDefaults.memory_limit_bytes,
+          "Resident bytes the pools may hold, metadata included (0: no "
+          "limit). An allocation that would pass it first compacts the pools, "
+          "then fails with RESOURCE_EXHAUSTED. Leave room above it for gRPC's "
+          "own buffers when sizing a container.");
+ABSL_FLAG(uint64_t, defrag_slice_us,
+          absl::ToInt64Microseconds(kDefaults.defrag_slice),
+          "Time budget of one defragmentation slice, in microseconds; "
+          "between slices the worker serves other requests.");
+ABSL_FLAG(absl::Duration, cache_decay, kDefaults.cache_decay,
+          "Empty memory the pools keep for quick reuse goes back to the OS "
+          "after this long unused.");
 ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
@@ -107,6 +119,10 @@ int main(int argc, char** argv) {
   options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.shutdown_drain = absl::GetFlag(FLAGS_shutdown_drain);
+  options.memory_limit_bytes = absl::GetFlag(FLAGS_memory_limit_bytes);
+  options.defrag_slice =
+      absl::Microseconds(absl::GetFlag(FLAGS_defrag_slice_us));
+  options.cache_decay = absl::GetFlag(FLAGS_cache_decay);
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
 
   absl::StatusOr<std::unique_ptr<poold::PooldServer>> server =

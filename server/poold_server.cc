@@ -72,6 +72,17 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
   if (options.shutdown_drain < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_drain must not be negative");
   }
+  if (options.defrag_slice < kMinDefragSlice ||
+      options.defrag_slice > kMaxDefragSlice) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--defrag_slice_us must be from ",
+                     absl::ToInt64Microseconds(kMinDefragSlice), " to ",
+                     absl::ToInt64Microseconds(kMaxDefragSlice), ", not ",
+                     absl::ToInt64Microseconds(options.defrag_slice)));
+  }
+  if (options.cache_decay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--cache_decay must not be negative");
+  }
   return absl::OkStatus();
 }
 
@@ -83,7 +94,18 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
       return s;
     }
   }
-  auto server = absl::WrapUnique(new PooldServer(options));
+  pools::PoolSetOptions pool_options;
+  pool_options.max_block_bytes = options.max_block_bytes;
+  pool_options.memory_limit_bytes = options.memory_limit_bytes;
+  pool_options.cache_decay = options.cache_decay;
+  absl::StatusOr<std::unique_ptr<pools::PoolSet>> pools =
+      pools::PoolSet::Create(pool_options);
+  if (!pools.ok()) {
+    return absl::Status(
+        pools.status().code(),
+        absl::StrCat("cannot set up the pools: ", pools.status().message()));
+  }
+  auto server = absl::WrapUnique(new PooldServer(options, *std::move(pools)));
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
 
   LOG(INFO) << "poold started: listen=\"" << options.listen
@@ -91,6 +113,9 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
             << "\" channel_capacity=" << options.channel_capacity
             << " max_message_bytes=" << options.max_message_bytes
             << " max_block_bytes=" << options.max_block_bytes
+            << " memory_limit_bytes=" << options.memory_limit_bytes
+            << " defrag_slice=" << absl::FormatDuration(options.defrag_slice)
+            << " cache_decay=" << absl::FormatDuration(options.cache_decay)
             << " shutdown_grace="
             << absl::FormatDuration(options.shutdown_grace)
             << " shutdown_drain="
@@ -105,12 +130,16 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
   return server;
 }
 
-PooldServer::PooldServer(const Options& options)
+PooldServer::PooldServer(const Options& options,
+                         std::unique_ptr<pools::PoolSet> pools)
     : options_(options),
-      worker_(Worker::Options{
-          .channel_capacity = options.channel_capacity,
-          .start_paused = options.testing_hold_worker,
-      }),
+      worker_(
+          Worker::Options{
+              .channel_capacity = options.channel_capacity,
+              .start_paused = options.testing_hold_worker,
+              .defrag_slice = options.defrag_slice,
+          },
+          std::move(pools)),
       service_(&worker_, options.max_block_bytes) {}
 
 PooldServer::~PooldServer() { Shutdown(); }

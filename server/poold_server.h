@@ -38,6 +38,13 @@ class PooldServer {
     // How long main() keeps the drain stage (between BeginShutdown and
     // Shutdown) before closing the listeners; a second signal ends it.
     absl::Duration shutdown_drain = absl::ZeroDuration();
+    // Resident bytes the pools may hold (0 = no limit); beyond it an
+    // allocation compacts first, then fails with RESOURCE_EXHAUSTED.
+    uint64_t memory_limit_bytes = 0;
+    // Time budget of one defragmentation slice.
+    absl::Duration defrag_slice = absl::Milliseconds(1);
+    // Empty memory unused this long goes back to the OS.
+    absl::Duration cache_decay = absl::Seconds(1);
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
@@ -49,6 +56,9 @@ class PooldServer {
   // max_message_bytes must leave this much room above max_block_bytes for
   // the framing of a Read response or an Allocate request.
   static constexpr uint64_t kMessageOverheadBytes = 4096;
+  // Bounds of defrag_slice.
+  static constexpr absl::Duration kMinDefragSlice = absl::Microseconds(10);
+  static constexpr absl::Duration kMaxDefragSlice = absl::Seconds(1);
 
   // INVALID_ARGUMENT, with the flag to fix, when `options` cannot work.
   static absl::Status ValidateOptions(const Options& options);
@@ -83,7 +93,7 @@ class PooldServer {
   void Shutdown();
 
  private:
-  explicit PooldServer(const Options& options);
+  PooldServer(const Options& options, std::unique_ptr<pools::PoolSet> pools);
 
   // Builds and starts the gRPC server; fills targets_.
   absl::Status StartGrpc();

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "glog/logging.h"
 
 namespace poold {
@@ -53,6 +54,15 @@ class Channel {
   std::optional<T> Receive() {
     std::unique_lock<std::mutex> lock(mu_);
     not_empty_.wait(lock, [this] { return count_ > 0 || closed_; });
+    return PopLocked();
+  }
+
+  // Like Receive, but waits at most `timeout`: returns nullopt when nothing
+  // arrived by then, or once the channel is closed and drained.
+  std::optional<T> ReceiveFor(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_empty_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                        [this] { return count_ > 0 || closed_; });
     return PopLocked();
   }
 

@@ -1,28 +1,50 @@
 // Worker: the command loop and the per-op handlers.
 #include "worker/worker.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "worker/pools/os_memory.h"
 
 namespace poold {
 namespace {
 
-absl::Status NotWired(CommandType type) {
-  return absl::UnimplementedError(
-      absl::StrCat(CommandTypeName(type),
-                   " not implemented: the pool engine is not wired in"));
+std::string PoolNames(const std::vector<pools::PoolKind>& kinds) {
+  std::string names;
+  for (pools::PoolKind kind : kinds) {
+    if (!names.empty()) names += ",";
+    names += std::string(pools::PoolName(kind));
+  }
+  return names;
+}
+
+// When a defragmentation with this deadline should stop: a little early, so
+// its partial report can still reach the client in time.
+absl::Time StopTime(absl::Time start, absl::Time deadline) {
+  if (deadline == absl::InfiniteFuture()) return deadline;
+  const absl::Duration margin =
+      std::min(absl::Milliseconds(50), (deadline - start) / 10);
+  return deadline - margin;
 }
 
 }  // namespace
 
-Worker::Worker(const Options& options)
+Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
     : channel_(options.channel_capacity),
       paused_(options.start_paused),
-      thread_([this] { Run(); }) {}
+      options_(options),
+      pools_(std::move(pools)),
+      next_maintenance_(absl::Now() + options.maintenance_interval),
+      thread_([this] { Run(); }) {
+  CHECK(pools_ != nullptr);
+}
 
 Worker::~Worker() { Stop(); }
 
@@ -57,10 +79,31 @@ void Worker::Stop() {
 
 void Worker::Run() {
   WaitWhilePaused();
-  while (std::optional<Command> command = channel_.Receive()) {
-    Execute(*command);
+  while (true) {
+    if (!pending_defrags_.empty()) {
+      Command command = std::move(pending_defrags_.front());
+      pending_defrags_.pop_front();
+      Execute(command);
+    } else if (std::optional<Command> command =
+                   channel_.ReceiveFor(options_.maintenance_interval)) {
+      Execute(*command);
+    } else if (channel_.closed() && channel_.size() == 0) {
+      break;
+    }
+    MaybeMaintain();
   }
   VLOG(1) << "worker: channel closed and drained";
+}
+
+void Worker::MaybeMaintain() {
+  const absl::Time now = absl::Now();
+  if (now < next_maintenance_) return;
+  next_maintenance_ = now + options_.maintenance_interval;
+  const uint64_t released = pools_->ReleaseStaleCaches(now);
+  if (released > 0) {
+    VLOG(1) << "worker: returned " << released
+            << " bytes of cached empty memory to the OS";
+  }
 }
 
 void Worker::WaitWhilePaused() {
@@ -77,40 +120,135 @@ void Worker::Execute(Command& command) {
     FailCommand(command, absl::DeadlineExceededError(
                              "the deadline passed before the command ran"));
   } else {
-    std::visit([this](auto& op) { Handle(op); }, command.op);
+    std::visit(
+        [this, &command](auto& op) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(op)>, DefragOp>) {
+            RunDefrag(command, op);
+          } else {
+            Handle(op);
+          }
+        },
+        command.op);
   }
   // After completion the RPC may be gone: touch nothing but our own counters.
   ++stats_.completed_of(type);
 }
 
 void Worker::Handle(AllocateOp& op) {
-  CompleteOp(op, NotWired(CommandType::kAllocate));
+  CompleteOp(op, pools_->Allocate(op.size, op.data));
 }
 
 void Worker::Handle(WriteOp& op) {
-  CompleteOp(op, NotWired(CommandType::kWrite));
+  CompleteOp(op, pools_->Write(op.handle, op.offset, op.data));
 }
 
 void Worker::Handle(ReadOp& op) {
-  CompleteOp(op, NotWired(CommandType::kRead));
+  // The view points into pool memory; the callback copies it out before the
+  // worker runs anything else.
+  CompleteOp(op, pools_->Read(op.handle, op.offset, op.length));
 }
 
-void Worker::Handle(FreeOp& op) {
-  CompleteOp(op, NotWired(CommandType::kFree));
-}
+void Worker::Handle(FreeOp& op) { CompleteOp(op, pools_->Free(op.handle)); }
 
 void Worker::Handle(StatsOp& op) {
-  // With the engine: StatsSnapshot{pool_set.Stats(op.include_classes),
-  // SnapshotStats()}.
-  CompleteOp(op, NotWired(CommandType::kGetStats));
+  CompleteOp(op, absl::StatusOr<StatsSnapshot>(StatsSnapshot{
+                     pools_->Stats(op.include_classes), SnapshotStats()}));
 }
 
 void Worker::Handle(AnalyzeOp& op) {
-  CompleteOp(op, NotWired(CommandType::kAnalyzeFragmentation));
+  std::vector<pools::PoolAnalysis> analyses;
+  analyses.reserve(op.pools.size());
+  for (pools::PoolKind pool : op.pools) {
+    analyses.push_back(pools_->Analyze(pool));
+  }
+  CompleteOp(op, absl::StatusOr<std::vector<pools::PoolAnalysis>>(
+                     std::move(analyses)));
 }
 
-void Worker::Handle(DefragOp& op) {
-  CompleteOp(op, NotWired(CommandType::kTriggerDefragmentation));
+void Worker::ServeBetweenSlices() {
+  const absl::Time until = absl::Now() + options_.defrag_slice;
+  while (absl::Now() < until) {
+    std::optional<Command> next = channel_.TryReceive();
+    if (!next.has_value()) return;
+    if (std::holds_alternative<DefragOp>(next->op)) {
+      pending_defrags_.push_back(std::move(*next));  // waits its turn
+    } else {
+      Execute(*next);
+    }
+  }
+}
+
+void Worker::RunDefrag(const Command& command, DefragOp& op) {
+  const absl::Time start = absl::Now();
+  const uint64_t rss_before = pools::OsMemory::ProcessRssBytes();
+  if (absl::Status status = pools_->BeginDefrag(op.pools); !status.ok()) {
+    CompleteOp(op, absl::StatusOr<pools::DefragReport>(status));
+    return;
+  }
+  {
+    const pools::PoolSetStats stats = pools_->Stats(false);
+    LOG(INFO) << "defragmentation started: pools=" << PoolNames(op.pools)
+              << " resident=" << stats.total.resident_bytes
+              << " live=" << stats.total.live_bytes << " fragmentation="
+              << absl::StrFormat("%.1f%%",
+                                 100 * stats.total.FragmentationRatio())
+              << " reclaimable=" << stats.total.reclaimable_bytes;
+  }
+  const absl::Time stop_at = StopTime(start, command.deadline);
+  std::string stop_reason;
+  while (!pools_->DefragStep(options_.defrag_slice)) {
+    ServeBetweenSlices();
+    if (command.IsCancelled()) {
+      stop_reason = "cancelled by the client";
+    } else if (absl::Now() >= stop_at) {
+      stop_reason = "deadline exceeded";
+    } else if (channel_.closed()) {
+      stop_reason = "server shutting down";
+    }
+    if (!stop_reason.empty()) break;
+  }
+  pools::DefragReport report = pools_->EndDefrag(stop_reason);
+  report.rss_before_bytes = rss_before;
+  report.rss_after_bytes = pools::OsMemory::ProcessRssBytes();
+  ++stats_.defragmentations;
+  stats_.total_bytes_reclaimed += report.bytes_reclaimed;
+
+  LOG(INFO) << "defragmentation "
+            << (report.complete ? std::string("finished")
+                                : absl::StrCat("stopped (", stop_reason, ")"))
+            << ": reclaimed=" << report.bytes_reclaimed
+            << " moved=" << report.bytes_moved << " bytes in "
+            << report.blocks_moved
+            << " blocks, pools cleaned=" << report.pools_cleaned
+            << " skipped=" << report.pools_skipped
+            << " partial=" << report.pools_partial
+            << " failed=" << report.pools_failed
+            << " time=" << absl::FormatDuration(report.duration)
+            << " slices=" << report.slices
+            << " longest=" << absl::FormatDuration(report.max_slice)
+            << " rss=" << report.rss_before_bytes << "->"
+            << report.rss_after_bytes;
+  for (const pools::PoolDefragReport& pool : report.pools) {
+    VLOG(1) << "defragmentation of the " << pools::PoolName(pool.pool)
+            << " pool: " << pools::DefragOutcomeName(pool.outcome)
+            << (pool.reason.empty() ? "" : " (" + pool.reason + ")")
+            << " fragmentation "
+            << absl::StrFormat("%.1f%% -> %.1f%%",
+                               100 * pool.before.FragmentationRatio(),
+                               100 * pool.after.FragmentationRatio())
+            << " reclaimed=" << pool.bytes_reclaimed
+            << " moved=" << pool.bytes_moved << " bytes in "
+            << pool.blocks_moved
+            << " blocks, spans released=" << pool.spans_released
+            << " time=" << absl::FormatDuration(pool.duration);
+  }
+  if (command.IsCancelled()) {
+    CompleteOp(op, absl::StatusOr<pools::DefragReport>(absl::CancelledError(
+                       "the client cancelled; the defragmentation stopped at "
+                       "a slice boundary")));
+    return;
+  }
+  CompleteOp(op, absl::StatusOr<pools::DefragReport>(std::move(report)));
 }
 
 WorkerStats Worker::SnapshotStats() const {

@@ -7,11 +7,15 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 
+#include "absl/time/time.h"
 #include "worker/channel.h"
 #include "worker/command.h"
+#include "worker/pools/pool_set.h"
 #include "worker/worker_stats.h"
 
 namespace poold {
@@ -20,8 +24,15 @@ namespace poold {
 // delivers them, and completes each exactly once:
 //   - CANCELLED when the client cancelled before it ran,
 //   - DEADLINE_EXCEEDED when its deadline passed before it ran,
-//   - otherwise with the result of the op.
-// Until the pool engine is wired in, every op answers UNIMPLEMENTED.
+//   - otherwise with the result of the op on the pool engine, which the
+//     worker thread owns alone (DESIGN.md rule 1).
+// A defragmentation runs in slices of `defrag_slice`; between two slices the
+// worker serves the commands queued meanwhile (for up to a slice's time), so
+// reads and writes keep flowing. Defragmentations that arrive while one runs
+// wait their turn, in order. A defragmentation stops at a slice boundary when
+// its client cancels, when its deadline is near (so the partial report can
+// still reach the client) or when the worker stops; its report then says
+// complete: false.
 //
 // Submit is thread-safe and never blocks; Stop is called by the owner.
 class Worker {
@@ -32,10 +43,17 @@ class Worker {
     // TESTING ONLY: the thread takes no command until Resume() or Stop(), so
     // the channel fills up deterministically.
     bool start_paused = false;
+    // Time budget of one defragmentation slice.
+    absl::Duration defrag_slice = absl::Milliseconds(1);
+    // How often the worker hands memory cached longer than the engine's
+    // cache_decay back to the OS (also when idle).
+    absl::Duration maintenance_interval = absl::Milliseconds(100);
   };
 
-  // Starts the worker thread. REQUIRES: options.channel_capacity > 0.
-  explicit Worker(const Options& options);
+  // Takes ownership of `pools` and starts the worker thread, which from then
+  // on is the only thread that touches them.
+  // REQUIRES: options.channel_capacity > 0; pools != nullptr.
+  Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools);
 
   // Stops the worker (see Stop) if that was not done yet.
   ~Worker();
@@ -64,9 +82,11 @@ class Worker {
   size_t channel_capacity() const { return channel_.capacity(); }
 
  private:
-  // Thread body: waits while paused, then runs commands until the channel is
-  // closed and drained.
+  // Thread body: waits while paused, then runs commands (and the periodic
+  // maintenance) until the channel is closed and drained.
   void Run();
+  // Releases stale cached memory when the maintenance interval has passed.
+  void MaybeMaintain();
   void WaitWhilePaused();
   // Completes `command` exactly once. Worker thread only.
   void Execute(Command& command);
@@ -78,7 +98,11 @@ class Worker {
   void Handle(FreeOp& op);
   void Handle(StatsOp& op);
   void Handle(AnalyzeOp& op);
-  void Handle(DefragOp& op);
+  // A defragmentation, in slices, serving other commands between them.
+  void RunDefrag(const Command& command, DefragOp& op);
+  // Runs the commands queued now, for up to one slice's time; queues
+  // defragmentations in pending_defrags_.
+  void ServeBetweenSlices();
 
   // The worker's statistics now. Worker thread only.
   WorkerStats SnapshotStats() const;
@@ -90,8 +114,12 @@ class Worker {
   std::condition_variable pause_cv_;
   bool paused_;  // guarded by pause_mu_
 
-  // Owned by the worker thread.
+  const Options options_;
+  // Owned by the worker thread (after the constructor).
+  std::unique_ptr<pools::PoolSet> pools_;
   WorkerStats stats_;
+  std::deque<Command> pending_defrags_;
+  absl::Time next_maintenance_;
 
   std::thread thread_;  // last: starts after everything above is built
 };

@@ -79,8 +79,7 @@ TEST(LifecycleTest, HealthServingThenNotServingAndRefusalAfterSigterm) {
   EXPECT_EQ(
       PooldProcess::CheckHealth(target, "no.such.Service").status().code(),
       absl::StatusCode::kNotFound);
-  EXPECT_EQ(CallAllocate(channel).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_TRUE(CallAllocate(channel).ok());
 
   // Watch the health: SERVING now, NOT_SERVING once SIGTERM arrives.
   auto health = Health::NewStub(channel);
@@ -223,8 +222,7 @@ TEST(LifecycleTest, TcpAndUnixSocketTogether) {
   ASSERT_NE(poold, nullptr);
   EXPECT_FALSE(poold->tcp_target().empty());
   EXPECT_FALSE(poold->unix_target().empty());
-  EXPECT_EQ(CallAllocate(poold->NewChannel(poold->unix_target())).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_TRUE(CallAllocate(poold->NewChannel(poold->unix_target())).ok());
   EXPECT_EQ(poold->Stop().value_or(-1), 0);
 }
 

@@ -1,6 +1,6 @@
-// End-to-end tests of the PoolService RPCs against the real poold: request
-// validation, UNIMPLEMENTED until the engine is wired in, and
-// RESOURCE_EXHAUSTED when the worker's channel is full.
+// End-to-end tests of the PoolService RPCs against the real poold: every RPC
+// reaches the engine, request validation, and RESOURCE_EXHAUSTED when the
+// worker's channel is full.
 #include <signal.h>
 
 #include <memory>
@@ -47,7 +47,7 @@ class RpcTest : public ::testing::Test {
   std::unique_ptr<v1::PoolService::Stub> stub_;
 };
 
-TEST_F(RpcTest, EveryRpcAnswersUnimplementedUntilTheEngineIsWired) {
+TEST_F(RpcTest, EveryRpcIsServedByTheEngine) {
   Start({});
   std::vector<std::pair<std::string, grpc::Status>> results;
   {
@@ -109,9 +109,13 @@ TEST_F(RpcTest, EveryRpcAnswersUnimplementedUntilTheEngineIsWired) {
                          stub_->TriggerDefragmentation(&c, request, &response));
   }
   for (const auto& [rpc, status] : results) {
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << rpc;
-    EXPECT_EQ(status.error_message(),
-              rpc + " not implemented: the pool engine is not wired in");
+    // Handle 1 was never issued: the data RPCs on it are NOT_FOUND.
+    if (rpc == "Write" || rpc == "Read" || rpc == "Free") {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << rpc;
+      EXPECT_EQ(status.error_message(), "no block with handle 1") << rpc;
+    } else {
+      EXPECT_TRUE(status.ok()) << rpc << ": " << status.error_message();
+    }
   }
 }
 
@@ -137,7 +141,7 @@ TEST_F(RpcTest, InvalidRequestsGetTheirCodes) {
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(allocate(3, "four").error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(allocate(1024, "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_TRUE(allocate(1024, "").ok());
 
   {
     grpc::ClientContext c;
@@ -229,8 +233,8 @@ TEST_F(RpcTest, FullChannelAnswersResourceExhausted) {
 
   ASSERT_TRUE(poold_->Signal(SIGTERM).ok());
   ASSERT_TRUE(queued->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
-  EXPECT_EQ(queued->status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
-      << queued->status.error_message();
+  // Queued work is completed during the drain: the allocation succeeds.
+  EXPECT_TRUE(queued->status.ok()) << queued->status.error_message();
 }
 
 }  // namespace

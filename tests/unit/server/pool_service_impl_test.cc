@@ -25,7 +25,10 @@ constexpr uint64_t kMaxBlock = 4096;
 class PoolServiceImplTest : public ::testing::Test {
  protected:
   void StartServer(const Worker::Options& worker_options) {
-    worker_ = std::make_unique<Worker>(worker_options);
+    pools::PoolSetOptions pool_options;
+    pool_options.max_block_bytes = kMaxBlock;
+    worker_ = std::make_unique<Worker>(worker_options,
+                                       *pools::PoolSet::Create(pool_options));
     service_ = std::make_unique<PoolServiceImpl>(worker_.get(), kMaxBlock);
     grpc::ServerBuilder builder;
     int port = 0;
@@ -97,13 +100,13 @@ TEST_F(PoolServiceImplTest, InvalidRequestsAnswerAtOnce) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-TEST_F(PoolServiceImplTest, ValidRequestsReachTheWorker) {
+TEST_F(PoolServiceImplTest, ValidRequestsReachTheEngine) {
   StartServer({.channel_capacity = 4});
-  grpc::Status allocate = Allocate(0, "abc");
-  EXPECT_EQ(allocate.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(allocate.error_message(), HasSubstr("not wired in"));
-  EXPECT_EQ(Read(5).error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(Analyze({}).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_TRUE(Allocate(0, "abc").ok());
+  grpc::Status read = Read(5);
+  EXPECT_EQ(read.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(read.error_message(), HasSubstr("no block with handle 5"));
+  EXPECT_TRUE(Analyze({}).ok());
 }
 
 TEST_F(PoolServiceImplTest, FullChannelAnswersResourceExhausted) {
@@ -157,7 +160,7 @@ TEST_F(PoolServiceImplTest, FullChannelAnswersResourceExhausted) {
   ASSERT_NE(queued, nullptr);
   worker_->Resume();
   ASSERT_TRUE(queued->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  EXPECT_EQ(queued->status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(queued->status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(PoolServiceImplTest, DrainingAnswersUnavailable) {

@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -76,6 +78,28 @@ TEST(ChannelTest, RefusedValueStaysWithTheCaller) {
 TEST(ChannelTest, TryReceiveOnEmptyReturnsAtOnce) {
   Channel<int> channel(4);
   EXPECT_EQ(channel.TryReceive(), std::nullopt);
+}
+
+TEST(ChannelTest, ReceiveForTimesOutThenDeliversAndEndsWhenClosed) {
+  Channel<int> channel(2);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(channel.ReceiveFor(absl::Milliseconds(20)), std::nullopt);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(19));
+  std::thread sender([&] {
+    absl::SleepFor(absl::Milliseconds(10));
+    int v = 7;
+    EXPECT_TRUE(channel.TrySend(v));
+  });
+  EXPECT_EQ(channel.ReceiveFor(absl::Seconds(30)), 7);
+  sender.join();
+  int v = 8;
+  ASSERT_TRUE(channel.TrySend(v));
+  channel.Close();
+  EXPECT_EQ(channel.ReceiveFor(absl::Seconds(30)), 8);
+  // Closed and drained: returns at once.
+  const absl::Time closed_at = absl::Now();
+  EXPECT_EQ(channel.ReceiveFor(absl::Seconds(30)), std::nullopt);
+  EXPECT_LT(absl::Now() - closed_at, absl::Seconds(5));
 }
 
 TEST(ChannelTest, CloseRefusesSendsButDrainsQueuedMessages) {

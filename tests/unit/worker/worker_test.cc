@@ -1,6 +1,7 @@
 // Tests of Worker: every command is completed exactly once (also when refused
-// and at shutdown), with the status its deadline, cancellation and the
-// not-yet-wired engine call for. Run under ThreadSanitizer in CI.
+// and at shutdown), with the status its deadline, cancellation and the pool
+// engine call for; defragmentations run in slices with other commands served
+// between them. Run under ThreadSanitizer in CI.
 #include "worker/worker.h"
 
 #include <atomic>
@@ -104,8 +105,27 @@ CommandType TypeFor(size_t i) {
   return static_cast<CommandType>(i % kCommandTypeCount);
 }
 
-TEST(WorkerTest, EveryOpAnswersUnimplementedUntilTheEngineIsWired) {
-  Worker worker({.channel_capacity = 16});
+std::unique_ptr<pools::PoolSet> MakePools() {
+  pools::PoolSetOptions options;
+  options.handle_key = 77;
+  return *pools::PoolSet::Create(options);
+}
+
+// What a command built by MakeCommand gets from the engine: its handle 1 is
+// never valid.
+absl::StatusCode EngineCode(CommandType type) {
+  switch (type) {
+    case CommandType::kWrite:
+    case CommandType::kRead:
+    case CommandType::kFree:
+      return absl::StatusCode::kNotFound;
+    default:
+      return absl::StatusCode::kOk;
+  }
+}
+
+TEST(WorkerTest, EveryOpIsAnsweredByTheEngine) {
+  Worker worker({.channel_capacity = 16}, MakePools());
   Completions completions(kCommandTypeCount);
   for (size_t i = 0; i < kCommandTypeCount; ++i) {
     ASSERT_TRUE(worker.Submit(MakeCommand(TypeFor(i), i, &completions)));
@@ -113,15 +133,13 @@ TEST(WorkerTest, EveryOpAnswersUnimplementedUntilTheEngineIsWired) {
   worker.Stop();
   for (size_t i = 0; i < kCommandTypeCount; ++i) {
     EXPECT_EQ(completions.count(i), 1) << CommandTypeName(TypeFor(i));
-    EXPECT_EQ(completions.code(i), absl::StatusCode::kUnimplemented);
+    EXPECT_EQ(completions.code(i), EngineCode(TypeFor(i)))
+        << CommandTypeName(TypeFor(i));
   }
-  EXPECT_THAT(completions.last_message(),
-              HasSubstr("TriggerDefragmentation not implemented: the pool "
-                        "engine is not wired in"));
 }
 
 TEST(WorkerTest, CompletesOnTheWorkerThread) {
-  Worker worker({.channel_capacity = 4});
+  Worker worker({.channel_capacity = 4}, MakePools());
   Completions completions(1);
   ASSERT_TRUE(worker.Submit(MakeCommand(CommandType::kRead, 0, &completions)));
   worker.Stop();
@@ -130,7 +148,7 @@ TEST(WorkerTest, CompletesOnTheWorkerThread) {
 }
 
 TEST(WorkerTest, PassedDeadlineGivesDeadlineExceeded) {
-  Worker worker({.channel_capacity = 4});
+  Worker worker({.channel_capacity = 4}, MakePools());
   Completions completions(2);
   Command late = MakeCommand(CommandType::kAllocate, 0, &completions);
   late.deadline = absl::Now() - absl::Seconds(1);
@@ -142,11 +160,11 @@ TEST(WorkerTest, PassedDeadlineGivesDeadlineExceeded) {
   EXPECT_EQ(completions.count(0), 1);
   EXPECT_EQ(completions.code(0), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(completions.count(1), 1);
-  EXPECT_EQ(completions.code(1), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(completions.code(1), absl::StatusCode::kOk);
 }
 
 TEST(WorkerTest, DeadlinePassingWhileQueuedGivesDeadlineExceeded) {
-  Worker worker({.channel_capacity = 4, .start_paused = true});
+  Worker worker({.channel_capacity = 4, .start_paused = true}, MakePools());
   Completions completions(1);
   Command command = MakeCommand(CommandType::kWrite, 0, &completions);
   command.deadline = absl::Now() + absl::Milliseconds(10);
@@ -159,7 +177,7 @@ TEST(WorkerTest, DeadlinePassingWhileQueuedGivesDeadlineExceeded) {
 }
 
 TEST(WorkerTest, CancelledCommandGivesCancelled) {
-  Worker worker({.channel_capacity = 4, .start_paused = true});
+  Worker worker({.channel_capacity = 4, .start_paused = true}, MakePools());
   Completions completions(1);
   std::atomic<bool> cancelled{false};
   Command command = MakeCommand(CommandType::kFree, 0, &completions);
@@ -173,7 +191,7 @@ TEST(WorkerTest, CancelledCommandGivesCancelled) {
 }
 
 TEST(WorkerTest, FullChannelRefusesAtOnceWithResourceExhausted) {
-  Worker worker({.channel_capacity = 2, .start_paused = true});
+  Worker worker({.channel_capacity = 2, .start_paused = true}, MakePools());
   Completions completions(3);
   ASSERT_TRUE(worker.Submit(MakeCommand(CommandType::kRead, 0, &completions)));
   ASSERT_TRUE(worker.Submit(MakeCommand(CommandType::kRead, 1, &completions)));
@@ -190,12 +208,13 @@ TEST(WorkerTest, FullChannelRefusesAtOnceWithResourceExhausted) {
   worker.Stop();  // releases the pause and drains the queue
   EXPECT_EQ(completions.count(0), 1);
   EXPECT_EQ(completions.count(1), 1);
-  EXPECT_EQ(completions.code(0), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(completions.code(0), absl::StatusCode::kNotFound);
 }
 
 TEST(WorkerTest, StopCompletesQueuedCommandsAndRefusesLaterOnes) {
   constexpr size_t kQueued = 10;
-  Worker worker({.channel_capacity = kQueued, .start_paused = true});
+  Worker worker({.channel_capacity = kQueued, .start_paused = true},
+                MakePools());
   Completions completions(kQueued + 1);
   for (size_t i = 0; i < kQueued; ++i) {
     ASSERT_TRUE(worker.Submit(MakeCommand(TypeFor(i), i, &completions)));
@@ -214,7 +233,7 @@ TEST(WorkerTest, StopCompletesQueuedCommandsAndRefusesLaterOnes) {
 TEST(WorkerTest, DestructorCompletesQueuedCommands) {
   Completions completions(3);
   {
-    Worker worker({.channel_capacity = 3, .start_paused = true});
+    Worker worker({.channel_capacity = 3, .start_paused = true}, MakePools());
     for (size_t i = 0; i < 3; ++i) {
       ASSERT_TRUE(worker.Submit(MakeCommand(TypeFor(i), i, &completions)));
     }
@@ -232,7 +251,7 @@ TEST(WorkerTest, ConcurrentSubmittersEachCommandCompletedExactlyOnce) {
   Completions completions(kTotal);
   std::atomic<uint64_t> accepted{0};
   {
-    Worker worker({.channel_capacity = 8});
+    Worker worker({.channel_capacity = 8}, MakePools());
     std::vector<std::thread> threads;
     for (size_t t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
@@ -247,26 +266,30 @@ TEST(WorkerTest, ConcurrentSubmittersEachCommandCompletedExactlyOnce) {
     for (std::thread& t : threads) t.join();
     worker.Stop();
   }
-  uint64_t unimplemented = 0;
+  uint64_t ran = 0;
   uint64_t exhausted = 0;
   for (size_t id = 0; id < kTotal; ++id) {
     ASSERT_EQ(completions.count(id), 1) << "command " << id;
     absl::StatusCode code = completions.code(id);
-    if (code == absl::StatusCode::kUnimplemented) ++unimplemented;
-    if (code == absl::StatusCode::kResourceExhausted) ++exhausted;
+    if (code == absl::StatusCode::kResourceExhausted) {
+      ++exhausted;
+    } else {
+      EXPECT_EQ(code, EngineCode(TypeFor(id))) << "command " << id;
+      ++ran;
+    }
   }
-  EXPECT_EQ(unimplemented, accepted.load());
-  EXPECT_EQ(unimplemented + exhausted, kTotal);
+  EXPECT_EQ(ran, accepted.load());
+  EXPECT_EQ(ran + exhausted, kTotal);
 }
 
 // Submitting while another thread stops the worker: every command is still
-// completed exactly once (UNIMPLEMENTED, RESOURCE_EXHAUSTED or UNAVAILABLE).
+// completed exactly once (by the engine, RESOURCE_EXHAUSTED or UNAVAILABLE).
 TEST(WorkerTest, SubmitRacingWithStopCompletesEverything) {
   constexpr size_t kThreads = 4;
   constexpr size_t kPerThread = 2000;
   constexpr size_t kTotal = kThreads * kPerThread;
   Completions completions(kTotal);
-  Worker worker({.channel_capacity = 16});
+  Worker worker({.channel_capacity = 16}, MakePools());
   std::vector<std::thread> threads;
   for (size_t t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -282,11 +305,248 @@ TEST(WorkerTest, SubmitRacingWithStopCompletesEverything) {
   for (size_t id = 0; id < kTotal; ++id) {
     ASSERT_EQ(completions.count(id), 1) << "command " << id;
     absl::StatusCode code = completions.code(id);
-    EXPECT_TRUE(code == absl::StatusCode::kUnimplemented ||
+    EXPECT_TRUE(code == EngineCode(TypeFor(id)) ||
                 code == absl::StatusCode::kResourceExhausted ||
                 code == absl::StatusCode::kUnavailable)
         << code;
   }
+}
+
+// A pool set holding `blocks` 100-byte blocks of which 9 in 10 were freed at
+// random: sparse spans, so a defragmentation has work to do. `kept` gets the
+// survivors' handles.
+std::unique_ptr<pools::PoolSet> Fragmented(size_t blocks,
+                                           std::vector<uint64_t>* kept) {
+  auto pools = MakePools();
+  std::vector<uint64_t> all;
+  for (size_t i = 0; i < blocks; ++i) {
+    all.push_back(
+        pools->Allocate(100, std::string(100, static_cast<char>(i)))->handle);
+  }
+  for (size_t i = 0; i < blocks; ++i) {
+    if (i % 10 == 3) {
+      kept->push_back(all[i]);
+    } else {
+      CHECK(pools->Free(all[i]).ok());
+    }
+  }
+  return pools;
+}
+
+// Collects completions in the order they happen. Thread-safe.
+class Journal {
+ public:
+  void Add(std::string what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(what));
+  }
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+  // Waits until `n` completions were recorded (the worker keeps running:
+  // stopping it would end a defragmentation early).
+  void WaitFor(size_t n) {
+    while (events().size() < n) absl::SleepFor(absl::Microseconds(200));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> events_;
+};
+
+Command DefragCommand(std::string name, Journal* journal,
+                      absl::StatusOr<pools::DefragReport>* out) {
+  Command command;
+  command.op = DefragOp{
+      .pools = {pools::PoolKind::kSmall, pools::PoolKind::kMedium,
+                pools::PoolKind::kLarge},
+      .done = [name, journal, out](absl::StatusOr<pools::DefragReport> r) {
+        *out = std::move(r);
+        journal->Add(name);
+      }};
+  return command;
+}
+
+Command ReadCommand(uint64_t handle, Journal* journal, std::string* out) {
+  Command command;
+  command.op =
+      ReadOp{.handle = handle,
+             .offset = 0,
+             .length = 0,
+             .done = [journal, out](absl::StatusOr<absl::string_view> r) {
+               *out = r.ok() ? std::string(*r) : "error";
+               journal->Add("read");
+             }};
+  return command;
+}
+
+size_t IndexOf(const std::vector<std::string>& events, const std::string& e) {
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i] == e) return i;
+  }
+  return events.size();
+}
+
+TEST(WorkerDefragTest, ServesCommandsBetweenSlicesAndQueuesLaterDefrags) {
+  std::vector<uint64_t> kept;
+  Worker worker({.channel_capacity = 256,
+                 .start_paused = true,
+                 .defrag_slice = absl::Microseconds(50)},
+                Fragmented(200000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> first, second;
+  constexpr size_t kReads = 100;
+  std::vector<std::string> read_data(kReads);
+  ASSERT_TRUE(worker.Submit(DefragCommand("first", &journal, &first)));
+  for (size_t i = 0; i < kReads / 2; ++i) {
+    ASSERT_TRUE(worker.Submit(ReadCommand(kept[i], &journal, &read_data[i])));
+  }
+  ASSERT_TRUE(worker.Submit(DefragCommand("second", &journal, &second)));
+  for (size_t i = kReads / 2; i < kReads; ++i) {
+    ASSERT_TRUE(worker.Submit(ReadCommand(kept[i], &journal, &read_data[i])));
+  }
+  worker.Resume();
+  journal.WaitFor(kReads + 2);
+  worker.Stop();
+
+  const std::vector<std::string> events = journal.events();
+  ASSERT_EQ(events.size(), kReads + 2);
+  // Reads queued behind the first defragmentation ran before it finished;
+  // the second defragmentation waited for the first.
+  EXPECT_GT(IndexOf(events, "first"), 0u);
+  EXPECT_LT(IndexOf(events, "first"), IndexOf(events, "second"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->complete);
+  EXPECT_GT(first->bytes_reclaimed, 0u);
+  EXPECT_GT(first->slices, 1u);
+  EXPECT_GT(first->rss_before_bytes, 0u);
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(second->complete);
+  EXPECT_EQ(second->pools_skipped, 3u);  // nothing left to gain
+  for (size_t i = 0; i < kReads; ++i) {
+    EXPECT_EQ(read_data[i], std::string(100, static_cast<char>(i * 10 + 3)));
+  }
+}
+
+TEST(WorkerDefragTest, StopsNearItsDeadlineWithAPartialReport) {
+  std::vector<uint64_t> kept;
+  Worker worker(
+      {.channel_capacity = 16, .defrag_slice = absl::Microseconds(100)},
+      Fragmented(400000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> report;
+  Command command = DefragCommand("defrag", &journal, &report);
+  command.deadline = absl::Now() + absl::Milliseconds(3);
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  std::string data;
+  ASSERT_TRUE(worker.Submit(ReadCommand(kept.back(), &journal, &data)));
+  journal.WaitFor(2);
+  worker.Stop();
+  // Either it ran and stopped early, or its deadline passed while queued.
+  if (report.ok()) {
+    EXPECT_FALSE(report->complete);
+    EXPECT_EQ(report->pools[0].outcome, pools::DefragOutcome::kPartial);
+    EXPECT_EQ(report->pools[0].reason, "deadline exceeded");
+  } else {
+    EXPECT_EQ(report.status().code(), absl::StatusCode::kDeadlineExceeded);
+  }
+  EXPECT_EQ(data, std::string(100, static_cast<char>(kept.size() * 10 - 7)));
+}
+
+TEST(WorkerDefragTest, CancelledClientStopsItAtASliceBoundary) {
+  std::vector<uint64_t> kept;
+  Worker worker(
+      {.channel_capacity = 16, .defrag_slice = absl::Microseconds(100)},
+      Fragmented(400000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> report;
+  std::atomic<bool> cancelled{false};
+  Command command = DefragCommand("defrag", &journal, &report);
+  command.cancelled = &cancelled;
+  // The worker serves this read between two slices; it cancels the client.
+  Command read;
+  std::string data;
+  read.op = ReadOp{.handle = kept[0],
+                   .done = [&](absl::StatusOr<absl::string_view> r) {
+                     data = std::string(*r);
+                     cancelled.store(true);
+                   }};
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  ASSERT_TRUE(worker.Submit(std::move(read)));
+  journal.WaitFor(1);
+  worker.Stop();
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(data, std::string(100, static_cast<char>(3)));
+}
+
+TEST(WorkerDefragTest, StopDuringADefragmentationEndsItConsistently) {
+  std::vector<uint64_t> kept;
+  Worker worker(
+      {.channel_capacity = 16, .defrag_slice = absl::Microseconds(100)},
+      Fragmented(400000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> report;
+  Command slow_start;
+  // Stop() races with the defragmentation; make sure it has begun.
+  std::atomic<bool> started{false};
+  slow_start.op = StatsOp{
+      .done = [&](absl::StatusOr<StatsSnapshot>) { started.store(true); }};
+  ASSERT_TRUE(worker.Submit(std::move(slow_start)));
+  ASSERT_TRUE(worker.Submit(DefragCommand("defrag", &journal, &report)));
+  while (!started.load()) absl::SleepFor(absl::Microseconds(100));
+  worker.Stop();
+  ASSERT_TRUE(report.ok()) << report.status();
+  if (!report->complete) {
+    EXPECT_EQ(report->pools[0].reason, "server shutting down");
+  }
+}
+
+TEST(WorkerDefragTest, StatsCountDefragmentationsAndReclaimedBytes) {
+  std::vector<uint64_t> kept;
+  Worker worker({.channel_capacity = 16}, Fragmented(50000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> report;
+  ASSERT_TRUE(worker.Submit(DefragCommand("defrag", &journal, &report)));
+  journal.WaitFor(1);
+  absl::StatusOr<StatsSnapshot> stats;
+  Command command;
+  command.op = StatsOp{
+      .done = [&](absl::StatusOr<StatsSnapshot> s) { stats = std::move(s); }};
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  worker.Stop();
+  ASSERT_TRUE(report.ok() && stats.ok());
+  EXPECT_EQ(stats->worker.defragmentations, 1u);
+  EXPECT_EQ(stats->worker.total_bytes_reclaimed, report->bytes_reclaimed);
+  EXPECT_EQ(stats->worker.completed_of(CommandType::kTriggerDefragmentation),
+            1u);
+  EXPECT_EQ(stats->worker.channel_capacity, 16u);
+  EXPECT_EQ(stats->pools.total.blocks, kept.size());
+  EXPECT_EQ(stats->pools.total.reclaimable_bytes, 0u);
+}
+
+TEST(WorkerDefragTest, IdleWorkerReturnsCachedMemoryAfterTheDecay) {
+  pools::PoolSetOptions options;
+  options.cache_decay = absl::ZeroDuration();
+  auto pools = *pools::PoolSet::Create(options);
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 20000; ++i) {
+    handles.push_back(pools->Allocate(100, "")->handle);
+  }
+  for (uint64_t h : handles) CHECK(pools->Free(h).ok());
+  ASSERT_GT(pools->Stats(false).pools[0].stats.empty_spans, 0u);
+  Worker worker(
+      {.channel_capacity = 4, .maintenance_interval = absl::Milliseconds(5)},
+      std::move(pools));
+  absl::SleepFor(absl::Milliseconds(100));  // idle: no command at all
+  absl::StatusOr<StatsSnapshot> stats;
+  Command command;
+  command.op = StatsOp{
+      .done = [&](absl::StatusOr<StatsSnapshot> s) { stats = std::move(s); }};
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  worker.Stop();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->pools.pools[0].stats.empty_spans, 0u);
 }
 
 }  // namespace
