@@ -3,9 +3,11 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "absl/strings/match.h"
@@ -166,6 +168,18 @@ absl::StatusOr<HealthCheckResponse::ServingStatus> PooldProcess::CheckHealth(
                         status.error_message());
   }
   return response.status();
+}
+
+absl::StatusOr<uint64_t> PooldProcess::RssBytes() const {
+  const std::string path = absl::StrCat("/proc/", pid(), "/statm");
+  std::ifstream statm(path);
+  uint64_t size_pages = 0;
+  uint64_t resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", path, " (has poold exited?)"));
+  }
+  return resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
 absl::StatusOr<int> PooldProcess::Stop(absl::Duration timeout) {

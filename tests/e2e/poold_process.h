@@ -4,6 +4,7 @@
 #ifndef POOLD_TESTS_E2E_POOLD_PROCESS_H_
 #define POOLD_TESTS_E2E_POOLD_PROCESS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,6 +83,9 @@ class PooldProcess {
               absl::Duration timeout = absl::Seconds(5));
 
   pid_t pid() const { return process_->pid(); }
+  // poold's resident set size as the OS reports it (/proc/<pid>/statm,
+  // resident pages times the page size). FAILED_PRECONDITION once it exited.
+  absl::StatusOr<uint64_t> RssBytes() const;
   bool Running() { return process_->Running(); }
   absl::Status Signal(int signal_number) {
     return process_->Signal(signal_number);
