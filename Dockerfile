@@ -1,10 +1,10 @@
 # poold's container image (see deploy/README.md).
 # Stage "build" (debian:bookworm): installs the build dependencies, compiles
 # poold and poolctl with CMake + Ninja and runs the unit tests (every ctest
-# label but e2e). Final stage (debian:bookworm-slim): the Debian runtime
-# libraries, the two binaries, a non-root user (65532:65532), exec-form
-# ENTRYPOINT; by default poold serves on 0.0.0.0:50051 and on the Unix socket
-# /run/poold/poold.sock.
+# label but e2e and deploy). Final stage (debian:bookworm-slim): the Debian
+# runtime libraries, the two binaries, a non-root user (65532:65532),
+# exec-form ENTRYPOINT; by default poold serves on 0.0.0.0:50051 and on the
+# Unix socket /run/poold/poold.sock.
 
 FROM debian:bookworm AS build
 # The repository's own list of build and test packages (one source of truth).
@@ -17,10 +17,10 @@ RUN cmake -S . -B /build -G Ninja -DPOOLD_BUILD_BENCH=OFF \
 # Unit tests only: the e2e tests start poold processes, wait out multi-second
 # shutdown and reconnect timings and are CI's job (.ci/run) on the same
 # sources; on a loaded builder they would only make image builds slow and
-# flaky. The shipped image itself is checked end to end by
-# deploy/verify-image.sh.
-RUN ctest --test-dir /build -LE e2e --output-on-failure --no-tests=error \
-      -j "$(nproc)"
+# flaky. The deploy tests check files outside the build context (deploy/).
+# The shipped image itself is checked end to end by deploy/verify-image.sh.
+RUN ctest --test-dir /build -LE 'e2e|deploy' --output-on-failure \
+      --no-tests=error -j "$(nproc)"
 # Debug info out (symbols stay, so glog's stack traces keep function names).
 RUN mkdir /out \
  && strip --strip-debug -o /out/poold /build/server/poold \
