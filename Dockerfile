@@ -7,13 +7,21 @@
 # Unix socket /run/poold/poold.sock.
 
 FROM debian:bookworm AS build
-# The repository's own list of build and test packages (one source of truth).
+# The repository's own list of build and test packages (one source of truth),
+# and ccache.
 COPY scripts/install-deps.sh /src/scripts/install-deps.sh
-RUN /src/scripts/install-deps.sh && rm -rf /var/lib/apt/lists/*
+RUN /src/scripts/install-deps.sh ccache && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cmake -S . -B /build -G Ninja -DPOOLD_BUILD_BENCH=OFF \
- && ninja -C /build
+# A fresh build tree every time (hermetic); ccache, whose cache mount
+# outlives the build, makes recompiling unchanged files cheap. It keys on
+# file contents, so a stale object is never reused.
+RUN --mount=type=cache,target=/ccache \
+    export CCACHE_DIR=/ccache CCACHE_MAXSIZE=2G \
+ && cmake -S . -B /build -G Ninja -DPOOLD_BUILD_BENCH=OFF \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+ && ninja -C /build \
+ && ccache --show-stats
 # Unit tests only: the e2e tests start poold processes, wait out multi-second
 # shutdown and reconnect timings and are CI's job (.ci/run) on the same
 # sources; on a loaded builder they would only make image builds slow and
