@@ -2,7 +2,7 @@
 # Builds the poold container image without a Docker engine (buildah, vfs
 # storage) and checks that it really works. Steps, in order:
 #
-#   tools    install buildah, debootstrap, python3-yaml if missing (apt-get)
+#   tools    install buildah, runc, debootstrap, python3-yaml if missing
 #   base     make local stand-ins for docker.io/library/debian:bookworm and
 #            :bookworm-slim from a debootstrap minbase rootfs (skipped when
 #            both images exist)
@@ -11,9 +11,11 @@
 #   inspect  the image's config (non-root numeric user, exec-form entrypoint,
 #            STOPSIGNAL, EXPOSE, HEALTHCHECK), its size, and ldd of poold and
 #            poolctl inside it (no library missing)
-#   run      `buildah run`: starts poold with the image's own ENTRYPOINT+CMD
-#            in a private network, answers `poolctl health` on the Unix socket
-#            and on TCP, then SIGTERM: exit 0 and socket removed
+#   run      `buildah run` with runc (OCI isolation: namespaces, no network
+#            but loopback, the default seccomp profile of containers-common):
+#            starts poold with the image's own ENTRYPOINT+CMD, answers
+#            `poolctl health` on the Unix socket and on TCP, `poolctl stats`,
+#            then SIGTERM: exit 0 and socket removed
 #   pod      the sidecar as Kubernetes runs it, from the manifest itself:
 #            poold as PID 1 of its own PID namespace, read-only root
 #            filesystem, UID/GID 65532, no capabilities, no_new_privs, the
@@ -54,14 +56,14 @@ fail() {
 # --------------------------------------------------------------------- tools
 step_tools() {
   local missing=() package
-  for package in buildah debootstrap python3-yaml; do
+  for package in buildah runc debootstrap python3-yaml; do
     if ! dpkg-query -W -f='${Status}' "${package}" 2>/dev/null |
         grep -q 'install ok installed'; then
       missing+=("${package}")
     fi
   done
   if ((${#missing[@]} == 0)); then
-    log "tools: buildah, debootstrap and python3-yaml are installed"
+    log "tools: buildah, runc, debootstrap and python3-yaml are installed"
     return
   fi
   log "tools: installing ${missing[*]}"
@@ -234,9 +236,9 @@ step_inspect() {
 }
 
 # ----------------------------------------------------------------------- run
-# `buildah run` of the image's own ENTRYPOINT + CMD, as the image's user, in
-# a private network namespace (buildah's chroot isolation only knows the
-# host network; 0.0.0.0:50051 may be taken on the host).
+# `buildah run` of the image's own ENTRYPOINT + CMD, as the image's user,
+# with runc: its own namespaces, only loopback (0.0.0.0:50051 may be taken on
+# the host), the default seccomp profile (/usr/share/containers/seccomp.json).
 step_run() {
   local argv=()
   mapfile -t argv < <({ image_config Entrypoint; image_config Cmd; } |
@@ -244,10 +246,8 @@ step_run() {
   log "run: ${argv[*]}"
   new_container run
   # shellcheck disable=SC2016  # expanded inside the container
-  if ! unshare --net -- /bin/bash -c '
-      ip link set lo up && exec "$@"' _ \
-      buildah --storage-driver vfs run --isolation chroot --network host \
-      "${ctr}" -- /bin/sh -c '
+  if ! bah run --isolation oci --runtime runc --network none "${ctr}" -- \
+      /bin/sh -c '
     set -u
     echo "user: $(id)"
     "$@" 2>/tmp/poold.log &
@@ -259,6 +259,7 @@ step_run() {
       if [ "$i" -ge 50 ]; then cat /tmp/poold.log; exit 1; fi
       sleep 0.1
     done
+    echo "poold: $(grep -E "^(Seccomp|CapEff):" /proc/$pid/status | tr -s "\t\n" "  ")"
     ok=1
     check() {
       "$@"; code=$?
@@ -271,6 +272,12 @@ step_run() {
     check poolctl health --target=127.0.0.1:50051 --service=poold.v1.PoolService
     echo "$ poolctl stats --target=unix:/run/poold/poold.sock"
     check poolctl stats --target=unix:/run/poold/poold.sock
+    # Fragment, then compact: every engine path, under seccomp.
+    echo "$ poolctl load --count=3000 --sizes=100:150,4KiB:8KiB,256KiB --free_fraction=0.7"
+    check poolctl load --target=unix:/run/poold/poold.sock --count=3000 \
+      --sizes=100:150,4KiB:8KiB,256KiB --free_fraction=0.7
+    echo "$ poolctl defrag --target=unix:/run/poold/poold.sock"
+    check poolctl defrag --target=unix:/run/poold/poold.sock
     ls -l /run/poold
     kill -TERM "$pid"
     wait "$pid"
