@@ -236,7 +236,8 @@ TEST_F(DataE2eTest, RoundTripAndExactDefragmentation) {
       "data e2e: %zu blocks (%s) allocated in %s, %zu freed in %s; "
       "defragmentation in %s (server %s, %llu slices, longest %s): "
       "reclaimed %s (projected %s), moved %s in %llu blocks; "
-      "RSS %s -> %s (drop %s), report RSS drop %s\n",
+      "RSS %s -> %s (drop %s), report RSS drop %s; pools resident %s -> "
+      "%s\n",
       blocks.size(), FormatBytes(total_bytes).c_str(),
       absl::FormatDuration(allocate_time).c_str(), freed.size(),
       absl::FormatDuration(free_time).c_str(),
@@ -253,7 +254,9 @@ TEST_F(DataE2eTest, RoundTripAndExactDefragmentation) {
       FormatBytes(report.bytes_moved()).c_str(),
       static_cast<unsigned long long>(report.blocks_moved()),
       FormatBytes(*rss_before).c_str(), FormatBytes(*rss_after).c_str(),
-      FormatBytes(rss_drop).c_str(), FormatBytes(report_rss_drop).c_str());
+      FormatBytes(rss_drop).c_str(), FormatBytes(report_rss_drop).c_str(),
+      FormatBytes(before.total().resident_bytes()).c_str(),
+      FormatBytes(after.total().resident_bytes()).c_str());
   // The reclaim is what really left the process: the drop of poold's RSS,
   // as we read it from /proc/<pid>/statm around the RPC and as poold read it
   // inside the defragmentation, is within 5% of bytes_reclaimed. Not under
