@@ -8,7 +8,11 @@
 namespace poold::pools {
 namespace {
 
-constexpr uint64_t kSmallStep = 8;
+// Small slots: 8 bytes, then every 4 bytes up to 1024. Blocks are opaque
+// bytes reached through Read/Write, so slots need no alignment, and a 4-byte
+// step wastes 1.5 bytes per block on average instead of 3.5.
+constexpr uint64_t kSmallFirst = 8;
+constexpr uint64_t kSmallStep = 4;
 constexpr int kMediumStepsPerDoubling = 16;
 constexpr int kMediumFirstLog2 = 10;  // 1024
 constexpr int kMediumLastLog2 = 16;   // 65536 is the largest slot
@@ -42,7 +46,7 @@ SizeClasses::SizeClasses(PoolKind pool, uint64_t span_bytes,
     : pool_(pool) {
   CHECK(pool != PoolKind::kLarge);
   if (pool == PoolKind::kSmall) {
-    for (uint64_t slot = kSmallStep; slot <= kMediumMinBytes;
+    for (uint64_t slot = kSmallFirst; slot <= kMediumMinBytes;
          slot += kSmallStep) {
       classes_.push_back(MakeClass(slot, span_bytes, bitmap_in_span));
     }
@@ -67,7 +71,9 @@ uint32_t SizeClasses::ClassFor(uint64_t size) const {
   DCHECK_GT(size, 0u);
   if (pool_ == PoolKind::kSmall) {
     DCHECK_LT(size, kMediumMinBytes);
-    return static_cast<uint32_t>((size + kSmallStep - 1) / kSmallStep - 1);
+    if (size <= kSmallFirst) return 0;
+    return static_cast<uint32_t>((size - kSmallFirst + kSmallStep - 1) /
+                                 kSmallStep);
   }
   DCHECK_GE(size, kMediumMinBytes);
   DCHECK_LT(size, kLargeMinBytes);

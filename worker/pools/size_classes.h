@@ -1,7 +1,7 @@
 // SizeClasses: the slot sizes of the small and medium pools and how many slots
 // of each fit in a span.
 //
-// small:  8, 16, 24, ..., 1024 bytes (8 B apart; 128 classes)
+// small:  8, 12, 16, ..., 1024 bytes (4 B apart; 255 classes)
 // medium: 1024, then 16 steps per power of two up to 65536 (at most 1/16
 //         apart; 97 classes)
 // A block of size s lives in the smallest class whose slot holds s.

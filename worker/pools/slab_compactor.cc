@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "glog/logging.h"
+#include "worker/pools/os_memory.h"
 
 namespace poold::pools {
 namespace {
@@ -56,47 +57,94 @@ bool SlabCompactor::Step(absl::Time deadline) {
 }
 
 void SlabCompactor::UpdateTransientBytes() {
-  pool_.transient_bytes_ =
-      sources_.capacity() * sizeof(uint32_t) +
-      offset_by_span_.capacity() * sizeof(uint32_t) +
-      owners_.capacity() * sizeof(std::unique_ptr<uint32_t[]>) +
-      owner_slots_ * sizeof(uint32_t) + slots_.capacity() * sizeof(uint32_t);
+  pool_.transient_bytes_ = sources_.capacity() * sizeof(uint32_t) +
+                           offset_by_span_.capacity() * sizeof(uint32_t) +
+                           owners_.capacity() * sizeof(uint32_t*) +
+                           owner_blocks_.capacity() * sizeof(OwnerBlock) +
+                           plan_spans_.capacity() * sizeof(uint32_t) +
+                           owner_slots_ * sizeof(uint32_t) +
+                           slots_.capacity() * sizeof(uint32_t);
 }
 
 void SlabCompactor::ReleaseBookkeeping() {
   // Assigning {} would keep the capacity; swapping frees it.
   std::vector<uint32_t>().swap(sources_);
   std::vector<uint32_t>().swap(offset_by_span_);
-  std::vector<std::unique_ptr<uint32_t[]>>().swap(owners_);
+  std::vector<uint32_t*>().swap(owners_);
+  for (const OwnerBlock& block : owner_blocks_) {
+    OsMemory::Unmap(block.base, block.bytes);
+  }
+  std::vector<OwnerBlock>().swap(owner_blocks_);
+  std::vector<uint32_t>().swap(plan_spans_);
   std::vector<uint32_t>().swap(slots_);
   owner_slots_ = 0;
   UpdateTransientBytes();
 }
 
 bool SlabCompactor::PlanClasses(absl::Time deadline) {
-  std::vector<std::pair<uint32_t, uint32_t>> spans;  // (live, id)
   const SizeClasses& classes = pool_.classes();
-  for (; next_class_ < classes.count(); ++next_class_) {
-    const SlabPool::ClassCounters& counters = pool_.counters_[next_class_];
-    if (counters.spans == 0) continue;
+  while (next_class_ < classes.count()) {
     const SizeClass& c = classes.Get(next_class_);
-    const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
-    const uint64_t release = counters.spans - needed;
-    if (release == 0) continue;
-    spans.clear();
-    for (uint8_t list = 0; list <= SlabPool::kFullList; ++list) {
-      for (uint32_t id = pool_.ListHead(next_class_, list); id != 0;
-           id = pool_.spans_[id - 1].next) {
-        spans.emplace_back(pool_.spans_[id - 1].live, id - 1);
+    if (plan_next_ == plan_spans_.size()) {
+      // Choose the class's sources: its emptiest spans beyond the fewest
+      // that can hold its blocks.
+      plan_spans_.clear();
+      plan_next_ = 0;
+      const SlabPool::ClassCounters& counters = pool_.counters_[next_class_];
+      const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
+      const uint64_t release =
+          counters.spans > needed ? counters.spans - needed : 0;
+      if (release > 0) {
+        std::vector<std::pair<uint32_t, uint32_t>> spans;  // (live, id)
+        spans.reserve(counters.spans);
+        for (uint8_t list = 0; list <= SlabPool::kFullList; ++list) {
+          for (uint32_t id = pool_.ListHead(next_class_, list); id != 0;
+               id = pool_.spans_[id - 1].next) {
+            spans.emplace_back(pool_.spans_[id - 1].live, id - 1);
+          }
+        }
+        if (spans.size() >= release) {  // fewer only after an earlier Stop()
+          std::nth_element(spans.begin(), spans.begin() + (release - 1),
+                           spans.end());
+          for (uint64_t k = 0; k < release; ++k) {
+            plan_spans_.push_back(spans[k].second);
+          }
+          // One owners array for the class, in fresh address space: only
+          // the scan writes it, and only for live slots, so pages are
+          // touched only where blocks are and unmapping it is cheap.
+          const uint64_t bytes =
+              OsMemory::RoundUpToPage(release * c.slots * sizeof(uint32_t));
+          absl::StatusOr<char*> base = OsMemory::Reserve(bytes);
+          if (!base.ok()) {
+            LOG(ERROR) << "compaction of the " << PoolName(pool_.pool())
+                       << " pool skips a class: " << base.status();
+            plan_spans_.clear();
+            ++next_class_;
+            continue;
+          }
+          owner_blocks_.push_back({*base, bytes});
+          owner_slots_ += release * c.slots;
+          if (offset_by_span_.size() < pool_.spans_.size()) {
+            offset_by_span_.resize(pool_.spans_.size(), kNoOffset);
+          }
+        }
+      }
+      if (plan_spans_.empty()) {
+        ++next_class_;
+        continue;
       }
     }
-    if (spans.size() < release) continue;  // only after an earlier Stop()
-    std::nth_element(spans.begin(), spans.begin() + (release - 1), spans.end());
-    if (offset_by_span_.size() < pool_.spans_.size()) {
-      offset_by_span_.resize(pool_.spans_.size(), kNoOffset);
-    }
-    for (uint64_t k = 0; k < release; ++k) {
-      const uint32_t id = spans[k].second;
+    // Mark the sources, a few at a time between looks at the clock.
+    uint32_t* block = reinterpret_cast<uint32_t*>(owner_blocks_.back().base);
+    for (int n = 0; plan_next_ < plan_spans_.size(); ++plan_next_, ++n) {
+      if (n == 64) {
+        n = 0;
+        if (absl::Now() >= deadline) {
+          UpdateTransientBytes();
+          return false;
+        }
+      }
+      const uint32_t id = plan_spans_[plan_next_];
       SlabPool::Span& span = pool_.spans_[id];
       if (span.list == SlabPool::kFullList) {
         --pool_.counters_[next_class_].full_spans;
@@ -105,15 +153,14 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
       span.state = SlabPool::kEvacuating;
       pool_.ListPush(id, SlabPool::kEvacuatingList);
       offset_by_span_[id] = static_cast<uint32_t>(sources_.size());
-      owners_.emplace_back(new uint32_t[c.slots]);
-      owner_slots_ += c.slots;
+      owners_.push_back(block + uint64_t{plan_next_} * c.slots);
       sources_.push_back(id);
     }
+    plan_spans_.clear();
+    plan_next_ = 0;
+    ++next_class_;
     UpdateTransientBytes();
-    if (absl::Now() >= deadline) {
-      ++next_class_;
-      return next_class_ >= classes.count();
-    }
+    if (absl::Now() >= deadline) return next_class_ >= classes.count();
   }
   return true;
 }
@@ -167,7 +214,7 @@ bool SlabCompactor::Move(absl::Time deadline) {
     const uint32_t class_index = span.class_index;
     const SizeClass& c = pool_.classes().Get(class_index);
     uint64_t* bitmap = pool_.Bitmap(id);
-    const uint32_t* owners = owners_[offset_by_span_[id]].get();
+    const uint32_t* owners = owners_[offset_by_span_[id]];
     // The live slots still to move, in address order.
     slots_.clear();
     for (uint32_t word = move_slot_ / 64; word < c.bitmap_words; ++word) {

@@ -18,7 +18,6 @@
 #define POOLD_WORKER_POOLS_SLAB_COMPACTOR_H_
 
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -77,11 +76,20 @@ class SlabCompactor {
   // (kNoOffset when not evacuating).
   std::vector<uint32_t> sources_;
   std::vector<uint32_t> offset_by_span_;
-  // Per source, the handle-table index of the block in each live slot. Only
-  // live slots are written (by the scan) and read (by the moves), so the
-  // arrays are left uninitialised and cost pages only where blocks are.
-  std::vector<std::unique_ptr<uint32_t[]>> owners_;
+  // Per source, the handle-table index of the block in each live slot (a
+  // piece of its class's block in owner_blocks_). Only live slots are written
+  // (by the scan) and read (by the moves), so the arrays are left
+  // uninitialised and cost pages only where blocks are.
+  struct OwnerBlock {
+    char* base;
+    uint64_t bytes;
+  };
+  std::vector<uint32_t*> owners_;
+  std::vector<OwnerBlock> owner_blocks_;
   uint64_t owner_slots_ = 0;
+  // The class being planned: its chosen sources and how many are marked.
+  std::vector<uint32_t> plan_spans_;
+  size_t plan_next_ = 0;
   // Reused list of the live slots of the span being evacuated.
   std::vector<uint32_t> slots_;
   uint64_t blocks_moved_ = 0;

@@ -6,11 +6,11 @@
 namespace poold::pools {
 namespace {
 
-TEST(SizeClassesTest, SmallClassesAreEightBytesApart) {
+TEST(SizeClassesTest, SmallClassesAreFourBytesApart) {
   SizeClasses classes(PoolKind::kSmall, 64 << 10, /*bitmap_in_span=*/true);
-  EXPECT_EQ(classes.count(), 128u);
+  EXPECT_EQ(classes.count(), 255u);
   for (uint32_t i = 0; i < classes.count(); ++i) {
-    EXPECT_EQ(classes.Get(i).slot_bytes, 8 * (i + 1));
+    EXPECT_EQ(classes.Get(i).slot_bytes, 8 + 4 * i);
   }
 }
 
