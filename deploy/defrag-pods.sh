@@ -46,7 +46,7 @@ while (($# > 0)); do
     -s) (($# >= 2)) || usage; socket="$2"; shift 2 ;;
     --analyze) subcommand="analyze"; shift ;;
     --pause)
-      (($# >= 2)) && [[ "$2" =~ ^[0-9]+$ ]] || usage
+      if (($# < 2)) || ! [[ "$2" =~ ^[0-9]+$ ]]; then usage; fi
       pause="$2"; shift 2 ;;
     --) shift; poolctl_flags=("$@"); break ;;
     -h | --help) usage ;;

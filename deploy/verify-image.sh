@@ -16,20 +16,26 @@
 #            starts poold with the image's own ENTRYPOINT+CMD, answers
 #            `poolctl health` on the Unix socket and on TCP, `poolctl stats`,
 #            then SIGTERM: exit 0 and socket removed
-#   pod      the sidecar as Kubernetes runs it, from the manifest itself:
-#            poold as PID 1 of its own PID namespace, read-only root
-#            filesystem, UID/GID 65532, no capabilities, no_new_privs, the
-#            socket directory a separate writable mount (the emptyDir), the
-#            args of deploy/kubernetes/poold-sidecar.yaml; then every probe
-#            command of the manifest, an "app" process under another UID that
-#            reaches the socket through the pod's fsGroup, the defrag loop
-#            (deploy/defrag-pods.sh) against it, and SIGTERM
+#   pod      the sidecar as Kubernetes runs it, from the manifest itself
+#            (deploy/kubernetes/poold-sidecar.yaml: args, probes, users,
+#            mounts, memory limits): poold as PID 1 of its own namespaces,
+#            read-only root, UID/GID 65532, no capabilities, no_new_privs,
+#            the emptyDir as a separate mount, a memory cgroup with the
+#            container's limit; then the manifest's probe commands, an app
+#            container under another UID reaching the socket through the
+#            pod's fsGroup (and refused without it), a load past
+#            --memory_limit_bytes (RESOURCE_EXHAUSTED, no OOM kill),
+#            deploy/defrag-pods.sh through a kubectl stand-in, and SIGTERM
 #
 # Usage: deploy/verify-image.sh [step...]   (no arguments: every step)
-# Environment: POOLD_IMAGE (default localhost/poold:dev), POOLD_VERIFY_WORK
-# (scratch folder, default /var/tmp/poold-verify). Needs root (buildah with
-# vfs storage, debootstrap, namespaces). Re-running is cheap: the rootfs and
-# base images are kept, and `buildah bud --layers` reuses unchanged layers.
+# Environment: POOLD_IMAGE (default localhost/poold:dev); POOLD_VERIFY_WORK
+# (scratch folder, default /var/tmp/poold-verify); POOLD_VERIFY_SOURCE=head
+# builds the committed tree (git archive HEAD) instead of the working tree;
+# POOLD_VERIFY_IGNORE_FLAGS="flag ..." lets the pod step run without manifest
+# flags this poold lacks (the step still fails at the end). Needs root
+# (buildah with vfs storage, debootstrap, namespaces, cgroups). Re-running is
+# cheap: the rootfs and base images are kept, `buildah bud --layers` reuses
+# unchanged layers and ccache keeps compiled objects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,11 +46,8 @@ readonly MIRROR="http://deb.debian.org/debian"
 readonly BASE_NAMES=(docker.io/library/debian:bookworm
                      docker.io/library/debian:bookworm-slim)
 readonly MANIFEST=deploy/kubernetes/poold-sidecar.yaml
-# Identity of the runtime image's user and of the example pod (fsGroup).
+# The runtime image's user and group.
 readonly POOLD_UID=65532
-readonly APP_UID=10001
-readonly SOCKET=/run/poold/poold.sock
-readonly PODTOOL=deploy/podspec.py
 
 bah() { buildah --storage-driver vfs "$@"; }
 log() { echo "verify-image: $*"; }
@@ -219,6 +222,7 @@ step_inspect() {
     "$(bah images --format '{{.Size}}' docker.io/library/debian:bookworm-slim))"
   new_container inspect
   # ldd of both binaries inside the image; no compiler or build tool there.
+  # shellcheck disable=SC2016  # expanded inside the container
   bah run --isolation chroot --network host "${ctr}" -- /bin/sh -c '
     set -e
     for b in /usr/local/bin/poold /usr/local/bin/poolctl; do
@@ -389,6 +393,7 @@ make_exec_in_poold() {
     echo '#!/bin/bash'
     echo '# Written by deploy/verify-image.sh (pod step): run a command in the'
     echo '# emulated poold container.'
+    # shellcheck disable=SC2016  # expanded by the script written here
     printf 'exec env -i PATH=%q /bin/bash -c %q _ %q \\\n' "${IMAGE_PATH}" \
       'echo 0 >"$1/cgroup.procs" && shift && exec "$@"' "${POD_CGROUP}/poold"
     printf '  nsenter --target %q --mount --net --pid --root --wd --' \
@@ -406,7 +411,7 @@ make_exec_in_poold() {
 # supplementary groups $2 (the pod's fsGroup, or "" to see what happens
 # without it).
 run_in_app() {
-  local cgroup="$1" groups="$2"
+  local cgroup="$1" extra_groups="$2"
   shift 2
   # shellcheck disable=SC2046  # as_user's words
   env -i PATH="${IMAGE_PATH}" POOLD_TARGET="${M_APP_TARGET}" \
@@ -414,7 +419,7 @@ run_in_app() {
     unshare --mount --pid --fork --kill-child -- \
     /bin/bash -c "${CONTAINER_SETUP}" _ "${rootfs}" "${POD_DIR}/emptydir" \
     "${M_APP_MOUNT}" "${M_APP_MOUNT_MODE}" "${POD_CGROUP}/${cgroup}" \
-    $(as_user "${M_APP_USER}" "${M_APP_GROUP}" "${groups}") "$@"
+    $(as_user "${M_APP_USER}" "${M_APP_GROUP}" "${extra_groups}") "$@"
 }
 
 # Runs "$@" (a check), indents its output and prints its exit code; $1 is
@@ -668,4 +673,6 @@ main() {
   echo "verify-image: all passed: ${steps[*]} (${SECONDS} s)"
 }
 
-main "$@"
+# (exit here: bash reads a script as it runs, so an edit made meanwhile must
+# not be executed.)
+main "$@"; exit
