@@ -83,6 +83,11 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
   if (options.cache_decay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--cache_decay must not be negative");
   }
+  for (const grpc::Service* service : options.extra_services) {
+    if (service == nullptr) {
+      return absl::InvalidArgumentError("extra_services holds a null service");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -175,6 +180,9 @@ absl::Status PooldServer::StartGrpc() {
     builder.AddListeningPort(unix_target, grpc::InsecureServerCredentials());
   }
   builder.RegisterService(&service_);
+  for (grpc::Service* service : options_.extra_services) {
+    builder.RegisterService(service);
+  }
 
   // The socket file is created with mode 0660 from the start.
   const mode_t old_umask = umask(0777 & ~kUnixSocketMode);

@@ -48,6 +48,12 @@ class PooldServer {
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
+    // More services to serve beside PoolService on the same server, threads
+    // and listeners (poold itself has none; the benchmarks add a no-op
+    // service so gRPC's own cost can be measured on the same build).
+    // Registered as given; not owned: each must outlive the PooldServer.
+    // Their RPCs are not drained by BeginShutdown; they end with Shutdown.
+    std::vector<grpc::Service*> extra_services;
   };
 
   // Largest accepted values of channel_capacity and max_message_bytes.
@@ -60,7 +66,8 @@ class PooldServer {
   static constexpr absl::Duration kMinDefragSlice = absl::Microseconds(10);
   static constexpr absl::Duration kMaxDefragSlice = absl::Seconds(1);
 
-  // INVALID_ARGUMENT, with the flag to fix, when `options` cannot work.
+  // INVALID_ARGUMENT, with the flag to fix, when `options` cannot work
+  // (or when an extra service is null).
   static absl::Status ValidateOptions(const Options& options);
 
   // Validates `options`, claims the unix socket path (removing a stale
