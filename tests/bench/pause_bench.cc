@@ -1,28 +1,34 @@
 // pause_bench: how much a defragmentation delays reads. It starts the real
 // poold (default flags, so the default --defrag_slice_us) on a loopback
-// port, fills it through gRPC with --fill_mib of medium blocks (Allocate
-// with data, many in flight: poolctl's LoadGenerator), frees
-// --free_fraction of them at random, and prints what AnalyzeFragmentation
-// projects. Then:
+// port and runs --rounds rounds of:
 //
-//   phase A  --readers threads read random surviving blocks for
-//            --baseline_seconds, with no defragmentation;
+//   fill     --fill_mib of medium blocks allocated with data through gRPC
+//            (many in flight: poolctl's LoadGenerator), then --free_fraction
+//            of them freed at random; AnalyzeFragmentation says what a
+//            defragmentation would move and reclaim;
+//   phase A  --readers threads read random surviving blocks of the round
+//            for --baseline_seconds, with no defragmentation;
 //   phase B  the same readers run while one TriggerDefragmentation compacts
 //            every pool; only reads sent between the request and its
 //            answer count.
 //
-// Readers are paced, not closed-loop: each sends --read_rate reads/s on a
-// fixed schedule (one sync call at a time). A reader that is on schedule
-// sleeps until its next send time and counts latency from the actual send;
-// a reader that a slow read made late sends at once and counts latency from
-// the scheduled time, so a stall is charged to every read it delayed (no
-// coordinated omission) while the client's own sleep jitter is not. Every
-// read checks the block's byte pattern, so a moved block that read wrong
-// would be reported.
+// One defragmentation of 1 GiB takes well under a second, so a round gives
+// a few thousand reads at most; the rounds are pooled for the percentiles.
+//
+// Readers run closed-loop with a think time: each has one read in flight,
+// and after each answer waits a random time (exponential, mean --think_us)
+// before its next read. So reads are sent at moments unrelated to the
+// defragmentation's slices, and each latency is what one read sent at a
+// random moment sees: the pause. (A paced, open-loop schedule measures
+// something else here: during a defragmentation the worker serves the queue
+// once per slice, so one synchronous reader gets at most one read per slice;
+// a schedule faster than that builds a backlog whose latency grows with the
+// defragmentation's length, not with the pause.) Every read checks the
+// block's byte pattern, so a moved block that read wrong would be reported.
 //
 //   pause_bench [--poold=PATH] [--fill_mib=1024] [--sizes=2KiB:16KiB]
-//               [--free_fraction=0.75] [--readers=4] [--read_rate=500]
-//               [--baseline_seconds=5] [--json=FILE]
+//               [--free_fraction=0.75] [--readers=4] [--think_us=1000]
+//               [--baseline_seconds=3] [--rounds=3] [--json=FILE]
 //
 // Prints Markdown tables; exits 1 on a failed or wrong read.
 #include <algorithm>
@@ -43,7 +49,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/load_generator.h"
@@ -64,16 +69,23 @@ ABSL_FLAG(double, free_fraction, 0.75,
           "Fraction of the blocks freed again, chosen at random.");
 ABSL_FLAG(int, fill_concurrency, 64, "Allocate/Free calls in flight.");
 ABSL_FLAG(int, readers, 4, "Reader threads.");
-ABSL_FLAG(double, read_rate, 500, "Reads per second of each reader.");
+ABSL_FLAG(double, think_us, 1000,
+          "Mean think time of a reader between an answer and its next read, "
+          "in microseconds (exponentially distributed).");
 ABSL_FLAG(uint64_t, read_bytes, 0,
           "Bytes each read asks for from offset 0; 0: the whole block.");
-ABSL_FLAG(double, baseline_seconds, 5,
-          "Length of phase A (reads without defragmentation).");
+ABSL_FLAG(double, baseline_seconds, 3,
+          "Length of phase A (reads without defragmentation) of a round.");
+ABSL_FLAG(int, rounds, 3, "Rounds of fill, phase A and phase B.");
 ABSL_FLAG(double, lead_seconds, 0.5,
           "Phase B: how long readers run before the defragmentation starts "
           "(unmeasured).");
 ABSL_FLAG(uint64_t, seed, 1, "Seeds the sizes, the frees and the reads.");
 ABSL_FLAG(std::string, json, "", "Also write the results to this file.");
+ABSL_FLAG(std::string, samples_csv, "",
+          "Also write every measured read to this file: round, phase (A or "
+          "B), send time in ms since the phase's window began, latency in "
+          "us.");
 
 namespace poold::bench {
 namespace {
@@ -114,13 +126,14 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
                                    args);
 }
 
-// One read: when it was (to be) sent, and its latency.
+// One read: when it was sent, and its latency.
 struct ReadSample {
   Clock::time_point sent;
   int64_t latency_ns;
 };
 
-// Paced readers of random blocks, on their own threads.
+// Closed-loop readers of random blocks with a random think time, on their
+// own threads.
 class Readers {
  public:
   struct Result {
@@ -130,22 +143,20 @@ class Readers {
     std::string first_error;
   };
 
-  // Starts `count` readers of `handles`, each `rate` reads/s, over one
-  // channel to `target`. REQUIRES: `handles` not empty.
+  // Starts `count` readers of `handles`, thinking `mean_think` on average
+  // between reads, over one channel to `target`. REQUIRES: `handles` not
+  // empty.
   Readers(const std::string& target, const std::vector<uint64_t>* handles,
-          int count, double rate, uint64_t read_bytes, uint64_t seed)
+          int count, absl::Duration mean_think, uint64_t read_bytes,
+          uint64_t seed)
       : channel_(NewChannel(target)),
         stub_(v1::PoolService::NewStub(channel_)),
         handles_(handles),
         read_bytes_(read_bytes),
-        interval_(std::chrono::duration_cast<Clock::duration>(
-            std::chrono::duration<double>(1.0 / rate))) {
-    const Clock::time_point start = Clock::now();
+        mean_think_us_(absl::ToDoubleMicroseconds(mean_think)) {
     results_.resize(count);
     for (int i = 0; i < count; ++i) {
-      // Staggered, so the readers' sends spread over the interval.
-      threads_.emplace_back(&Readers::Run, this, &results_[i],
-                            start + interval_ * i / count, seed + i);
+      threads_.emplace_back(&Readers::Run, this, &results_[i], seed + i);
     }
   }
 
@@ -171,17 +182,19 @@ class Readers {
   }
 
  private:
-  void Run(Result* result, Clock::time_point next, uint64_t seed) {
+  void Run(Result* result, uint64_t seed) {
     std::mt19937_64 random(seed);
+    std::exponential_distribution<double> think_us(
+        mean_think_us_ > 0 ? 1.0 / mean_think_us_ : 1.0);
     v1::ReadRequest request;
     request.set_length(read_bytes_);
     v1::ReadResponse response;
     while (!stop_.load(std::memory_order_relaxed)) {
-      Clock::time_point base = next;
-      if (Clock::now() < next) {
-        std::this_thread::sleep_until(next);
-        base = Clock::now();  // the client's sleep jitter is not charged
+      if (mean_think_us_ > 0) {
+        std::this_thread::sleep_for(
+            std::chrono::duration<double, std::micro>(think_us(random)));
       }
+      const Clock::time_point sent = Clock::now();
       request.set_handle((*handles_)[random() % handles_->size()]);
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() +
@@ -202,11 +215,10 @@ class Readers {
         }
       } else {
         result->samples.push_back(
-            {base,
-             std::chrono::duration_cast<std::chrono::nanoseconds>(done - base)
+            {sent,
+             std::chrono::duration_cast<std::chrono::nanoseconds>(done - sent)
                  .count()});
       }
-      next += interval_;
     }
   }
 
@@ -214,7 +226,7 @@ class Readers {
   std::unique_ptr<v1::PoolService::Stub> stub_;
   const std::vector<uint64_t>* const handles_;
   const uint64_t read_bytes_;
-  const Clock::duration interval_;
+  const double mean_think_us_;
   std::atomic<bool> stop_{false};
   std::vector<Result> results_;
   std::vector<std::thread> threads_;
@@ -238,24 +250,116 @@ std::string SummaryJson(const LatencySummary& s) {
       s.count, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.max_ns, s.mean_ns);
 }
 
-const char* PoolName(int pool) {
-  switch (pool) {
-    case v1::POOL_SMALL:
-      return "small";
-    case v1::POOL_MEDIUM:
-      return "medium";
-    case v1::POOL_LARGE:
-      return "large";
-  }
-  return "?";
-}
+// What one round did and measured.
+struct Round {
+  client::LoadSummary fill;
+  v1::FragmentationReport analysis;
+  v1::DefragReport report;
+  // Measured reads of phases A and B, and their windows.
+  std::vector<ReadSample> a, b;
+  Clock::time_point a_start, a_end, b_start, b_end;
+  uint64_t errors = 0;
+  uint64_t corrupt = 0;
+  std::string first_error;
 
-const char* OutcomeName(int outcome) {
-  return v1::PoolDefragReport::Outcome_IsValid(outcome)
-             ? v1::PoolDefragReport::Outcome_Name(
-                   static_cast<v1::PoolDefragReport::Outcome>(outcome))
-                   .c_str()
-             : "?";
+  void Take(const Readers::Result& r) {
+    if (r.errors + r.corrupt > 0 && errors + corrupt == 0) {
+      first_error = r.first_error;
+    }
+    errors += r.errors;
+    corrupt += r.corrupt;
+  }
+};
+
+struct Config {
+  std::string target;
+  client::LoadOptions load;
+  int readers = 4;
+  absl::Duration think;
+  uint64_t read_bytes = 0;
+  absl::Duration baseline;
+  absl::Duration lead;
+};
+
+// One round against the poold at config.target; round `index` counts from 0.
+absl::Status RunRound(const Config& config, int index, Round* round) {
+  std::shared_ptr<grpc::Channel> control = NewChannel(config.target);
+  auto stub = v1::PoolService::NewStub(control);
+
+  // Fill, then fragment.
+  client::LoadOptions load = config.load;
+  load.seed += 7919 * index;
+  absl::StatusOr<client::LoadGenerator> generator =
+      client::LoadGenerator::Create(control, load);
+  if (!generator.ok()) return generator.status();
+  generator->set_progress_callback(
+      [index](const client::LoadProgress& p) {
+        if (p.finished) {
+          std::fprintf(stderr, "round %d: %s %llu blocks in %s\n", index + 1,
+                       p.phase, static_cast<unsigned long long>(p.done),
+                       absl::FormatDuration(p.elapsed).c_str());
+        }
+      },
+      absl::Seconds(5));
+  if (absl::Status s = generator->Run(&round->fill); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("fill: ", s.message()));
+  }
+  const std::vector<uint64_t>& kept = round->fill.kept_handles;
+  if (kept.empty()) return absl::FailedPreconditionError("no block kept");
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::minutes(1));
+    grpc::Status s = stub->AnalyzeFragmentation(
+        &context, v1::AnalyzeFragmentationRequest(), &round->analysis);
+    if (!s.ok()) {
+      return absl::InternalError(
+          absl::StrCat("AnalyzeFragmentation: ", s.error_message()));
+    }
+  }
+
+  // Phase A: no defragmentation.
+  std::fprintf(stderr, "round %d: phase A, reads for %s\n", index + 1,
+               absl::FormatDuration(config.baseline).c_str());
+  {
+    Readers r(config.target, &kept, config.readers, config.think,
+              config.read_bytes, load.seed + 1);
+    // The readers' start-up (threads, first calls) is not measured.
+    absl::SleepFor(absl::Milliseconds(100));
+    round->a_start = Clock::now();
+    absl::SleepFor(config.baseline);
+    round->a_end = Clock::now();
+    Readers::Result result = r.Stop();
+    round->Take(result);
+    round->a = std::move(result.samples);
+  }
+
+  // Phase B: the same reads during one defragmentation of every pool.
+  std::fprintf(stderr,
+               "round %d: phase B, reads during "
+               "TriggerDefragmentation\n",
+               index + 1);
+  grpc::Status defrag_status;
+  {
+    Readers r(config.target, &kept, config.readers, config.think,
+              config.read_bytes, load.seed + 2);
+    absl::SleepFor(config.lead);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::minutes(10));
+    round->b_start = Clock::now();
+    defrag_status = stub->TriggerDefragmentation(
+        &context, v1::TriggerDefragmentationRequest(), &round->report);
+    round->b_end = Clock::now();
+    Readers::Result result = r.Stop();
+    round->Take(result);
+    round->b = std::move(result.samples);
+  }
+  if (!defrag_status.ok()) {
+    return absl::InternalError(absl::StrCat("TriggerDefragmentation: ",
+                                            defrag_status.error_message()));
+  }
+  return absl::OkStatus();
 }
 
 int Main() {
@@ -271,15 +375,27 @@ int Main() {
   }
   const uint64_t fill_bytes =
       static_cast<uint64_t>(absl::GetFlag(FLAGS_fill_mib)) << 20;
-  const int readers = absl::GetFlag(FLAGS_readers);
-  const double read_rate = absl::GetFlag(FLAGS_read_rate);
-  const absl::Duration baseline =
-      absl::Seconds(absl::GetFlag(FLAGS_baseline_seconds));
-  if (fill_bytes == 0 || readers < 1 || read_rate <= 0 ||
-      baseline <= absl::ZeroDuration()) {
+  const int rounds = absl::GetFlag(FLAGS_rounds);
+  Config config;
+  config.load.count = static_cast<uint64_t>(fill_bytes / mean_size) + 1;
+  config.load.sizes = *sizes;
+  config.load.free_fraction = absl::GetFlag(FLAGS_free_fraction);
+  config.load.concurrency = absl::GetFlag(FLAGS_fill_concurrency);
+  config.load.seed = absl::GetFlag(FLAGS_seed);
+  config.load.timeout = absl::Minutes(1);
+  config.readers = absl::GetFlag(FLAGS_readers);
+  config.think = absl::Microseconds(absl::GetFlag(FLAGS_think_us));
+  config.read_bytes = absl::GetFlag(FLAGS_read_bytes);
+  config.baseline = absl::Seconds(absl::GetFlag(FLAGS_baseline_seconds));
+  config.lead = absl::Seconds(absl::GetFlag(FLAGS_lead_seconds));
+  if (fill_bytes == 0 || rounds < 1 || config.readers < 1 ||
+      config.think < absl::ZeroDuration() ||
+      config.baseline <= absl::ZeroDuration() ||
+      config.lead < absl::ZeroDuration()) {
     std::fprintf(stderr,
-                 "--fill_mib, --readers, --read_rate and --baseline_seconds "
-                 "must be positive\n");
+                 "--fill_mib, --rounds, --readers and --baseline_seconds "
+                 "must be positive, --think_us and --lead_seconds not "
+                 "negative\n");
     return 1;
   }
 
@@ -292,222 +408,178 @@ int Main() {
     std::fprintf(stderr, "%s\n", server.status().ToString().c_str());
     return 1;
   }
-  const std::string target = (*server)->tcp_target();
+  config.target = (*server)->tcp_target();
   const std::string load_before = LoadAverage();
-
-  // Fill, then fragment.
-  client::LoadOptions load;
-  load.count = static_cast<uint64_t>(fill_bytes / mean_size) + 1;
-  load.sizes = *sizes;
-  load.free_fraction = absl::GetFlag(FLAGS_free_fraction);
-  load.concurrency = absl::GetFlag(FLAGS_fill_concurrency);
-  load.seed = absl::GetFlag(FLAGS_seed);
-  load.timeout = absl::Minutes(1);
-  std::shared_ptr<grpc::Channel> control = NewChannel(target);
-  absl::StatusOr<client::LoadGenerator> generator =
-      client::LoadGenerator::Create(control, load);
-  if (!generator.ok()) {
-    std::fprintf(stderr, "%s\n", generator.status().ToString().c_str());
-    return 1;
-  }
-  generator->set_progress_callback(
-      [](const client::LoadProgress& p) {
-        if (p.finished) {
-          std::fprintf(stderr, "%s: %llu blocks in %s\n", p.phase,
-                       static_cast<unsigned long long>(p.done),
-                       absl::FormatDuration(p.elapsed).c_str());
-        }
-      },
-      absl::Seconds(5));
-  client::LoadSummary summary;
-  if (absl::Status s = generator->Run(&summary); !s.ok()) {
-    std::fprintf(stderr, "fill: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  const std::vector<uint64_t>& kept = summary.kept_handles;
-  if (kept.empty()) {
-    std::fprintf(stderr, "fill: no block left to read\n");
-    return 1;
-  }
-
-  auto stub = v1::PoolService::NewStub(control);
-  v1::FragmentationReport analysis;
-  {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::minutes(1));
-    grpc::Status s = stub->AnalyzeFragmentation(
-        &context, v1::AnalyzeFragmentationRequest(), &analysis);
-    if (!s.ok()) {
-      std::fprintf(stderr, "AnalyzeFragmentation: %s\n",
-                   s.error_message().c_str());
+  const absl::Time started = absl::Now();
+  std::vector<Round> results(rounds);
+  for (int i = 0; i < rounds; ++i) {
+    if (absl::Status s = RunRound(config, i, &results[i]); !s.ok()) {
+      std::fprintf(stderr, "round %d: %s\n", i + 1, s.ToString().c_str());
       return 1;
     }
   }
-
-  const uint64_t read_bytes = absl::GetFlag(FLAGS_read_bytes);
-  const uint64_t seed = absl::GetFlag(FLAGS_seed);
-
-  // Phase A: no defragmentation.
-  std::fprintf(stderr, "phase A: reads for %s\n",
-               absl::FormatDuration(baseline).c_str());
-  Readers::Result a;
-  Clock::time_point a_start, a_end;
-  {
-    Readers r(target, &kept, readers, read_rate, read_bytes, seed);
-    // The first interval is the readers' start-up: not measured.
-    absl::SleepFor(absl::Seconds(1.0 / read_rate));
-    a_start = Clock::now();
-    absl::SleepFor(baseline);
-    a_end = Clock::now();
-    a = r.Stop();
-  }
-
-  // Phase B: the same reads during one defragmentation of every pool.
-  std::fprintf(stderr, "phase B: reads during TriggerDefragmentation\n");
-  Readers::Result b;
-  v1::DefragReport report;
-  grpc::Status defrag_status;
-  Clock::time_point b_start, b_end;
-  {
-    Readers r(target, &kept, readers, read_rate, read_bytes, seed + 1000);
-    absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_lead_seconds)));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::minutes(10));
-    b_start = Clock::now();
-    defrag_status = stub->TriggerDefragmentation(
-        &context, v1::TriggerDefragmentationRequest(), &report);
-    b_end = Clock::now();
-    b = r.Stop();
-  }
+  const absl::Duration elapsed = absl::Now() - started;
   const std::string load_after = LoadAverage();
-  control.reset();
-  stub.reset();
   absl::StatusOr<int> exit_code = (*server)->Stop();
-  if (!defrag_status.ok()) {
-    std::fprintf(stderr, "TriggerDefragmentation: %s\n",
-                 defrag_status.error_message().c_str());
-    return 1;
-  }
-
-  std::vector<int64_t> a_lat = LatenciesBetween(a.samples, a_start, a_end);
-  std::vector<int64_t> b_lat = LatenciesBetween(b.samples, b_start, b_end);
-  const LatencySummary sa = Summarize(a_lat);
-  const LatencySummary sb = Summarize(b_lat);
-  const double a_seconds =
-      std::chrono::duration<double>(a_end - a_start).count();
-  const double b_seconds =
-      std::chrono::duration<double>(b_end - b_start).count();
-  const double p99_ratio = sa.p99_ns > 0 ? static_cast<double>(sb.p99_ns) /
-                                               static_cast<double>(sa.p99_ns)
-                                         : 0;
 
   std::printf("pause_bench: %s; poold with default flags%s%s\n",
               MachineDescription().c_str(),
               server_options.extra_flags.empty() ? "" : " but ",
               absl::StrJoin(server_options.extra_flags, " ").c_str());
   std::printf(
-      "fill: %llu blocks of %s (%s) allocated with data, %llu freed at "
-      "random, %llu kept (%s) in %s + %s; load average %s before, %s "
-      "after\n\n",
-      static_cast<unsigned long long>(summary.blocks_allocated),
-      absl::GetFlag(FLAGS_sizes).c_str(), Mib(summary.bytes_allocated).c_str(),
-      static_cast<unsigned long long>(summary.blocks_freed),
-      static_cast<unsigned long long>(kept.size()),
-      Mib(summary.bytes_kept).c_str(),
-      absl::FormatDuration(
-          absl::Trunc(summary.allocate_time, absl::Milliseconds(100)))
-          .c_str(),
-      absl::FormatDuration(
-          absl::Trunc(summary.free_time, absl::Milliseconds(100)))
-          .c_str(),
+      "%d round(s), each: %llu blocks of %s (%s) allocated with data, %.0f%% "
+      "freed at random, %s of reads without defragmentation (A), reads "
+      "during one TriggerDefragmentation (B); took %s; load average %s "
+      "before, %s after\n\n",
+      rounds, static_cast<unsigned long long>(config.load.count),
+      absl::GetFlag(FLAGS_sizes).c_str(), Mib(fill_bytes).c_str(),
+      100 * config.load.free_fraction,
+      absl::FormatDuration(config.baseline).c_str(),
+      absl::FormatDuration(absl::Trunc(elapsed, absl::Seconds(1))).c_str(),
       load_before.c_str(), load_after.c_str());
 
   std::printf(
-      "AnalyzeFragmentation before the defragmentation:\n\n"
-      "| pool | blocks | live | resident | fragmentation | reclaimable | "
-      "projected moves | projected bytes moved | projected reclaimed |\n"
-      "|---|---|---|---|---|---|---|---|---|\n");
-  for (const v1::PoolAnalysis& p : analysis.pools()) {
-    std::printf("| %s | %llu | %s | %s | %s | %s | %llu | %s | %s |\n",
-                PoolName(p.pool()),
-                static_cast<unsigned long long>(p.stats().blocks()),
-                Mib(p.stats().live_bytes()).c_str(),
-                Mib(p.stats().resident_bytes()).c_str(),
-                Percent(p.stats().fragmentation_ratio()).c_str(),
-                Mib(p.stats().reclaimable_bytes()).c_str(),
-                static_cast<unsigned long long>(p.projected_blocks_moved()),
-                Mib(p.projected_bytes_moved()).c_str(),
-                Mib(p.projected_bytes_reclaimed()).c_str());
+      "What AnalyzeFragmentation projected before each defragmentation, and "
+      "what the defragmentation did:\n\n"
+      "| round | fill time | kept | resident | live | fragmentation | "
+      "reclaimable | projected moved | moved | reclaimed | slices | longest "
+      "slice | defrag time | poold RSS |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  bool big_enough = true;
+  bool complete = true;
+  for (int i = 0; i < rounds; ++i) {
+    const Round& r = results[i];
+    const v1::FragmentationStats& total = r.analysis.total();
+    big_enough = big_enough && total.resident_bytes() >= (uint64_t{1} << 30);
+    complete = complete && r.report.complete();
+    std::printf(
+        "| %d | %s + %s | %llu blocks, %s | %s | %s | %s | %s | %llu "
+        "blocks, %s | %llu blocks, %s | %s | %llu | %s | %s%s | %s -> %s |\n",
+        i + 1,
+        absl::FormatDuration(
+            absl::Trunc(r.fill.allocate_time, absl::Milliseconds(100)))
+            .c_str(),
+        absl::FormatDuration(
+            absl::Trunc(r.fill.free_time, absl::Milliseconds(100)))
+            .c_str(),
+        static_cast<unsigned long long>(r.fill.kept_handles.size()),
+        Mib(r.fill.bytes_kept).c_str(), Mib(total.resident_bytes()).c_str(),
+        Mib(total.live_bytes()).c_str(),
+        Percent(total.fragmentation_ratio()).c_str(),
+        Mib(total.reclaimable_bytes()).c_str(),
+        static_cast<unsigned long long>(r.analysis.projected_blocks_moved()),
+        Mib(r.analysis.projected_bytes_moved()).c_str(),
+        static_cast<unsigned long long>(r.report.blocks_moved()),
+        Mib(r.report.bytes_moved()).c_str(),
+        Mib(r.report.bytes_reclaimed()).c_str(),
+        static_cast<unsigned long long>(r.report.slices()),
+        FormatLatency(DurationNs(r.report.max_slice_duration())).c_str(),
+        FormatLatency(DurationNs(r.report.duration())).c_str(),
+        r.report.complete() ? "" : " (INCOMPLETE)",
+        Mib(r.report.rss_before_bytes()).c_str(),
+        Mib(r.report.rss_after_bytes()).c_str());
   }
-  const v1::FragmentationStats& total = analysis.total();
   std::printf(
-      "| total | %llu | %s | %s | %s | %s | %llu | %s | %s |\n\n",
-      static_cast<unsigned long long>(total.blocks()),
-      Mib(total.live_bytes()).c_str(), Mib(total.resident_bytes()).c_str(),
-      Percent(total.fragmentation_ratio()).c_str(),
-      Mib(total.reclaimable_bytes()).c_str(),
-      static_cast<unsigned long long>(analysis.projected_blocks_moved()),
-      Mib(analysis.projected_bytes_moved()).c_str(),
-      Mib(analysis.projected_bytes_reclaimed()).c_str());
-  const bool big_enough = total.resident_bytes() >= (uint64_t{1} << 30);
+      "\nresident, live, fragmentation, reclaimable: all pools (here only "
+      "the medium pool holds blocks); RSS: poold's, from the OS, before and "
+      "after the defragmentation.\n");
   if (!big_enough) {
     std::printf(
-        "NOTE: the pools hold %s, less than the 1 GiB the target asks for "
-        "(raise --fill_mib).\n\n",
-        Mib(total.resident_bytes()).c_str());
+        "NOTE: some round's pools held less than the 1 GiB of fragmented "
+        "data the target asks for (raise --fill_mib).\n");
   }
 
   std::printf(
-      "TriggerDefragmentation (every pool): %s, moved %llu blocks (%s), "
-      "released %llu spans, reclaimed %s; %llu slices, longest %s; took %s; "
-      "poold RSS %s -> %s\n\n",
-      report.complete() ? "complete" : "INCOMPLETE",
-      static_cast<unsigned long long>(report.blocks_moved()),
-      Mib(report.bytes_moved()).c_str(),
-      static_cast<unsigned long long>(report.spans_released()),
-      Mib(report.bytes_reclaimed()).c_str(),
-      static_cast<unsigned long long>(report.slices()),
-      FormatLatency(DurationNs(report.max_slice_duration())).c_str(),
-      FormatLatency(DurationNs(report.duration())).c_str(),
-      Mib(report.rss_before_bytes()).c_str(),
-      Mib(report.rss_after_bytes()).c_str());
-  for (const v1::PoolDefragReport& p : report.pools()) {
-    std::printf("- %s: %s%s%s; moved %s, reclaimed %s, %s\n",
-                PoolName(p.pool()), OutcomeName(p.outcome()),
-                p.reason().empty() ? "" : " ", p.reason().c_str(),
-                Mib(p.bytes_moved()).c_str(), Mib(p.bytes_reclaimed()).c_str(),
-                FormatLatency(DurationNs(p.duration())).c_str());
-  }
-
-  std::printf(
-      "\nReads: %d readers x %.0f reads/s, paced (latency from the scheduled "
-      "send when a slow read made the reader late), %s\n\n",
-      readers, read_rate,
-      read_bytes == 0 ? "whole blocks"
-                      : absl::StrCat(read_bytes, " bytes each").c_str());
+      "\nReads: %d closed-loop readers, random think time (mean %s) between "
+      "an answer and the next read, %s, over one TCP connection; B counts "
+      "the reads sent between the TriggerDefragmentation request and its "
+      "answer.\n\n",
+      config.readers, absl::FormatDuration(config.think).c_str(),
+      config.read_bytes == 0
+          ? "whole blocks"
+          : absl::StrCat(config.read_bytes, " bytes each").c_str());
   std::printf(
       "| reads | window | reads | p50 | p90 | p99 | p99.9 | max |\n"
       "|---|---|---|---|---|---|---|---|\n");
-  const auto row = [](const char* name, double seconds,
+  const auto row = [](const std::string& name, double seconds,
                       const LatencySummary& s) {
     std::printf(
-        "| %s | %.2f s | %llu | %s | %s | %s | %s | %s |\n", name, seconds,
-        static_cast<unsigned long long>(s.count),
+        "| %s | %.2f s | %llu | %s | %s | %s | %s | %s |\n", name.c_str(),
+        seconds, static_cast<unsigned long long>(s.count),
         FormatLatency(s.p50_ns).c_str(), FormatLatency(s.p90_ns).c_str(),
         FormatLatency(s.p99_ns).c_str(), FormatLatency(s.p999_ns).c_str(),
         FormatLatency(s.max_ns).c_str());
   };
-  row("A: no defragmentation", a_seconds, sa);
-  row("B: during TriggerDefragmentation", b_seconds, sb);
-  std::printf("\np99 during / p99 without = %.2f; target <= 2: %s\n", p99_ratio,
-              p99_ratio <= 2.0 ? "met" : "MISSED");
-  const uint64_t errors = a.errors + b.errors;
-  const uint64_t corrupt = a.corrupt + b.corrupt;
-  std::printf("failed reads: %llu; reads with wrong bytes: %llu\n",
+  const auto seconds = [](Clock::time_point from, Clock::time_point to) {
+    return std::chrono::duration<double>(to - from).count();
+  };
+  std::vector<int64_t> all_a, all_b;
+  double a_seconds = 0, b_seconds = 0;
+  std::string rounds_json;
+  uint64_t errors = 0, corrupt = 0;
+  std::string first_error;
+  for (int i = 0; i < rounds; ++i) {
+    Round& r = results[i];
+    std::vector<int64_t> a = LatenciesBetween(r.a, r.a_start, r.a_end);
+    std::vector<int64_t> b = LatenciesBetween(r.b, r.b_start, r.b_end);
+    all_a.insert(all_a.end(), a.begin(), a.end());
+    all_b.insert(all_b.end(), b.begin(), b.end());
+    a_seconds += seconds(r.a_start, r.a_end);
+    b_seconds += seconds(r.b_start, r.b_end);
+    const LatencySummary sa = Summarize(a);
+    const LatencySummary sb = Summarize(b);
+    if (rounds > 1) {
+      row(absl::StrCat("round ", i + 1, " A: no defragmentation"),
+          seconds(r.a_start, r.a_end), sa);
+      row(absl::StrCat("round ", i + 1, " B: during defragmentation"),
+          seconds(r.b_start, r.b_end), sb);
+    }
+    if (r.errors + r.corrupt > 0 && errors + corrupt == 0) {
+      first_error = r.first_error;
+    }
+    errors += r.errors;
+    corrupt += r.corrupt;
+    const v1::FragmentationStats& total = r.analysis.total();
+    absl::StrAppendFormat(
+        &rounds_json,
+        "%s  {\"blocks_allocated\": %d, \"bytes_allocated\": %d, "
+        "\"blocks_kept\": %d, \"bytes_kept\": %d, \"resident_bytes\": %d, "
+        "\"live_bytes\": %d, \"reclaimable_bytes\": %d, "
+        "\"projected_bytes_moved\": %d, \"defrag\": {\"complete\": %s, "
+        "\"bytes_moved\": %d, \"blocks_moved\": %d, \"bytes_reclaimed\": %d, "
+        "\"slices\": %d, \"max_slice_ns\": %d, \"duration_ns\": %d, "
+        "\"rss_before\": %d, \"rss_after\": %d},\n   \"a\": %s,\n   \"b\": "
+        "%s}",
+        i == 0 ? "" : ",\n", r.fill.blocks_allocated, r.fill.bytes_allocated,
+        r.fill.kept_handles.size(), r.fill.bytes_kept, total.resident_bytes(),
+        total.live_bytes(), total.reclaimable_bytes(),
+        r.analysis.projected_bytes_moved(),
+        r.report.complete() ? "true" : "false", r.report.bytes_moved(),
+        r.report.blocks_moved(), r.report.bytes_reclaimed(), r.report.slices(),
+        DurationNs(r.report.max_slice_duration()),
+        DurationNs(r.report.duration()), r.report.rss_before_bytes(),
+        r.report.rss_after_bytes(), SummaryJson(sa), SummaryJson(sb));
+  }
+  const LatencySummary sa = Summarize(all_a);
+  const LatencySummary sb = Summarize(all_b);
+  row(rounds > 1 ? "**A: no defragmentation, all rounds**"
+                 : "A: no defragmentation",
+      a_seconds, sa);
+  row(rounds > 1 ? "**B: during defragmentation, all rounds**"
+                 : "B: during defragmentation",
+      b_seconds, sb);
+  const double p99_ratio = sa.p99_ns > 0 ? static_cast<double>(sb.p99_ns) /
+                                               static_cast<double>(sa.p99_ns)
+                                         : 0;
+  std::printf(
+      "\np99 during / p99 without defragmentation = %s / %s = %.2f; target "
+      "<= 2: %s\n",
+      FormatLatency(sb.p99_ns).c_str(), FormatLatency(sa.p99_ns).c_str(),
+      p99_ratio, p99_ratio <= 2.0 ? "met" : "MISSED");
+  std::printf("failed reads: %llu; reads with wrong bytes: %llu%s\n",
               static_cast<unsigned long long>(errors),
-              static_cast<unsigned long long>(corrupt));
+              static_cast<unsigned long long>(corrupt),
+              complete ? "" : "; a defragmentation was INCOMPLETE");
   if (!exit_code.ok() || *exit_code != 0) {
     std::fprintf(stderr, "poold did not stop cleanly: %s\n",
                  exit_code.ok() ? absl::StrCat("exit code ", *exit_code).c_str()
@@ -517,28 +589,39 @@ int Main() {
   const std::string json_path = absl::GetFlag(FLAGS_json);
   if (!json_path.empty()) {
     std::ofstream(json_path) << absl::StrFormat(
-        "{\"fill_bytes\": %d, \"blocks_allocated\": %d, \"blocks_kept\": %d, "
-        "\"bytes_kept\": %d, \"resident_bytes\": %d, \"live_bytes\": %d, "
-        "\"reclaimable_bytes\": %d, \"projected_bytes_moved\": %d, "
-        "\"defrag\": {\"complete\": %s, \"bytes_moved\": %d, "
-        "\"blocks_moved\": %d, \"bytes_reclaimed\": %d, \"slices\": %d, "
-        "\"max_slice_ns\": %d, \"duration_ns\": %d, \"rss_before\": %d, "
-        "\"rss_after\": %d},\n \"readers\": %d, \"read_rate\": %.1f, "
-        "\"read_bytes\": %d,\n \"a\": %s,\n \"b\": %s,\n \"p99_ratio\": %.4f, "
-        "\"errors\": %d, \"corrupt\": %d}\n",
-        summary.bytes_allocated, summary.blocks_allocated, kept.size(),
-        summary.bytes_kept, total.resident_bytes(), total.live_bytes(),
-        total.reclaimable_bytes(), analysis.projected_bytes_moved(),
-        report.complete() ? "true" : "false", report.bytes_moved(),
-        report.blocks_moved(), report.bytes_reclaimed(), report.slices(),
-        DurationNs(report.max_slice_duration()), DurationNs(report.duration()),
-        report.rss_before_bytes(), report.rss_after_bytes(), readers, read_rate,
-        read_bytes, SummaryJson(sa), SummaryJson(sb), p99_ratio, errors,
-        corrupt);
+        "{\"fill_bytes\": %d, \"sizes\": \"%s\", \"free_fraction\": %.3f, "
+        "\"readers\": %d, \"think_us\": %.1f, \"read_bytes\": %d,\n"
+        " \"rounds\": [\n%s],\n \"a\": %s,\n \"b\": %s,\n"
+        " \"p99_ratio\": %.4f, \"errors\": %d, \"corrupt\": %d}\n",
+        fill_bytes, absl::GetFlag(FLAGS_sizes), config.load.free_fraction,
+        config.readers, absl::ToDoubleMicroseconds(config.think),
+        config.read_bytes, rounds_json, SummaryJson(sa), SummaryJson(sb),
+        p99_ratio, errors, corrupt);
   }
-  if (errors + corrupt > 0) {
+  const std::string csv_path = absl::GetFlag(FLAGS_samples_csv);
+  if (!csv_path.empty()) {
+    std::ofstream csv(csv_path);
+    csv << "round,phase,sent_ms,latency_us\n";
+    const auto write = [&csv](int round, const char* phase,
+                              const std::vector<ReadSample>& samples,
+                              Clock::time_point from, Clock::time_point to) {
+      for (const ReadSample& s : samples) {
+        if (s.sent < from || s.sent > to) continue;
+        csv << round << "," << phase << ","
+            << std::chrono::duration<double, std::milli>(s.sent - from).count()
+            << "," << s.latency_ns / 1000.0 << "\n";
+      }
+    };
+    for (int i = 0; i < rounds; ++i) {
+      const Round& r = results[i];
+      write(i + 1, "A", r.a, r.a_start, r.a_end);
+      write(i + 1, "B", r.b, r.b_start, r.b_end);
+    }
+  }
+  if (errors + corrupt > 0 || !complete) {
     std::fprintf(stderr, "pause_bench: %s\n",
-                 (a.errors + a.corrupt > 0 ? a : b).first_error.c_str());
+                 first_error.empty() ? "a defragmentation was incomplete"
+                                     : first_error.c_str());
     return 1;
   }
   return 0;
