@@ -49,11 +49,14 @@ absl::StatusOr<std::unique_ptr<PoolSet>> PoolSet::Create(
 
   SlabPoolOptions medium;
   medium.pool = PoolKind::kMedium;
-  medium.span_bytes = 1 << 20;
-  medium.spans_per_chunk = 64;  // 64 MiB chunks
+  // Small spans keep the partly used span of each class small; a span
+  // commits only the pages its class uses, so big slots that divide
+  // 256 KiB badly waste address space, not memory.
+  medium.span_bytes = 256 << 10;
+  medium.spans_per_chunk = 64;  // 16 MiB chunks
   medium.max_spans = 1u << 20;
   medium.retained_bytes = options.medium_retained_bytes;
-  // 64 KiB slots in 1 MiB spans: an in-span bitmap would cost a slot.
+  // 64 KiB slots in 256 KiB spans: an in-span bitmap would cost a slot.
   medium.bitmap_in_span = false;
   medium.max_handles = 1u << 26;
   medium.handle_key = key;

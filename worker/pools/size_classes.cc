@@ -4,6 +4,7 @@
 #include <bit>
 
 #include "glog/logging.h"
+#include "worker/pools/os_memory.h"
 
 namespace poold::pools {
 namespace {
@@ -34,6 +35,8 @@ SizeClass MakeClass(uint64_t slot_bytes, uint64_t span_bytes,
   CHECK_GT(slots, 0u) << "span too small for slot " << slot_bytes;
   c.slots = static_cast<uint32_t>(slots);
   c.bitmap_words = WordsFor(slots);
+  c.committed_bytes = static_cast<uint32_t>(
+      OsMemory::RoundUpToPage(c.header_bytes + slots * slot_bytes));
   // ceil(2^32 * 8 / slots): exact for live * 8 < 2^32 / slots * slots.
   c.bucket_multiplier = ((uint64_t{8} << 32) + slots - 1) / slots;
   return c;

@@ -25,6 +25,11 @@ struct SizeClass {
   uint32_t header_bytes = 0;
   // 64-bit words of the occupancy bitmap.
   uint32_t bitmap_words = 0;
+  // Bytes of a span this class uses (header and slots, rounded up to a
+  // page). Only these are committed; the tail of the span stays untouched
+  // address space, so a slot size that divides the span badly wastes no
+  // memory.
+  uint32_t committed_bytes = 0;
   // floor(live * 8 / slots) == (live * bucket_multiplier) >> 32 for every
   // live < slots: the fullness eighth of a span without a division.
   uint64_t bucket_multiplier = 0;

@@ -82,6 +82,7 @@ void SlabPool::PushDirty(uint32_t id) {
   dirty_head_ = id + 1;
   if (dirty_tail_ == 0) dirty_tail_ = id + 1;
   ++dirty_spans_;
+  dirty_bytes_ += Committed(span.class_index);
 }
 
 void SlabPool::RemoveDirty(uint32_t id) {
@@ -99,6 +100,7 @@ void SlabPool::RemoveDirty(uint32_t id) {
   }
   span.prev = span.next = 0;
   --dirty_spans_;
+  dirty_bytes_ -= Committed(span.class_index);
 }
 
 uint8_t SlabPool::ActiveListFor(const Span& span) const {
@@ -127,11 +129,15 @@ uint32_t SlabPool::FindAllocSpan(uint32_t class_index) const {
   return kNoSpan;
 }
 
-uint64_t SlabPool::NewSpanGrowthBytes() const {
-  if (dirty_spans_ > 0) return 0;
-  if (clean_.Lowest().has_value()) return options_.span_bytes;
+uint64_t SlabPool::NewSpanGrowthBytes(uint32_t class_index) const {
+  const uint64_t committed = Committed(class_index);
+  if (dirty_head_ != 0) {
+    const uint64_t cached = Committed(spans_[dirty_head_ - 1].class_index);
+    return committed > cached ? committed - cached : 0;
+  }
+  if (clean_.Lowest().has_value()) return committed;
   const size_t spans = size_t{chunk_slots_used_ + 1} * options_.spans_per_chunk;
-  uint64_t bytes = options_.span_bytes + spans_.GrowthBytes(spans) +
+  uint64_t bytes = committed + spans_.GrowthBytes(spans) +
                    chunks_.GrowthBytes(chunk_slots_used_ + 1);
   if (!options_.bitmap_in_span) {
     bytes += side_bitmaps_.GrowthBytes(spans * classes_->max_bitmap_words());
@@ -187,9 +193,17 @@ void SlabPool::UnmapChunk(uint32_t chunk) {
 
 absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
   uint32_t id;
+  const uint64_t committed = Committed(class_index);
   if (dirty_head_ != 0) {
     id = dirty_head_ - 1;  // still resident: no page faults
     RemoveDirty(id);
+    // Resize the committed part to what the new class uses.
+    const uint64_t cached = Committed(spans_[id].class_index);
+    if (cached > committed) {
+      OsMemory::Purge(SpanBase(id) + committed, cached - committed);
+    } else if (committed > cached) {
+      OsMemory::Commit(SpanBase(id) + cached, committed - cached);
+    }
   } else {
     std::optional<size_t> clean = clean_.Lowest();
     if (!clean.has_value()) {
@@ -199,8 +213,9 @@ absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
     }
     id = static_cast<uint32_t>(*clean);
     clean_.Erase(id);
-    // Commit the whole span now, so resident memory is what we count.
-    OsMemory::Commit(SpanBase(id), options_.span_bytes);
+    // Commit the class's part of the span now, so resident memory is what
+    // we count.
+    OsMemory::Commit(SpanBase(id), committed);
     ++chunks_[id / options_.spans_per_chunk].in_use;
   }
   const SizeClass& c = classes_->Get(class_index);
@@ -243,10 +258,11 @@ absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
   const SizeClass& c = classes_->Get(class_index);
   uint32_t id = FindAllocSpan(class_index);
   // Without a memory limit there is nothing to check.
-  const uint64_t growth = headroom == UINT64_MAX
-                              ? 0
-                              : handles_.InsertGrowthBytes() +
-                                    (id == kNoSpan ? NewSpanGrowthBytes() : 0);
+  const uint64_t growth =
+      headroom == UINT64_MAX
+          ? 0
+          : handles_.InsertGrowthBytes() +
+                (id == kNoSpan ? NewSpanGrowthBytes(class_index) : 0);
   if (growth > headroom) {
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating ", size, " bytes needs ", growth,
@@ -331,8 +347,7 @@ void SlabPool::RetireSpan(uint32_t id) {
 }
 
 void SlabPool::TrimCachedSpans() {
-  while (uint64_t{dirty_spans_} * options_.span_bytes >
-         options_.retained_bytes) {
+  while (dirty_bytes_ > options_.retained_bytes) {
     const uint32_t oldest = dirty_tail_ - 1;
     RemoveDirty(oldest);
     PurgeSpan(oldest);
@@ -361,9 +376,9 @@ uint64_t SlabPool::PurgeStaleCachedSpans(absl::Time now, absl::Duration age) {
   // The list's tail is the span cached longest ago.
   while (dirty_tail_ != 0 && now_ms - spans_[dirty_tail_ - 1].hint >= age_ms) {
     const uint32_t oldest = dirty_tail_ - 1;
+    released += Committed(spans_[oldest].class_index);
     RemoveDirty(oldest);
     PurgeSpan(oldest);
-    released += options_.span_bytes;
   }
   return released;
 }
@@ -401,9 +416,10 @@ bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
 }
 
 uint64_t SlabPool::PurgeCaches() {
+  const uint64_t cached = dirty_bytes_;
   uint64_t spans = 0;
   PurgeCachedSpans(absl::InfiniteFuture(), &spans);
-  return spans * options_.span_bytes + handles_.ReleaseEmptyPages();
+  return cached + handles_.ReleaseEmptyPages();
 }
 
 uint64_t SlabPool::SideMetadataBytes() const {
@@ -414,9 +430,11 @@ uint64_t SlabPool::SideMetadataBytes() const {
 }
 
 uint64_t SlabPool::resident_bytes() const {
-  uint64_t spans = dirty_spans_;
-  for (const ClassCounters& counters : counters_) spans += counters.spans;
-  return spans * options_.span_bytes + SideMetadataBytes();
+  uint64_t bytes = dirty_bytes_;
+  for (uint32_t i = 0; i < counters_.size(); ++i) {
+    bytes += uint64_t{counters_[i].spans} * Committed(i);
+  }
+  return bytes + SideMetadataBytes();
 }
 
 PoolStats SlabPool::Stats(bool include_classes) const {
@@ -438,10 +456,10 @@ PoolStats SlabPool::Stats(bool include_classes) const {
         (uint64_t{counters.spans} * c.slots - counters.blocks) * c.slot_bytes;
     s.metadata_bytes = uint64_t{counters.spans} * c.header_bytes +
                        counters.blocks * sizeof(uint64_t);
-    s.resident_bytes = uint64_t{counters.spans} * options_.span_bytes +
+    s.resident_bytes = uint64_t{counters.spans} * c.committed_bytes +
                        counters.blocks * sizeof(uint64_t);
     const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
-    s.reclaimable_bytes = (counters.spans - needed) * options_.span_bytes;
+    s.reclaimable_bytes = (counters.spans - needed) * c.committed_bytes;
     header_bytes += uint64_t{counters.spans} * c.header_bytes;
     pool.live_bytes += s.live_bytes;
     pool.blocks += s.blocks;
@@ -455,8 +473,7 @@ PoolStats SlabPool::Stats(bool include_classes) const {
   pool.empty_spans = dirty_spans_;
   pool.metadata_bytes = SideMetadataBytes() + header_bytes;
   pool.resident_bytes = resident_bytes();
-  pool.reclaimable_bytes += uint64_t{dirty_spans_} * options_.span_bytes +
-                            handles_.empty_page_bytes();
+  pool.reclaimable_bytes += dirty_bytes_ + handles_.empty_page_bytes();
   return result;
 }
 

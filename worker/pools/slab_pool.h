@@ -4,6 +4,10 @@
 // small pool, in a side array in the medium pool) and a 20-byte record; per
 // block, one 8-byte handle-table entry naming its span, slot and exact size.
 //
+// A span commits only the pages its class uses (header and slots); the rest
+// of it stays untouched address space, so classes that divide the span badly
+// waste no memory and spans can be small.
+//
 // Policy: allocation takes the fullest non-full span of the class (spans are
 // kept in eighths of fullness); a span that empties goes to a free-span cache
 // shared by all classes (most recently freed first); beyond the retained
@@ -177,8 +181,12 @@ class SlabPool {
   // The span the next block of the class goes to (fullest non-full, not
   // evacuating), or kNoSpan.
   uint32_t FindAllocSpan(uint32_t class_index) const;
-  // Bytes a new span would add to resident memory now.
-  uint64_t NewSpanGrowthBytes() const;
+  // Bytes a new span for the class would add to resident memory now.
+  uint64_t NewSpanGrowthBytes(uint32_t class_index) const;
+  // Committed bytes of a span of the class.
+  uint64_t Committed(uint32_t class_index) const {
+    return classes_->Get(class_index).committed_bytes;
+  }
   // Takes a span for the class (cache, purged span, new chunk).
   absl::StatusOr<uint32_t> NewSpan(uint32_t class_index);
   absl::Status MapChunk();
@@ -214,6 +222,7 @@ class SlabPool {
   uint32_t dirty_head_ = 0;  // span id + 1; most recently freed first
   uint32_t dirty_tail_ = 0;
   uint32_t dirty_spans_ = 0;
+  uint64_t dirty_bytes_ = 0;  // committed bytes of the cached spans
   uint32_t chunks_mapped_ = 0;
   uint32_t chunk_slots_used_ = 0;
   ReservedArray<Span> spans_;
