@@ -20,7 +20,7 @@
 // before, on the same connections).
 //
 //   service_bench [--server=PATH] [--transports=tcp,unix] [--streams=1,8,64]
-//                 [--seconds=1.5] [--warmup_seconds=0.5] [--rounds=3]
+//                 [--seconds=1] [--warmup_seconds=0.3] [--rounds=5]
 //                 [--json=FILE]
 //
 // Prints a Markdown table; exits 1 if any call failed.
@@ -61,10 +61,10 @@ ABSL_FLAG(std::vector<std::string>, transports,
 ABSL_FLAG(std::vector<std::string>, streams,
           std::vector<std::string>({"1", "8", "64"}),
           "Numbers of concurrent client streams (calls in flight).");
-ABSL_FLAG(double, seconds, 1.5, "Measured time of each phase, in seconds.");
-ABSL_FLAG(double, warmup_seconds, 0.5,
+ABSL_FLAG(double, seconds, 1, "Measured time of each phase, in seconds.");
+ABSL_FLAG(double, warmup_seconds, 0.3,
           "Unmeasured time at the start of each phase, in seconds.");
-ABSL_FLAG(int, rounds, 3, "Times the whole sequence runs.");
+ABSL_FLAG(int, rounds, 5, "Times the whole sequence runs.");
 ABSL_FLAG(int, streams_per_channel, 8,
           "Streams sharing one channel (one connection each).");
 ABSL_FLAG(int, payload_bytes, 100,
@@ -329,6 +329,12 @@ class Phase::Stream {
 };
 
 PhaseResult Phase::Run() {
+  if (config_.rpc == Rpc::kRead && handles_->empty()) {
+    PhaseResult result;
+    result.errors = 1;
+    result.first_error = "no block to read: the Allocate phase allocated none";
+    return result;
+  }
   payload_.assign(config_.payload_bytes, 'd');
   const bool unbounded = config_.measure == absl::InfiniteDuration();
   const Clock::time_point start = Clock::now();

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Runs poold's whole benchmark suite (issue 7, docs/PERFORMANCE.md) and
+# writes every table into one folder, printing them as well:
+#
+#   1. fragmentation workloads W1..W8: run_fragmentation.py (engine, glibc,
+#      jemalloc)                        -> fragmentation.md/.json/.png
+#   2. engine fast path + compaction: engine_bench (Google Benchmark)
+#                                       -> engine_bench.txt/.json
+#   3. service cost: service_bench      -> service.md/.json
+#   4. pause: pause_bench               -> pause.md/.json
+#   plus machine.txt (nproc, CPU model, kernel, load before and after).
+#
+#   tests/bench/run_all.sh [--build DIR] [--out DIR] [--only LIST]
+#
+# --build: a build folder with the benchmarks built (default build; e.g.
+#   cmake -S . -B build -G Ninja && ninja -C build engine_bench frag_bench
+#   service_bench pause_bench). --out: where the results go (default
+#   bench-results). --only: a comma-separated subset of frag,engine,service,
+#   pause.
+#
+# Scales (environment variables; with the defaults the suite takes about
+# 13 minutes on 2 busy cores, most of it the fragmentation workloads):
+#   FRAG_SCALE=0.25           run_fragmentation.py --scale (1.0 = 2 GiB per
+#                             phase, 400 MiB live)
+#   ENGINE_MIN_TIME=0.5       engine_bench --benchmark_min_time (seconds)
+#   SERVICE_ROUNDS=5          service_bench --rounds
+#   SERVICE_SECONDS=1         service_bench --seconds (per phase)
+#   SERVICE_STREAMS=1,8,64    service_bench --streams
+#   PAUSE_FILL_MIB=1024       pause_bench --fill_mib (per round)
+#   PAUSE_ROUNDS=3            pause_bench --rounds
+#   PAUSE_BASELINE_SECONDS=3  pause_bench --baseline_seconds (per round)
+#   PYTHON=/usr/bin/python3   Debian's Python, which has python3-matplotlib
+#                             for the plot (a pyenv python3 may not)
+set -euo pipefail
+
+build=build
+out=bench-results
+only=frag,engine,service,pause
+while (($# > 0)); do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --build=*) build="${1#*=}"; shift ;;
+    --out) out="$2"; shift 2 ;;
+    --out=*) out="${1#*=}"; shift ;;
+    --only) only="$2"; shift 2 ;;
+    --only=*) only="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run_all.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
+  esac
+done
+
+: "${FRAG_SCALE:=0.25}"
+: "${ENGINE_MIN_TIME:=0.5}"
+: "${SERVICE_ROUNDS:=5}"
+: "${SERVICE_SECONDS:=1}"
+: "${SERVICE_STREAMS:=1,8,64}"
+: "${PAUSE_FILL_MIB:=1024}"
+: "${PAUSE_ROUNDS:=3}"
+: "${PAUSE_BASELINE_SECONDS:=3}"
+: "${PYTHON:=/usr/bin/python3}"
+
+here="$(cd "$(dirname "$0")" && pwd)"
+bench="${build}/tests/bench"
+wanted() { [[ ",${only}," == *",$1,"* ]]; }
+
+missing=()
+wanted frag && [[ ! -x "${bench}/frag_bench" ]] && missing+=(frag_bench)
+wanted engine && [[ ! -x "${bench}/engine_bench" ]] && missing+=(engine_bench)
+wanted service && [[ ! -x "${bench}/service_bench" ]] && missing+=(service_bench)
+wanted pause && [[ ! -x "${bench}/pause_bench" ]] && missing+=(pause_bench)
+if ((${#missing[@]} > 0)); then
+  echo "run_all.sh: not built in ${build}: ${missing[*]}" >&2
+  echo "  build them: ninja -C ${build} ${missing[*]}" >&2
+  exit 1
+fi
+
+mkdir -p "${out}"
+started=$(date +%s)
+
+# Prints a heading, runs the command with its stdout into the file and on
+# the terminal, and says how long it took.
+step() {
+  local title="$1" file="$2"
+  shift 2
+  local t0
+  t0=$(date +%s)
+  printf '\n## %s\n\n' "${title}"
+  "$@" | tee "${out}/${file}"
+  printf '\n(%s: %d s, load average now %s)\n' "${title}" \
+    $(($(date +%s) - t0)) "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git -C "${here}" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
+  echo "kernel: $(uname -sr)"
+  echo "build: ${build} ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "${build}/CMakeCache.txt" 2>/dev/null))"
+  echo "uptime before: $(uptime)"
+  echo "scales: FRAG_SCALE=${FRAG_SCALE} ENGINE_MIN_TIME=${ENGINE_MIN_TIME}" \
+    "SERVICE_ROUNDS=${SERVICE_ROUNDS} SERVICE_SECONDS=${SERVICE_SECONDS}" \
+    "SERVICE_STREAMS=${SERVICE_STREAMS} PAUSE_FILL_MIB=${PAUSE_FILL_MIB}" \
+    "PAUSE_ROUNDS=${PAUSE_ROUNDS} PAUSE_BASELINE_SECONDS=${PAUSE_BASELINE_SECONDS}"
+} > "${out}/machine.txt"
+cat "${out}/machine.txt"
+
+if wanted frag; then
+  plot=(--plot "${out}/fragmentation.png")
+  if ! "${PYTHON}" -c 'import matplotlib' 2>/dev/null; then
+    echo "run_all.sh: ${PYTHON} has no matplotlib (Debian: python3-matplotlib);" \
+      "no plot" >&2
+    plot=()
+  fi
+  step "1. Fragmentation workloads (scale ${FRAG_SCALE})" fragmentation.md \
+    "${PYTHON}" "${here}/run_fragmentation.py" --build "${build}" \
+    --scale "${FRAG_SCALE}" --json "${out}/fragmentation.json" "${plot[@]}"
+fi
+
+if wanted engine; then
+  step "2. Engine fast path and compaction" engine_bench.txt \
+    "${bench}/engine_bench" --benchmark_min_time="${ENGINE_MIN_TIME}" \
+    --benchmark_out="${out}/engine_bench.json" --benchmark_out_format=json
+fi
+
+if wanted service; then
+  step "3. Service cost" service.md \
+    "${bench}/service_bench" --rounds="${SERVICE_ROUNDS}" \
+    --seconds="${SERVICE_SECONDS}" --streams="${SERVICE_STREAMS}" \
+    --json="${out}/service.json"
+fi
+
+if wanted pause; then
+  step "4. Pause" pause.md \
+    "${bench}/pause_bench" --fill_mib="${PAUSE_FILL_MIB}" \
+    --rounds="${PAUSE_ROUNDS}" --baseline_seconds="${PAUSE_BASELINE_SECONDS}" \
+    --json="${out}/pause.json" --samples_csv="${out}/pause_samples.csv"
+fi
+
+echo "uptime after: $(uptime)" >> "${out}/machine.txt"
+printf '\nrun_all.sh: %d s in all; results in %s\n' \
+  $(($(date +%s) - started)) "${out}"
