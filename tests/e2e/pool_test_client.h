@@ -87,7 +87,8 @@ class PoolTestClient {
 
   // Allocates every block of `blocks` (seed and size set) with its
   // contents, at most `window` calls in flight, and fills in handle and
-  // pool. Fails with the first error.
+  // pool. Returns the first error; then no more calls start, the calls in
+  // flight finish, and blocks not allocated keep handle 0.
   absl::Status AllocateAll(std::vector<TestBlock>& blocks, int window);
 
   // Frees every handle, at most `window` calls in flight.
