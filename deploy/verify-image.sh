@@ -673,6 +673,10 @@ main() {
     fi
   done
   if [[ "$(id -u)" -ne 0 ]]; then fail "run as root (buildah vfs, namespaces)"; fi
+  # One run at a time: runs share the working containers, cgroups and WORK.
+  mkdir -p "${WORK}"
+  exec 9>"${WORK}/lock"
+  flock -n 9 || fail "another verify-image.sh is running (${WORK}/lock)"
   for step in "${steps[@]}"; do run_step "${step}"; done
   echo
   echo "verify-image: all passed: ${steps[*]} (${SECONDS} s)"
