@@ -8,8 +8,10 @@
 #include <cmath>
 #include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
@@ -49,6 +51,25 @@ std::string FormatLatency(int64_t ns) {
 std::string FormatRate(double per_second) {
   if (per_second >= 1e6) return absl::StrFormat("%.2f M", per_second / 1e6);
   return absl::StrFormat("%.0f", per_second);
+}
+
+int64_t ProcessCpuNanos(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text;
+  if (!std::getline(in, text)) return -1;
+  // Fields after the command name, which is in parentheses and may hold
+  // spaces: state is field 3, utime 14, stime 15.
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(text.substr(paren + 1));
+  std::string field;
+  int64_t utime = -1, stime = -1;
+  for (int i = 3; i <= 15 && (fields >> field); ++i) {
+    if (i == 14 && !absl::SimpleAtoi(field, &utime)) return -1;
+    if (i == 15 && !absl::SimpleAtoi(field, &stime)) return -1;
+  }
+  if (utime < 0 || stime < 0) return -1;
+  return (utime + stime) * (int64_t{1000000000} / sysconf(_SC_CLK_TCK));
 }
 
 std::string LoadAverage() {

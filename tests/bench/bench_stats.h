@@ -34,6 +34,11 @@ std::string FormatLatency(int64_t ns);
 // "12345", "1.23 M": a rate in calls per second.
 std::string FormatRate(double per_second);
 
+// CPU time (user + system) that process `pid` used so far, threads that
+// exited included, from /proc/<pid>/stat (clock-tick resolution, usually
+// 10 ms); -1 when unreadable.
+int64_t ProcessCpuNanos(int pid);
+
 // The load averages of /proc/loadavg ("5.69 8.02 8.22"), "?" if unreadable.
 std::string LoadAverage();
 

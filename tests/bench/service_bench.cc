@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -138,6 +139,9 @@ struct PhaseResult {
   // out of blocks).
   double window_seconds = 0;
   std::vector<int64_t> latencies_ns;
+  // CPU time the server used during the nominal measured window; -1 when
+  // unknown.
+  int64_t server_cpu_ns = -1;
   uint64_t errors = 0;
   std::string first_error;
 };
@@ -155,6 +159,8 @@ class Phase {
     // clean-up of the blocks a Free phase did not reach).
     absl::Duration measure;
     int payload_bytes = 100;
+    // The server's process id, to measure its CPU time; 0: do not.
+    int server_pid = 0;
   };
 
   // `connections` must hold ceil(streams / streams_per_channel) entries.
@@ -351,9 +357,19 @@ PhaseResult Phase::Run() {
     streams.push_back(std::make_unique<Stream>(this, c, 0x9e3779b9u * (i + 1)));
   }
   for (auto& s : streams) s->Issue();
+  int64_t cpu_start = -1, cpu_end = -1;
+  if (!unbounded && config_.server_pid > 0) {
+    std::this_thread::sleep_until(measure_start_);
+    cpu_start = ProcessCpuNanos(config_.server_pid);
+    std::this_thread::sleep_until(end_);
+    cpu_end = ProcessCpuNanos(config_.server_pid);
+  }
   finished.Wait();
 
   PhaseResult result;
+  if (cpu_start >= 0 && cpu_end >= 0) {
+    result.server_cpu_ns = cpu_end - cpu_start;
+  }
   Clock::time_point window_end = end_;
   const int64_t exhausted = exhausted_at_.load();
   if (exhausted != kNever) {
@@ -400,6 +416,9 @@ struct Cell {
   std::vector<double> ratios;  // calls/s / Ping calls/s of the same round
   std::vector<double> windows;
   std::vector<int64_t> latencies_ns;
+  // Server CPU time and calls of the rounds whose CPU time is known.
+  int64_t server_cpu_ns = 0;
+  uint64_t cpu_calls = 0;
   uint64_t errors = 0;
   std::string first_error;
 };
@@ -488,6 +507,7 @@ int Main() {
           config.warmup = warmup;
           config.measure = measure;
           config.payload_bytes = payload_bytes;
+          config.server_pid = (*server)->pid();
           PhaseResult r = Phase(config, &connections[t], &handles).Run();
           if (rpc == Rpc::kPing) ping_rate = r.calls_per_second;
           Cell& cell = cells[{t, n, rpc}];
@@ -495,6 +515,10 @@ int Main() {
           cell.ratios.push_back(ping_rate > 0 ? r.calls_per_second / ping_rate
                                               : 0);
           cell.windows.push_back(r.window_seconds);
+          if (r.server_cpu_ns >= 0) {
+            cell.server_cpu_ns += r.server_cpu_ns;
+            cell.cpu_calls += r.latencies_ns.size();
+          }
           cell.latencies_ns.insert(cell.latencies_ns.end(),
                                    r.latencies_ns.begin(),
                                    r.latencies_ns.end());
@@ -543,7 +567,7 @@ int Main() {
       load_before.c_str(), load_after.c_str());
   std::printf(
       "| transport | N | channels | RPC | calls/s | p50 | p99 | ratio to Ping "
-      "|\n|---|---|---|---|---|---|---|---|\n");
+      "| server CPU/call |\n|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::string> misses;
   uint64_t errors = 0;
   std::string json = "[\n";
@@ -556,12 +580,20 @@ int Main() {
         const double rate = Median(cell.rates);
         const int channels =
             (n + streams_per_channel - 1) / streams_per_channel;
-        std::printf("| %s | %d | %d | %s | %s | %s | %s | %s |\n", t.c_str(), n,
-                    channels, RpcName(rpc), FormatRate(rate).c_str(),
-                    FormatLatency(lat.p50_ns).c_str(),
-                    FormatLatency(lat.p99_ns).c_str(),
-                    rpc == Rpc::kPing ? "1.00 (baseline)"
-                                      : absl::StrFormat("%.2f", ratio).c_str());
+        const double cpu_per_call_ns =
+            cell.cpu_calls > 0 ? static_cast<double>(cell.server_cpu_ns) /
+                                     static_cast<double>(cell.cpu_calls)
+                               : 0;
+        std::printf(
+            "| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", t.c_str(), n,
+            channels, RpcName(rpc), FormatRate(rate).c_str(),
+            FormatLatency(lat.p50_ns).c_str(),
+            FormatLatency(lat.p99_ns).c_str(),
+            rpc == Rpc::kPing ? "1.00 (baseline)"
+                              : absl::StrFormat("%.2f", ratio).c_str(),
+            cell.cpu_calls > 0
+                ? FormatLatency(static_cast<int64_t>(cpu_per_call_ns)).c_str()
+                : "?");
         if (rpc != Rpc::kPing && ratio < 0.8) {
           misses.push_back(
               absl::StrFormat("%s N=%d %s (%.2f)", t, n, RpcName(rpc), ratio));
@@ -580,7 +612,8 @@ int Main() {
             "\"rates_per_round\": [%s], \"ratio_to_ping\": %.4f, "
             "\"ratios_per_round\": [%s], \"windows_s\": [%s], "
             "\"calls\": %llu, \"p50_ns\": %lld, \"p90_ns\": %lld, "
-            "\"p99_ns\": %lld, \"max_ns\": %lld, \"errors\": %llu},\n",
+            "\"p99_ns\": %lld, \"max_ns\": %lld, "
+            "\"server_cpu_ns_per_call\": %.0f, \"errors\": %llu},\n",
             t, n, channels, RpcName(rpc), rate,
             absl::StrJoin(cell.rates, ", ",
                           [](std::string* out, double v) {
@@ -599,7 +632,7 @@ int Main() {
             static_cast<long long>(lat.p50_ns),
             static_cast<long long>(lat.p90_ns),
             static_cast<long long>(lat.p99_ns),
-            static_cast<long long>(lat.max_ns),
+            static_cast<long long>(lat.max_ns), cpu_per_call_ns,
             static_cast<unsigned long long>(cell.errors));
       }
     }
@@ -609,7 +642,10 @@ int Main() {
   std::printf(
       "\nN: calls in flight; calls/s: median of the rounds; p50/p99: over "
       "every measured call of all rounds; ratio: median over rounds of "
-      "calls/s / Ping calls/s of the same round.\n");
+      "calls/s / Ping calls/s of the same round; server CPU/call: the "
+      "server process's user + system CPU time in the measured windows "
+      "(from /proc, 10 ms ticks) over the calls completed in them, all "
+      "rounds.\n");
   std::printf("Target (every RPC >= 0.8 x Ping's calls/s): %s\n",
               misses.empty()
                   ? "met"
