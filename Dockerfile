@@ -18,6 +18,7 @@ COPY . .
 # file contents, so a stale object is never reused.
 RUN --mount=type=cache,target=/ccache \
     export CCACHE_DIR=/ccache CCACHE_MAXSIZE=2G \
+ && ccache --zero-stats >/dev/null \
  && cmake -S . -B /build -G Ninja -DPOOLD_BUILD_BENCH=OFF \
       -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
  && ninja -C /build \
