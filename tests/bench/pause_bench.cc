@@ -12,8 +12,9 @@
 //            every pool; only reads sent between the request and its
 //            answer count.
 //
-// One defragmentation of 1 GiB takes well under a second, so a round gives
-// a few thousand reads at most; the rounds are pooled for the percentiles.
+// A round ends by freeing the blocks it kept, so rounds are alike. One
+// defragmentation of 1 GiB takes well under a second, so a round gives a few
+// hundred reads during it; the rounds are pooled for the percentiles.
 //
 // Readers run closed-loop with a think time: each has one read in flight,
 // and after each answer waits a random time (exponential, mean --think_us)
@@ -27,8 +28,8 @@
 // block's byte pattern, so a moved block that read wrong would be reported.
 //
 //   pause_bench [--poold=PATH] [--fill_mib=1024] [--sizes=2KiB:16KiB]
-//               [--free_fraction=0.75] [--readers=4] [--think_us=1000]
-//               [--baseline_seconds=3] [--rounds=3] [--json=FILE]
+//               [--free_fraction=0.75] [--readers=4] [--think_us=500]
+//               [--baseline_seconds=3] [--rounds=5] [--json=FILE]
 //
 // Prints Markdown tables; exits 1 on a failed or wrong read.
 #include <algorithm>
@@ -69,14 +70,14 @@ ABSL_FLAG(double, free_fraction, 0.75,
           "Fraction of the blocks freed again, chosen at random.");
 ABSL_FLAG(int, fill_concurrency, 64, "Allocate/Free calls in flight.");
 ABSL_FLAG(int, readers, 4, "Reader threads.");
-ABSL_FLAG(double, think_us, 1000,
+ABSL_FLAG(double, think_us, 500,
           "Mean think time of a reader between an answer and its next read, "
           "in microseconds (exponentially distributed).");
 ABSL_FLAG(uint64_t, read_bytes, 0,
           "Bytes each read asks for from offset 0; 0: the whole block.");
 ABSL_FLAG(double, baseline_seconds, 3,
           "Length of phase A (reads without defragmentation) of a round.");
-ABSL_FLAG(int, rounds, 3, "Rounds of fill, phase A and phase B.");
+ABSL_FLAG(int, rounds, 5, "Rounds of fill, phase A and phase B.");
 ABSL_FLAG(double, lead_seconds, 0.5,
           "Phase B: how long readers run before the defragmentation starts "
           "(unmeasured).");
@@ -281,7 +282,39 @@ struct Config {
   absl::Duration lead;
 };
 
+// Frees `handles` through `stub` with `threads` synchronous callers.
+// Returns the first failure.
+absl::Status FreeAll(v1::PoolService::Stub* stub,
+                     const std::vector<uint64_t>& handles, int threads) {
+  std::atomic<size_t> next{0};
+  std::vector<grpc::Status> failures(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (size_t i = next++; i < handles.size(); i = next++) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(30));
+        v1::FreeRequest request;
+        request.set_handle(handles[i]);
+        v1::FreeResponse response;
+        grpc::Status s = stub->Free(&context, request, &response);
+        if (!s.ok() && failures[t].ok()) failures[t] = s;
+      }
+    });
+  }
+  for (std::thread& w : workers) w.join();
+  for (const grpc::Status& s : failures) {
+    if (!s.ok()) {
+      return absl::InternalError(absl::StrCat("Free: ", s.error_message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // One round against the poold at config.target; round `index` counts from 0.
+// It frees the blocks it kept at the end, so every round starts from pools
+// holding no block.
 absl::Status RunRound(const Config& config, int index, Round* round) {
   std::shared_ptr<grpc::Channel> control = NewChannel(config.target);
   auto stub = v1::PoolService::NewStub(control);
@@ -359,7 +392,7 @@ absl::Status RunRound(const Config& config, int index, Round* round) {
     return absl::InternalError(absl::StrCat("TriggerDefragmentation: ",
                                             defrag_status.error_message()));
   }
-  return absl::OkStatus();
+  return FreeAll(stub.get(), kept, 8);
 }
 
 int Main() {

@@ -27,7 +27,7 @@
 #   SERVICE_SECONDS=1         service_bench --seconds (per phase)
 #   SERVICE_STREAMS=1,8,64    service_bench --streams
 #   PAUSE_FILL_MIB=1024       pause_bench --fill_mib (per round)
-#   PAUSE_ROUNDS=3            pause_bench --rounds
+#   PAUSE_ROUNDS=5            pause_bench --rounds
 #   PAUSE_BASELINE_SECONDS=3  pause_bench --baseline_seconds (per round)
 #   PYTHON=/usr/bin/python3   Debian's Python, which has python3-matplotlib
 #                             for the plot (a pyenv python3 may not)
@@ -55,7 +55,7 @@ done
 : "${SERVICE_SECONDS:=1}"
 : "${SERVICE_STREAMS:=1,8,64}"
 : "${PAUSE_FILL_MIB:=1024}"
-: "${PAUSE_ROUNDS:=3}"
+: "${PAUSE_ROUNDS:=5}"
 : "${PAUSE_BASELINE_SECONDS:=3}"
 : "${PYTHON:=/usr/bin/python3}"
 
