@@ -44,7 +44,9 @@ while (($# > 0)); do
     --out=*) out="${1#*=}"; shift ;;
     --only) only="$2"; shift 2 ;;
     --only=*) only="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help)
+      awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+      exit 0 ;;
     *) echo "run_all.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
   esac
 done
