@@ -166,11 +166,10 @@ TEST_F(DefragE2eTest, ReadsKeepCompletingDuringALargeDefragmentation) {
                                   kLargeSetMediumBytes, 80, &data));
   v1::FragmentationReport analysis;
   ASSERT_TRUE(client_->Analyze({}, &analysis).ok());
-  // The fragmented data: what the pools hold, most of it reclaimable. (An
-  // eighth of it under sanitizers, where the medium pool's span per size
-  // class weighs more: there only a majority is reclaimable.)
+  // The fragmented data: what the pools hold, most of it reclaimable. (Half
+  // of it under sanitizers: there at least half of it is reclaimable.)
   if (kSanitizerBuild) {
-    EXPECT_GE(analysis.projected_bytes_reclaimed() * 4,
+    EXPECT_GE(analysis.projected_bytes_reclaimed() * 2,
               analysis.total().resident_bytes());
   } else {
     EXPECT_GE(analysis.total().resident_bytes(), kFragmentedBytes);
@@ -239,11 +238,13 @@ TEST_F(DefragE2eTest, ReadsKeepCompletingDuringALargeDefragmentation) {
   }
   EXPECT_EQ(failed, 0) << "reads failed or returned wrong data";
   // Reads flowed during the defragmentation: each reader thread completed
-  // many reads while it ran (were reads held back until it finished, each
-  // thread would have completed at most one).
-  EXPECT_GE(during, 10 * kReaderThreads);
-  // No read waited behind the whole defragmentation (only behind a slice).
-  EXPECT_LT(longest, server_time / 2);
+  // several reads while it ran (were reads held back until it finished,
+  // each thread would have completed at most one). Under sanitizers the data
+  // set, and so the defragmentation, is half as big: fewer reads fit in.
+  EXPECT_GE(during, (kSanitizerBuild ? 3 : 10) * kReaderThreads);
+  // No read waited behind the whole defragmentation, only behind a slice
+  // (and whatever a busy machine adds: up to tens of milliseconds here).
+  EXPECT_LT(longest, std::max(server_time / 2, absl::Milliseconds(50)));
   // The longest slice: the compactor checks the clock between moves, so a
   // slice ends within microseconds of its budget; 5x the budget leaves room
   // for the longest indivisible steps (a span returned to the OS, the
