@@ -39,13 +39,17 @@ class Channel {
   // or closed, returns false and leaves `value` untouched, so the caller still
   // owns it (and, for a Command, must complete it).
   [[nodiscard]] bool TrySend(T& value) {
+    bool wake;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_ || count_ == slots_.size()) return false;
       slots_[(head_ + count_) % slots_.size()].emplace(std::move(value));
       ++count_;
+      // A busy receiver finds the message on its own: only a waiting one
+      // needs the (system call) wake-up.
+      wake = receiver_waiting_;
     }
-    not_empty_.notify_one();
+    if (wake) not_empty_.notify_one();
     return true;
   }
 
@@ -53,7 +57,9 @@ class Channel {
   // empty and open. Returns nullopt once the channel is closed and drained.
   std::optional<T> Receive() {
     std::unique_lock<std::mutex> lock(mu_);
+    receiver_waiting_ = true;
     not_empty_.wait(lock, [this] { return count_ > 0 || closed_; });
+    receiver_waiting_ = false;
     return PopLocked();
   }
 
@@ -61,8 +67,10 @@ class Channel {
   // arrived by then, or once the channel is closed and drained.
   std::optional<T> ReceiveFor(absl::Duration timeout) {
     std::unique_lock<std::mutex> lock(mu_);
+    receiver_waiting_ = true;
     not_empty_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
                         [this] { return count_ > 0 || closed_; });
+    receiver_waiting_ = false;
     return PopLocked();
   }
 
@@ -114,6 +122,7 @@ class Channel {
   size_t head_ = 0;                      // index of the oldest message
   size_t count_ = 0;                     // messages in the ring
   bool closed_ = false;
+  bool receiver_waiting_ = false;  // the consumer is in (or entering) a wait
 };
 
 }  // namespace poold

@@ -165,8 +165,8 @@ void Worker::Handle(AnalyzeOp& op) {
                      std::move(analyses)));
 }
 
-void Worker::ServeBetweenSlices() {
-  const absl::Time until = absl::Now() + options_.defrag_slice;
+void Worker::ServeBetweenSlices(absl::Time limit) {
+  const absl::Time until = std::min(absl::Now() + options_.defrag_slice, limit);
   while (absl::Now() < until) {
     std::optional<Command> next = channel_.TryReceive();
     if (!next.has_value()) return;
@@ -196,8 +196,16 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   }
   const absl::Time stop_at = StopTime(start, command.deadline);
   std::string stop_reason;
-  while (!pools_->DefragStep(options_.defrag_slice)) {
-    ServeBetweenSlices();
+  while (true) {
+    // Neither a slice nor the serving between slices may run past stop_at:
+    // the partial report must still reach the client in time.
+    const absl::Duration left = stop_at - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      stop_reason = "deadline exceeded";
+      break;
+    }
+    if (pools_->DefragStep(std::min(options_.defrag_slice, left))) break;
+    ServeBetweenSlices(stop_at);
     if (command.IsCancelled()) {
       stop_reason = "cancelled by the client";
     } else if (absl::Now() >= stop_at) {

@@ -100,9 +100,9 @@ class Worker {
   void Handle(AnalyzeOp& op);
   // A defragmentation, in slices, serving other commands between them.
   void RunDefrag(const Command& command, DefragOp& op);
-  // Runs the commands queued now, for up to one slice's time; queues
-  // defragmentations in pending_defrags_.
-  void ServeBetweenSlices();
+  // Runs the commands queued now, for up to one slice's time and not past
+  // `limit`; queues defragmentations in pending_defrags_.
+  void ServeBetweenSlices(absl::Time limit);
 
   // The worker's statistics now. Worker thread only.
   WorkerStats SnapshotStats() const;
