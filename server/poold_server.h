@@ -38,8 +38,9 @@ class PooldServer {
     // How long main() keeps the drain stage (between BeginShutdown and
     // Shutdown) before closing the listeners; a second signal ends it.
     absl::Duration shutdown_drain = absl::ZeroDuration();
-    // Resident bytes the pools may hold (0 = no limit); beyond it an
-    // allocation compacts first, then fails with RESOURCE_EXHAUSTED.
+    // Resident bytes the pools may hold (0 = no limit). An allocation beyond
+    // it waits for a defragmentation in slices (other commands flow between
+    // them) when that can make room, then fails with RESOURCE_EXHAUSTED.
     uint64_t memory_limit_bytes = 0;
     // Time budget of one defragmentation slice.
     absl::Duration defrag_slice = absl::Milliseconds(1);

@@ -80,7 +80,9 @@ void Worker::Stop() {
 void Worker::Run() {
   WaitWhilePaused();
   while (true) {
-    if (!pending_defrags_.empty()) {
+    if (!waiting_for_room_.empty()) {
+      MakeRoom();
+    } else if (!pending_defrags_.empty()) {
       Command command = std::move(pending_defrags_.front());
       pending_defrags_.pop_front();
       Execute(command);
@@ -120,22 +122,47 @@ void Worker::Execute(Command& command) {
     FailCommand(command, absl::DeadlineExceededError(
                              "the deadline passed before the command ran"));
   } else {
+    bool parked = false;
     std::visit(
-        [this, &command](auto& op) {
-          if constexpr (std::is_same_v<std::decay_t<decltype(op)>, DefragOp>) {
+        [this, &command, &parked](auto& op) {
+          using OpT = std::decay_t<decltype(op)>;
+          if constexpr (std::is_same_v<OpT, DefragOp>) {
             RunDefrag(command, op);
+          } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
+            parked = HandleAllocate(command, op);
           } else {
             Handle(op);
           }
         },
         command.op);
+    if (parked) return;  // counted when ServeWaitingForRoom completes it
   }
   // After completion the RPC may be gone: touch nothing but our own counters.
   ++stats_.completed_of(type);
 }
 
-void Worker::Handle(AllocateOp& op) {
-  CompleteOp(op, pools_->Allocate(op.size, op.data));
+bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
+  absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
+  if (!absl::IsResourceExhausted(block.status()) ||
+      pools_->options().memory_limit_bytes == 0) {
+    CompleteOp(op, std::move(block));
+    return false;
+  }
+  if (pools_->reclaimable_bytes() == 0) {
+    CompleteOp(op,
+               absl::StatusOr<pools::BlockInfo>(absl::ResourceExhaustedError(
+                   absl::StrCat(block.status().message(),
+                                "; no defragmentation can make room: free "
+                                "blocks, or raise --memory_limit_bytes"))));
+    return false;
+  }
+  // Compaction can make room. Running it here, whole, would stall every
+  // other command (DESIGN.md, rule 4): the allocation waits for the slices
+  // of a defragmentation instead (the running one, or MakeRoom's).
+  VLOG(1) << "worker: " << op.size
+          << "-byte allocation waits for room: " << block.status();
+  waiting_for_room_.push_back(std::move(command));
+  return true;
 }
 
 void Worker::Handle(WriteOp& op) {
@@ -178,6 +205,77 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
   }
 }
 
+std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
+  while (true) {
+    // Neither a slice nor the serving between slices may run past stop_at:
+    // the partial report must still reach the client in time.
+    const absl::Duration left = stop_at - absl::Now();
+    if (left <= absl::ZeroDuration()) return "deadline exceeded";
+    if (pools_->DefragStep(std::min(options_.defrag_slice, left))) return "";
+    ServeWaitingForRoom(/*final=*/false);
+    ServeBetweenSlices(stop_at);
+    if (command != nullptr && command->IsCancelled()) {
+      return "cancelled by the client";
+    }
+    if (absl::Now() >= stop_at) return "deadline exceeded";
+    if (channel_.closed()) return "server shutting down";
+  }
+}
+
+void Worker::MakeRoom() {
+  if (pools_->reclaimable_bytes() > 0) {
+    const uint64_t resident_before = pools_->resident_bytes();
+    CHECK(pools_->BeginDefrag({}).ok());
+    const std::string stop_reason = RunSlices(absl::InfiniteFuture(), nullptr);
+    const pools::DefragReport report = pools_->EndDefrag(stop_reason);
+    ++stats_.defragmentations;
+    stats_.total_bytes_reclaimed += report.bytes_reclaimed;
+    LOG(INFO) << "memory limit: defragmented to make room"
+              << (stop_reason.empty() ? "" : " (stopped: " + stop_reason + ")")
+              << ": resident " << resident_before << " -> "
+              << pools_->resident_bytes() << " bytes, reclaimed "
+              << report.bytes_reclaimed << ", moved " << report.bytes_moved
+              << " bytes in " << report.slices << " slices, "
+              << absl::FormatDuration(report.duration);
+  }
+  ServeWaitingForRoom(/*final=*/true);
+}
+
+void Worker::ServeWaitingForRoom(bool final) {
+  std::deque<Command> still_waiting;
+  while (!waiting_for_room_.empty()) {
+    Command command = std::move(waiting_for_room_.front());
+    waiting_for_room_.pop_front();
+    AllocateOp& op = std::get<AllocateOp>(command.op);
+    if (command.IsCancelled()) {
+      CompleteOp(op, absl::StatusOr<pools::BlockInfo>(
+                         absl::CancelledError("the client cancelled")));
+    } else if (absl::Now() >= command.deadline) {
+      CompleteOp(op,
+                 absl::StatusOr<pools::BlockInfo>(absl::DeadlineExceededError(
+                     "the deadline passed while the allocation waited "
+                     "for a defragmentation to make room under the "
+                     "memory limit")));
+    } else {
+      absl::StatusOr<pools::BlockInfo> block =
+          pools_->Allocate(op.size, op.data);
+      if (absl::IsResourceExhausted(block.status()) && !final) {
+        still_waiting.push_back(std::move(command));
+        continue;
+      }
+      if (absl::IsResourceExhausted(block.status())) {
+        block = absl::ResourceExhaustedError(
+            absl::StrCat(block.status().message(),
+                         "; still after a defragmentation: free blocks, or "
+                         "raise --memory_limit_bytes"));
+      }
+      CompleteOp(op, std::move(block));
+    }
+    ++stats_.completed_of(CommandType::kAllocate);
+  }
+  waiting_for_room_ = std::move(still_waiting);
+}
+
 void Worker::RunDefrag(const Command& command, DefragOp& op) {
   const absl::Time start = absl::Now();
   const uint64_t rss_before = pools::OsMemory::ProcessRssBytes();
@@ -194,27 +292,8 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
                                  100 * stats.total.FragmentationRatio())
               << " reclaimable=" << stats.total.reclaimable_bytes;
   }
-  const absl::Time stop_at = StopTime(start, command.deadline);
-  std::string stop_reason;
-  while (true) {
-    // Neither a slice nor the serving between slices may run past stop_at:
-    // the partial report must still reach the client in time.
-    const absl::Duration left = stop_at - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      stop_reason = "deadline exceeded";
-      break;
-    }
-    if (pools_->DefragStep(std::min(options_.defrag_slice, left))) break;
-    ServeBetweenSlices(stop_at);
-    if (command.IsCancelled()) {
-      stop_reason = "cancelled by the client";
-    } else if (absl::Now() >= stop_at) {
-      stop_reason = "deadline exceeded";
-    } else if (channel_.closed()) {
-      stop_reason = "server shutting down";
-    }
-    if (!stop_reason.empty()) break;
-  }
+  const std::string stop_reason =
+      RunSlices(StopTime(start, command.deadline), &command);
   pools::DefragReport report = pools_->EndDefrag(stop_reason);
   report.rss_before_bytes = rss_before;
   report.rss_after_bytes = pools::OsMemory::ProcessRssBytes();

@@ -91,8 +91,11 @@ class Worker {
   // Completes `command` exactly once. Worker thread only.
   void Execute(Command& command);
 
+  // Allocates, or, when the memory limit refuses the block and compaction
+  // could make room, parks `command` in waiting_for_room_ (completed later
+  // by ServeWaitingForRoom) and returns true. Worker thread only.
+  bool HandleAllocate(Command& command, AllocateOp& op);
   // One handler per op; each completes `op` exactly once. Worker thread only.
-  void Handle(AllocateOp& op);
   void Handle(WriteOp& op);
   void Handle(ReadOp& op);
   void Handle(FreeOp& op);
@@ -100,6 +103,17 @@ class Worker {
   void Handle(AnalyzeOp& op);
   // A defragmentation, in slices, serving other commands between them.
   void RunDefrag(const Command& command, DefragOp& op);
+  // Runs the slices of the defragmentation begun in pools_ until it is done,
+  // `stop_at` passes, `command` (if any) is cancelled or the channel closes.
+  // Between slices it serves queued commands and retries waiting
+  // allocations. Returns why it stopped early ("" when done).
+  std::string RunSlices(absl::Time stop_at, const Command* command);
+  // A full defragmentation, in slices, for the allocations waiting for room
+  // under the memory limit; completes every one of them.
+  void MakeRoom();
+  // Completes each waiting allocation that is cancelled, expired or now fits.
+  // With `final`, completes the rest with RESOURCE_EXHAUSTED.
+  void ServeWaitingForRoom(bool final);
   // Runs the commands queued now, for up to one slice's time and not past
   // `limit`; queues defragmentations in pending_defrags_.
   void ServeBetweenSlices(absl::Time limit);
@@ -119,6 +133,9 @@ class Worker {
   std::unique_ptr<pools::PoolSet> pools_;
   WorkerStats stats_;
   std::deque<Command> pending_defrags_;
+  // Allocations refused by the memory limit, waiting for a defragmentation
+  // to make room (oldest first).
+  std::deque<Command> waiting_for_room_;
   absl::Time next_maintenance_;
 
   std::thread thread_;  // last: starts after everything above is built

@@ -302,7 +302,7 @@ grpc::Status AllocateAtTheLimitCompactsFirst(Env& env) {
       return internal(intact.ToString());
     }
     if (!absl::StrContains(env.poold->Log(),
-                           "memory limit: compacted to make room")) {
+                           "memory limit: defragmented to make room")) {
       return internal("poold did not say it compacted");
     }
   }

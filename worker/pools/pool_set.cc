@@ -111,37 +111,23 @@ absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
         absl::StrCat("size ", size, " exceeds the largest block size ",
                      options_.max_block_bytes));
   }
-  const PoolKind pool = PoolForSize(size);
-  absl::StatusOr<BlockInfo> block = AllocateIn(pool, size, data);
+  absl::StatusOr<BlockInfo> block = AllocateIn(PoolForSize(size), size, data);
   if (block.ok() || !absl::IsResourceExhausted(block.status()) ||
       options_.memory_limit_bytes == 0) {
     return block;
   }
-  MakeRoom();
-  block = AllocateIn(pool, size, data);
-  if (block.ok() || !absl::IsResourceExhausted(block.status())) return block;
   return absl::ResourceExhaustedError(
       absl::StrCat("memory limit of ", options_.memory_limit_bytes,
-                   " bytes reached even after compaction (resident ",
-                   resident_bytes(), " bytes): ", block.status().message()));
+                   " bytes reached (resident ", resident_bytes(),
+                   " bytes): ", block.status().message()));
 }
 
-void PoolSet::MakeRoom() {
+uint64_t PoolSet::reclaimable_bytes() const {
   uint64_t reclaimable = 0;
   for (PoolKind pool : kAllPools) {
     reclaimable += StatsOf(pool, false).stats.reclaimable_bytes;
   }
-  if (reclaimable == 0) return;
-  const uint64_t before = resident_bytes();
-  const bool own_run = run_ == nullptr;
-  if (own_run) CHECK(BeginDefrag({}).ok());
-  while (run_->current < run_->pools.size()) {
-    StepPool(absl::InfiniteFuture());
-  }
-  run_->report.complete = true;
-  if (own_run) EndDefrag("");
-  LOG(INFO) << "memory limit: compacted to make room, resident " << before
-            << " -> " << resident_bytes() << " bytes";
+  return reclaimable;
 }
 
 absl::StatusOr<BlockRef> PoolSet::Lookup(uint64_t handle) {

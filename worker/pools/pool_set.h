@@ -58,8 +58,10 @@ class PoolSet {
   // Allocates a zeroed block and copies `data` to its start. When `size` is
   // 0 the block is data.size() long. INVALID_ARGUMENT for a zero size, a
   // size above max_block_bytes, or data longer than size;
-  // RESOURCE_EXHAUSTED when the memory limit is reached even after
-  // compaction. On error nothing changes.
+  // RESOURCE_EXHAUSTED when the block does not fit under the memory limit:
+  // Allocate never compacts (that could take long); the owner may defragment,
+  // in slices, and retry while reclaimable_bytes() > 0. On error nothing
+  // changes.
   absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data);
 
   // Copies `data` into the block at `offset`. NOT_FOUND for an unknown,
@@ -106,6 +108,10 @@ class PoolSet {
   // Everything the pools hold from the OS.
   uint64_t resident_bytes() const;
 
+  // Bytes a full defragmentation of every pool would return to the OS now
+  // (the sum of the pools' exact reclaimable_bytes).
+  uint64_t reclaimable_bytes() const;
+
   const PoolSetOptions& options() const { return options_; }
 
  private:
@@ -118,9 +124,6 @@ class PoolSet {
   absl::StatusOr<BlockRef> Lookup(uint64_t handle);
   uint64_t Headroom() const;
   PoolStats StatsOf(PoolKind pool, bool include_classes) const;
-  // Frees memory to make room under the limit: caches first, then a full
-  // compaction (finishing the running one, if any).
-  void MakeRoom();
   // Advances the current pool of `run_`; true when that pool is finished.
   bool StepPool(absl::Time deadline);
   void FinishPool(DefragOutcome outcome, absl::string_view reason);

@@ -582,5 +582,146 @@ TEST(WorkerDefragTest, IdleWorkerReturnsCachedMemoryAfterTheDecay) {
   EXPECT_EQ(stats->pools.pools[0].stats.empty_spans, 0u);
 }
 
+// A pool set with a 32 MiB memory limit, filled with 100-byte blocks up to
+// it; then 9 in 10 freed, so only a defragmentation makes room for blocks of
+// another size class. `kept` gets the survivors' handles.
+std::unique_ptr<pools::PoolSet> FragmentedAtTheLimit(
+    std::vector<uint64_t>* kept) {
+  pools::PoolSetOptions options;
+  options.handle_key = 77;
+  options.memory_limit_bytes = 32 << 20;
+  options.small_retained_bytes = 0;
+  auto pools = *pools::PoolSet::Create(options);
+  std::vector<uint64_t> all;
+  while (true) {
+    auto block =
+        pools->Allocate(100, std::string(100, static_cast<char>(all.size())));
+    if (!block.ok()) break;
+    all.push_back(block->handle);
+  }
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (i % 10 == 3) {
+      kept->push_back(all[i]);
+    } else {
+      CHECK(pools->Free(all[i]).ok());
+    }
+  }
+  return pools;
+}
+
+Command AllocateCommand(uint64_t size, Journal* journal,
+                        absl::StatusOr<pools::BlockInfo>* out) {
+  Command command;
+  command.op =
+      AllocateOp{.size = size,
+                 .data = "new",
+                 .done = [journal, out](absl::StatusOr<pools::BlockInfo> r) {
+                   *out = std::move(r);
+                   journal->Add("allocate");
+                 }};
+  return command;
+}
+
+Command StatsCommand(absl::StatusOr<StatsSnapshot>* out) {
+  Command command;
+  command.op = StatsOp{
+      .done = [out](absl::StatusOr<StatsSnapshot> s) { *out = std::move(s); }};
+  return command;
+}
+
+TEST(WorkerMemoryLimitTest, AllocationWaitsForSlicesWhileReadsFlow) {
+  std::vector<uint64_t> kept;
+  auto pools = FragmentedAtTheLimit(&kept);
+  ASSERT_EQ(pools->Allocate(200, "").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  Worker worker({.channel_capacity = 256,
+                 .start_paused = true,
+                 .defrag_slice = absl::Microseconds(50)},
+                std::move(pools));
+  Journal journal;
+  absl::StatusOr<pools::BlockInfo> block;
+  ASSERT_TRUE(worker.Submit(AllocateCommand(200, &journal, &block)));
+  constexpr size_t kReads = 50;
+  std::vector<std::string> read_data(kReads);
+  for (size_t i = 0; i < kReads; ++i) {
+    ASSERT_TRUE(worker.Submit(ReadCommand(kept[i], &journal, &read_data[i])));
+  }
+  worker.Resume();
+  journal.WaitFor(kReads + 1);
+  // The allocation may be answered as soon as a slice released a span; the
+  // defragmentation then runs on. Wait for its end.
+  absl::StatusOr<StatsSnapshot> stats;
+  for (int i = 0; i < 1000; ++i) {
+    std::atomic<bool> answered{false};
+    Command command;
+    command.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> s) {
+      stats = std::move(s);
+      answered.store(true);
+    }};
+    ASSERT_TRUE(worker.Submit(std::move(command)));
+    while (!answered.load()) absl::SleepFor(absl::Microseconds(100));
+    if (stats.ok() && stats->worker.defragmentations > 0) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  worker.Stop();
+
+  // The allocation was answered after a defragmentation in slices, and the
+  // reads queued behind it did not wait for the whole of it.
+  ASSERT_TRUE(block.ok()) << block.status();
+  EXPECT_EQ(block->pool, pools::PoolKind::kSmall);
+  EXPECT_GT(IndexOf(journal.events(), "allocate"), 0u);
+  for (size_t i = 0; i < kReads; ++i) {
+    EXPECT_EQ(read_data[i], std::string(100, static_cast<char>(i * 10 + 3)));
+  }
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->worker.defragmentations, 1u);
+  EXPECT_GT(stats->worker.total_bytes_reclaimed, 0u);
+  EXPECT_EQ(stats->worker.completed_of(CommandType::kAllocate), 1u);
+  EXPECT_EQ(stats->worker.completed_of(CommandType::kRead), kReads);
+  EXPECT_EQ(stats->pools.total.blocks, kept.size() + 1);
+}
+
+TEST(WorkerMemoryLimitTest, FullPoolsRefuseAtOnceWithoutDefragmenting) {
+  pools::PoolSetOptions options;
+  options.memory_limit_bytes = 8 << 20;
+  auto pools = *pools::PoolSet::Create(options);
+  while (pools->Allocate(100, "").ok()) {
+  }
+  ASSERT_EQ(pools->reclaimable_bytes(), 0u);
+  Worker worker({.channel_capacity = 16}, std::move(pools));
+  Journal journal;
+  absl::StatusOr<pools::BlockInfo> block;
+  ASSERT_TRUE(worker.Submit(AllocateCommand(100, &journal, &block)));
+  journal.WaitFor(1);
+  absl::StatusOr<StatsSnapshot> stats;
+  ASSERT_TRUE(worker.Submit(StatsCommand(&stats)));
+  worker.Stop();
+  EXPECT_EQ(block.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(block.status().message(), HasSubstr("memory limit"));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->worker.defragmentations, 0u);
+  EXPECT_EQ(stats->worker.completed_of(CommandType::kAllocate), 1u);
+}
+
+TEST(WorkerMemoryLimitTest, WaitingAllocationsAreAnsweredAtShutdown) {
+  std::vector<uint64_t> kept;
+  Worker worker({.channel_capacity = 64,
+                 .start_paused = true,
+                 .defrag_slice = absl::Microseconds(50)},
+                FragmentedAtTheLimit(&kept));
+  Journal journal;
+  constexpr int kAllocations = 20;
+  std::vector<absl::StatusOr<pools::BlockInfo>> blocks(kAllocations);
+  for (int i = 0; i < kAllocations; ++i) {
+    ASSERT_TRUE(worker.Submit(AllocateCommand(200, &journal, &blocks[i])));
+  }
+  worker.Stop();  // closes the channel, then lets the worker run
+  EXPECT_EQ(journal.events().size(), static_cast<size_t>(kAllocations));
+  for (const auto& block : blocks) {
+    EXPECT_TRUE(block.ok() || absl::IsResourceExhausted(block.status()))
+        << block.status();
+  }
+}
+
 }  // namespace
 }  // namespace poold

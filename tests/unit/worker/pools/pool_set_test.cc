@@ -159,7 +159,7 @@ TEST(PoolSetTest, HandlesOfAnotherProcessAreRejected) {
   EXPECT_LE(accepted, 2);
 }
 
-TEST(PoolSetTest, MemoryLimitCompactsFirstThenRefuses) {
+TEST(PoolSetTest, MemoryLimitRefusesUntilADefragmentationMakesRoom) {
   PoolSetOptions options;
   options.memory_limit_bytes = 32 << 20;
   options.small_retained_bytes = 0;
@@ -178,14 +178,15 @@ TEST(PoolSetTest, MemoryLimitCompactsFirstThenRefuses) {
   EXPECT_NE(status.message().find("memory limit"), std::string::npos);
   EXPECT_LE(pools->resident_bytes(), options.memory_limit_bytes);
   EXPECT_GT(handles.size(), 200000u);
+  EXPECT_EQ(pools->reclaimable_bytes(), 0u);  // full spans: nothing to gain
   // Large blocks are refused too, and nothing changes.
   const uint64_t blocks = pools->Stats(false).total.blocks;
   EXPECT_EQ(pools->Allocate(1 << 20, "").status().code(),
             StatusCode::kResourceExhausted);
   EXPECT_EQ(pools->Stats(false).total.blocks, blocks);
 
-  // Free every other block: spans stay, half empty. The next allocations
-  // that need a span compact the pool instead of failing.
+  // Free every other block: spans stay, half empty. Blocks of another class
+  // need spans, which the limit refuses: Allocate itself never compacts.
   std::vector<uint64_t> kept;
   for (size_t i = 0; i < handles.size(); ++i) {
     if (i % 2 == 0) {
@@ -194,8 +195,22 @@ TEST(PoolSetTest, MemoryLimitCompactsFirstThenRefuses) {
       kept.push_back(handles[i]);
     }
   }
+  const uint64_t resident = pools->resident_bytes();
+  EXPECT_EQ(pools->Allocate(200, "y").status().code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(pools->resident_bytes(), resident);
+  const uint64_t reclaimable = pools->reclaimable_bytes();
+  EXPECT_GT(reclaimable, resident / 3);
+
+  // A defragmentation (in slices) returns exactly that much; then 200-byte
+  // blocks for 40% of the bytes freed fit.
+  ASSERT_TRUE(pools->BeginDefrag({}).ok());
+  while (!pools->DefragStep(absl::Milliseconds(1))) {
+  }
+  const DefragReport report = pools->EndDefrag("");
+  EXPECT_EQ(report.bytes_reclaimed, reclaimable);
+  EXPECT_EQ(pools->reclaimable_bytes(), 0u);
   std::vector<uint64_t> more;
-  // 200-byte blocks for 40% of the bytes freed: they fit after compaction.
   for (size_t i = 0; i < handles.size() / 5; ++i) {
     auto block = pools->Allocate(200, "y");  // another class: needs spans
     ASSERT_TRUE(block.ok()) << i << ": " << block.status();
