@@ -4,8 +4,8 @@
 // listeners. service_bench starts it to compare PoolService RPCs with a
 // no-op RPC of the same build. Not for production: use poold.
 //
-// Its flags mean what poold's flags of the same name mean, with the same
-// defaults. It stops on SIGTERM or SIGINT.
+// It takes poold's flags (server/server_flags.h). It stops on SIGTERM or
+// SIGINT.
 #include <signal.h>
 
 #include <cstdint>
@@ -19,31 +19,8 @@
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "server/poold_server.h"
+#include "server/server_flags.h"
 #include "tests/bench/noop_service.h"
-
-namespace {
-const poold::PooldServer::Options kDefaults;
-}  // namespace
-
-ABSL_FLAG(std::string, listen, kDefaults.listen,
-          "TCP address: host:port; port 0 picks a free port; empty: none.");
-ABSL_FLAG(std::string, unix_socket, kDefaults.unix_socket,
-          "Unix socket path to serve on as well; empty: none.");
-ABSL_FLAG(uint64_t, channel_capacity, kDefaults.channel_capacity,
-          "Commands queued for the worker thread.");
-ABSL_FLAG(uint64_t, max_message_bytes, kDefaults.max_message_bytes,
-          "Largest gRPC message received or sent.");
-ABSL_FLAG(uint64_t, max_block_bytes, kDefaults.max_block_bytes,
-          "Largest block Allocate accepts.");
-ABSL_FLAG(uint64_t, memory_limit_bytes, kDefaults.memory_limit_bytes,
-          "Resident bytes the pools may hold (0: no limit).");
-ABSL_FLAG(uint64_t, defrag_slice_us,
-          absl::ToInt64Microseconds(kDefaults.defrag_slice),
-          "Time budget of one defragmentation slice, in microseconds.");
-ABSL_FLAG(absl::Duration, cache_decay, kDefaults.cache_decay,
-          "Empty memory unused this long goes back to the OS.");
-ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
-          "How long RPCs in flight may finish at shutdown.");
 
 int main(int argc, char** argv) {
   // Block the stop signals before any thread starts; sigwait takes them.
@@ -62,17 +39,7 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
 
   poold::bench::NoopService noop;  // outlives the server
-  poold::PooldServer::Options options;
-  options.listen = absl::GetFlag(FLAGS_listen);
-  options.unix_socket = absl::GetFlag(FLAGS_unix_socket);
-  options.channel_capacity = absl::GetFlag(FLAGS_channel_capacity);
-  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
-  options.memory_limit_bytes = absl::GetFlag(FLAGS_memory_limit_bytes);
-  options.defrag_slice =
-      absl::Microseconds(absl::GetFlag(FLAGS_defrag_slice_us));
-  options.cache_decay = absl::GetFlag(FLAGS_cache_decay);
-  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  poold::PooldServer::Options options = poold::ServerOptionsFromFlags();
   options.extra_services = {&noop};
 
   absl::StatusOr<std::unique_ptr<poold::PooldServer>> server =
