@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -213,6 +214,11 @@ std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
     if (left <= absl::ZeroDuration()) return "deadline exceeded";
     if (pools_->DefragStep(std::min(options_.defrag_slice, left))) return "";
     ServeWaitingForRoom(/*final=*/false);
+    // Let gRPC's threads run: on few cores, a worker that goes from slice to
+    // slice keeps the threads that receive and answer requests off the CPU
+    // (pause_bench on 2 cores: p99 of reads during a defragmentation 4.5 ms
+    // without this, 2.5 ms with it).
+    std::this_thread::yield();
     ServeBetweenSlices(stop_at);
     if (command != nullptr && command->IsCancelled()) {
       return "cancelled by the client";
