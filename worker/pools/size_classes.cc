@@ -14,7 +14,7 @@ namespace {
 // step wastes 1.5 bytes per block on average instead of 3.5.
 constexpr uint64_t kSmallFirst = 8;
 constexpr uint64_t kSmallStep = 4;
-constexpr int kMediumStepsPerDoubling = 16;
+constexpr int kMediumStepsPerDoubling = 32;
 constexpr int kMediumFirstLog2 = 10;  // 1024
 constexpr int kMediumLastLog2 = 16;   // 65536 is the largest slot
 
@@ -85,7 +85,7 @@ uint32_t SizeClasses::ClassFor(uint64_t size) const {
   const int log2 = std::bit_width(size - 1) - 1;
   const uint64_t base = uint64_t{1} << log2;
   const uint64_t step = base / kMediumStepsPerDoubling;
-  const uint64_t j = (size - base + step - 1) / step;  // 1..16
+  const uint64_t j = (size - base + step - 1) / step;  // 1..32
   return static_cast<uint32_t>(
       1 + (log2 - kMediumFirstLog2) * kMediumStepsPerDoubling + (j - 1));
 }

@@ -30,7 +30,7 @@ TEST(PoolSetTest, RoutesBySizeAndZeroesBlocks) {
   for (const Case& c :
        {Case{1, PoolKind::kSmall, 8}, Case{100, PoolKind::kSmall, 100},
         Case{1023, PoolKind::kSmall, 1024}, Case{1024, PoolKind::kMedium, 1024},
-        Case{1025, PoolKind::kMedium, 1088},
+        Case{1025, PoolKind::kMedium, 1056},
         Case{65535, PoolKind::kMedium, 65536},
         Case{65536, PoolKind::kLarge, 65536},
         Case{65537, PoolKind::kLarge, 69632}}) {

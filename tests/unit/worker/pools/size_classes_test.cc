@@ -14,15 +14,16 @@ TEST(SizeClassesTest, SmallClassesAreFourBytesApart) {
   }
 }
 
-TEST(SizeClassesTest, MediumClassesAreAtMostOneSixteenthApart) {
+TEST(SizeClassesTest, MediumClassesAreAtMostOneThirtySecondApart) {
   SizeClasses classes(PoolKind::kMedium, 1 << 20, /*bitmap_in_span=*/false);
   EXPECT_EQ(classes.Get(0).slot_bytes, 1024u);
   EXPECT_EQ(classes.Get(classes.count() - 1).slot_bytes, 65536u);
+  EXPECT_EQ(classes.count(), 193u);
   for (uint32_t i = 1; i < classes.count(); ++i) {
     const double prev = classes.Get(i - 1).slot_bytes;
     const double cur = classes.Get(i).slot_bytes;
     EXPECT_GT(cur, prev);
-    EXPECT_LE((cur - prev) / prev, 1.0 / 16 + 1e-9) << "class " << i;
+    EXPECT_LE((cur - prev) / prev, 1.0 / 32 + 1e-9) << "class " << i;
   }
 }
 
