@@ -18,10 +18,11 @@
 #   bench-results). --only: a comma-separated subset of frag,engine,service,
 #   pause.
 #
-# Scales (environment variables; with the defaults the suite takes about
-# 13 minutes on 2 busy cores, most of it the fragmentation workloads):
-#   FRAG_SCALE=0.25           run_fragmentation.py --scale (1.0 = 2 GiB per
-#                             phase, 400 MiB live)
+# Scales (environment variables; with the defaults the suite took 12 minutes
+# on 2 quiet cores, half of it the fragmentation workloads; FRAG_SCALE=0.25
+# takes about 7):
+#   FRAG_SCALE=1.0            run_fragmentation.py --scale (1.0 = the issue's
+#                             2 GiB per phase, 400 MiB live)
 #   ENGINE_MIN_TIME=0.5       engine_bench --benchmark_min_time (seconds)
 #   SERVICE_ROUNDS=5          service_bench --rounds
 #   SERVICE_SECONDS=1         service_bench --seconds (per phase)
@@ -51,7 +52,7 @@ while (($# > 0)); do
   esac
 done
 
-: "${FRAG_SCALE:=0.25}"
+: "${FRAG_SCALE:=1.0}"
 : "${ENGINE_MIN_TIME:=0.5}"
 : "${SERVICE_ROUNDS:=5}"
 : "${SERVICE_SECONDS:=1}"
