@@ -189,6 +189,8 @@ void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
   proto->set_commands_refused(stats.refused);
   proto->set_defragmentations(stats.defragmentations);
   proto->set_total_bytes_reclaimed(stats.total_bytes_reclaimed);
+  proto->set_memory_limit_defragmentations(stats.memory_limit_defragmentations);
+  proto->set_allocations_waiting_for_room(stats.allocations_waiting_for_room);
 }
 
 void StatsSnapshotToProto(const StatsSnapshot& snapshot,

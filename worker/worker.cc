@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "worker/pools/memory_limit_error.h"
 #include "worker/pools/os_memory.h"
 
 namespace poold {
@@ -136,7 +137,7 @@ void Worker::Execute(Command& command) {
           }
         },
         command.op);
-    if (parked) return;  // counted when ServeWaitingForRoom completes it
+    if (parked) return;  // counted when it is completed
   }
   // After completion the RPC may be gone: touch nothing but our own counters.
   ++stats_.completed_of(type);
@@ -144,22 +145,39 @@ void Worker::Execute(Command& command) {
 
 bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
   absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
-  if (!absl::IsResourceExhausted(block.status()) ||
-      pools_->options().memory_limit_bytes == 0) {
+  const std::optional<uint64_t> growth =
+      pools::MemoryLimitGrowth(block.status());
+  if (!growth.has_value() || channel_.closed()) {
     CompleteOp(op, std::move(block));
     return false;
   }
-  if (pools_->reclaimable_bytes() == 0) {
+  // The memory limit refused it. Compaction may make room; running it here,
+  // whole, would stall every other command (DESIGN.md, rule 4), so the
+  // allocation waits for the slices of a defragmentation instead (the
+  // running one, or MakeRoom's).
+  const uint64_t reclaimable = pools_->reclaimable_bytes();
+  if (*growth - std::min(*growth, pools_->headroom_bytes()) > reclaimable) {
     CompleteOp(op,
                absl::StatusOr<pools::BlockInfo>(absl::ResourceExhaustedError(
                    absl::StrCat(block.status().message(),
-                                "; no defragmentation can make room: free "
-                                "blocks, or raise --memory_limit_bytes"))));
+                                "; a "
+                                "defragmentation would return only ",
+                                reclaimable,
+                                " bytes: free blocks, or "
+                                "raise --memory_limit_bytes"))));
     return false;
   }
-  // Compaction can make room. Running it here, whole, would stall every
-  // other command (DESIGN.md, rule 4): the allocation waits for the slices
-  // of a defragmentation instead (the running one, or MakeRoom's).
+  if (waiting_for_room_.size() >= options_.channel_capacity) {
+    // Each waiting allocation holds its request's memory: bound them.
+    CompleteOp(op,
+               absl::StatusOr<pools::BlockInfo>(
+                   absl::ResourceExhaustedError(absl::StrCat(
+                       block.status().message(), "; ", waiting_for_room_.size(),
+                       " allocations already wait for a "
+                       "defragmentation to make room; retry "
+                       "later"))));
+    return false;
+  }
   VLOG(1) << "worker: " << op.size
           << "-byte allocation waits for room: " << block.status();
   waiting_for_room_.push_back(std::move(command));
@@ -213,7 +231,7 @@ std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
     const absl::Duration left = stop_at - absl::Now();
     if (left <= absl::ZeroDuration()) return "deadline exceeded";
     if (pools_->DefragStep(std::min(options_.defrag_slice, left))) return "";
-    ServeWaitingForRoom(/*final=*/false);
+    RetryWaitingForRoom(std::min(absl::Now() + options_.defrag_slice, stop_at));
     // Let gRPC's threads run: on few cores, a worker that goes from slice to
     // slice keeps the threads that receive and answer requests off the CPU
     // (pause_bench on 2 cores: p99 of reads during a defragmentation 4.5 ms
@@ -225,16 +243,20 @@ std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
     }
     if (absl::Now() >= stop_at) return "deadline exceeded";
     if (channel_.closed()) return "server shutting down";
+    if (command == nullptr && waiting_for_room_.empty()) {
+      return "no allocation waits for room any more";
+    }
   }
 }
 
 void Worker::MakeRoom() {
+  std::string stop_reason;
   if (pools_->reclaimable_bytes() > 0) {
     const uint64_t resident_before = pools_->resident_bytes();
     CHECK(pools_->BeginDefrag({}).ok());
-    const std::string stop_reason = RunSlices(absl::InfiniteFuture(), nullptr);
+    stop_reason = RunSlices(absl::InfiniteFuture(), nullptr);
     const pools::DefragReport report = pools_->EndDefrag(stop_reason);
-    ++stats_.defragmentations;
+    ++stats_.memory_limit_defragmentations;
     stats_.total_bytes_reclaimed += report.bytes_reclaimed;
     LOG(INFO) << "memory limit: defragmented to make room"
               << (stop_reason.empty() ? "" : " (stopped: " + stop_reason + ")")
@@ -244,40 +266,62 @@ void Worker::MakeRoom() {
               << " bytes in " << report.slices << " slices, "
               << absl::FormatDuration(report.duration);
   }
-  ServeWaitingForRoom(/*final=*/true);
-}
-
-void Worker::ServeWaitingForRoom(bool final) {
-  std::deque<Command> still_waiting;
+  const bool shutting_down = stop_reason == "server shutting down";
   while (!waiting_for_room_.empty()) {
     Command command = std::move(waiting_for_room_.front());
     waiting_for_room_.pop_front();
-    AllocateOp& op = std::get<AllocateOp>(command.op);
-    if (command.IsCancelled()) {
-      CompleteOp(op, absl::StatusOr<pools::BlockInfo>(
-                         absl::CancelledError("the client cancelled")));
-    } else if (absl::Now() >= command.deadline) {
-      CompleteOp(op,
-                 absl::StatusOr<pools::BlockInfo>(absl::DeadlineExceededError(
-                     "the deadline passed while the allocation waited "
-                     "for a defragmentation to make room under the "
-                     "memory limit")));
-    } else {
-      absl::StatusOr<pools::BlockInfo> block =
-          pools_->Allocate(op.size, op.data);
-      if (absl::IsResourceExhausted(block.status()) && !final) {
-        still_waiting.push_back(std::move(command));
-        continue;
-      }
-      if (absl::IsResourceExhausted(block.status())) {
-        block = absl::ResourceExhaustedError(
-            absl::StrCat(block.status().message(),
-                         "; still after a defragmentation: free blocks, or "
-                         "raise --memory_limit_bytes"));
-      }
-      CompleteOp(op, std::move(block));
+    if (std::optional<absl::Status> refusal = TryAnswerWaiting(command)) {
+      CompleteOp(
+          std::get<AllocateOp>(command.op),
+          absl::StatusOr<pools::BlockInfo>(
+              shutting_down ? absl::UnavailableError(
+                                  "the server is shutting down; the allocation "
+                                  "was waiting for room under the memory limit")
+                            : absl::ResourceExhaustedError(absl::StrCat(
+                                  refusal->message(),
+                                  "; still after a defragmentation: free "
+                                  "blocks, or raise --memory_limit_bytes"))));
     }
     ++stats_.completed_of(CommandType::kAllocate);
+  }
+}
+
+std::optional<absl::Status> Worker::TryAnswerWaiting(Command& command) {
+  AllocateOp& op = std::get<AllocateOp>(command.op);
+  if (command.IsCancelled()) {
+    CompleteOp(op, absl::StatusOr<pools::BlockInfo>(
+                       absl::CancelledError("the client cancelled")));
+    return std::nullopt;
+  }
+  if (absl::Now() >= command.deadline) {
+    CompleteOp(op, absl::StatusOr<pools::BlockInfo>(absl::DeadlineExceededError(
+                       "the deadline passed while the allocation waited for "
+                       "a defragmentation to make room under the memory "
+                       "limit")));
+    return std::nullopt;
+  }
+  absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
+  if (pools::MemoryLimitGrowth(block.status()).has_value()) {
+    return block.status();  // nothing changed; it may wait on
+  }
+  CompleteOp(op, std::move(block));
+  return std::nullopt;
+}
+
+void Worker::RetryWaitingForRoom(absl::Time until) {
+  std::deque<Command> still_waiting;
+  while (!waiting_for_room_.empty() && absl::Now() < until) {
+    Command command = std::move(waiting_for_room_.front());
+    waiting_for_room_.pop_front();
+    if (TryAnswerWaiting(command).has_value()) {
+      still_waiting.push_back(std::move(command));
+    } else {
+      ++stats_.completed_of(CommandType::kAllocate);
+    }
+  }
+  // Those not tried in time keep their place behind those tried.
+  for (Command& command : waiting_for_room_) {
+    still_waiting.push_back(std::move(command));
   }
   waiting_for_room_ = std::move(still_waiting);
 }
@@ -349,6 +393,7 @@ WorkerStats Worker::SnapshotStats() const {
   stats.queue_depth = channel_.size();
   stats.channel_capacity = channel_.capacity();
   stats.refused = refused_.load(std::memory_order_relaxed);
+  stats.allocations_waiting_for_room = waiting_for_room_.size();
   return stats;
 }
 

@@ -21,7 +21,7 @@
 namespace poold {
 
 // Runs Commands one at a time on its own thread, in the order the channel
-// delivers them, and completes each exactly once:
+// delivers them (but for the waits below), and completes each exactly once:
 //   - CANCELLED when the client cancelled before it ran,
 //   - DEADLINE_EXCEEDED when its deadline passed before it ran,
 //   - otherwise with the result of the op on the pool engine, which the
@@ -33,6 +33,11 @@ namespace poold {
 // its client cancels, when its deadline is near (so the partial report can
 // still reach the client) or when the worker stops; its report then says
 // complete: false.
+// An allocation that --memory_limit_bytes refuses while compaction could make
+// room waits (up to channel_capacity of them) for a defragmentation of every
+// pool, run in slices like the others: it is retried after each slice and
+// answered as soon as it fits, at its deadline or cancellation, or with
+// RESOURCE_EXHAUSTED when the defragmentation ends without room.
 //
 // Submit is thread-safe and never blocks; Stop is called by the owner.
 class Worker {
@@ -88,7 +93,9 @@ class Worker {
   // Releases stale cached memory when the maintenance interval has passed.
   void MaybeMaintain();
   void WaitWhilePaused();
-  // Completes `command` exactly once. Worker thread only.
+  // Completes `command` exactly once: here, or, for an allocation that
+  // waits for room under the memory limit, later (it is moved out of
+  // `command`). Worker thread only.
   void Execute(Command& command);
 
   // Allocates, or, when the memory limit refuses the block and compaction
@@ -108,12 +115,17 @@ class Worker {
   // Between slices it serves queued commands and retries waiting
   // allocations. Returns why it stopped early ("" when done).
   std::string RunSlices(absl::Time stop_at, const Command* command);
-  // A full defragmentation, in slices, for the allocations waiting for room
-  // under the memory limit; completes every one of them.
+  // A defragmentation of every pool, in slices, for the allocations waiting
+  // for room under the memory limit (it stops once none waits); then
+  // completes every one of them: RESOURCE_EXHAUSTED if it still does not
+  // fit, UNAVAILABLE if the server is shutting down.
   void MakeRoom();
-  // Completes each waiting allocation that is cancelled, expired or now fits.
-  // With `final`, completes the rest with RESOURCE_EXHAUSTED.
-  void ServeWaitingForRoom(bool final);
+  // Completes a waiting allocation that is cancelled, expired or now fits
+  // and returns nullopt; else returns the memory limit's refusal, leaving
+  // the command uncompleted.
+  std::optional<absl::Status> TryAnswerWaiting(Command& command);
+  // Tries the waiting allocations in order until `until`; the rest wait on.
+  void RetryWaitingForRoom(absl::Time until);
   // Runs the commands queued now, for up to one slice's time and not past
   // `limit`; queues defragmentations in pending_defrags_.
   void ServeBetweenSlices(absl::Time limit);

@@ -53,9 +53,11 @@ struct WorkerStats {
   uint64_t channel_capacity = 0;
   // Commands the worker completed (with any status), by CommandType.
   std::array<uint64_t, kCommandTypeCount> completed = {};
-  uint64_t refused = 0;  // answered RESOURCE_EXHAUSTED: channel full
-  uint64_t defragmentations = 0;
-  uint64_t total_bytes_reclaimed = 0;
+  uint64_t refused = 0;           // answered RESOURCE_EXHAUSTED: channel full
+  uint64_t defragmentations = 0;  // TriggerDefragmentation runs
+  uint64_t total_bytes_reclaimed = 0;          // by every defragmentation
+  uint64_t memory_limit_defragmentations = 0;  // run to make room
+  uint64_t allocations_waiting_for_room = 0;   // when the snapshot was taken
 
   uint64_t& completed_of(CommandType type) {
     return completed[static_cast<size_t>(type)];

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "worker/pools/memory_limit_error.h"
 #include "worker/pools/os_memory.h"
 
 namespace poold::pools {
@@ -234,9 +235,10 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
     }
   }
   if (growth > headroom) {
-    return absl::ResourceExhaustedError(
+    return MemoryLimitError(
         absl::StrCat("allocating ", size, " bytes needs ", growth,
-                     " more resident bytes than the memory limit allows"));
+                     " more resident bytes than the memory limit allows"),
+        growth);
   }
   absl::StatusOr<HandleTable::Inserted> entry = handles_.Insert(0);
   if (!entry.ok()) return entry.status();

@@ -112,15 +112,17 @@ absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
                      options_.max_block_bytes));
   }
   absl::StatusOr<BlockInfo> block = AllocateIn(PoolForSize(size), size, data);
-  if (block.ok() || !absl::IsResourceExhausted(block.status()) ||
-      options_.memory_limit_bytes == 0) {
-    return block;
-  }
-  return absl::ResourceExhaustedError(
+  if (block.ok()) return block;
+  const std::optional<uint64_t> growth = MemoryLimitGrowth(block.status());
+  if (!growth.has_value()) return block;
+  return MemoryLimitError(
       absl::StrCat("memory limit of ", options_.memory_limit_bytes,
                    " bytes reached (resident ", resident_bytes(),
-                   " bytes): ", block.status().message()));
+                   " bytes): ", block.status().message()),
+      *growth);
 }
+
+uint64_t PoolSet::headroom_bytes() const { return Headroom(); }
 
 uint64_t PoolSet::reclaimable_bytes() const {
   uint64_t reclaimable = 0;

@@ -19,6 +19,7 @@
 #include "worker/pools/defrag_report.h"
 #include "worker/pools/extent_pool.h"
 #include "worker/pools/fragmentation_stats.h"
+#include "worker/pools/memory_limit_error.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/slab_compactor.h"
@@ -58,10 +59,12 @@ class PoolSet {
   // Allocates a zeroed block and copies `data` to its start. When `size` is
   // 0 the block is data.size() long. INVALID_ARGUMENT for a zero size, a
   // size above max_block_bytes, or data longer than size;
-  // RESOURCE_EXHAUSTED when the block does not fit under the memory limit:
-  // Allocate never compacts (that could take long); the owner may defragment,
-  // in slices, and retry while reclaimable_bytes() > 0. On error nothing
-  // changes.
+  // RESOURCE_EXHAUSTED when the block does not fit under the memory limit
+  // (a MemoryLimitError, whose MemoryLimitGrowth() says how many more
+  // resident bytes it needed): Allocate never compacts, which could take
+  // long; the owner may defragment, in slices, and retry when
+  // headroom_bytes() + reclaimable_bytes() covers the growth. On error
+  // nothing changes.
   absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data);
 
   // Copies `data` into the block at `offset`. NOT_FOUND for an unknown,
@@ -111,6 +114,9 @@ class PoolSet {
   // Bytes a full defragmentation of every pool would return to the OS now
   // (the sum of the pools' exact reclaimable_bytes).
   uint64_t reclaimable_bytes() const;
+
+  // Resident bytes the memory limit still allows (UINT64_MAX without one).
+  uint64_t headroom_bytes() const;
 
   const PoolSetOptions& options() const { return options_; }
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "worker/pools/memory_limit_error.h"
 #include "worker/pools/os_memory.h"
 
 namespace poold::pools {
@@ -264,9 +265,10 @@ absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
           : handles_.InsertGrowthBytes() +
                 (id == kNoSpan ? NewSpanGrowthBytes(class_index) : 0);
   if (growth > headroom) {
-    return absl::ResourceExhaustedError(
+    return MemoryLimitError(
         absl::StrCat("allocating ", size, " bytes needs ", growth,
-                     " more resident bytes than the memory limit allows"));
+                     " more resident bytes than the memory limit allows"),
+        growth);
   }
   absl::StatusOr<HandleTable::Inserted> entry = handles_.Insert(0);
   if (!entry.ok()) return entry.status();

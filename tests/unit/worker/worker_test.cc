@@ -629,6 +629,21 @@ Command StatsCommand(absl::StatusOr<StatsSnapshot>* out) {
   return command;
 }
 
+// Submits a GetStats and waits for its answer.
+StatsSnapshot StatsNow(Worker& worker) {
+  absl::StatusOr<StatsSnapshot> stats;
+  std::atomic<bool> answered{false};
+  Command command;
+  command.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> s) {
+    stats = std::move(s);
+    answered.store(true);
+  }};
+  CHECK(worker.Submit(std::move(command)));
+  while (!answered.load()) absl::SleepFor(absl::Microseconds(100));
+  CHECK(stats.ok()) << stats.status();
+  return *std::move(stats);
+}
+
 TEST(WorkerMemoryLimitTest, AllocationWaitsForSlicesWhileReadsFlow) {
   std::vector<uint64_t> kept;
   auto pools = FragmentedAtTheLimit(&kept);
@@ -641,6 +656,10 @@ TEST(WorkerMemoryLimitTest, AllocationWaitsForSlicesWhileReadsFlow) {
   Journal journal;
   absl::StatusOr<pools::BlockInfo> block;
   ASSERT_TRUE(worker.Submit(AllocateCommand(200, &journal, &block)));
+  // Queued behind the allocation: answered between the slices of the
+  // defragmentation it waits for, before that defragmentation has ended.
+  absl::StatusOr<StatsSnapshot> during;
+  ASSERT_TRUE(worker.Submit(StatsCommand(&during)));
   constexpr size_t kReads = 50;
   std::vector<std::string> read_data(kReads);
   for (size_t i = 0; i < kReads; ++i) {
@@ -648,37 +667,83 @@ TEST(WorkerMemoryLimitTest, AllocationWaitsForSlicesWhileReadsFlow) {
   }
   worker.Resume();
   journal.WaitFor(kReads + 1);
-  // The allocation may be answered as soon as a slice released a span; the
-  // defragmentation then runs on. Wait for its end.
-  absl::StatusOr<StatsSnapshot> stats;
-  for (int i = 0; i < 1000; ++i) {
-    std::atomic<bool> answered{false};
-    Command command;
-    command.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> s) {
-      stats = std::move(s);
-      answered.store(true);
-    }};
-    ASSERT_TRUE(worker.Submit(std::move(command)));
-    while (!answered.load()) absl::SleepFor(absl::Microseconds(100));
-    if (stats.ok() && stats->worker.defragmentations > 0) break;
+  // The defragmentation stops once no allocation waits; wait for its end.
+  StatsSnapshot stats = StatsNow(worker);
+  for (int i = 0; i < 1000 && stats.worker.memory_limit_defragmentations == 0;
+       ++i) {
     absl::SleepFor(absl::Milliseconds(10));
+    stats = StatsNow(worker);
   }
   worker.Stop();
 
-  // The allocation was answered after a defragmentation in slices, and the
-  // reads queued behind it did not wait for the whole of it.
   ASSERT_TRUE(block.ok()) << block.status();
   EXPECT_EQ(block->pool, pools::PoolKind::kSmall);
-  EXPECT_GT(IndexOf(journal.events(), "allocate"), 0u);
+  ASSERT_TRUE(during.ok());
+  EXPECT_EQ(during->worker.memory_limit_defragmentations, 0u);
+  EXPECT_GT(during->pools.total.reclaimable_bytes, 0u);
   for (size_t i = 0; i < kReads; ++i) {
     EXPECT_EQ(read_data[i], std::string(100, static_cast<char>(i * 10 + 3)));
   }
-  ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->worker.defragmentations, 1u);
-  EXPECT_GT(stats->worker.total_bytes_reclaimed, 0u);
-  EXPECT_EQ(stats->worker.completed_of(CommandType::kAllocate), 1u);
-  EXPECT_EQ(stats->worker.completed_of(CommandType::kRead), kReads);
-  EXPECT_EQ(stats->pools.total.blocks, kept.size() + 1);
+  EXPECT_EQ(stats.worker.memory_limit_defragmentations, 1u);
+  EXPECT_EQ(stats.worker.defragmentations, 0u);  // no TriggerDefragmentation
+  EXPECT_GT(stats.worker.total_bytes_reclaimed, 0u);
+  EXPECT_EQ(stats.worker.allocations_waiting_for_room, 0u);
+  EXPECT_EQ(stats.worker.completed_of(CommandType::kAllocate), 1u);
+  EXPECT_EQ(stats.worker.completed_of(CommandType::kRead), kReads);
+  EXPECT_EQ(stats.pools.total.blocks, kept.size() + 1);
+}
+
+TEST(WorkerMemoryLimitTest, AllocationNoDefragmentationCanFitIsRefusedAtOnce) {
+  std::vector<uint64_t> kept;
+  auto pools = FragmentedAtTheLimit(&kept);
+  const uint64_t reclaimable = pools->reclaimable_bytes();
+  ASSERT_GT(reclaimable, 0u);
+  Worker worker({.channel_capacity = 16}, std::move(pools));
+  Journal journal;
+  absl::StatusOr<pools::BlockInfo> block;
+  // Larger than the limit itself: no defragmentation can make that room.
+  ASSERT_TRUE(worker.Submit(AllocateCommand(48 << 20, &journal, &block)));
+  journal.WaitFor(1);
+  const StatsSnapshot stats = StatsNow(worker);
+  worker.Stop();
+  EXPECT_EQ(block.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(block.status().message(),
+              HasSubstr("a defragmentation would return only"));
+  EXPECT_EQ(stats.worker.memory_limit_defragmentations, 0u);
+  EXPECT_EQ(stats.pools.total.reclaimable_bytes, reclaimable);
+}
+
+TEST(WorkerMemoryLimitTest, WaitingAllocationAnswersItsCancellation) {
+  std::vector<uint64_t> kept;
+  Worker worker({.channel_capacity = 16,
+                 .start_paused = true,
+                 .defrag_slice = absl::Microseconds(50)},
+                FragmentedAtTheLimit(&kept));
+  Journal journal;
+  absl::StatusOr<pools::BlockInfo> block;
+  ASSERT_TRUE(worker.Submit(AllocateCommand(200, &journal, &block)));
+  // A second waiting allocation, whose client cancels while it waits.
+  absl::StatusOr<pools::BlockInfo> waiting;
+  Command second = AllocateCommand(200, &journal, &waiting);
+  std::atomic<bool> flag{false};
+  second.cancelled = &flag;
+  ASSERT_TRUE(worker.Submit(std::move(second)));
+  // Served between slices: cancels the second allocation's client.
+  Command read;
+  read.op =
+      ReadOp{.handle = kept[0], .done = [&](absl::StatusOr<absl::string_view>) {
+               flag.store(true);
+               journal.Add("read");
+             }};
+  ASSERT_TRUE(worker.Submit(std::move(read)));
+  worker.Resume();
+  journal.WaitFor(3);
+  worker.Stop();
+  EXPECT_TRUE(block.ok()) << block.status();
+  // It either fit before the read ran, or it saw the cancellation.
+  EXPECT_TRUE(waiting.ok() ||
+              waiting.status().code() == absl::StatusCode::kCancelled)
+      << waiting.status();
 }
 
 TEST(WorkerMemoryLimitTest, FullPoolsRefuseAtOnceWithoutDefragmenting) {
@@ -709,17 +774,36 @@ TEST(WorkerMemoryLimitTest, WaitingAllocationsAreAnsweredAtShutdown) {
                  .start_paused = true,
                  .defrag_slice = absl::Microseconds(50)},
                 FragmentedAtTheLimit(&kept));
-  Journal journal;
   constexpr int kAllocations = 20;
   std::vector<absl::StatusOr<pools::BlockInfo>> blocks(kAllocations);
+  std::vector<std::atomic<int>> completions(kAllocations);
   for (int i = 0; i < kAllocations; ++i) {
-    ASSERT_TRUE(worker.Submit(AllocateCommand(200, &journal, &blocks[i])));
+    Command command;
+    command.op = AllocateOp{.size = 200,
+                            .data = "new",
+                            .done = [&, i](absl::StatusOr<pools::BlockInfo> r) {
+                              blocks[i] = std::move(r);
+                              completions[i].fetch_add(1);
+                            }};
+    ASSERT_TRUE(worker.Submit(std::move(command)));
   }
-  worker.Stop();  // closes the channel, then lets the worker run
-  EXPECT_EQ(journal.events().size(), static_cast<size_t>(kAllocations));
-  for (const auto& block : blocks) {
-    EXPECT_TRUE(block.ok() || absl::IsResourceExhausted(block.status()))
-        << block.status();
+  // Stop while the defragmentation for them runs: a read served between
+  // its slices says it has begun.
+  std::atomic<bool> served{false};
+  Command read;
+  read.op = ReadOp{
+      .handle = kept[0],
+      .done = [&](absl::StatusOr<absl::string_view>) { served.store(true); }};
+  ASSERT_TRUE(worker.Submit(std::move(read)));
+  worker.Resume();
+  while (!served.load()) absl::SleepFor(absl::Microseconds(50));
+  worker.Stop();
+  for (int i = 0; i < kAllocations; ++i) {
+    EXPECT_EQ(completions[i].load(), 1) << i;
+    // Fit, or told the server is going away; never "free blocks".
+    EXPECT_TRUE(blocks[i].ok() ||
+                blocks[i].status().code() == absl::StatusCode::kUnavailable)
+        << blocks[i].status();
   }
 }
 
