@@ -80,6 +80,15 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
                   worker.commands_refused(), ", defragmentations ",
                   worker.defragmentations(), " (reclaimed ",
                   HumanBytes(worker.total_bytes_reclaimed()), " in all)\n");
+  // Only a server with --memory_limit_bytes that reached it has these.
+  if (worker.memory_limit_defragmentations() > 0 ||
+      worker.allocations_waiting_for_room() > 0) {
+    absl::StrAppend(&out,
+                    "memory limit: ", worker.memory_limit_defragmentations(),
+                    " defragmentations to make room, ",
+                    worker.allocations_waiting_for_room(),
+                    " allocations waiting for room\n");
+  }
   // Sorted by RPC name; a protobuf map has no order.
   std::vector<std::pair<std::string, uint64_t>> completed(
       worker.commands_completed().begin(), worker.commands_completed().end());

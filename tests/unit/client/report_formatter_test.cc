@@ -89,6 +89,17 @@ TEST(ReportFormatterTest, StatsTable) {
   EXPECT_THAT(text, HasSubstr("128 B "));
 }
 
+TEST(ReportFormatterTest, StatsShowTheMemoryLimitOnlyOnceReached) {
+  v1::GetStatsResponse stats = MakeGetStats();
+  const ReportFormatter formatter(OutputFormat::kTable);
+  EXPECT_THAT(formatter.Stats(stats).value(), Not(HasSubstr("memory limit")));
+  stats.mutable_worker()->set_memory_limit_defragmentations(2);
+  stats.mutable_worker()->set_allocations_waiting_for_room(5);
+  EXPECT_THAT(formatter.Stats(stats).value(),
+              HasSubstr("memory limit: 2 defragmentations to make room, 5 "
+                        "allocations waiting for room\n"));
+}
+
 TEST(ReportFormatterTest, StatsWithoutClassesHasNoClassTables) {
   v1::GetStatsResponse stats = MakeGetStats();
   stats.mutable_pools(0)->clear_classes();
