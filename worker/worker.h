@@ -26,7 +26,8 @@ namespace poold {
 //   - DEADLINE_EXCEEDED when its deadline passed before it ran,
 //   - otherwise with the result of the op on the pool engine, which the
 //     worker thread owns alone (DESIGN.md rule 1).
-// A defragmentation runs in slices of `defrag_slice`; between two slices the
+// A defragmentation runs in slices of `defrag_slice` (a quarter of it while
+// requests keep arriving, until none came for 8 slices); between two slices the
 // worker serves the commands queued meanwhile (for up to a slice's time), so
 // reads and writes keep flowing. Defragmentations that arrive while one runs
 // wait their turn, in order. A defragmentation stops at a slice boundary when

@@ -558,6 +558,47 @@ TEST(WorkerDefragTest, StatsCountDefragmentationsAndReclaimedBytes) {
   EXPECT_EQ(stats->pools.total.reclaimable_bytes, 0u);
 }
 
+// Runs one defragmentation of Fragmented(blocks) with 8 ms slices, with or
+// without a stream of GetStats commands, and returns its report.
+pools::DefragReport DefragWithTraffic(bool traffic) {
+  std::vector<uint64_t> kept;
+  Worker worker(
+      {.channel_capacity = 1024, .defrag_slice = absl::Milliseconds(8)},
+      Fragmented(600000, &kept));
+  absl::StatusOr<pools::DefragReport> report;
+  std::atomic<bool> done{false};
+  Command command;
+  command.op = DefragOp{.pools = {pools::PoolKind::kSmall},
+                        .done = [&](absl::StatusOr<pools::DefragReport> r) {
+                          report = std::move(r);
+                          done.store(true);
+                        }};
+  CHECK(worker.Submit(std::move(command)));
+  while (!done.load()) {
+    if (traffic) {
+      Command stats;
+      stats.op = StatsOp{.done = [](absl::StatusOr<StatsSnapshot>) {}};
+      worker.Submit(std::move(stats));  // refused when full: fine
+      absl::SleepFor(absl::Microseconds(200));
+    } else {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+  worker.Stop();
+  CHECK(report.ok()) << report.status();
+  return *std::move(report);
+}
+
+TEST(WorkerDefragTest, SlicesShrinkWhileRequestsKeepArriving) {
+  const pools::DefragReport quiet = DefragWithTraffic(false);
+  const pools::DefragReport busy = DefragWithTraffic(true);
+  ASSERT_TRUE(quiet.complete);
+  ASSERT_TRUE(busy.complete);
+  // The same work in quarter slices takes more of them.
+  EXPECT_GT(busy.slices, quiet.slices)
+      << "quiet " << quiet.slices << ", busy " << busy.slices;
+}
+
 TEST(WorkerDefragTest, IdleWorkerReturnsCachedMemoryAfterTheDecay) {
   pools::PoolSetOptions options;
   options.cache_decay = absl::ZeroDuration();
