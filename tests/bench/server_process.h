@@ -8,11 +8,13 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/support/subprocess.h"
 
 namespace poold::bench {
 
@@ -44,7 +46,7 @@ class ServerProcess {
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_->pid(); }
   // gRPC targets: "127.0.0.1:41234" and "unix:/tmp/poold-bench.XXXXXX/
   // poold.sock"; empty when not served.
   const std::string& tcp_target() const { return tcp_target_; }
@@ -59,19 +61,16 @@ class ServerProcess {
   std::string Log() const;
 
  private:
-  ServerProcess(pid_t pid, std::string temp_dir)
-      : pid_(pid), temp_dir_(std::move(temp_dir)) {}
+  ServerProcess(std::unique_ptr<testing::Subprocess> child,
+                std::string temp_dir)
+      : child_(std::move(child)), temp_dir_(std::move(temp_dir)) {}
 
   // Reads the "listening on" lines of the log; true once `expected` targets
   // are known.
   bool ParseTargets(int expected);
-  // Reaps the child without blocking; true once it has exited.
-  bool Reap();
 
-  const pid_t pid_;
+  std::unique_ptr<testing::Subprocess> child_;
   const std::string temp_dir_;
-  bool exited_ = false;
-  int exit_code_ = -1;
   std::string tcp_target_;
   std::string unix_target_;
 };

@@ -14,7 +14,7 @@
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "tests/e2e/subprocess.h"
+#include "tests/support/subprocess.h"
 
 namespace poold::testing {
 

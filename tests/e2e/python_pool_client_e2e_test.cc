@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/poold_process.h"
-#include "tests/e2e/subprocess.h"
+#include "tests/support/subprocess.h"
 
 namespace poold::testing {
 namespace {

@@ -1,8 +1,8 @@
-// Subprocess: a child process for end-to-end tests, started with
+// Subprocess: a child process for end-to-end tests and benchmarks, started with
 // posix_spawn (safe in a multi-threaded test), its stdout and stderr in a
 // file, with signals, a bounded wait and cleanup.
-#ifndef POOLD_TESTS_E2E_SUBPROCESS_H_
-#define POOLD_TESTS_E2E_SUBPROCESS_H_
+#ifndef POOLD_TESTS_SUPPORT_SUBPROCESS_H_
+#define POOLD_TESTS_SUPPORT_SUBPROCESS_H_
 
 #include <sys/types.h>
 
@@ -73,4 +73,4 @@ absl::StatusOr<ProcessResult> RunProcess(
 
 }  // namespace poold::testing
 
-#endif  // POOLD_TESTS_E2E_SUBPROCESS_H_
+#endif  // POOLD_TESTS_SUPPORT_SUBPROCESS_H_

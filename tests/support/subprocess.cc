@@ -1,5 +1,5 @@
 // Subprocess: posix_spawn, signals, bounded waits.
-#include "tests/e2e/subprocess.h"
+#include "tests/support/subprocess.h"
 
 #include <fcntl.h>
 #include <signal.h>
