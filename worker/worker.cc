@@ -157,14 +157,13 @@ bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
   // running one, or MakeRoom's).
   const uint64_t reclaimable = pools_->reclaimable_bytes();
   if (*growth - std::min(*growth, pools_->headroom_bytes()) > reclaimable) {
-    CompleteOp(op,
-               absl::StatusOr<pools::BlockInfo>(absl::ResourceExhaustedError(
-                   absl::StrCat(block.status().message(),
-                                "; a "
-                                "defragmentation would return only ",
-                                reclaimable,
-                                " bytes: free blocks, or "
-                                "raise --memory_limit_bytes"))));
+    CompleteOp(
+        op,
+        absl::StatusOr<pools::BlockInfo>(absl::ResourceExhaustedError(
+            absl::StrCat(block.status().message(),
+                         "; a defragmentation would return only ", reclaimable,
+                         " bytes: free blocks, or raise "
+                         "--memory_limit_bytes"))));
     return false;
   }
   if (waiting_for_room_.size() >= options_.channel_capacity) {
@@ -173,9 +172,8 @@ bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
                absl::StatusOr<pools::BlockInfo>(
                    absl::ResourceExhaustedError(absl::StrCat(
                        block.status().message(), "; ", waiting_for_room_.size(),
-                       " allocations already wait for a "
-                       "defragmentation to make room; retry "
-                       "later"))));
+                       " allocations already wait for a defragmentation to "
+                       "make room; retry later"))));
     return false;
   }
   VLOG(1) << "worker: " << op.size
