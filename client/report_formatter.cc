@@ -74,12 +74,23 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
                     HumanBytes(s.unpurged_bytes()), " free but not purged\n");
   }
 
+  const v1::ProcessStats& process = stats.process();
+  absl::StrAppend(&out, "\nprocess: RSS ", HumanBytes(process.rss_bytes()),
+                  " = pools ", HumanBytes(process.pools_resident_bytes()),
+                  " + outside the pools ",
+                  HumanBytes(process.outside_pools_bytes()), " (anonymous ",
+                  HumanBytes(process.rss_anon_bytes()), ", code and files ",
+                  HumanBytes(process.rss_file_bytes()), "; malloc heap in use ",
+                  HumanBytes(process.heap_in_use_bytes()), ", free ",
+                  HumanBytes(process.heap_free_bytes()), ")\n");
   const v1::WorkerStats& worker = stats.worker();
   absl::StrAppend(&out, "\nworker: queue ", worker.queue_depth(), " of ",
                   worker.channel_capacity(), ", refused ",
                   worker.commands_refused(), ", defragmentations ",
                   worker.defragmentations(), " (reclaimed ",
-                  HumanBytes(worker.total_bytes_reclaimed()), " in all)\n");
+                  HumanBytes(worker.total_bytes_reclaimed()),
+                  " in all), heap trims ", worker.heap_trims(), " (returned ",
+                  HumanBytes(worker.heap_bytes_released()), ")\n");
   // Only a server with --memory_limit_bytes that reached it has these.
   if (worker.memory_limit_defragmentations() > 0 ||
       worker.allocations_waiting_for_room() > 0) {
@@ -223,7 +234,11 @@ std::string TableDefrag(const v1::DefragReport& report) {
                   report.pools_skipped(), " skipped, ", report.pools_partial(),
                   " partial, ", report.pools_failed(), " failed\n");
   absl::StrAppend(&out, "process RSS: ", HumanBytes(report.rss_before_bytes()),
-                  " -> ", HumanBytes(report.rss_after_bytes()), "\n");
+                  " -> ", HumanBytes(report.rss_after_bytes()), " (pools ",
+                  HumanBytes(report.pools_resident_before_bytes()), " -> ",
+                  HumanBytes(report.pools_resident_after_bytes()),
+                  "; heap trim returned ",
+                  HumanBytes(report.heap_released_bytes()), ")\n");
   absl::StrAppend(&out, "slices: ", report.slices(), ", longest ",
                   HumanDuration(FromProtoDuration(report.max_slice_duration())),
                   "\n");

@@ -17,6 +17,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/endpoints.h"
+#include "worker/process_memory.h"
 
 namespace poold {
 namespace {
@@ -83,6 +84,11 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
   if (options.cache_decay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--cache_decay must not be negative");
   }
+  if (options.heap_mmap_threshold_bytes > kMaxHeapMmapThreshold) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--heap_mmap_threshold_bytes must be at most ", kMaxHeapMmapThreshold,
+        " (glibc's limit), not ", options.heap_mmap_threshold_bytes));
+  }
   for (const grpc::Service* service : options.extra_services) {
     if (service == nullptr) {
       return absl::InvalidArgumentError("extra_services holds a null service");
@@ -110,6 +116,13 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
         pools.status().code(),
         absl::StrCat("cannot set up the pools: ", pools.status().message()));
   }
+  if (options.heap_mmap_threshold_bytes > 0 &&
+      !ProcessMemory::SetMmapThreshold(options.heap_mmap_threshold_bytes)) {
+    LOG(WARNING) << "the C library refused --heap_mmap_threshold_bytes="
+                 << options.heap_mmap_threshold_bytes
+                 << "; large messages may stay in the heap until it is "
+                    "trimmed";
+  }
   auto server = absl::WrapUnique(new PooldServer(options, *std::move(pools)));
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
 
@@ -121,7 +134,8 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
             << " memory_limit_bytes=" << options.memory_limit_bytes
             << " defrag_slice=" << absl::FormatDuration(options.defrag_slice)
             << " cache_decay=" << absl::FormatDuration(options.cache_decay)
-            << " shutdown_grace="
+            << " heap_mmap_threshold_bytes="
+            << options.heap_mmap_threshold_bytes << " shutdown_grace="
             << absl::FormatDuration(options.shutdown_grace)
             << " shutdown_drain="
             << absl::FormatDuration(options.shutdown_drain);

@@ -46,6 +46,12 @@ class PooldServer {
     absl::Duration defrag_slice = absl::Milliseconds(1);
     // Empty memory unused this long goes back to the OS.
     absl::Duration cache_decay = absl::Seconds(1);
+    // glibc malloc serves allocations of at least this many bytes (gRPC's
+    // and protobuf's buffers of large messages) with mappings of their own,
+    // returned to the OS when freed; 0 keeps glibc's adaptive threshold,
+    // which grows after large frees and leaves such buffers in the heap.
+    // Process-wide: Start() applies it.
+    uint64_t heap_mmap_threshold_bytes = 64 << 10;
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
@@ -66,6 +72,8 @@ class PooldServer {
   // Bounds of defrag_slice.
   static constexpr absl::Duration kMinDefragSlice = absl::Microseconds(10);
   static constexpr absl::Duration kMaxDefragSlice = absl::Seconds(1);
+  // Largest heap_mmap_threshold_bytes glibc accepts (HEAP_MAX_SIZE / 2).
+  static constexpr uint64_t kMaxHeapMmapThreshold = uint64_t{32} << 20;
 
   // INVALID_ARGUMENT, with the flag to fix, when `options` cannot work
   // (or when an extra service is null).

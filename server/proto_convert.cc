@@ -191,6 +191,22 @@ void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
   proto->set_total_bytes_reclaimed(stats.total_bytes_reclaimed);
   proto->set_memory_limit_defragmentations(stats.memory_limit_defragmentations);
   proto->set_allocations_waiting_for_room(stats.allocations_waiting_for_room);
+  proto->set_heap_trims(stats.heap_trims);
+  proto->set_heap_bytes_released(stats.heap_bytes_released);
+}
+
+void ProcessStatsToProto(const ProcessMemoryStats& stats,
+                         uint64_t pools_resident_bytes,
+                         v1::ProcessStats* proto) {
+  proto->set_rss_bytes(stats.rss_bytes);
+  proto->set_rss_anon_bytes(stats.rss_anon_bytes);
+  proto->set_rss_file_bytes(stats.rss_file_bytes);
+  proto->set_pools_resident_bytes(pools_resident_bytes);
+  proto->set_outside_pools_bytes(stats.rss_bytes > pools_resident_bytes
+                                     ? stats.rss_bytes - pools_resident_bytes
+                                     : 0);
+  proto->set_heap_in_use_bytes(stats.heap_in_use_bytes);
+  proto->set_heap_free_bytes(stats.heap_free_bytes);
 }
 
 void StatsSnapshotToProto(const StatsSnapshot& snapshot,
@@ -207,6 +223,8 @@ void StatsSnapshotToProto(const StatsSnapshot& snapshot,
   }
   FragmentationStatsToProto(snapshot.pools.total, response->mutable_total());
   WorkerStatsToProto(snapshot.worker, response->mutable_worker());
+  ProcessStatsToProto(snapshot.process, snapshot.pools.total.resident_bytes,
+                      response->mutable_process());
 }
 
 void PoolAnalysesToProto(const std::vector<pools::PoolAnalysis>& analyses,
@@ -278,6 +296,9 @@ void DefragReportToProto(const pools::DefragReport& report,
   DurationToProto(report.duration, proto->mutable_duration());
   proto->set_rss_before_bytes(report.rss_before_bytes);
   proto->set_rss_after_bytes(report.rss_after_bytes);
+  proto->set_pools_resident_before_bytes(report.pools_resident_before_bytes);
+  proto->set_pools_resident_after_bytes(report.pools_resident_after_bytes);
+  proto->set_heap_released_bytes(report.heap_released_bytes);
   proto->set_complete(report.complete);
 }
 

@@ -74,6 +74,10 @@ void FragmentationStatsToProto(const pools::FragmentationStats& stats,
 void StatsSnapshotToProto(const StatsSnapshot& snapshot,
                           v1::GetStatsResponse* response);
 void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto);
+// The process's memory beside the pools' `pools_resident_bytes`.
+void ProcessStatsToProto(const ProcessMemoryStats& stats,
+                         uint64_t pools_resident_bytes,
+                         v1::ProcessStats* proto);
 // One entry per analysis, plus the totals over them.
 void PoolAnalysesToProto(const std::vector<pools::PoolAnalysis>& analyses,
                          v1::FragmentationReport* report);

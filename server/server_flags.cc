@@ -48,6 +48,12 @@ ABSL_FLAG(uint64_t, defrag_slice_us,
 ABSL_FLAG(absl::Duration, cache_decay, kDefaults.cache_decay,
           "Empty memory the pools keep for quick reuse goes back to the OS "
           "after this long unused.");
+ABSL_FLAG(uint64_t, heap_mmap_threshold_bytes,
+          kDefaults.heap_mmap_threshold_bytes,
+          "The C library's malloc serves allocations of at least this many "
+          "bytes (gRPC's buffers of large messages) with their own mappings, "
+          "returned to the OS when freed; 0 keeps glibc's adaptive "
+          "threshold, which keeps such buffers in the heap. At most 33554432.");
 ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
@@ -68,6 +74,8 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.defrag_slice =
       absl::Microseconds(absl::GetFlag(FLAGS_defrag_slice_us));
   options.cache_decay = absl::GetFlag(FLAGS_cache_decay);
+  options.heap_mmap_threshold_bytes =
+      absl::GetFlag(FLAGS_heap_mmap_threshold_bytes);
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
   return options;
 }

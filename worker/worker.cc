@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "worker/pools/memory_limit_error.h"
 #include "worker/pools/os_memory.h"
+#include "worker/process_memory.h"
 
 namespace poold {
 namespace {
@@ -108,6 +109,23 @@ void Worker::MaybeMaintain() {
     VLOG(1) << "worker: returned " << released
             << " bytes of cached empty memory to the OS";
   }
+  // Idle for a whole interval after activity: what gRPC and protobuf freed
+  // meanwhile (large messages) goes back to the OS once, not on every tick.
+  if (!ran_since_maintenance_ && ran_since_trim_) {
+    const uint64_t trimmed = TrimHeap();
+    VLOG(1) << "worker: idle; trimming the heap returned " << trimmed
+            << " bytes to the OS";
+  }
+  ran_since_maintenance_ = false;
+}
+
+uint64_t Worker::TrimHeap() {
+  ran_since_trim_ = false;
+  if (!options_.trim_heap) return 0;
+  const uint64_t released = ProcessMemory::TrimHeap();
+  ++stats_.heap_trims;
+  stats_.heap_bytes_released += released;
+  return released;
 }
 
 void Worker::WaitWhilePaused() {
@@ -118,6 +136,8 @@ void Worker::WaitWhilePaused() {
 void Worker::Execute(Command& command) {
   const CommandType type = command.type();
   VLOG(2) << "worker: running " << CommandTypeName(type);
+  ran_since_maintenance_ = true;
+  ran_since_trim_ = true;
   if (command.IsCancelled()) {
     FailCommand(command, absl::CancelledError("the client cancelled"));
   } else if (absl::Now() >= command.deadline) {
@@ -195,8 +215,9 @@ void Worker::Handle(ReadOp& op) {
 void Worker::Handle(FreeOp& op) { CompleteOp(op, pools_->Free(op.handle)); }
 
 void Worker::Handle(StatsOp& op) {
-  CompleteOp(op, absl::StatusOr<StatsSnapshot>(StatsSnapshot{
-                     pools_->Stats(op.include_classes), SnapshotStats()}));
+  CompleteOp(op, absl::StatusOr<StatsSnapshot>(
+                     StatsSnapshot{pools_->Stats(op.include_classes),
+                                   SnapshotStats(), ProcessMemory::Read()}));
 }
 
 void Worker::Handle(AnalyzeOp& op) {
@@ -266,7 +287,8 @@ void Worker::MakeRoom() {
     const uint64_t resident_before = pools_->resident_bytes();
     CHECK(pools_->BeginDefrag({}).ok());
     stop_reason = RunSlices(absl::InfiniteFuture(), nullptr);
-    const pools::DefragReport report = pools_->EndDefrag(stop_reason);
+    pools::DefragReport report = pools_->EndDefrag(stop_reason);
+    report.heap_released_bytes = TrimHeap();
     ++stats_.memory_limit_defragmentations;
     stats_.total_bytes_reclaimed += report.bytes_reclaimed;
     LOG(INFO) << "memory limit: defragmented to make room"
@@ -356,6 +378,7 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   const std::string stop_reason =
       RunSlices(StopTime(start, command.deadline), &command);
   pools::DefragReport report = pools_->EndDefrag(stop_reason);
+  report.heap_released_bytes = TrimHeap();
   report.rss_before_bytes = rss_before;
   report.rss_after_bytes = pools::OsMemory::ProcessRssBytes();
   ++stats_.defragmentations;
@@ -375,7 +398,9 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
             << " slices=" << report.slices
             << " longest=" << absl::FormatDuration(report.max_slice)
             << " rss=" << report.rss_before_bytes << "->"
-            << report.rss_after_bytes;
+            << report.rss_after_bytes
+            << " (pools=" << report.pools_resident_after_bytes
+            << ", heap trim released " << report.heap_released_bytes << ")";
   for (const pools::PoolDefragReport& pool : report.pools) {
     VLOG(1) << "defragmentation of the " << pools::PoolName(pool.pool)
             << " pool: " << pools::DefragOutcomeName(pool.outcome)

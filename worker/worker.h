@@ -54,6 +54,11 @@ class Worker {
     // How often the worker hands memory cached longer than the engine's
     // cache_decay back to the OS (also when idle).
     absl::Duration maintenance_interval = absl::Milliseconds(100);
+    // Whether the worker hands the free pages of the process's malloc heap
+    // (what gRPC and protobuf freed after large messages) back to the OS:
+    // at the end of every defragmentation, and once the worker has been idle
+    // for a maintenance interval after running commands.
+    bool trim_heap = true;
   };
 
   // Takes ownership of `pools` and starts the worker thread, which from then
@@ -91,8 +96,12 @@ class Worker {
   // Thread body: waits while paused, then runs commands (and the periodic
   // maintenance) until the channel is closed and drained.
   void Run();
-  // Releases stale cached memory when the maintenance interval has passed.
+  // Releases stale cached memory when the maintenance interval has passed,
+  // and trims the heap when idle after activity.
   void MaybeMaintain();
+  // Trims the process's malloc heap (when options_.trim_heap) and counts
+  // it; returns the RSS it released.
+  uint64_t TrimHeap();
   void WaitWhilePaused();
   // Completes `command` exactly once: here, or, for an allocation that
   // waits for room under the memory limit, later (it is moved out of
@@ -150,6 +159,9 @@ class Worker {
   // to make room (oldest first).
   std::deque<Command> waiting_for_room_;
   absl::Time next_maintenance_;
+  // Commands ran since the last maintenance tick / since the last heap trim.
+  bool ran_since_maintenance_ = false;
+  bool ran_since_trim_ = false;
 
   std::thread thread_;  // last: starts after everything above is built
 };

@@ -9,6 +9,7 @@
 
 #include "absl/strings/string_view.h"
 #include "worker/pools/fragmentation_stats.h"
+#include "worker/process_memory.h"
 
 namespace poold {
 
@@ -58,6 +59,8 @@ struct WorkerStats {
   uint64_t total_bytes_reclaimed = 0;          // by every defragmentation
   uint64_t memory_limit_defragmentations = 0;  // run to make room
   uint64_t allocations_waiting_for_room = 0;   // when the snapshot was taken
+  uint64_t heap_trims = 0;           // malloc heap handed back to the OS
+  uint64_t heap_bytes_released = 0;  // RSS those trims returned
 
   uint64_t& completed_of(CommandType type) {
     return completed[static_cast<size_t>(type)];
@@ -67,10 +70,12 @@ struct WorkerStats {
   }
 };
 
-// Everything GetStats answers: the engine's statistics and the worker's.
+// Everything GetStats answers: the engine's statistics, the worker's and
+// the whole process's memory.
 struct StatsSnapshot {
   pools::PoolSetStats pools;
   WorkerStats worker;
+  ProcessMemoryStats process;
 };
 
 }  // namespace poold

@@ -51,6 +51,12 @@ struct DefragReport {
   // reads /proc (the engine does not).
   uint64_t rss_before_bytes = 0;
   uint64_t rss_after_bytes = 0;
+  // What the caller's trim of the process's malloc heap returned at the end.
+  uint64_t heap_released_bytes = 0;
+  // Resident bytes of every pool (also those not defragmented) when the
+  // defragmentation began and ended.
+  uint64_t pools_resident_before_bytes = 0;
+  uint64_t pools_resident_after_bytes = 0;
   bool complete = false;
 };
 

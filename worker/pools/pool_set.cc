@@ -248,6 +248,7 @@ absl::Status PoolSet::BeginDefrag(const std::vector<PoolKind>& pools) {
     }
   }
   run_->start = absl::Now();
+  run_->report.pools_resident_before_bytes = resident_bytes();
   return absl::OkStatus();
 }
 
@@ -357,6 +358,7 @@ DefragReport PoolSet::EndDefrag(absl::string_view stop_reason) {
     run.report.complete = false;
   }
   run.report.duration = absl::Now() - run.start;
+  run.report.pools_resident_after_bytes = resident_bytes();
   DefragReport report = std::move(run.report);
   run_.reset();
   return report;

@@ -53,6 +53,16 @@ v1::GetStatsResponse MakeGetStats() {
   (*response.mutable_worker()->mutable_commands_completed())["Allocate"] =
       80000;
   (*response.mutable_worker()->mutable_commands_completed())["Free"] = 72000;
+  response.mutable_worker()->set_heap_trims(3);
+  response.mutable_worker()->set_heap_bytes_released(5 << 20);
+  v1::ProcessStats* process = response.mutable_process();
+  process->set_rss_bytes(30 << 20);
+  process->set_pools_resident_bytes(10 << 20);
+  process->set_outside_pools_bytes(20 << 20);
+  process->set_rss_anon_bytes(14 << 20);
+  process->set_rss_file_bytes(16 << 20);
+  process->set_heap_in_use_bytes(2 << 20);
+  process->set_heap_free_bytes(1 << 20);
   return response;
 }
 
@@ -84,6 +94,12 @@ TEST(ReportFormatterTest, StatsTable) {
   EXPECT_THAT(text, HasSubstr("90.0%"));     // fragmentation
   EXPECT_THAT(text, HasSubstr("3 free extents (largest 1.0 MiB)"));
   EXPECT_THAT(text, HasSubstr("queue 0 of 1024"));
+  EXPECT_THAT(text, HasSubstr("heap trims 3 (returned 5.0 MiB)"));
+  EXPECT_THAT(text,
+              HasSubstr("process: RSS 30.0 MiB = pools 10.0 MiB + outside the "
+                        "pools 20.0 MiB (anonymous 14.0 MiB, code and files "
+                        "16.0 MiB; malloc heap in use 2.0 MiB, free 1.0 "
+                        "MiB)"));
   EXPECT_THAT(text, HasSubstr("completed: Allocate 80000, Free 72000"));
   EXPECT_THAT(text, HasSubstr("small pool, by size class:"));
   EXPECT_THAT(text, HasSubstr("128 B "));
@@ -189,6 +205,9 @@ v1::DefragReport MakeDefrag() {
   report.mutable_duration()->set_nanos(13000000);
   report.set_rss_before_bytes(40 << 20);
   report.set_rss_after_bytes(32 << 20);
+  report.set_pools_resident_before_bytes(20 << 20);
+  report.set_pools_resident_after_bytes(12 << 20);
+  report.set_heap_released_bytes(1 << 20);
   report.set_complete(true);
   return report;
 }
@@ -206,7 +225,8 @@ TEST(ReportFormatterTest, DefragTable) {
   EXPECT_THAT(text, HasSubstr("nothing to gain"));
   EXPECT_THAT(text, HasSubstr("pools: 1 cleaned, 1 skipped, 0 partial, 0 "
                               "failed"));
-  EXPECT_THAT(text, HasSubstr("process RSS: 40.0 MiB -> 32.0 MiB"));
+  EXPECT_THAT(text, HasSubstr("process RSS: 40.0 MiB -> 32.0 MiB (pools 20.0 "
+                              "MiB -> 12.0 MiB; heap trim returned 1.0 MiB)"));
   EXPECT_THAT(text, HasSubstr("slices: 14, longest 1.1 ms"));
   EXPECT_THAT(text, HasSubstr("complete"));
   EXPECT_THAT(text, Not(HasSubstr("INCOMPLETE")));

@@ -279,6 +279,13 @@ TEST(ResponseConvertTest, StatsSnapshot) {
   snapshot.worker.refused = 4;
   snapshot.worker.defragmentations = 2;
   snapshot.worker.total_bytes_reclaimed = 8192;
+  snapshot.worker.heap_trims = 5;
+  snapshot.worker.heap_bytes_released = 6 << 20;
+  snapshot.process = {.rss_bytes = 30 << 20,
+                      .rss_anon_bytes = 14 << 20,
+                      .rss_file_bytes = 16 << 20,
+                      .heap_in_use_bytes = 3 << 20,
+                      .heap_free_bytes = 1 << 20};
 
   v1::GetStatsResponse response;
   StatsSnapshotToProto(snapshot, &response);
@@ -299,6 +306,19 @@ TEST(ResponseConvertTest, StatsSnapshot) {
   EXPECT_EQ(worker.commands_refused(), 4u);
   EXPECT_EQ(worker.defragmentations(), 2u);
   EXPECT_EQ(worker.total_bytes_reclaimed(), 8192u);
+  EXPECT_EQ(worker.heap_trims(), 5u);
+  EXPECT_EQ(worker.heap_bytes_released(), 6u << 20);
+  const v1::ProcessStats& process = response.process();
+  EXPECT_EQ(process.rss_bytes(), 30u << 20);
+  EXPECT_EQ(process.rss_anon_bytes(), 14u << 20);
+  EXPECT_EQ(process.rss_file_bytes(), 16u << 20);
+  EXPECT_EQ(process.heap_in_use_bytes(), 3u << 20);
+  EXPECT_EQ(process.heap_free_bytes(), 1u << 20);
+  // Beside the pools: the total's resident bytes.
+  EXPECT_EQ(process.pools_resident_bytes(),
+            snapshot.pools.total.resident_bytes);
+  EXPECT_EQ(process.outside_pools_bytes(),
+            (30u << 20) - snapshot.pools.total.resident_bytes);
   EXPECT_THAT(
       worker.commands_completed(),
       UnorderedElementsAre(Pair("Allocate", 0), Pair("Write", 0),
@@ -370,6 +390,9 @@ TEST(ResponseConvertTest, DefragReportEveryField) {
   report.duration = absl::Seconds(3);
   report.rss_before_bytes = 1 << 20;
   report.rss_after_bytes = 1 << 19;
+  report.heap_released_bytes = 3 << 20;
+  report.pools_resident_before_bytes = 9 << 20;
+  report.pools_resident_after_bytes = 5 << 20;
   report.complete = false;
 
   v1::DefragReport proto;
@@ -402,6 +425,9 @@ TEST(ResponseConvertTest, DefragReportEveryField) {
   EXPECT_EQ(proto.duration().seconds(), 3);
   EXPECT_EQ(proto.rss_before_bytes(), 1u << 20);
   EXPECT_EQ(proto.rss_after_bytes(), 1u << 19);
+  EXPECT_EQ(proto.heap_released_bytes(), 3u << 20);
+  EXPECT_EQ(proto.pools_resident_before_bytes(), 9u << 20);
+  EXPECT_EQ(proto.pools_resident_after_bytes(), 5u << 20);
   EXPECT_FALSE(proto.complete());
 }
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -846,6 +847,59 @@ TEST(WorkerMemoryLimitTest, WaitingAllocationsAreAnsweredAtShutdown) {
                 blocks[i].status().code() == absl::StatusCode::kUnavailable)
         << blocks[i].status();
   }
+}
+
+// Whether a defragmentation trims the heap, by Options::trim_heap: the
+// report and the worker's counters say so.
+std::pair<pools::DefragReport, StatsSnapshot> DefragAndStats(bool trim_heap) {
+  std::vector<uint64_t> kept;
+  Worker worker({.channel_capacity = 16, .trim_heap = trim_heap},
+                Fragmented(50000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> report;
+  CHECK(worker.Submit(DefragCommand("defrag", &journal, &report)));
+  journal.WaitFor(1);
+  absl::StatusOr<StatsSnapshot> stats;
+  CHECK(worker.Submit(StatsCommand(&stats)));
+  worker.Stop();
+  CHECK(report.ok() && stats.ok());
+  return {*std::move(report), *std::move(stats)};
+}
+
+TEST(WorkerDefragTest, EveryDefragmentationTrimsTheHeapAndSaysSo) {
+  const auto [report, stats] = DefragAndStats(/*trim_heap=*/true);
+  EXPECT_EQ(stats.worker.heap_trims, 1u);
+  EXPECT_EQ(stats.worker.heap_bytes_released, report.heap_released_bytes);
+  // The pools' part of the report, beside the process's RSS.
+  EXPECT_GT(report.pools_resident_before_bytes,
+            report.pools_resident_after_bytes);
+  EXPECT_EQ(report.pools_resident_before_bytes - report.bytes_reclaimed,
+            report.pools_resident_after_bytes);
+  EXPECT_EQ(stats.pools.total.resident_bytes,
+            report.pools_resident_after_bytes);
+  // GetStats carries the process's memory next to the pools'.
+  EXPECT_GT(stats.process.rss_bytes, 0u);
+  EXPECT_GE(stats.process.rss_bytes, stats.process.rss_anon_bytes);
+
+  const auto [untrimmed, untrimmed_stats] = DefragAndStats(false);
+  EXPECT_EQ(untrimmed_stats.worker.heap_trims, 0u);
+  EXPECT_EQ(untrimmed.heap_released_bytes, 0u);
+}
+
+TEST(WorkerTest, IdleWorkerTrimsTheHeapOnceAfterActivity) {
+  Worker worker(
+      {.channel_capacity = 4, .maintenance_interval = absl::Milliseconds(5)},
+      MakePools());
+  // Each GetStats is activity; an idle interval after it brings one trim.
+  // Poll until a trim shows (the deadline only bounds a broken build).
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  uint64_t trims = StatsNow(worker).worker.heap_trims;
+  while (trims == 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+    trims = StatsNow(worker).worker.heap_trims;
+  }
+  EXPECT_GE(trims, 1u);
+  worker.Stop();
 }
 
 }  // namespace

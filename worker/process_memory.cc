@@ -1,0 +1,70 @@
+// ProcessMemory on Linux with glibc: /proc/self/status, mallinfo2, mallopt
+// and malloc_trim.
+#include "worker/process_memory.h"
+
+#include <malloc.h>
+
+#include <cstdio>
+#include <cstring>
+
+namespace poold {
+namespace {
+
+// Parses "Name:   1234 kB" lines of /proc/self/status.
+void ReadStatus(ProcessMemoryStats* stats) {
+  FILE* file = std::fopen("/proc/self/status", "r");
+  if (file == nullptr) return;
+  char line[256];
+  while (std::fgets(line, sizeof(line), file) != nullptr) {
+    unsigned long long kib = 0;
+    if (std::sscanf(line, "VmRSS: %llu kB", &kib) == 1) {
+      stats->rss_bytes = kib * 1024;
+    } else if (std::sscanf(line, "RssAnon: %llu kB", &kib) == 1) {
+      stats->rss_anon_bytes = kib * 1024;
+    } else if (std::sscanf(line, "RssFile: %llu kB", &kib) == 1) {
+      stats->rss_file_bytes = kib * 1024;
+    }
+  }
+  std::fclose(file);
+}
+
+uint64_t RssBytes() {
+  ProcessMemoryStats stats;
+  ReadStatus(&stats);
+  return stats.rss_bytes;
+}
+
+}  // namespace
+
+ProcessMemoryStats ProcessMemory::Read() {
+  ProcessMemoryStats stats;
+  ReadStatus(&stats);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+  const struct mallinfo2 info = mallinfo2();
+  stats.heap_in_use_bytes = info.uordblks + info.hblkhd;
+  stats.heap_free_bytes = info.fordblks;
+#endif
+  return stats;
+}
+
+bool ProcessMemory::SetMmapThreshold(uint64_t bytes) {
+#if defined(__GLIBC__)
+  return mallopt(M_MMAP_THRESHOLD, static_cast<int>(bytes)) == 1;
+#else
+  (void)bytes;
+  return false;
+#endif
+}
+
+uint64_t ProcessMemory::TrimHeap() {
+#if defined(__GLIBC__)
+  const uint64_t before = RssBytes();
+  malloc_trim(0);
+  const uint64_t after = RssBytes();
+  return before > after ? before - after : 0;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace poold

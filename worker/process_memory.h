@@ -1,0 +1,45 @@
+// ProcessMemory: the memory of the whole poold process as the OS and the C
+// library see it (beyond the pools: gRPC's and protobuf's heap, code, stacks),
+// and handing the heap's free pages back to the OS.
+#ifndef POOLD_WORKER_PROCESS_MEMORY_H_
+#define POOLD_WORKER_PROCESS_MEMORY_H_
+
+#include <cstdint>
+
+namespace poold {
+
+// Field meanings match poold.v1.ProcessStats.
+struct ProcessMemoryStats {
+  // From /proc/self/status: VmRSS, RssAnon, RssFile (0 when unreadable).
+  uint64_t rss_bytes = 0;
+  uint64_t rss_anon_bytes = 0;
+  uint64_t rss_file_bytes = 0;
+  // From glibc's mallinfo2(): bytes the heap has handed out (in arenas and
+  // in chunks mmapped one by one) and free bytes it keeps in its arenas.
+  // Both 0 under another malloc.
+  uint64_t heap_in_use_bytes = 0;
+  uint64_t heap_free_bytes = 0;
+};
+
+class ProcessMemory {
+ public:
+  ProcessMemory() = delete;
+
+  // Reads the counters above. Takes each malloc arena's lock briefly; call
+  // it for statistics, not on a hot path.
+  static ProcessMemoryStats Read();
+
+  // Makes glibc's malloc serve every allocation of at least `bytes` with its
+  // own mapping, returned to the OS when freed, and keeps the threshold
+  // fixed (glibc otherwise raises it after large frees, so later large
+  // messages stay in the heap). Returns false when the C library refused.
+  static bool SetMmapThreshold(uint64_t bytes);
+
+  // Returns the free pages of every malloc arena to the OS (malloc_trim) and
+  // returns the drop in RSS it caused (0 if none, or if RSS grew meanwhile).
+  static uint64_t TrimHeap();
+};
+
+}  // namespace poold
+
+#endif  // POOLD_WORKER_PROCESS_MEMORY_H_
