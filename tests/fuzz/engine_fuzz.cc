@@ -219,6 +219,14 @@ class Harness {
     const auto stats = pools_->Stats(false);
     Check(stats.total.live_bytes == live, "live bytes counter");
     Check(stats.total.blocks == model_.size(), "blocks counter");
+    Check(stats.total.resident_bytes == pools_->resident_bytes(),
+          "resident bytes counter");
+    Check(stats.total.allocated_bytes >= stats.total.live_bytes,
+          "allocated bytes counter");
+    Check(stats.total.resident_bytes >=
+              stats.total.allocated_bytes + stats.total.free_bytes,
+          "free bytes counter");
+    Check(pools_->CheckResidency().ok(), "resident bytes are what the OS has");
   }
 
   std::unique_ptr<PoolSet> pools_;

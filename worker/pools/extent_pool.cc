@@ -385,8 +385,18 @@ PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
     PurgeExtent(id, &progress);
     if (absl::Now() >= deadline) return progress;
   }
-  progress.done = handles_.ReleaseEmptyPages(deadline, &progress.bytes_purged);
+  progress.done = handles_.Compact(deadline, &progress.bytes_purged);
   return progress;
+}
+
+uint64_t ExtentPool::ChunkBytesResidentPerOs() const {
+  uint64_t bytes = 0;
+  for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
+    if (chunks_[k].base == nullptr) continue;
+    bytes += OsMemory::ResidentBytesIn(chunks_[k].base,
+                                       uint64_t{chunks_[k].pages} * page_);
+  }
+  return bytes;
 }
 
 uint64_t ExtentPool::SideMetadataBytes() const {
@@ -442,7 +452,7 @@ PoolStats ExtentPool::Stats() const {
   // A full compaction purges every dirty extent, which unmaps every chunk
   // with no block (and its page map), and drops empty handle-table pages.
   s.reclaimable_bytes =
-      dirty_bytes_ + empty_chunk_headers + handles_.empty_page_bytes();
+      dirty_bytes_ + empty_chunk_headers + handles_.reclaimable_bytes();
   return result;
 }
 

@@ -71,6 +71,14 @@ class ExtentPool {
   PoolAnalysis Analyze() const;
   uint64_t resident_bytes() const;
 
+  // Resident bytes of the chunks (extents in use, unpurged free extents and
+  // page maps) as counted; and as the OS reports them (mincore(2), for tests
+  // and checks: slow). The two are equal.
+  uint64_t chunk_bytes() const {
+    return used_bytes_ + dirty_bytes_ + header_bytes_;
+  }
+  uint64_t ChunkBytesResidentPerOs() const;
+
   // Purges dirty free extents freed at least `age` ago (unmapping chunks left
   // empty). Returns the bytes released.
   uint64_t PurgeStale(absl::Time now, absl::Duration age);

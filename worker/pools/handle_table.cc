@@ -1,4 +1,5 @@
-// HandleTable: entry encoding, lowest-page-first reuse, page release.
+// HandleTable: entry encoding, lowest-page-first reuse, page release and the
+// sparse store.
 #include "worker/pools/handle_table.h"
 
 #include <algorithm>
@@ -10,33 +11,8 @@
 namespace poold::pools {
 namespace {
 
-// Entry layout: bit 0 live | bits 1..46 payload (live) or next free slot + 1
-// (free) | bits 48..63 generation.
-constexpr uint64_t kLiveBit = 1;
-constexpr int kGenerationShift = 48;
-
-uint16_t GenerationOf(uint64_t entry) {
-  return static_cast<uint16_t>(entry >> kGenerationShift);
-}
-uint64_t FreeEntry(uint16_t generation, uint16_t next_plus_one) {
-  return (uint64_t{generation} << kGenerationShift) |
-         (uint64_t{next_plus_one} << 1);
-}
-uint16_t NextOf(uint64_t free_entry) {
-  return static_cast<uint16_t>((free_entry >> 1) & 0xFFFF);
-}
-
-// splitmix64's finaliser: a cheap, well-mixed 64-bit hash.
-uint64_t Mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
-constexpr uint64_t kIndexMask = (uint64_t{1} << HandleTable::kMaxIndexBits) - 1;
+// Pages of a pass between two looks at the clock.
+constexpr uint32_t kPagesPerClockCheck = 32;
 
 }  // namespace
 
@@ -47,10 +23,14 @@ HandleTable::~HandleTable() {
 absl::Status HandleTable::Init(PoolKind pool, uint32_t max_entries,
                                uint64_t key) {
   CHECK(entries_ == nullptr);
+  static_assert(kEntriesPerPage * kEntryBytes < kPageBytes,
+                "DenseEntry reads one byte past an entry");
+  CHECK_EQ(OsMemory::PageSize(), kPageBytes);
   pool_ = pool;
   key_ = key;
-  max_entries = std::min<uint64_t>(max_entries, kIndexMask + 1);
-  max_pages_ = (max_entries + kEntriesPerPage - 1) / kEntriesPerPage;
+  max_pages_ = std::min<uint32_t>(
+      (uint64_t{max_entries} + kEntriesPerPage - 1) / kEntriesPerPage,
+      uint32_t{1} << (kMaxIndexBits - kSlotBits));
   reserved_bytes_ = uint64_t{max_pages_} * kPageBytes;
   absl::StatusOr<char*> base = OsMemory::Reserve(reserved_bytes_);
   if (!base.ok()) return base.status();
@@ -58,7 +38,14 @@ absl::Status HandleTable::Init(PoolKind pool, uint32_t max_entries,
   if (absl::Status s = pages_.Init(max_pages_); !s.ok()) return s;
   if (absl::Status s = pages_with_room_.Init(max_pages_); !s.ok()) return s;
   if (absl::Status s = revivable_.Init(max_pages_); !s.ok()) return s;
-  return empty_.Init(max_pages_);
+  if (absl::Status s = empty_.Init(max_pages_); !s.ok()) return s;
+  if (absl::Status s = sparse_.Init(max_pages_); !s.ok()) return s;
+  // A store holds at most every sparse page's records.
+  const size_t records = size_t{max_pages_} * kSparseMaxLive;
+  for (SparseStore& store : stores_) {
+    if (absl::Status s = store.records.Init(records); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 std::optional<PoolKind> HandleTable::PoolOf(uint64_t handle) {
@@ -67,20 +54,21 @@ std::optional<PoolKind> HandleTable::PoolOf(uint64_t handle) {
   return static_cast<PoolKind>(bits);
 }
 
-uint64_t HandleTable::MakeHandle(uint32_t index, uint16_t generation) const {
-  const uint64_t body = uint64_t{index} |
-                        (uint64_t{PoolIndex(pool_)} << kMaxIndexBits) |
-                        (uint64_t{generation} << 32);
-  const uint64_t check = Mix(body ^ key_) >> 48;
-  return body | (check << 48);
+void HandleTable::CountSmallPage(uint32_t before, uint32_t after) {
+  const bool was = before > 0 && before <= kSparseMaxLive;
+  const bool is = after > 0 && after <= kSparseMaxLive;
+  candidates_ += is;
+  candidates_ -= was;
+  if (is) candidate_live_ += after;
+  if (was) candidate_live_ -= before;
 }
 
 uint64_t HandleTable::InsertGrowthBytes() const {
   if (pages_with_room_.Lowest().has_value()) return 0;
-  // Reopening or opening a page commits it; opening a new one may also grow
-  // the page records and index sets by a page each at most.
+  // Reopening, bringing back or opening a page commits it; opening a new one
+  // may also grow the page records and index sets by a page each at most.
   uint64_t bytes = kPageBytes;
-  if (!revivable_.Lowest().has_value()) {
+  if (!sparse_.Lowest().has_value() && !revivable_.Lowest().has_value()) {
     bytes += pages_.GrowthBytes(pages_used_ + 1);
   }
   return bytes;
@@ -88,11 +76,11 @@ uint64_t HandleTable::InsertGrowthBytes() const {
 
 void HandleTable::OpenPage(uint32_t page) {
   PageInfo& info = pages_[page];
-  uint64_t* entries = entries_ + uint64_t{page} * kEntriesPerPage;
-  OsMemory::Commit(reinterpret_cast<char*>(entries), kPageBytes);
+  OsMemory::Commit(EntryAddress((page << kSlotBits)), kPageBytes);
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     const uint16_t next = slot + 1 < kEntriesPerPage ? slot + 2 : 0;
-    entries[slot] = FreeEntry(info.base_generation, next);
+    SetDenseEntry((page << kSlotBits) + slot,
+                  FreeEntry(info.base_generation, next));
   }
   info.free_head = 1;
   info.live = 0;
@@ -108,6 +96,11 @@ absl::StatusOr<HandleTable::Inserted> HandleTable::Insert(uint64_t payload) {
   uint32_t page;
   if (std::optional<size_t> p = pages_with_room_.Lowest()) {
     page = static_cast<uint32_t>(*p);
+  } else if (std::optional<size_t> s = sparse_.Lowest()) {
+    // A page of scattered survivors: its free entries are the cheapest room.
+    page = static_cast<uint32_t>(*s);
+    Densify(page);
+    if (pages_[page].free_head == 0) return Insert(payload);  // all retired
   } else if (std::optional<size_t> r = revivable_.Lowest()) {
     page = static_cast<uint32_t>(*r);
     revivable_.Erase(page);
@@ -121,71 +114,114 @@ absl::StatusOr<HandleTable::Inserted> HandleTable::Insert(uint64_t payload) {
     page = pages_used_;
     const uint32_t count = page + 1;
     CHECK(pages_.Grow(count) && pages_with_room_.Grow(count) &&
-          revivable_.Grow(count) && empty_.Grow(count));
+          revivable_.Grow(count) && empty_.Grow(count) && sparse_.Grow(count));
     ++pages_used_;
     OpenPage(page);
   }
   PageInfo& info = pages_[page];
   DCHECK_NE(info.free_head, 0);
   const uint32_t slot = info.free_head - 1u;
-  const uint32_t index = page * kEntriesPerPage + slot;
-  const uint64_t old = entries_[index];
+  const uint32_t index = (page << kSlotBits) + slot;
+  const uint64_t old = DenseEntry(index);
   info.free_head = NextOf(old);
   if (info.free_head == 0) pages_with_room_.Erase(page);
-  if (info.live++ == 0) {
+  if (info.live == 0) {
     empty_.Erase(page);
     --empty_pages_;
   }
+  CountCandidate(info.live, info.live + 1u);
+  ++info.live;
   const uint16_t generation = GenerationOf(old) + 1;
-  entries_[index] =
-      (uint64_t{generation} << kGenerationShift) | (payload << 1) | kLiveBit;
+  SetDenseEntry(index, LiveEntry(generation, payload));
   ++live_;
   return Inserted{MakeHandle(index, generation), index};
 }
 
-std::optional<uint32_t> HandleTable::Find(uint64_t handle) const {
+HandleTable::SparseRecord* HandleTable::FindRecord(uint32_t index) const {
+  const uint32_t page = PageOf(index);
+  if (page >= pages_used_) return nullptr;
+  const PageInfo& info = pages_[page];
+  if (info.state != kSparse) return nullptr;
+  const uint16_t slot = static_cast<uint16_t>(index & (kIndexesPerPage - 1));
+  const SparseStore& store = stores_[info.store];
+  // Records are sorted by slot: binary search.
+  uint32_t lo = info.sparse_begin;
+  uint32_t hi = info.sparse_begin + info.sparse_count;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (RecordSlot(store.records[mid]) < slot) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo == info.sparse_begin + info.sparse_count ||
+      RecordSlot(store.records[lo]) != slot) {
+    return nullptr;
+  }
+  return const_cast<SparseRecord*>(&store.records[lo]);
+}
+
+std::optional<uint32_t> HandleTable::FindSparse(uint64_t handle) const {
+  // Entries of released and sparse pages read as zero (not live) in the
+  // page; a sparse page's are in its store.
   const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
-  if (index >= index_end()) return std::nullopt;
-  if (((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) return std::nullopt;
-  // Entries of released pages read as zero (not live): no page check needed.
-  const uint64_t entry = entries_[index];
+  const uint64_t entry = SparseEntry(index);
   if (!(entry & kLiveBit)) return std::nullopt;
-  const uint16_t generation = GenerationOf(entry);
-  if (MakeHandle(index, generation) != handle) return std::nullopt;
+  if (MakeHandle(index, GenerationOf(entry)) != handle) return std::nullopt;
   return index;
 }
 
 bool HandleTable::IsLive(uint32_t index) const {
-  // Entries of released pages read as zero (not live).
-  return index < index_end() && (entries_[index] & kLiveBit);
+  if (index >= index_end() ||
+      (index & (kIndexesPerPage - 1)) >= kEntriesPerPage) {
+    return false;
+  }
+  return (DenseEntry(index) & kLiveBit) || (SparseEntry(index) & kLiveBit);
 }
 
-bool HandleTable::PagePresent(uint32_t page) const {
-  return page < pages_used_ && pages_[page].state == kPresent;
-}
-
-void HandleTable::SetPayload(uint32_t index, uint64_t payload) {
-  DCHECK(IsLive(index));
-  DCHECK_LE(payload, kMaxPayload);
-  uint64_t& entry = entries_[index];
-  entry = (entry & ~(kMaxPayload << 1)) | (payload << 1);
+void HandleTable::SetSparsePayload(uint32_t index, uint64_t payload) {
+  SparseRecord* r = FindRecord(index);
+  CHECK(r != nullptr);
+  SetRecord(r, RecordSlot(*r),
+            LiveEntry(GenerationOf(RecordEntry(*r)), payload));
 }
 
 void HandleTable::Remove(uint32_t index) {
   DCHECK(IsLive(index));
-  const uint32_t page = index / kEntriesPerPage;
-  const uint32_t slot = index % kEntriesPerPage;
+  const uint32_t page = PageOf(index);
+  const uint32_t slot = index & (kIndexesPerPage - 1);
   PageInfo& info = pages_[page];
-  const uint16_t generation = GenerationOf(entries_[index]);
+  --live_;
+  if (info.state == kSparse) {
+    SparseRecord* r = FindRecord(index);
+    CHECK(r != nullptr);
+    // A dead record keeps its generation; the page's base generation is
+    // already at least as high, so the entry is never handed out with it.
+    SetRecord(r, RecordSlot(*r), RecordEntry(*r) & ~kLiveBit);
+    --stores_[info.store].live;
+    --sparse_live_;
+    if (--info.live == 0) {
+      // Nothing left: the page is free again (its records are garbage until
+      // the next pass drops them).
+      sparse_.Erase(page);
+      --sparse_pages_;
+      info.state =
+          info.base_generation == kMaxGeneration ? kRetired : kReleased;
+      if (info.state == kReleased) revivable_.Insert(page);
+    }
+    return;
+  }
+  const uint16_t generation = GenerationOf(DenseEntry(index));
   if (generation == kMaxGeneration) {
     // Exhausted: never reused, so no stale handle can ever match again.
-    entries_[index] = FreeEntry(generation, 0);
+    SetDenseEntry(index, FreeEntry(generation, 0));
   } else {
     if (info.free_head == 0) pages_with_room_.Insert(page);
-    entries_[index] = FreeEntry(generation, info.free_head);
+    SetDenseEntry(index, FreeEntry(generation, info.free_head));
     info.free_head = static_cast<uint16_t>(slot + 1);
   }
-  --live_;
+  CountCandidate(info.live, info.live - 1u);
   if (--info.live == 0) {
     empty_.Insert(page);
     ++empty_pages_;
@@ -194,10 +230,10 @@ void HandleTable::Remove(uint32_t index) {
 
 void HandleTable::ReleasePage(uint32_t page) {
   PageInfo& info = pages_[page];
-  const uint64_t* entries = entries_ + uint64_t{page} * kEntriesPerPage;
   uint16_t max_generation = info.base_generation;
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
-    max_generation = std::max(max_generation, GenerationOf(entries[slot]));
+    max_generation = std::max(
+        max_generation, GenerationOf(DenseEntry((page << kSlotBits) + slot)));
   }
   // Reopened entries start above every generation handed out here, so no
   // handle issued before the release can match an entry after it.
@@ -211,6 +247,113 @@ void HandleTable::ReleasePage(uint32_t page) {
   --present_pages_;
 }
 
+void HandleTable::Sparsify(uint32_t page) {
+  PageInfo& info = pages_[page];
+  DCHECK(SparseCandidate(info.state, info.live));
+  SparseStore& store = stores_[store_];
+  const uint32_t begin = static_cast<uint32_t>(store.records.size());
+  CHECK(store.records.Grow(begin + info.live));
+  uint16_t max_generation = info.base_generation;
+  uint32_t k = begin;
+  for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
+    const uint64_t entry = DenseEntry((page << kSlotBits) + slot);
+    max_generation = std::max(max_generation, GenerationOf(entry));
+    if (entry & kLiveBit) {
+      SetRecord(&store.records[k++], static_cast<uint16_t>(slot), entry);
+    }
+  }
+  DCHECK_EQ(k - begin, info.live);
+  CountCandidate(info.live, 0);
+  // The free entries' generations are gone with the page: later entries
+  // start above all of them.
+  info.base_generation = max_generation;
+  info.free_head = 0;
+  info.state = kSparse;
+  info.store = store_;
+  info.sparse_begin = begin;
+  info.sparse_count = info.live;
+  store.live += info.live;
+  sparse_live_ += info.live;
+  ++sparse_pages_;
+  sparse_.Insert(page);
+  pages_with_room_.Erase(page);
+  --present_pages_;
+}
+
+void HandleTable::MoveRecords(uint32_t page, uint8_t target) {
+  PageInfo& info = pages_[page];
+  DCHECK_EQ(info.state, kSparse);
+  SparseStore& from = stores_[info.store];
+  SparseStore& to = stores_[target];
+  const uint32_t begin = static_cast<uint32_t>(to.records.size());
+  CHECK(to.records.Grow(begin + info.live));
+  uint32_t k = begin;
+  for (uint32_t i = 0; i < info.sparse_count; ++i) {
+    const SparseRecord& r = from.records[info.sparse_begin + i];
+    if (RecordEntry(r) & kLiveBit) to.records[k++] = r;
+  }
+  DCHECK_EQ(k - begin, info.live);
+  from.live -= info.live;
+  to.live += info.live;
+  info.store = target;
+  info.sparse_begin = begin;
+  info.sparse_count = info.live;
+}
+
+void HandleTable::Densify(uint32_t page) {
+  PageInfo& info = pages_[page];
+  DCHECK_EQ(info.state, kSparse);
+  const uint32_t first = (page << kSlotBits);
+  OsMemory::Commit(EntryAddress(first), kPageBytes);
+  const bool reusable = info.base_generation != kMaxGeneration;
+  for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
+    SetDenseEntry(first + slot, FreeEntry(info.base_generation, 0));
+  }
+  SparseStore& store = stores_[info.store];
+  for (uint32_t i = 0; i < info.sparse_count; ++i) {
+    SparseRecord& r = store.records[info.sparse_begin + i];
+    const uint64_t entry = RecordEntry(r);
+    if (!(entry & kLiveBit)) continue;
+    SetDenseEntry(first + RecordSlot(r), entry);
+    SetRecord(&r, RecordSlot(r), entry & ~kLiveBit);  // garbage now
+  }
+  // The free entries, lowest first.
+  info.free_head = 0;
+  if (reusable) {
+    for (uint32_t slot = kEntriesPerPage; slot-- > 0;) {
+      if (DenseEntry(first + slot) & kLiveBit) continue;
+      SetDenseEntry(first + slot,
+                    FreeEntry(info.base_generation, info.free_head));
+      info.free_head = static_cast<uint16_t>(slot + 1);
+    }
+  }
+  store.live -= info.live;
+  sparse_live_ -= info.live;
+  --sparse_pages_;
+  sparse_.Erase(page);
+  info.state = kPresent;
+  ++present_pages_;
+  if (info.free_head != 0) pages_with_room_.Insert(page);
+  CountCandidate(0, info.live);
+}
+
+int64_t HandleTable::SparsePassGain() const {
+  // After a pass, one store holds every live sparse entry, packed; the
+  // candidates' pages are returned.
+  const uint64_t records_after = sparse_live_ + candidate_live_;
+  const uint64_t store_after =
+      OsMemory::RoundUpToPage(records_after * kSparseRecordBytes);
+  const uint64_t store_now =
+      stores_[0].records.resident_bytes() + stores_[1].records.resident_bytes();
+  return static_cast<int64_t>(candidates_ * kPageBytes + store_now) -
+         static_cast<int64_t>(store_after);
+}
+
+uint64_t HandleTable::reclaimable_bytes() const {
+  const int64_t pass = SparsePassGain();
+  return empty_pages_ * kPageBytes + (pass > 0 ? pass : 0);
+}
+
 bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
   while (std::optional<size_t> lowest = empty_.Lowest()) {
     // A run of neighbouring empty pages goes back in one madvise.
@@ -220,19 +363,81 @@ bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
       ReleasePage(end);
       ++end;
     }
-    OsMemory::Purge(
-        reinterpret_cast<char*>(entries_ + uint64_t{first} * kEntriesPerPage),
-        uint64_t{end - first} * kPageBytes);
+    OsMemory::Purge(EntryAddress(first << kSlotBits),
+                    uint64_t{end - first} * kPageBytes);
     *freed += uint64_t{end - first} * kPageBytes;
     if (absl::Now() >= deadline) return !empty_.Lowest().has_value();
   }
   return true;
 }
 
+void HandleTable::FlushPurge(uint64_t* freed) {
+  if (purge_end_ == purge_first_) return;
+  OsMemory::Purge(EntryAddress(purge_first_ << kSlotBits),
+                  uint64_t{purge_end_ - purge_first_} * kPageBytes);
+  *freed += uint64_t{purge_end_ - purge_first_} * kPageBytes;
+  purge_first_ = purge_end_ = 0;
+}
+
+bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
+  // Every sparse page moves to the other store, dropping dead records, and
+  // every candidate joins it; then the old store is emptied.
+  const uint8_t target = pass_target_;
+  uint32_t since_check = 0;
+  for (; pass_page_ < pages_used_; ++pass_page_) {
+    const uint32_t page = pass_page_;
+    PageInfo& info = pages_[page];
+    if (SparseCandidate(info.state, info.live)) {
+      Sparsify(page);
+      if (purge_end_ != page) FlushPurge(freed);
+      if (purge_end_ == purge_first_) purge_first_ = page;
+      purge_end_ = page + 1;
+    } else if (info.state == kSparse && info.store != target) {
+      MoveRecords(page, target);
+    }
+    if (++since_check == kPagesPerClockCheck) {
+      since_check = 0;
+      if (absl::Now() >= deadline) {
+        FlushPurge(freed);
+        ++pass_page_;
+        return false;
+      }
+    }
+  }
+  FlushPurge(freed);
+  SparseStore& old = stores_[target ^ 1];
+  DCHECK_EQ(old.live, 0u);
+  *freed += old.records.resident_bytes();
+  old.records.Clear();
+  return true;
+}
+
+bool HandleTable::Compact(absl::Time deadline, uint64_t* freed) {
+  if (phase_ == Phase::kIdle) phase_ = Phase::kReleaseEmpty;
+  if (phase_ == Phase::kReleaseEmpty) {
+    if (!ReleaseEmptyPages(deadline, freed)) return false;
+    if (SparsePassGain() <= 0) {
+      phase_ = Phase::kIdle;
+      return true;
+    }
+    phase_ = Phase::kSparsePass;
+    pass_page_ = 0;
+    pass_target_ = store_ ^ 1;
+    store_ = pass_target_;  // new records go to the target from now on
+  }
+  // A store grown meanwhile is counted where it is: only the pass's own
+  // page returns and the old store's pages count as freed.
+  if (!SparsePass(deadline, freed)) return false;
+  phase_ = Phase::kIdle;
+  return true;
+}
+
 uint64_t HandleTable::resident_bytes() const {
   return present_pages_ * kPageBytes + pages_.resident_bytes() +
          pages_with_room_.resident_bytes() + revivable_.resident_bytes() +
-         empty_.resident_bytes();
+         empty_.resident_bytes() + sparse_.resident_bytes() +
+         stores_[0].records.resident_bytes() +
+         stores_[1].records.resident_bytes();
 }
 
 }  // namespace poold::pools

@@ -1,20 +1,33 @@
 // HandleTable: the stable names of one pool's blocks. A handle is 64 bits:
 // a table index, the pool, a generation and a check tag. The entry behind it
-// holds a 46-bit payload that the pool uses to find the block (span and slot,
+// holds a 39-bit payload that the pool uses to find the block (span and slot,
 // or extent record) and that compaction rewrites when the block moves.
 //
 // Handle layout (bit 0 = least significant):
 //   0..29 index | 30..31 pool | 32..47 generation | 48..63 check tag
 // The check tag is derived from the rest and a per-process key, so a forged
 // or stale handle (also one from an earlier poold process) is rejected.
-// An entry is 8 bytes; entries live in 4 KiB pages committed on demand.
+//
+// An entry is 7 bytes: 585 of them fill a 4 KiB page, committed on demand.
+// An index is page * 1024 + slot (slot < 585), so that finding an entry
+// takes shifts, not a division.
 // Freed entries are reused lowest page first (to keep pages dense), with a
 // new generation; an entry whose generation is exhausted is retired for good.
-// Pages whose entries are all free stay resident until ReleaseEmptyPages().
+//
+// Compaction of the table (Compact) gives back what scattered survivors pin:
+// pages with no live entry are returned to the OS, and the live entries of
+// pages holding at most kSparseMaxLive of them move into a sparse store (9
+// bytes each, sorted by slot) so that their page can go back to the OS too.
+// Such a "sparse" page takes no new entries until an insertion finds no room
+// elsewhere and brings it back. Handles never change: a lookup that misses
+// the page finds the entry in the store.
 #ifndef POOLD_WORKER_POOLS_HANDLE_TABLE_H_
 #define POOLD_WORKER_POOLS_HANDLE_TABLE_H_
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 
 #include "absl/status/status.h"
@@ -28,10 +41,20 @@ namespace poold::pools {
 
 class HandleTable {
  public:
-  static constexpr uint32_t kEntriesPerPage = 512;
-  static constexpr int kPayloadBits = 46;
+  static constexpr uint32_t kEntryBytes = 7;
+  static constexpr uint32_t kPageBytes = 4096;
+  static constexpr uint32_t kEntriesPerPage = kPageBytes / kEntryBytes;  // 585
+  static constexpr int kSlotBits = 10;
+  static constexpr uint32_t kIndexesPerPage = 1u << kSlotBits;
+  static_assert(kEntriesPerPage <= kIndexesPerPage);
+  static constexpr int kPayloadBits = 39;
   static constexpr uint64_t kMaxPayload = (uint64_t{1} << kPayloadBits) - 1;
   static constexpr uint32_t kMaxIndexBits = 30;
+  // Pages with at most this many live entries move into the sparse store
+  // when the table is compacted: 9 bytes each there, against a 4 KiB page
+  // for 256 entries or fewer (16 bytes or more each).
+  static constexpr uint32_t kSparseMaxLive = 256;
+  static constexpr uint32_t kSparseRecordBytes = 9;
 
   HandleTable() = default;
   HandleTable(const HandleTable&) = delete;
@@ -39,7 +62,8 @@ class HandleTable {
   ~HandleTable();
 
   // Sets up a table for `pool` holding at most `max_entries` handles
-  // (rounded up to whole pages; at most 2^30). `key` salts the check tags.
+  // (rounded up to whole pages; at most 2^20 pages). `key` salts the check
+  // tags.
   absl::Status Init(PoolKind pool, uint32_t max_entries, uint64_t key);
 
   // The pool a handle names, or nullopt if its pool bits are invalid.
@@ -56,20 +80,45 @@ class HandleTable {
   // Bytes the next Insert would commit (a page, or 0).
   uint64_t InsertGrowthBytes() const;
 
+  // The page of an index.
+  static uint32_t PageOf(uint32_t index) { return index >> kSlotBits; }
+
   // The entry index of a live handle of this table; nullopt for an unknown,
   // freed, forged or other pool's handle.
-  std::optional<uint32_t> Find(uint64_t handle) const;
+  std::optional<uint32_t> Find(uint64_t handle) const {
+    const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
+    if (index >= index_end() ||
+        (index & (kIndexesPerPage - 1)) >= kEntriesPerPage ||
+        ((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) {
+      return std::nullopt;
+    }
+    const uint64_t entry = DenseEntry(index);
+    if (!(entry & kLiveBit)) return FindSparse(handle);
+    if (MakeHandle(index, GenerationOf(entry)) != handle) return std::nullopt;
+    return index;
+  }
 
   // Payload of a live entry. REQUIRES: IsLive(index).
   uint64_t Payload(uint32_t index) const {
-    return (entries_[index] >> 1) & kMaxPayload;
+    const uint64_t entry = DenseEntry(index);
+    if (entry & kLiveBit) [[likely]]
+      return (entry >> 1) & kMaxPayload;
+    return (SparseEntry(index) >> 1) & kMaxPayload;
   }
   // Hints the CPU to fetch an entry soon to be used (never faults).
   void Prefetch(uint32_t index) const {
-    __builtin_prefetch(entries_ + index, 1);
+    __builtin_prefetch(EntryAddress(index), 1);
   }
   // Rewrites the payload of a live entry (the block moved).
-  void SetPayload(uint32_t index, uint64_t payload);
+  void SetPayload(uint32_t index, uint64_t payload) {
+    DCHECK_LE(payload, kMaxPayload);
+    const uint64_t entry = DenseEntry(index);
+    if (entry & kLiveBit) [[likely]] {
+      SetDenseEntry(index, (entry & ~(kMaxPayload << 1)) | (payload << 1));
+      return;
+    }
+    SetSparsePayload(index, payload);
+  }
 
   // True when `index` is a live entry (safe for any index).
   bool IsLive(uint32_t index) const;
@@ -78,55 +127,180 @@ class HandleTable {
   // REQUIRES: IsLive(index).
   void Remove(uint32_t index);
 
-  // One past the highest entry index ever handed out, for scans. Entries in
-  // pages that are not resident read as not live.
-  uint32_t index_end() const { return pages_used_ * kEntriesPerPage; }
-  // Whether page `page` is resident (scans skip others).
-  bool PagePresent(uint32_t page) const;
-  // The kEntriesPerPage raw entries of a present page, for fast scans; decode
-  // them with EntryIsLive() and EntryPayload().
-  const uint64_t* PageEntries(uint32_t page) const {
-    return entries_ + uint64_t{page} * kEntriesPerPage;
-  }
-  static bool EntryIsLive(uint64_t entry) { return entry & 1; }
-  static uint64_t EntryPayload(uint64_t entry) {
-    return (entry >> 1) & kMaxPayload;
-  }
+  // One past the highest index of any page ever opened, for scans.
+  uint32_t index_end() const { return pages_used_ << kSlotBits; }
+  // Calls f(index, payload) for every live entry of page `page`, in index
+  // order, wherever the entries are kept.
+  template <typename F>
+  void ForEachLive(uint32_t page, F&& f) const;
 
-  // Returns pages with no live entry to the OS (neighbours in one call)
-  // until none is left (true) or `deadline` passes (false). Adds the bytes
-  // freed to `*freed`.
-  bool ReleaseEmptyPages(absl::Time deadline, uint64_t* freed);
-  // All of them, whatever the time; returns the bytes freed.
-  uint64_t ReleaseEmptyPages() {
+  // Compacts the table as described above, in steps, until done (true) or
+  // `deadline` passes (false; the next call goes on). Adds the bytes it
+  // returned to the OS to `*freed`.
+  bool Compact(absl::Time deadline, uint64_t* freed);
+  // All of it, whatever the time; returns the bytes returned.
+  uint64_t Compact() {
     uint64_t freed = 0;
-    ReleaseEmptyPages(absl::InfiniteFuture(), &freed);
+    Compact(absl::InfiniteFuture(), &freed);
     return freed;
   }
-  // Bytes ReleaseEmptyPages() would free now.
-  uint64_t empty_page_bytes() const { return empty_pages_ * kPageBytes; }
+  // Exactly what Compact() would return to the OS now (when no compaction
+  // is under way; during one, what is left of it).
+  uint64_t reclaimable_bytes() const;
 
   uint64_t live() const { return live_; }
+  // Live entries in the sparse store, and the pages they belong to.
+  uint64_t sparse_entries() const { return sparse_live_; }
+  uint64_t sparse_pages() const { return sparse_pages_; }
   // Everything this table holds from the OS.
   uint64_t resident_bytes() const;
 
  private:
-  static constexpr uint64_t kPageBytes = kEntriesPerPage * sizeof(uint64_t);
+  static constexpr uint64_t kLiveBit = 1;
+  static constexpr uint64_t kEntryMask = (uint64_t{1} << 56) - 1;
   static constexpr uint16_t kMaxGeneration = 0xFFFF;
+  static constexpr uint64_t kIndexMask = (uint64_t{1} << kMaxIndexBits) - 1;
+  // Entry layout (56 bits): bit 0 live | bits 1..39 payload (live) or next
+  // free slot + 1 (free) | bits 40..55 generation.
+  static constexpr int kGenerationShift = 40;
 
-  enum PageState : uint8_t { kNever = 0, kPresent, kReleased, kRetired };
+  static uint16_t GenerationOf(uint64_t entry) {
+    return static_cast<uint16_t>(entry >> kGenerationShift);
+  }
+  static uint64_t FreeEntry(uint16_t generation, uint16_t next_plus_one) {
+    return (uint64_t{generation} << kGenerationShift) |
+           (uint64_t{next_plus_one} << 1);
+  }
+  static uint16_t NextOf(uint64_t free_entry) {
+    return static_cast<uint16_t>((free_entry >> 1) & 0xFFFF);
+  }
+  static uint64_t LiveEntry(uint16_t generation, uint64_t payload) {
+    return (uint64_t{generation} << kGenerationShift) | (payload << 1) |
+           kLiveBit;
+  }
+  // splitmix64's finaliser: a cheap, well-mixed 64-bit hash.
+  static uint64_t Mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+  }
+  uint64_t MakeHandle(uint32_t index, uint16_t generation) const {
+    const uint64_t body = uint64_t{index} |
+                          (uint64_t{PoolIndex(pool_)} << kMaxIndexBits) |
+                          (uint64_t{generation} << 32);
+    const uint64_t check = Mix(body ^ key_) >> 48;
+    return body | (check << 48);
+  }
+
+  enum PageState : uint8_t {
+    kNever = 0,  // never opened
+    kPresent,    // entries in the page
+    kReleased,   // page returned; reopened with generations above its past
+    kRetired,    // page returned; every generation used up
+    kSparse,     // live entries in a sparse store, page returned
+  };
   struct PageInfo {
     uint16_t live;
     uint16_t free_head;  // slot + 1 of the first free entry; 0 = none
     uint16_t base_generation;
     uint8_t state;
-    uint8_t unused;
+    uint8_t store;          // kSparse: which store holds the records
+    uint32_t sparse_begin;  // kSparse: first record
+    uint16_t sparse_count;  // kSparse: records (live and dead)
+    uint16_t unused;
+  };
+  static_assert(sizeof(PageInfo) == 16);
+
+  // A live (or, once removed, dead) entry of a sparse page: the slot in its
+  // page (2 bytes) and the 7-byte entry.
+  struct SparseRecord {
+    uint8_t bytes[kSparseRecordBytes];
+  };
+  static_assert(sizeof(SparseRecord) == kSparseRecordBytes);
+  struct SparseStore {
+    ReservedArray<SparseRecord> records;
+    uint64_t live = 0;
   };
 
-  uint64_t MakeHandle(uint32_t index, uint16_t generation) const;
+  // Where the compaction stands.
+  enum class Phase : uint8_t { kIdle, kReleaseEmpty, kSparsePass };
+
+  static uint16_t RecordSlot(const SparseRecord& r) {
+    uint16_t slot;
+    std::memcpy(&slot, r.bytes, 2);
+    return slot;
+  }
+  static uint64_t RecordEntry(const SparseRecord& r) {
+    uint64_t entry = 0;
+    std::memcpy(&entry, r.bytes + 2, kEntryBytes);
+    return entry;
+  }
+  static void SetRecord(SparseRecord* r, uint16_t slot, uint64_t entry) {
+    std::memcpy(r->bytes, &slot, 2);
+    std::memcpy(r->bytes + 2, &entry, kEntryBytes);
+  }
+
+  char* EntryAddress(uint32_t index) const {
+    return reinterpret_cast<char*>(entries_) +
+           (uint64_t{index >> kSlotBits} << 12) +
+           uint64_t{index & (kIndexesPerPage - 1)} * kEntryBytes;
+  }
+  // The entry in the page (zero when the page is not resident). Reads the
+  // following byte too, which is still in the page: its last byte is spare.
+  uint64_t DenseEntry(uint32_t index) const {
+    uint64_t value;
+    std::memcpy(&value, EntryAddress(index), sizeof(value));
+    return value & kEntryMask;
+  }
+  void SetDenseEntry(uint32_t index, uint64_t entry) {
+    char* p = EntryAddress(index);
+    uint64_t value;
+    std::memcpy(&value, p, sizeof(value));
+    value = (value & ~kEntryMask) | entry;
+    std::memcpy(p, &value, sizeof(value));
+  }
+  // The record of `index` in its sparse page, or nullptr.
+  SparseRecord* FindRecord(uint32_t index) const;
+  // The entry of `index` in its sparse page (0 if none).
+  uint64_t SparseEntry(uint32_t index) const {
+    const SparseRecord* r = FindRecord(index);
+    return r == nullptr ? 0 : RecordEntry(*r);
+  }
+  // Find() for a handle whose entry is not live in its page.
+  std::optional<uint32_t> FindSparse(uint64_t handle) const;
+  void SetSparsePayload(uint32_t index, uint64_t payload);
   void OpenPage(uint32_t page);
   // Forgets a page whose memory is (about to be) returned to the OS.
   void ReleasePage(uint32_t page);
+  // Moves the live entries of present page `page` into store `store_`.
+  void Sparsify(uint32_t page);
+  // Copies the live records of sparse page `page` into store `target`.
+  void MoveRecords(uint32_t page, uint8_t target);
+  // Brings sparse page `page` back into its page (which it commits), so it
+  // takes new entries again.
+  void Densify(uint32_t page);
+  // Whether page `page` (with `live` entries) would go to the sparse store.
+  static bool SparseCandidate(uint8_t state, uint32_t live) {
+    return state == kPresent && live > 0 && live <= kSparseMaxLive;
+  }
+  // Keeps candidates_ and candidate_live_ exact across a change of a
+  // present page's live count from `before` to `after`.
+  void CountCandidate(uint32_t before, uint32_t after) {
+    // Most changes are of pages with many live entries: one comparison.
+    if (std::min(before, after) > kSparseMaxLive) [[likely]]
+      return;
+    CountSmallPage(before, after);
+  }
+  void CountSmallPage(uint32_t before, uint32_t after);
+  // What a sparse pass would return now (may be negative).
+  int64_t SparsePassGain() const;
+  bool ReleaseEmptyPages(absl::Time deadline, uint64_t* freed);
+  bool SparsePass(absl::Time deadline, uint64_t* freed);
+  // Purges the run of pages [purge_first_, purge_end_) collected by a pass.
+  void FlushPurge(uint64_t* freed);
 
   PoolKind pool_ = PoolKind::kSmall;
   uint64_t key_ = 0;
@@ -141,7 +315,45 @@ class HandleTable {
   IndexSet pages_with_room_;  // present pages with a free entry
   IndexSet revivable_;        // released pages that can be reopened
   IndexSet empty_;            // present pages with no live entry
+  IndexSet sparse_;           // sparse pages
+  // Present pages that a sparse pass would move, and their live entries.
+  uint64_t candidates_ = 0;
+  uint64_t candidate_live_ = 0;
+  // Sparse entries: the store new records go to, and the other, empty but
+  // during a sparse pass (which moves every sparse page to it).
+  std::array<SparseStore, 2> stores_;
+  uint8_t store_ = 0;
+  uint64_t sparse_live_ = 0;
+  uint64_t sparse_pages_ = 0;
+  // The compaction under way: its phase, and in a sparse pass the store
+  // every sparse page moves to and the next page to look at.
+  Phase phase_ = Phase::kIdle;
+  uint8_t pass_target_ = 0;
+  uint32_t pass_page_ = 0;
+  uint32_t purge_first_ = 0;
+  uint32_t purge_end_ = 0;
 };
+
+template <typename F>
+void HandleTable::ForEachLive(uint32_t page, F&& f) const {
+  const PageInfo& info = pages_[page];
+  const uint32_t first = page << kSlotBits;
+  if (info.state == kPresent) {
+    for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
+      const uint64_t entry = DenseEntry(first + slot);
+      if (entry & kLiveBit) f(first + slot, (entry >> 1) & kMaxPayload);
+    }
+  } else if (info.state == kSparse) {
+    const SparseStore& store = stores_[info.store];
+    for (uint32_t k = 0; k < info.sparse_count; ++k) {
+      const SparseRecord& r = store.records[info.sparse_begin + k];
+      const uint64_t entry = RecordEntry(r);
+      if (entry & kLiveBit) {
+        f(first + RecordSlot(r), (entry >> 1) & kMaxPayload);
+      }
+    }
+  }
+}
 
 }  // namespace poold::pools
 

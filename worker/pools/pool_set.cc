@@ -124,6 +124,26 @@ absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
 
 uint64_t PoolSet::headroom_bytes() const { return Headroom(); }
 
+absl::Status PoolSet::CheckResidency() const {
+  const struct {
+    const char* name;
+    uint64_t counted;
+    uint64_t os;
+  } pools[] = {
+      {"small", small_.span_bytes(), small_.SpanBytesResidentPerOs()},
+      {"medium", medium_.span_bytes(), medium_.SpanBytesResidentPerOs()},
+      {"large", large_.chunk_bytes(), large_.ChunkBytesResidentPerOs()},
+  };
+  for (const auto& pool : pools) {
+    if (pool.counted != pool.os) {
+      return absl::InternalError(absl::StrCat(
+          "the ", pool.name, " pool counts ", pool.counted,
+          " resident bytes of blocks and spans; the OS has ", pool.os));
+    }
+  }
+  return absl::OkStatus();
+}
+
 uint64_t PoolSet::reclaimable_bytes() const {
   uint64_t reclaimable = 0;
   for (PoolKind pool : kAllPools) {

@@ -118,6 +118,11 @@ class PoolSet {
   // Resident bytes the memory limit still allows (UINT64_MAX without one).
   uint64_t headroom_bytes() const;
 
+  // For tests and checks (slow: asks the OS about every page of every
+  // chunk): INTERNAL, naming the pool, unless the block memory each pool
+  // counts as resident is exactly what the OS has resident (mincore(2)).
+  absl::Status CheckResidency() const;
+
   const PoolSetOptions& options() const { return options_; }
 
  private:

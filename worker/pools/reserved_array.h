@@ -53,6 +53,14 @@ class ReservedArray {
     return true;
   }
 
+  // Empties the array and returns its pages to the OS (the address space
+  // stays reserved, and new elements read as zero again).
+  void Clear() {
+    OsMemory::Purge(reinterpret_cast<char*>(data_), committed_);
+    size_ = 0;
+    committed_ = 0;
+  }
+
   // Bytes the next Grow(count) would commit.
   uint64_t GrowthBytes(size_t count) const {
     const uint64_t needed = OsMemory::RoundUpToPage(count * sizeof(T));

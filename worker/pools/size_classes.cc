@@ -64,9 +64,14 @@ SizeClasses::SizeClasses(PoolKind pool, uint64_t span_bytes,
       }
     }
   }
+  // The smallest block of each class is one byte above the slot before it
+  // (1 byte, or kMediumMinBytes, for the first class).
+  uint64_t smallest = pool == PoolKind::kSmall ? 1 : kMediumMinBytes;
   for (const SizeClass& c : classes_) {
     max_slots_ = std::max(max_slots_, c.slots);
     max_bitmap_words_ = std::max(max_bitmap_words_, c.bitmap_words);
+    max_delta_ = std::max<uint32_t>(max_delta_, c.slot_bytes - smallest);
+    smallest = c.slot_bytes + uint64_t{1};
   }
 }
 

@@ -53,12 +53,15 @@ class SizeClasses {
   uint32_t max_slots() const { return max_slots_; }
   // Largest bitmap (in words) any class needs.
   uint32_t max_bitmap_words() const { return max_bitmap_words_; }
+  // Largest difference between a block's size and its slot's.
+  uint32_t max_delta() const { return max_delta_; }
 
  private:
   PoolKind pool_;
   std::vector<SizeClass> classes_;
   uint32_t max_slots_ = 0;
   uint32_t max_bitmap_words_ = 0;
+  uint32_t max_delta_ = 0;
 };
 
 }  // namespace poold::pools

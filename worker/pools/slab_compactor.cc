@@ -43,7 +43,7 @@ bool SlabCompactor::Step(absl::Time deadline) {
       case Phase::kPurge:
         // Emptied sources and previously cached spans, in batched calls.
         if (!pool_.PurgeCachedSpans(deadline, &spans_released_)) return false;
-        if (!pool_.handles_.ReleaseEmptyPages(deadline, &table_bytes_)) {
+        if (!pool_.handles_.Compact(deadline, &table_bytes_)) {
           return false;
         }
         ReleaseBookkeeping();
@@ -62,6 +62,8 @@ void SlabCompactor::UpdateTransientBytes() {
                            owners_.capacity() * sizeof(uint32_t*) +
                            owner_blocks_.capacity() * sizeof(OwnerBlock) +
                            plan_spans_.capacity() * sizeof(uint32_t) +
+                           tail_by_class_.capacity() * sizeof(uint32_t) +
+                           ranked_.capacity() * sizeof(ranked_[0]) +
                            owner_slots_ * sizeof(uint32_t) +
                            slots_.capacity() * sizeof(uint32_t);
 }
@@ -76,6 +78,8 @@ void SlabCompactor::ReleaseBookkeeping() {
   }
   std::vector<OwnerBlock>().swap(owner_blocks_);
   std::vector<uint32_t>().swap(plan_spans_);
+  std::vector<uint32_t>().swap(tail_by_class_);
+  std::vector<std::pair<uint32_t, uint32_t>>().swap(ranked_);
   std::vector<uint32_t>().swap(slots_);
   owner_slots_ = 0;
   UpdateTransientBytes();
@@ -83,50 +87,45 @@ void SlabCompactor::ReleaseBookkeeping() {
 
 bool SlabCompactor::PlanClasses(absl::Time deadline) {
   const SizeClasses& classes = pool_.classes();
+  if (tail_by_class_.empty()) {
+    tail_by_class_.assign(classes.count(), SlabPool::kNoSpan);
+  }
   while (next_class_ < classes.count()) {
     const SizeClass& c = classes.Get(next_class_);
     if (plan_next_ == plan_spans_.size()) {
-      // Choose the class's sources: its emptiest spans beyond the fewest
-      // that can hold its blocks.
+      // Choose the class's sources, its emptiest spans beyond the fewest
+      // that can hold its blocks, and its tail, the emptiest span kept.
       plan_spans_.clear();
       plan_next_ = 0;
-      const SlabPool::ClassCounters& counters = pool_.counters_[next_class_];
-      const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
-      const uint64_t release =
-          counters.spans > needed ? counters.spans - needed : 0;
-      if (release > 0) {
-        std::vector<std::pair<uint32_t, uint32_t>> spans;  // (live, id)
-        spans.reserve(counters.spans);
-        for (uint8_t list = 0; list <= SlabPool::kFullList; ++list) {
-          for (uint32_t id = pool_.ListHead(next_class_, list); id != 0;
-               id = pool_.spans_[id - 1].next) {
-            spans.emplace_back(pool_.spans_[id - 1].live, id - 1);
-          }
+      const SlabPool::ClassCompaction plan = pool_.CompactionOf(next_class_);
+      if (plan.gain > 0) {
+        const uint64_t release = pool_.counters_[next_class_].spans - plan.keep;
+        pool_.RankSpans(next_class_, release, &ranked_);
+        for (uint64_t k = 0; k < release; ++k) {
+          plan_spans_.push_back(ranked_[k].second);
         }
-        if (spans.size() >= release) {  // fewer only after an earlier Stop()
-          std::nth_element(spans.begin(), spans.begin() + (release - 1),
-                           spans.end());
-          for (uint64_t k = 0; k < release; ++k) {
-            plan_spans_.push_back(spans[k].second);
-          }
-          // One owners array for the class, in fresh address space: only
-          // the scan writes it, and only for live slots, so pages are
-          // touched only where blocks are and unmapping it is cheap.
-          const uint64_t bytes =
-              OsMemory::RoundUpToPage(release * c.slots * sizeof(uint32_t));
-          absl::StatusOr<char*> base = OsMemory::Reserve(bytes);
-          if (!base.ok()) {
-            LOG(ERROR) << "compaction of the " << PoolName(pool_.pool())
-                       << " pool skips a class: " << base.status();
-            plan_spans_.clear();
-            ++next_class_;
-            continue;
-          }
-          owner_blocks_.push_back({*base, bytes});
-          owner_slots_ += release * c.slots;
-          if (offset_by_span_.size() < pool_.spans_.size()) {
-            offset_by_span_.resize(pool_.spans_.size(), kNoOffset);
-          }
+        if (plan.tail_blocks < c.slots) {
+          plan_spans_.push_back(ranked_[release].second);
+          tail_by_class_[next_class_] = ranked_[release].second;
+        }
+        // One owners array for the class, in fresh address space: only
+        // the scan and the moves write it, and only for live slots, so
+        // pages are touched only where blocks are and unmapping it is cheap.
+        const uint64_t bytes = OsMemory::RoundUpToPage(
+            plan_spans_.size() * c.slots * sizeof(uint32_t));
+        absl::StatusOr<char*> base = OsMemory::Reserve(bytes);
+        if (!base.ok()) {
+          LOG(ERROR) << "compaction of the " << PoolName(pool_.pool())
+                     << " pool skips a class: " << base.status();
+          plan_spans_.clear();
+          tail_by_class_[next_class_] = SlabPool::kNoSpan;
+          ++next_class_;
+          continue;
+        }
+        owner_blocks_.push_back({*base, bytes});
+        owner_slots_ += plan_spans_.size() * c.slots;
+        if (offset_by_span_.size() < pool_.spans_.size()) {
+          offset_by_span_.resize(pool_.spans_.size(), kNoOffset);
         }
       }
       if (plan_spans_.empty()) {
@@ -134,7 +133,7 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
         continue;
       }
     }
-    // Mark the sources, a few at a time between looks at the clock.
+    // Mark the spans, a few at a time between looks at the clock.
     uint32_t* block = reinterpret_cast<uint32_t*>(owner_blocks_.back().base);
     for (int n = 0; plan_next_ < plan_spans_.size(); ++plan_next_, ++n) {
       if (n == 64) {
@@ -169,23 +168,16 @@ bool SlabCompactor::Scan(absl::Time deadline) {
   const HandleTable& table = pool_.handles_;
   const uint32_t end = table.index_end();
   while (scan_index_ < end) {
-    const uint32_t page = scan_index_ / HandleTable::kEntriesPerPage;
-    if (table.PagePresent(page)) {
-      const uint64_t* entries = table.PageEntries(page);
-      for (uint32_t i = 0; i < HandleTable::kEntriesPerPage; ++i) {
-        const uint64_t entry = entries[i];
-        if (!HandleTable::EntryIsLive(entry)) continue;
-        const uint64_t payload = HandleTable::EntryPayload(entry);
-        const uint32_t id = SlabPool::SpanOf(payload);
-        if (id >= offset_by_span_.size() || offset_by_span_[id] == kNoOffset ||
-            pool_.spans_[id].state != SlabPool::kEvacuating) {
-          continue;
-        }
-        owners_[offset_by_span_[id]][SlabPool::SlotOf(payload)] =
-            page * HandleTable::kEntriesPerPage + i;
+    const uint32_t page = HandleTable::PageOf(scan_index_);
+    table.ForEachLive(page, [this](uint32_t index, uint64_t payload) {
+      const uint32_t id = SlabPool::SpanOf(payload);
+      if (id >= offset_by_span_.size() || offset_by_span_[id] == kNoOffset ||
+          pool_.spans_[id].state != SlabPool::kEvacuating) {
+        return;
       }
-    }
-    scan_index_ = (page + 1) * HandleTable::kEntriesPerPage;
+      owners_[offset_by_span_[id]][pool_.SlotOf(payload)] = index;
+    });
+    scan_index_ = (page + 1) * HandleTable::kIndexesPerPage;
     if (absl::Now() >= deadline) return scan_index_ >= end;
   }
   return true;
@@ -201,79 +193,148 @@ void SlabCompactor::Reinstate(uint32_t id) {
   if (list == SlabPool::kFullList)
     ++pool_.counters_[span.class_index].full_spans;
   pool_.ListPush(id, list);
+  if (tail_by_class_[span.class_index] == id) {
+    tail_by_class_[span.class_index] = SlabPool::kNoSpan;
+  }
 }
 
-bool SlabCompactor::Move(absl::Time deadline) {
+uint32_t SlabCompactor::MarkedTail(uint32_t class_index) const {
+  const uint32_t tail = tail_by_class_[class_index];
+  if (tail == SlabPool::kNoSpan ||
+      pool_.spans_[tail].state != SlabPool::kEvacuating) {
+    return SlabPool::kNoSpan;
+  }
+  return tail;
+}
+
+void SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
+                              uint32_t dest) {
   HandleTable& table = pool_.handles_;
+  SlabPool::Span& span = pool_.spans_[id];
+  const SizeClass& c = pool_.classes().Get(span.class_index);
+  CHECK(table.IsLive(index)) << "reverse map out of date";
+  const uint64_t payload = table.Payload(index);
+  CHECK(SlabPool::SpanOf(payload) == id && pool_.SlotOf(payload) == slot)
+      << "reverse map out of date";
+  const uint32_t dest_slot = pool_.TakeSlot(dest);
+  std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
+              pool_.SlotAddress(id, c, slot), c.slot_bytes);
+  table.SetPayload(index, pool_.Pack(dest, dest_slot, pool_.DeltaOf(payload)));
+  // A block that lands in a marked span (a tail) may have to move again.
+  if (dest < offset_by_span_.size() && offset_by_span_[dest] != kNoOffset) {
+    owners_[offset_by_span_[dest]][dest_slot] = index;
+  }
+  pool_.Bitmap(id)[slot / 64] &= ~(uint64_t{1} << (slot % 64));
+  if (slot / 64 < span.hint) span.hint = slot / 64;
+  --span.live;
+  ++blocks_moved_;
+  bytes_moved_ += c.slot_bytes;
+}
+
+bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
+  HandleTable& table = pool_.handles_;
+  SlabPool::Span& span = pool_.spans_[id];
+  const uint32_t class_index = span.class_index;
+  const SizeClass& c = pool_.classes().Get(class_index);
+  const uint64_t* bitmap = pool_.Bitmap(id);
+  const uint32_t* owners = owners_[offset_by_span_[id]];
+  // The live slots still to move, in address order.
+  slots_.clear();
+  for (uint32_t word = move_slot_ / 64; word < c.bitmap_words; ++word) {
+    uint64_t bits = bitmap[word];
+    if (word == c.bitmap_words - 1 && c.slots % 64 != 0) {
+      bits &= ~(~uint64_t{0} << (c.slots % 64));  // drop the padding bits
+    }
+    if (word == move_slot_ / 64) bits &= ~uint64_t{0} << (move_slot_ % 64);
+    for (; bits != 0; bits &= bits - 1) {
+      slots_.push_back(word * 64 + std::countr_zero(bits));
+    }
+  }
+  // Handle-table entries are scattered: fetch them ahead of their moves.
+  for (size_t k = 0; k < std::min(kPrefetchDistance, slots_.size()); ++k) {
+    table.Prefetch(owners[slots_[k]]);
+  }
   uint32_t since_check = 0;
-  for (; move_source_ < sources_.size(); ++move_source_, move_slot_ = 0) {
-    const uint32_t id = sources_[move_source_];
-    SlabPool::Span& span = pool_.spans_[id];
-    // Emptied by frees (and released) since the plan: nothing left to move.
-    if (span.state != SlabPool::kEvacuating) continue;
-    const uint32_t class_index = span.class_index;
-    const SizeClass& c = pool_.classes().Get(class_index);
-    uint64_t* bitmap = pool_.Bitmap(id);
-    const uint32_t* owners = owners_[offset_by_span_[id]];
-    // The live slots still to move, in address order.
-    slots_.clear();
-    for (uint32_t word = move_slot_ / 64; word < c.bitmap_words; ++word) {
-      uint64_t bits = bitmap[word];
-      if (word == c.bitmap_words - 1 && c.slots % 64 != 0) {
-        bits &= ~(~uint64_t{0} << (c.slots % 64));  // drop the padding bits
-      }
-      if (word == move_slot_ / 64) bits &= ~uint64_t{0} << (move_slot_ % 64);
-      for (; bits != 0; bits &= bits - 1) {
-        slots_.push_back(word * 64 + std::countr_zero(bits));
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    if (k + kPrefetchDistance < slots_.size()) {
+      const uint32_t ahead = slots_[k + kPrefetchDistance];
+      table.Prefetch(owners[ahead]);
+      const char* block = pool_.SlotAddress(id, c, ahead);
+      for (uint32_t off = 0; off < c.slot_bytes && off < 512; off += 64) {
+        __builtin_prefetch(block + off);
       }
     }
-    // Handle-table entries are scattered: fetch them ahead of their moves.
-    for (size_t k = 0; k < std::min(kPrefetchDistance, slots_.size()); ++k) {
-      table.Prefetch(owners[slots_[k]]);
-    }
-    for (size_t k = 0; k < slots_.size(); ++k) {
-      if (k + kPrefetchDistance < slots_.size()) {
-        const uint32_t ahead = slots_[k + kPrefetchDistance];
-        table.Prefetch(owners[ahead]);
-        const char* block = pool_.SlotAddress(id, c, ahead);
-        for (uint32_t off = 0; off < c.slot_bytes && off < 512; off += 64) {
-          __builtin_prefetch(block + off);
-        }
-      }
-      const uint32_t slot = slots_[k];
-      const uint32_t index = owners[slot];
-      CHECK(table.IsLive(index)) << "reverse map out of date";
-      const uint64_t payload = table.Payload(index);
-      CHECK(SlabPool::SpanOf(payload) == id &&
-            SlabPool::SlotOf(payload) == slot)
-          << "reverse map out of date";
-      const uint32_t dest = pool_.FindAllocSpan(class_index);
-      if (dest == SlabPool::kNoSpan) {
+    const uint32_t slot = slots_[k];
+    uint32_t dest = pool_.FindAllocSpan(class_index);
+    if (dest == SlabPool::kNoSpan) {
+      // The kept spans are full: the tail's lowest free slots come next.
+      dest = MarkedTail(class_index);
+      if (dest == SlabPool::kNoSpan || pool_.spans_[dest].live >= c.slots) {
         // Allocations since the plan took the room: keep the span.
         Reinstate(id);
         ++spans_abandoned_;
+        return true;
+      }
+    }
+    MoveBlock(id, slot, owners[slot], dest);
+    if (span.live == 0) {
+      pool_.RetireSpan(id);  // cached; the purge phase returns it
+      return true;
+    }
+    if (++since_check == kMovesPerClockCheck) {
+      since_check = 0;
+      if (absl::Now() >= deadline) {
+        move_slot_ = slot + 1;
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+bool SlabCompactor::PackTail(uint32_t id, absl::Time deadline) {
+  SlabPool::Span& span = pool_.spans_[id];
+  const uint32_t class_index = span.class_index;
+  const SizeClass& c = pool_.classes().Get(class_index);
+  const uint32_t* owners = owners_[offset_by_span_[id]];
+  uint32_t since_check = 0;
+  // Top block first: into a kept span's hole while there is one (the kept
+  // spans end full), else down into the tail's lowest free slot, until every
+  // block lies in the fewest pages that can hold them.
+  while (span.live > 0) {
+    const uint32_t top = pool_.HighestLiveSlot(id);
+    uint32_t dest = pool_.FindAllocSpan(class_index);
+    if (dest == SlabPool::kNoSpan) {
+      if (top < pool_.PackedSlots(c, span.live)) {
+        pool_.TrimSpan(id, SlabPool::SlotsEnd(c, top + uint64_t{1}));
         break;
       }
-      const uint32_t dest_slot = pool_.TakeSlot(dest);
-      std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
-                  pool_.SlotAddress(id, c, slot), c.slot_bytes);
-      table.SetPayload(
-          index, SlabPool::Pack(dest, dest_slot, SlabPool::DeltaOf(payload)));
-      bitmap[slot / 64] &= ~(uint64_t{1} << (slot % 64));
-      --span.live;
-      ++blocks_moved_;
-      bytes_moved_ += c.slot_bytes;
-      if (span.live == 0) {
-        pool_.RetireSpan(id);  // cached; the purge phase returns it
-        break;
-      }
-      if (++since_check == kMovesPerClockCheck) {
-        since_check = 0;
-        if (absl::Now() >= deadline) {
-          move_slot_ = slot + 1;
-          return false;
-        }
-      }
+      dest = id;  // its lowest free slot is below `top`
+    }
+    MoveBlock(id, top, owners[top], dest);
+    if (++since_check == kMovesPerClockCheck) {
+      since_check = 0;
+      if (absl::Now() >= deadline) return false;
+    }
+  }
+  if (span.live == 0) {
+    tail_by_class_[class_index] = SlabPool::kNoSpan;
+    pool_.RetireSpan(id);  // emptied into kept spans: cached, then purged
+  } else {
+    Reinstate(id);
+  }
+  return true;
+}
+
+bool SlabCompactor::Move(absl::Time deadline) {
+  for (; move_source_ < sources_.size(); ++move_source_, move_slot_ = 0) {
+    const uint32_t id = sources_[move_source_];
+    const SlabPool::Span& span = pool_.spans_[id];
+    // Emptied by frees (and released) since the plan: nothing left to move.
+    if (span.state != SlabPool::kEvacuating) continue;
+    const bool tail = tail_by_class_[span.class_index] == id;
+    if (!(tail ? PackTail(id, deadline) : Evacuate(id, deadline))) {
+      return false;
     }
   }
   return true;

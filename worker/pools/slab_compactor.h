@@ -1,16 +1,23 @@
 // SlabCompactor: one incremental compaction of a SlabPool.
 //
-// Per size class it keeps the fewest spans that can hold the class's blocks
-// (the fullest ones) and evacuates the others, emptiest first, so the bytes
-// copied are the minimum for the spans released. It runs in phases, each
-// resumable at any point, so the owner can serve other operations between
-// steps:
-//   plan   mark the spans to evacuate (they take no new allocations)
+// Per size class that has memory to give back, it keeps the fewest spans that
+// can hold the class's blocks (the fullest ones) and evacuates the others,
+// emptiest first, so the bytes copied are the minimum for the spans released.
+// The emptiest span it keeps is the class's tail: the others end full, and
+// the tail's blocks move down into its lowest slots, after which its pages
+// past the last block go back to the OS. A class thus ends holding its
+// blocks plus less than a page (and its spans' unusable ends).
+// It runs in phases, each resumable at any point, so the owner can serve
+// other operations between steps:
+//   plan   mark the spans to evacuate and the tails (they take no new
+//          allocations)
 //   scan   walk the handle table once, noting which entry owns each live
-//          slot of an evacuating span (a temporary reverse map)
-//   move   copy each block into a free slot of the fullest span of its class
-//          and repoint its handle; an emptied span goes back to the OS
-//   purge  return cached empty spans and empty handle-table pages
+//          slot of a marked span (a temporary reverse map)
+//   move   copy each block of an evacuated span into a free slot of the
+//          fullest kept span of its class, else into the tail's lowest free
+//          slot, and repoint its handle; then pack each tail the same way,
+//          top block first, and trim it
+//   purge  return emptied and cached spans and empty handle-table pages
 // Blocks freed between steps are simply skipped. If allocations between
 // steps use up the room a span needed, that span is returned to service
 // unfinished instead of growing the pool.
@@ -18,6 +25,7 @@
 #define POOLD_WORKER_POOLS_SLAB_COMPACTOR_H_
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -60,6 +68,16 @@ class SlabCompactor {
   bool PlanClasses(absl::Time deadline);
   bool Scan(absl::Time deadline);
   bool Move(absl::Time deadline);
+  // Empties source `id` (from slot move_slot_ on); false at the deadline.
+  bool Evacuate(uint32_t id, absl::Time deadline);
+  // Packs tail `id` into its lowest slots and trims it; false at the
+  // deadline.
+  bool PackTail(uint32_t id, absl::Time deadline);
+  // Copies the block in `slot` of marked span `id`, owned by handle-table
+  // entry `index`, into the next slot of span `dest`, and repoints it.
+  void MoveBlock(uint32_t id, uint32_t slot, uint32_t index, uint32_t dest);
+  // The class's tail if it is still marked, else kNoSpan.
+  uint32_t MarkedTail(uint32_t class_index) const;
   // Puts an evacuating span back into its class's active lists.
   void Reinstate(uint32_t id);
   void UpdateTransientBytes();
@@ -72,10 +90,13 @@ class SlabCompactor {
   uint32_t scan_index_ = 0;
   size_t move_source_ = 0;
   uint32_t move_slot_ = 0;
-  // Spans being evacuated, and for each span id its position in sources_
-  // (kNoOffset when not evacuating).
+  // Spans marked (evacuated, or packed when they are their class's tail),
+  // and for each span id its position in sources_ (kNoOffset when not
+  // marked).
   std::vector<uint32_t> sources_;
   std::vector<uint32_t> offset_by_span_;
+  // Per class, its tail while marked (kNoSpan otherwise).
+  std::vector<uint32_t> tail_by_class_;
   // Per source, the handle-table index of the block in each live slot (a
   // piece of its class's block in owner_blocks_). Only live slots are written
   // (by the scan) and read (by the moves), so the arrays are left
@@ -87,9 +108,11 @@ class SlabCompactor {
   std::vector<uint32_t*> owners_;
   std::vector<OwnerBlock> owner_blocks_;
   uint64_t owner_slots_ = 0;
-  // The class being planned: its chosen sources and how many are marked.
+  // The class being planned: its chosen sources (and last its tail, if it
+  // has one) and how many are marked.
   std::vector<uint32_t> plan_spans_;
   size_t plan_next_ = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> ranked_;  // (live, id)
   // Reused list of the live slots of the span being evacuated.
   std::vector<uint32_t> slots_;
   uint64_t blocks_moved_ = 0;

@@ -29,7 +29,12 @@ absl::Status SlabPool::Init(const SlabPoolOptions& options) {
   start_ = absl::Now();
   classes_ = std::make_unique<SizeClasses>(options.pool, options.span_bytes,
                                            options.bitmap_in_span);
-  CHECK_LT(classes_->max_slots(), 1u << 14) << "slot index is 14 bits";
+  const int slot_bits = std::bit_width(classes_->max_slots() - 1);
+  const int delta_bits = std::bit_width(classes_->max_delta());
+  CHECK_LE(kSpanBits + slot_bits + delta_bits, HandleTable::kPayloadBits)
+      << "span, slot and size delta must fit a handle-table payload";
+  slot_mask_ = (1u << slot_bits) - 1;
+  delta_shift_ = kSpanBits + slot_bits;
   counters_.assign(classes_->count(), ClassCounters{});
   heads_.assign(size_t{classes_->count()} * kListsPerClass, 0);
 
@@ -50,6 +55,65 @@ absl::Status SlabPool::Init(const SlabPoolOptions& options) {
 uint64_t* SlabPool::Bitmap(uint32_t id) {
   if (options_.bitmap_in_span) return reinterpret_cast<uint64_t*>(SpanBase(id));
   return &side_bitmaps_[size_t{id} * classes_->max_bitmap_words()];
+}
+
+const uint64_t* SlabPool::Bitmap(uint32_t id) const {
+  if (options_.bitmap_in_span) {
+    return reinterpret_cast<const uint64_t*>(SpanBase(id));
+  }
+  return &side_bitmaps_[size_t{id} * classes_->max_bitmap_words()];
+}
+
+uint32_t SlabPool::SlotsWithin(const SizeClass& c, uint64_t committed) {
+  if (committed <= c.header_bytes) return 0;
+  return static_cast<uint32_t>(
+      std::min<uint64_t>(c.slots, (committed - c.header_bytes) / c.slot_bytes));
+}
+
+uint32_t SlabPool::GrowthTarget(const SizeClass& c, uint32_t committed,
+                                uint64_t end) {
+  const uint64_t needed = OsMemory::RoundUpToPage(end);
+  // A span's first slot commits only what it needs, so a class of a few
+  // blocks holds a page or two; a span that keeps filling grows in steps.
+  if (committed == 0) return static_cast<uint32_t>(needed);
+  const uint64_t step =
+      std::min<uint64_t>(uint64_t{committed} + kGrowBytes, c.committed_bytes);
+  return static_cast<uint32_t>(std::max(needed, step));
+}
+
+void SlabPool::SetCommitted(uint32_t id, uint32_t committed) {
+  Span& span = spans_[id];
+  DCHECK(span.state == kActive || span.state == kEvacuating);
+  const SizeClass& c = classes_->Get(span.class_index);
+  ClassCounters& counters = counters_[span.class_index];
+  counters.committed_bytes += committed;
+  counters.committed_bytes -= span.committed;
+  counters.committed_slots += SlotsWithin(c, committed);
+  counters.committed_slots -= SlotsWithin(c, span.committed);
+  span_bytes_in_use_ += committed;
+  span_bytes_in_use_ -= span.committed;
+  span.committed = committed;
+}
+
+void SlabPool::GrowSpan(uint32_t id, uint64_t end, uint64_t max_growth) {
+  const Span& span = spans_[id];
+  if (end <= span.committed) return;
+  const SizeClass& c = classes_->Get(span.class_index);
+  uint64_t target = GrowthTarget(c, span.committed, end);
+  if (target - span.committed > max_growth) {
+    target =
+        std::max(OsMemory::RoundUpToPage(end), span.committed + max_growth);
+  }
+  OsMemory::Commit(SpanBase(id) + span.committed, target - span.committed);
+  SetCommitted(id, static_cast<uint32_t>(target));
+}
+
+void SlabPool::TrimSpan(uint32_t id, uint64_t end) {
+  const Span& span = spans_[id];
+  const uint64_t keep = OsMemory::RoundUpToPage(end);
+  if (keep >= span.committed) return;
+  OsMemory::Purge(SpanBase(id) + keep, span.committed - keep);
+  SetCommitted(id, static_cast<uint32_t>(keep));
 }
 
 void SlabPool::ListPush(uint32_t id, uint8_t list) {
@@ -83,7 +147,7 @@ void SlabPool::PushDirty(uint32_t id) {
   dirty_head_ = id + 1;
   if (dirty_tail_ == 0) dirty_tail_ = id + 1;
   ++dirty_spans_;
-  dirty_bytes_ += Committed(span.class_index);
+  dirty_bytes_ += span.committed;
 }
 
 void SlabPool::RemoveDirty(uint32_t id) {
@@ -101,7 +165,7 @@ void SlabPool::RemoveDirty(uint32_t id) {
   }
   span.prev = span.next = 0;
   --dirty_spans_;
-  dirty_bytes_ -= Committed(span.class_index);
+  dirty_bytes_ -= span.committed;
 }
 
 uint8_t SlabPool::ActiveListFor(const Span& span) const {
@@ -131,11 +195,15 @@ uint32_t SlabPool::FindAllocSpan(uint32_t class_index) const {
 }
 
 uint64_t SlabPool::NewSpanGrowthBytes(uint32_t class_index) const {
-  const uint64_t committed = Committed(class_index);
+  const SizeClass& c = classes_->Get(class_index);
+  // A new span commits what its first slot needs.
+  const uint64_t first_slot = SlotsEnd(c, 1);
   if (dirty_head_ != 0) {
-    const uint64_t cached = Committed(spans_[dirty_head_ - 1].class_index);
-    return committed > cached ? committed - cached : 0;
+    const uint32_t cached = spans_[dirty_head_ - 1].committed;
+    if (cached >= first_slot) return 0;
+    return GrowthTarget(c, cached, first_slot) - cached;
   }
+  const uint64_t committed = GrowthTarget(c, 0, first_slot);
   if (clean_.Lowest().has_value()) return committed;
   const size_t spans = size_t{chunk_slots_used_ + 1} * options_.spans_per_chunk;
   uint64_t bytes = committed + spans_.GrowthBytes(spans) +
@@ -194,16 +262,17 @@ void SlabPool::UnmapChunk(uint32_t chunk) {
 
 absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
   uint32_t id;
-  const uint64_t committed = Committed(class_index);
+  const SizeClass& c = classes_->Get(class_index);
+  uint32_t committed = 0;
   if (dirty_head_ != 0) {
     id = dirty_head_ - 1;  // still resident: no page faults
     RemoveDirty(id);
-    // Resize the committed part to what the new class uses.
-    const uint64_t cached = Committed(spans_[id].class_index);
-    if (cached > committed) {
-      OsMemory::Purge(SpanBase(id) + committed, cached - committed);
-    } else if (committed > cached) {
-      OsMemory::Commit(SpanBase(id) + cached, committed - cached);
+    // Keep what the new class can use of the committed part.
+    committed = spans_[id].committed;
+    if (committed > c.committed_bytes) {
+      OsMemory::Purge(SpanBase(id) + c.committed_bytes,
+                      committed - c.committed_bytes);
+      committed = c.committed_bytes;
     }
   } else {
     std::optional<size_t> clean = clean_.Lowest();
@@ -214,17 +283,18 @@ absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
     }
     id = static_cast<uint32_t>(*clean);
     clean_.Erase(id);
-    // Commit the class's part of the span now, so resident memory is what
-    // we count.
-    OsMemory::Commit(SpanBase(id), committed);
     ++chunks_[id / options_.spans_per_chunk].in_use;
   }
-  const SizeClass& c = classes_->Get(class_index);
   Span& span = spans_[id];
   span.live = 0;
   span.hint = 0;
+  span.committed = 0;
   span.class_index = static_cast<uint16_t>(class_index);
   span.state = kActive;
+  SetCommitted(id, committed);
+  // The header and the first slot, committed now (so resident memory is what
+  // we count); later slots as they are taken.
+  GrowSpan(id, SlotsEnd(c, 1));
   uint64_t* bitmap = Bitmap(id);
   std::memset(bitmap, 0, size_t{c.bitmap_words} * 8);
   if (c.slots % 64 != 0) {
@@ -236,18 +306,68 @@ absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
   return id;
 }
 
-uint32_t SlabPool::TakeSlot(uint32_t id) {
+uint32_t SlabPool::LowestFreeSlot(uint32_t id) {
+  Span& span = spans_[id];
+  const uint64_t* bitmap = Bitmap(id);
+  uint32_t word = span.hint;
+  while (bitmap[word] == ~uint64_t{0}) ++word;
+  DCHECK_LT(word, classes_->Get(span.class_index).bitmap_words);
+  span.hint = word;
+  return word * 64 + std::countr_one(bitmap[word]);
+}
+
+uint32_t SlabPool::HighestLiveSlot(uint32_t id) const {
+  const SizeClass& c = classes_->Get(spans_[id].class_index);
+  const uint64_t* bitmap = Bitmap(id);
+  for (uint32_t word = c.bitmap_words; word-- > 0;) {
+    uint64_t bits = bitmap[word];
+    if (word == c.bitmap_words - 1 && c.slots % 64 != 0) {
+      bits &= ~(~uint64_t{0} << (c.slots % 64));  // drop the padding bits
+    }
+    if (bits != 0) return word * 64 + 63 - std::countl_zero(bits);
+  }
+  LOG(FATAL) << "span " << id << " has no live slot";
+}
+
+uint32_t SlabPool::LiveSlotsFrom(uint32_t id, uint32_t first) const {
+  const SizeClass& c = classes_->Get(spans_[id].class_index);
+  const uint64_t* bitmap = Bitmap(id);
+  uint32_t count = 0;
+  for (uint32_t word = first / 64; word < c.bitmap_words; ++word) {
+    uint64_t bits = bitmap[word];
+    if (word == first / 64) bits &= ~uint64_t{0} << (first % 64);
+    if (word == c.bitmap_words - 1 && c.slots % 64 != 0) {
+      bits &= ~(~uint64_t{0} << (c.slots % 64));
+    }
+    count += std::popcount(bits);
+  }
+  return count;
+}
+
+uint64_t SlabPool::TakeSlotGrowthBytes(uint32_t id) {
+  const Span& span = spans_[id];
+  const SizeClass& c = classes_->Get(span.class_index);
+  const uint64_t end = SlotsEnd(c, LowestFreeSlot(id) + uint64_t{1});
+  if (end <= span.committed) return 0;
+  return OsMemory::RoundUpToPage(end) - span.committed;
+}
+
+uint32_t SlabPool::TakeSlot(uint32_t id, uint64_t max_growth) {
   Span& span = spans_[id];
   uint64_t* bitmap = Bitmap(id);
   uint32_t word = span.hint;
   while (bitmap[word] == ~uint64_t{0}) ++word;
-  DCHECK_LT(word, classes_->Get(span.class_index).bitmap_words);
-  const int bit = std::countr_one(bitmap[word]);
-  bitmap[word] |= uint64_t{1} << bit;
   span.hint = word;
+  const uint32_t slot = word * 64 + std::countr_one(bitmap[word]);
+  const SizeClass& c = classes_->Get(span.class_index);
+  const uint64_t end = SlotsEnd(c, slot + uint64_t{1});
+  if (end > span.committed) [[unlikely]] {
+    GrowSpan(id, end, max_growth);
+  }
+  bitmap[word] |= uint64_t{1} << (slot % 64);
   ++span.live;
   if (span.state == kActive) Refile(id);
-  return word * 64 + bit;
+  return slot;
 }
 
 absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
@@ -263,7 +383,8 @@ absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
       headroom == UINT64_MAX
           ? 0
           : handles_.InsertGrowthBytes() +
-                (id == kNoSpan ? NewSpanGrowthBytes(class_index) : 0);
+                (id == kNoSpan ? NewSpanGrowthBytes(class_index)
+                               : TakeSlotGrowthBytes(id));
   if (growth > headroom) {
     return MemoryLimitError(
         absl::StrCat("allocating ", size, " bytes needs ", growth,
@@ -280,7 +401,10 @@ absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
     }
     id = *span;
   }
-  const uint32_t slot = TakeSlot(id);
+  // Under a memory limit, growth steps stop short of it.
+  const uint32_t slot = TakeSlot(
+      id, headroom == UINT64_MAX ? UINT64_MAX
+                                 : headroom - std::min(headroom, growth));
   const uint32_t delta = c.slot_bytes - static_cast<uint32_t>(size);
   handles_.SetPayload(entry->index, Pack(id, slot, delta));
   ClassCounters& counters = counters_[class_index];
@@ -343,6 +467,9 @@ void SlabPool::RetireSpan(uint32_t id) {
   ClassCounters& counters = counters_[span.class_index];
   if (span.list == kFullList) --counters.full_spans;
   ListRemove(id);
+  const uint32_t committed = span.committed;
+  SetCommitted(id, 0);         // the class lets go of the span's pages...
+  span.committed = committed;  // ...which the cache now holds
   --counters.spans;
   PushDirty(id);
   if (!hold_cached_spans_) TrimCachedSpans();
@@ -357,7 +484,7 @@ void SlabPool::TrimCachedSpans() {
 }
 
 void SlabPool::PurgeSpan(uint32_t id) {
-  OsMemory::Purge(SpanBase(id), options_.span_bytes);
+  OsMemory::Purge(SpanBase(id), spans_[id].committed);
   MarkPurged(id);
 }
 
@@ -365,6 +492,7 @@ void SlabPool::MarkPurged(uint32_t id) {
   Span& span = spans_[id];
   span.state = kClean;
   span.live = 0;
+  span.committed = 0;
   clean_.Insert(id);
   const uint32_t chunk = id / options_.spans_per_chunk;
   if (--chunks_[chunk].in_use == 0) UnmapChunk(chunk);
@@ -378,7 +506,7 @@ uint64_t SlabPool::PurgeStaleCachedSpans(absl::Time now, absl::Duration age) {
   // The list's tail is the span cached longest ago.
   while (dirty_tail_ != 0 && now_ms - spans_[dirty_tail_ - 1].hint >= age_ms) {
     const uint32_t oldest = dirty_tail_ - 1;
-    released += Committed(spans_[oldest].class_index);
+    released += spans_[oldest].committed;
     RemoveDirty(oldest);
     PurgeSpan(oldest);
   }
@@ -421,7 +549,18 @@ uint64_t SlabPool::PurgeCaches() {
   const uint64_t cached = dirty_bytes_;
   uint64_t spans = 0;
   PurgeCachedSpans(absl::InfiniteFuture(), &spans);
-  return cached + handles_.ReleaseEmptyPages();
+  return cached + handles_.Compact();
+}
+
+uint64_t SlabPool::SpanBytesResidentPerOs() const {
+  uint64_t bytes = 0;
+  for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
+    if (chunks_[k].base == nullptr) continue;
+    bytes += OsMemory::ResidentBytesIn(
+        chunks_[k].base,
+        uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+  }
+  return bytes;
 }
 
 uint64_t SlabPool::SideMetadataBytes() const {
@@ -432,11 +571,40 @@ uint64_t SlabPool::SideMetadataBytes() const {
 }
 
 uint64_t SlabPool::resident_bytes() const {
-  uint64_t bytes = dirty_bytes_;
-  for (uint32_t i = 0; i < counters_.size(); ++i) {
-    bytes += uint64_t{counters_[i].spans} * Committed(i);
+  return dirty_bytes_ + span_bytes_in_use_ + SideMetadataBytes();
+}
+
+SlabPool::ClassCompaction SlabPool::CompactionOf(uint32_t class_index) const {
+  const ClassCounters& counters = counters_[class_index];
+  ClassCompaction result;
+  if (counters.spans == 0) return result;
+  const SizeClass& c = classes_->Get(class_index);
+  // Every span full but the last, whose blocks take its lowest slots.
+  result.keep = (counters.blocks + c.slots - 1) / c.slots;
+  result.tail_blocks = counters.blocks - (result.keep - 1) * c.slots;
+  result.committed_after =
+      (result.keep - 1) * c.committed_bytes +
+      OsMemory::RoundUpToPage(SlotsEnd(c, result.tail_blocks));
+  if (counters.committed_bytes > result.committed_after) {
+    result.gain = counters.committed_bytes - result.committed_after;
   }
-  return bytes + SideMetadataBytes();
+  return result;
+}
+
+void SlabPool::RankSpans(
+    uint32_t class_index, uint64_t release,
+    std::vector<std::pair<uint32_t, uint32_t>>* spans) const {
+  spans->clear();
+  for (uint8_t list = 0; list < kListsPerClass; ++list) {
+    for (uint32_t id = heads_[size_t{class_index} * kListsPerClass + list];
+         id != 0; id = spans_[id - 1].next) {
+      spans->emplace_back(spans_[id - 1].live, id - 1);
+    }
+  }
+  // (live, id) pairs are distinct, so the selection does not depend on the
+  // order of the lists.
+  const size_t ranked = std::min<size_t>(release + 1, spans->size());
+  std::partial_sort(spans->begin(), spans->begin() + ranked, spans->end());
 }
 
 PoolStats SlabPool::Stats(bool include_classes) const {
@@ -454,14 +622,13 @@ PoolStats SlabPool::Stats(bool include_classes) const {
     s.allocated_bytes = counters.blocks * c.slot_bytes;
     s.spans = counters.spans;
     s.partial_spans = counters.spans - counters.full_spans;
-    s.free_bytes =
-        (uint64_t{counters.spans} * c.slots - counters.blocks) * c.slot_bytes;
+    // Free slots count where their pages are committed.
+    s.free_bytes = (counters.committed_slots - counters.blocks) * c.slot_bytes;
     s.metadata_bytes = uint64_t{counters.spans} * c.header_bytes +
-                       counters.blocks * sizeof(uint64_t);
-    s.resident_bytes = uint64_t{counters.spans} * c.committed_bytes +
-                       counters.blocks * sizeof(uint64_t);
-    const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
-    s.reclaimable_bytes = (counters.spans - needed) * c.committed_bytes;
+                       counters.blocks * HandleTable::kEntryBytes;
+    s.resident_bytes =
+        counters.committed_bytes + counters.blocks * HandleTable::kEntryBytes;
+    s.reclaimable_bytes = CompactionOf(i).gain;
     header_bytes += uint64_t{counters.spans} * c.header_bytes;
     pool.live_bytes += s.live_bytes;
     pool.blocks += s.blocks;
@@ -475,7 +642,7 @@ PoolStats SlabPool::Stats(bool include_classes) const {
   pool.empty_spans = dirty_spans_;
   pool.metadata_bytes = SideMetadataBytes() + header_bytes;
   pool.resident_bytes = resident_bytes();
-  pool.reclaimable_bytes += dirty_bytes_ + handles_.empty_page_bytes();
+  pool.reclaimable_bytes += dirty_bytes_ + handles_.reclaimable_bytes();
   return result;
 }
 
@@ -483,25 +650,29 @@ PoolAnalysis SlabPool::Analyze() const {
   PoolAnalysis analysis;
   analysis.pool = options_.pool;
   analysis.stats = Stats(/*include_classes=*/false).stats;
-  std::vector<uint32_t> live;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;
   for (uint32_t i = 0; i < classes_->count(); ++i) {
-    const ClassCounters& counters = counters_[i];
-    if (counters.spans == 0) continue;
+    const ClassCompaction plan = CompactionOf(i);
+    if (plan.gain == 0) continue;
     const SizeClass& c = classes_->Get(i);
-    const uint64_t needed = (counters.blocks + c.slots - 1) / c.slots;
-    const uint64_t release = counters.spans - needed;
-    if (release == 0) continue;
-    live.clear();
-    for (uint8_t list = 0; list < kListsPerClass; ++list) {
-      for (uint32_t id = heads_[size_t{i} * kListsPerClass + list]; id != 0;
-           id = spans_[id - 1].next) {
-        live.push_back(spans_[id - 1].live);
-      }
-    }
-    DCHECK_EQ(live.size(), counters.spans);
-    std::nth_element(live.begin(), live.begin() + (release - 1), live.end());
+    const uint64_t release = counters_[i].spans - plan.keep;
+    RankSpans(i, release, &spans);
+    DCHECK_EQ(spans.size(), counters_[i].spans);
+    // Every block of the spans released moves. The kept spans other than
+    // the tail end full: their holes take those blocks, and then the
+    // tail's top blocks. The tail's blocks that lie beyond the pages its
+    // final count needs move down.
     uint64_t moved = 0;
-    for (uint64_t k = 0; k < release; ++k) moved += live[k];
+    for (uint64_t k = 0; k < release; ++k) moved += spans[k].first;
+    if (plan.tail_blocks < c.slots) {
+      uint64_t holes = 0;  // in the kept spans other than the tail
+      for (size_t k = release + 1; k < spans.size(); ++k) {
+        holes += c.slots - spans[k].first;
+      }
+      const uint64_t beyond = LiveSlotsFrom(spans[release].second,
+                                            PackedSlots(c, plan.tail_blocks));
+      moved += std::max(holes > moved ? holes - moved : 0, beyond);
+    }
     analysis.blocks_to_move += moved;
     analysis.bytes_to_move += moved * c.slot_bytes;
     analysis.spans_to_release += release;

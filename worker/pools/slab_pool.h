@@ -1,12 +1,14 @@
 // SlabPool: the small or the medium pool. Blocks live in slots of size
 // classes; a span is a page-aligned run of equal slots carved from a large
 // reserved chunk. Per span, an occupancy bitmap (at the span's head in the
-// small pool, in a side array in the medium pool) and a 20-byte record; per
-// block, one 8-byte handle-table entry naming its span, slot and exact size.
+// small pool, in a side array in the medium pool) and a 24-byte record; per
+// block, one handle-table entry naming its span, slot and exact size.
 //
-// A span commits only the pages its class uses (header and slots); the rest
-// of it stays untouched address space, so classes that divide the span badly
-// waste no memory and spans can be small.
+// A span commits a prefix of its pages: allocation takes the lowest free slot
+// of a span, and the prefix grows (by at least kGrowBytes at a time) when a
+// slot past it is taken. A span of a sparse class therefore holds little more
+// than its blocks, and the tail of a span past its class's last slot is never
+// committed.
 //
 // Policy: allocation takes the fullest non-full span of the class (spans are
 // kept in eighths of fullness); a span that empties goes to a free-span cache
@@ -15,13 +17,16 @@
 // are all purged is unmapped. New spans come from the cache, then from the
 // lowest purged span, then from a new chunk.
 //
-// Compaction (see SlabCompactor) marks spans as evacuating: they take no new
-// allocations, and their blocks are moved into the fullest spans.
+// Compaction (see SlabCompactor) leaves each class in its fewest spans: all
+// full but one, the "tail", whose blocks sit in its lowest slots and whose
+// pages past them go back to the OS. Spans being emptied or packed are marked
+// evacuating and take no new allocations.
 #ifndef POOLD_WORKER_POOLS_SLAB_POOL_H_
 #define POOLD_WORKER_POOLS_SLAB_POOL_H_
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -33,6 +38,7 @@
 #include "worker/pools/fragmentation_stats.h"
 #include "worker/pools/handle_table.h"
 #include "worker/pools/index_set.h"
+#include "worker/pools/os_memory.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/reserved_array.h"
@@ -85,6 +91,12 @@ class SlabPool {
 
   uint64_t resident_bytes() const;
 
+  // Committed bytes of the spans in use and cached, as counted; and the
+  // resident bytes of the pool's chunks as the OS reports them (mincore(2),
+  // for tests and checks: slow). The two are equal.
+  uint64_t span_bytes() const { return span_bytes_in_use_ + dirty_bytes_; }
+  uint64_t SpanBytesResidentPerOs() const;
+
   // Returns every cached empty span and empty handle-table page to the OS.
   // Returns the bytes released.
   uint64_t PurgeCaches();
@@ -98,6 +110,11 @@ class SlabPool {
   // is left (true) or `deadline` passes (false). Adds the spans purged to
   // `*purged`.
   bool PurgeCachedSpans(absl::Time deadline, uint64_t* purged);
+
+  // A span's committed prefix grows by at least this much at a time (or to
+  // the end of its class's slots), so that filling a span costs a few
+  // system calls, not one per page.
+  static constexpr uint32_t kGrowBytes = 16 << 10;
 
   PoolKind pool() const { return options_.pool; }
   const SizeClasses& classes() const { return *classes_; }
@@ -130,11 +147,14 @@ class SlabPool {
     // Active: first bitmap word that may have a free bit. Cached: when it was
     // cached, in milliseconds since the pool started.
     uint32_t hint;
+    // Bytes committed from the span's start (a whole number of pages);
+    // resident while the span is in use or cached.
+    uint32_t committed;
     uint16_t class_index;
     uint8_t state;
     uint8_t list;
   };
-  static_assert(sizeof(Span) == 20);
+  static_assert(sizeof(Span) == 24);
 
   struct Chunk {
     char* base;
@@ -147,24 +167,65 @@ class SlabPool {
     uint64_t live_bytes = 0;
     uint32_t spans = 0;  // active + evacuating
     uint32_t full_spans = 0;
+    // Sums over the class's spans of their committed bytes, and of the slots
+    // that lie wholly inside them.
+    uint64_t committed_bytes = 0;
+    uint64_t committed_slots = 0;
   };
 
-  // Handle-table payload: span (20 bits) | slot (14 bits) | size delta (12).
-  static uint64_t Pack(uint32_t span, uint32_t slot, uint32_t delta) {
-    return uint64_t{span} | (uint64_t{slot} << 20) | (uint64_t{delta} << 34);
+  // What a full compaction would leave of one class.
+  struct ClassCompaction {
+    // Spans kept: all full but the tail, which holds `tail_blocks` blocks in
+    // its lowest slots (tail_blocks == slots: no partial span).
+    uint64_t keep = 0;
+    uint64_t tail_blocks = 0;
+    // Committed bytes after; and now minus after, when positive (else the
+    // class is left alone and this is 0).
+    uint64_t committed_after = 0;
+    uint64_t gain = 0;
+  };
+
+  // Handle-table payload: span (20 bits) | slot | size delta (slot size
+  // minus block size), the last two as wide as the pool's classes need
+  // (small: 13 and 3 bits; medium: 8 and 10), within the table's 39 bits.
+  static constexpr int kSpanBits = 20;
+  uint64_t Pack(uint32_t span, uint32_t slot, uint32_t delta) const {
+    return uint64_t{span} | (uint64_t{slot} << kSpanBits) |
+           (uint64_t{delta} << delta_shift_);
   }
-  static uint32_t SpanOf(uint64_t payload) { return payload & 0xFFFFF; }
-  static uint32_t SlotOf(uint64_t payload) { return (payload >> 20) & 0x3FFF; }
-  static uint32_t DeltaOf(uint64_t payload) { return (payload >> 34) & 0xFFF; }
+  static uint32_t SpanOf(uint64_t payload) {
+    return payload & ((1u << kSpanBits) - 1);
+  }
+  uint32_t SlotOf(uint64_t payload) const {
+    return (payload >> kSpanBits) & slot_mask_;
+  }
+  uint32_t DeltaOf(uint64_t payload) const {
+    return static_cast<uint32_t>(payload >> delta_shift_);
+  }
 
   char* SpanBase(uint32_t id) const {
     return chunks_[id / options_.spans_per_chunk].base +
            uint64_t{id % options_.spans_per_chunk} * options_.span_bytes;
   }
   uint64_t* Bitmap(uint32_t id);
+  const uint64_t* Bitmap(uint32_t id) const;
   char* SlotAddress(uint32_t id, const SizeClass& c, uint32_t slot) const {
     return SpanBase(id) + c.header_bytes + uint64_t{slot} * c.slot_bytes;
   }
+  // Offset from the span's start of the end of `slots` slots.
+  static uint64_t SlotsEnd(const SizeClass& c, uint64_t slots) {
+    return c.header_bytes + slots * c.slot_bytes;
+  }
+  // Slots of the class wholly inside `committed` bytes.
+  static uint32_t SlotsWithin(const SizeClass& c, uint64_t committed);
+  // Slots in the fewest pages that hold `blocks` blocks of the class: a
+  // packed span keeps its blocks below this index.
+  static uint32_t PackedSlots(const SizeClass& c, uint64_t blocks) {
+    return SlotsWithin(c, OsMemory::RoundUpToPage(SlotsEnd(c, blocks)));
+  }
+  // The committed size a span grows to when it must hold `end` bytes.
+  static uint32_t GrowthTarget(const SizeClass& c, uint32_t committed,
+                               uint64_t end);
 
   // List helpers. `list` is per class except the dirty list (class ignored).
   uint32_t& ListHead(uint32_t class_index, uint8_t list) {
@@ -183,16 +244,39 @@ class SlabPool {
   uint32_t FindAllocSpan(uint32_t class_index) const;
   // Bytes a new span for the class would add to resident memory now.
   uint64_t NewSpanGrowthBytes(uint32_t class_index) const;
-  // Committed bytes of a span of the class.
-  uint64_t Committed(uint32_t class_index) const {
-    return classes_->Get(class_index).committed_bytes;
-  }
+  // Bytes taking the next slot of span `id` must commit (at least).
+  uint64_t TakeSlotGrowthBytes(uint32_t id);
+  // Grows span `id`'s committed prefix to hold `end` bytes: by a growth step
+  // (GrowthTarget), but by no more than `max_growth` beyond what `end`
+  // needs, so that a memory limit is not spent on room not yet used.
+  void GrowSpan(uint32_t id, uint64_t end, uint64_t max_growth = UINT64_MAX);
+  // Returns span `id`'s pages past `end` (rounded up to a page) to the OS.
+  void TrimSpan(uint32_t id, uint64_t end);
+  // Sets the committed bytes of in-use span `id`, keeping its class's
+  // counters and the pool's total exact (the memory itself is the
+  // caller's business).
+  void SetCommitted(uint32_t id, uint32_t committed);
+  // What a full compaction would leave of the class (from counters only).
+  ClassCompaction CompactionOf(uint32_t class_index) const;
+  // The class's spans as (live, id), the first `release` of them those a
+  // full compaction empties and the next one its tail (both in order of
+  // (live, id), the rest unordered).
+  void RankSpans(uint32_t class_index, uint64_t release,
+                 std::vector<std::pair<uint32_t, uint32_t>>* spans) const;
+  // The lowest free slot of active or evacuating span `id` (updates the
+  // search hint). REQUIRES: the span is not full.
+  uint32_t LowestFreeSlot(uint32_t id);
+  // The highest live slot of span `id`. REQUIRES: span.live > 0.
+  uint32_t HighestLiveSlot(uint32_t id) const;
+  // Live slots of span `id` at index `first` or above.
+  uint32_t LiveSlotsFrom(uint32_t id, uint32_t first) const;
   // Takes a span for the class (cache, purged span, new chunk).
   absl::StatusOr<uint32_t> NewSpan(uint32_t class_index);
   absl::Status MapChunk();
   void UnmapChunk(uint32_t chunk);
-  // Takes a free slot in an active span. REQUIRES: span not full.
-  uint32_t TakeSlot(uint32_t id);
+  // Takes the lowest free slot of a span, committing its pages (growing by at
+  // most `max_growth` beyond what the slot needs). REQUIRES: span not full.
+  uint32_t TakeSlot(uint32_t id, uint64_t max_growth = UINT64_MAX);
   // Clears a slot's bit and updates counters; releases the span when empty.
   void ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size);
   // An active or evacuating span with no live slot leaves its class for the
@@ -212,6 +296,8 @@ class SlabPool {
 
   SlabPoolOptions options_;
   absl::Time start_;
+  uint32_t slot_mask_ = 0;
+  int delta_shift_ = 0;
   // Temporary bookkeeping of a running compaction, counted as metadata.
   uint64_t transient_bytes_ = 0;
   // Set by a running compaction: emptied spans stay cached until its purge.
@@ -222,7 +308,8 @@ class SlabPool {
   uint32_t dirty_head_ = 0;  // span id + 1; most recently freed first
   uint32_t dirty_tail_ = 0;
   uint32_t dirty_spans_ = 0;
-  uint64_t dirty_bytes_ = 0;  // committed bytes of the cached spans
+  uint64_t dirty_bytes_ = 0;        // committed bytes of the cached spans
+  uint64_t span_bytes_in_use_ = 0;  // committed bytes of the spans in use
   uint32_t chunks_mapped_ = 0;
   uint32_t chunk_slots_used_ = 0;
   ReservedArray<Span> spans_;

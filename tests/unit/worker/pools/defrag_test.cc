@@ -231,6 +231,107 @@ TEST(DefragTest, StoppedEarlyIsPartialConsistentAndSaysWhy) {
   ExpectIntact(pools, f.blocks);
 }
 
+// Runs a whole defragmentation of every pool in 1 ms slices.
+DefragReport DefragmentAll(PoolSet& pools) {
+  EXPECT_TRUE(pools.BeginDefrag({}).ok());
+  while (!pools.DefragStep(absl::Milliseconds(1))) {
+  }
+  return pools.EndDefrag("");
+}
+
+TEST(DefragTest, TailBlocksMoveIntoTheLowestSlotsAndTheRestIsReturned) {
+  PoolSetOptions options;
+  options.handle_key = 5;
+  auto pools = *PoolSet::Create(options);
+  // One span of 100-byte blocks (655 slots) with three survivors spread
+  // over its 16 pages.
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 600; ++i) {
+    auto block = pools->Allocate(100, "");
+    ASSERT_TRUE(block.ok());
+    ASSERT_TRUE(
+        pools->Write(block->handle, 0, Pattern(block->handle, 100)).ok());
+    handles.push_back(block->handle);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> kept;
+  for (int i = 0; i < 600; ++i) {
+    if (i == 3 || i == 100 || i == 500) {
+      kept.emplace_back(handles[i], 100);
+    } else {
+      ASSERT_TRUE(pools->Free(handles[i]).ok());
+    }
+  }
+  const char* slot0 = pools->Read(kept[0].first, 0, 0)->data() - 3 * 100;
+  const PoolAnalysis projected = pools->Analyze(PoolKind::kSmall);
+  // The two blocks above slot 3 move down; one page is left.
+  EXPECT_EQ(projected.blocks_to_move, 2u);
+  EXPECT_EQ(projected.spans_to_release, 0u);
+  const DefragReport report = DefragmentAll(*pools);
+  ASSERT_EQ(report.pools[0].pool, PoolKind::kSmall);
+  EXPECT_EQ(report.pools[0].outcome, DefragOutcome::kCleaned);
+  EXPECT_EQ(report.pools[0].blocks_moved, 2u);
+  EXPECT_EQ(report.pools[0].bytes_reclaimed, projected.bytes_to_reclaim);
+  // 15 of the span's 16 pages, and the handle table's second page.
+  EXPECT_EQ(report.pools[0].bytes_reclaimed, (15 + 1) * 4096u);
+  ExpectIntact(*pools, kept);
+  // Slot 3 stayed; the others took slots 0 and 1.
+  std::vector<const char*> addresses;
+  for (const auto& [handle, size] : kept) {
+    addresses.push_back(pools->Read(handle, 0, 0)->data());
+  }
+  EXPECT_EQ(addresses[0], slot0 + 300);
+  EXPECT_TRUE(addresses[1] == slot0 || addresses[1] == slot0 + 100);
+  EXPECT_TRUE(addresses[2] == slot0 || addresses[2] == slot0 + 100);
+  EXPECT_NE(addresses[1], addresses[2]);
+}
+
+// The bound: after a full defragmentation a slab pool holds at most
+// its live bytes x 1.05, plus one page per size class in use, plus its
+// metadata, however few blocks each class has.
+TEST(DefragTest, NoPerClassFloor) {
+  PoolSetOptions options;
+  options.handle_key = 11;
+  auto pools = *PoolSet::Create(options);
+  absl::BitGen gen(std::seed_seq{3});
+  std::vector<uint64_t> handles;
+  // Every small and medium size, from one block to a few spans each.
+  for (uint64_t size = 60; size < 65536; size += size < 1024 ? 4 : 97) {
+    const uint64_t count = absl::Uniform<uint64_t>(gen, 1, (1 << 20) / size);
+    for (uint64_t i = 0; i < count; ++i) {
+      handles.push_back(pools->Allocate(size, "x")->handle);
+    }
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> kept;
+  for (uint64_t handle : handles) {
+    if (absl::Bernoulli(gen, 0.85)) {
+      ASSERT_TRUE(pools->Free(handle).ok());
+    } else {
+      const uint64_t size = pools->Read(handle, 0, 0)->size();
+      ASSERT_TRUE(pools->Write(handle, 0, Pattern(handle, size)).ok());
+      kept.emplace_back(handle, size);
+    }
+  }
+  const PoolAnalysis small = pools->Analyze(PoolKind::kSmall);
+  const PoolAnalysis medium = pools->Analyze(PoolKind::kMedium);
+  const DefragReport report = DefragmentAll(*pools);
+  EXPECT_EQ(report.pools[0].bytes_reclaimed, small.bytes_to_reclaim);
+  EXPECT_EQ(report.pools[0].blocks_moved, small.blocks_to_move);
+  EXPECT_EQ(report.pools[1].bytes_reclaimed, medium.bytes_to_reclaim);
+  EXPECT_EQ(report.pools[1].blocks_moved, medium.blocks_to_move);
+  ExpectIntact(*pools, kept);
+  const PoolSetStats stats = pools->Stats(/*include_classes=*/true);
+  for (PoolKind pool : {PoolKind::kSmall, PoolKind::kMedium}) {
+    const PoolStats& p = stats.pools[PoolIndex(pool)];
+    const uint64_t bound = p.stats.live_bytes * 105 / 100 +
+                           p.classes.size() * 4096 + p.stats.metadata_bytes;
+    EXPECT_LE(p.stats.resident_bytes, bound)
+        << PoolName(pool) << ": " << p.classes.size() << " classes, live "
+        << p.stats.live_bytes << ", metadata " << p.stats.metadata_bytes;
+    EXPECT_GT(p.classes.size(), 100u);
+    EXPECT_EQ(p.stats.reclaimable_bytes, 0u);
+  }
+}
+
 TEST(DefragTest, NothingToGainIsSkipped) {
   PoolSetOptions options;
   auto pools = *PoolSet::Create(options);

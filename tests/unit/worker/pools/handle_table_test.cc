@@ -88,17 +88,17 @@ TEST(HandleTableTest, PagesAreReleasedAndReopenedWithNewGenerations) {
   std::vector<HandleTable::Inserted> entries;
   for (uint32_t i = 0; i < n; ++i) entries.push_back(*table.Insert(i));
   const uint64_t full = table.resident_bytes();
-  EXPECT_EQ(table.empty_page_bytes(), 0u);
+  EXPECT_EQ(table.reclaimable_bytes(), 0u);
   // Empty the middle page.
   for (uint32_t i = HandleTable::kEntriesPerPage;
        i < 2 * HandleTable::kEntriesPerPage; ++i) {
     table.Remove(entries[i].index);
   }
-  EXPECT_EQ(table.empty_page_bytes(), 4096u);
+  EXPECT_EQ(table.reclaimable_bytes(), 4096u);
   EXPECT_EQ(table.resident_bytes(), full);  // kept until released
-  EXPECT_EQ(table.ReleaseEmptyPages(), 4096u);
+  EXPECT_EQ(table.Compact(), 4096u);
   EXPECT_EQ(table.resident_bytes(), full - 4096);
-  EXPECT_EQ(table.empty_page_bytes(), 0u);
+  EXPECT_EQ(table.reclaimable_bytes(), 0u);
   for (uint32_t i = HandleTable::kEntriesPerPage;
        i < 2 * HandleTable::kEntriesPerPage; ++i) {
     EXPECT_FALSE(table.Find(entries[i].handle).has_value());
@@ -107,7 +107,7 @@ TEST(HandleTableTest, PagesAreReleasedAndReopenedWithNewGenerations) {
   // The released page is reopened before a new one is added.
   auto again = table.Insert(7);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->index / HandleTable::kEntriesPerPage, 1u);
+  EXPECT_EQ(HandleTable::PageOf(again->index), 1u);
   EXPECT_EQ(table.resident_bytes(), full);
   for (uint32_t i = HandleTable::kEntriesPerPage;
        i < 2 * HandleTable::kEntriesPerPage; ++i) {
@@ -137,10 +137,162 @@ TEST(HandleTableTest, ExhaustedGenerationRetiresTheEntry) {
   for (uint64_t h : seen) ASSERT_FALSE(table.Find(h).has_value());
 }
 
+// A table of `pages` full pages with every `keep`th entry kept: scattered
+// survivors. `kept` gets (handle, index, payload) of each.
+struct Kept {
+  uint64_t handle;
+  uint32_t index;
+  uint64_t payload;
+};
+void Scatter(HandleTable& table, uint32_t pages, uint32_t keep,
+             std::vector<Kept>* kept, std::vector<uint64_t>* removed) {
+  std::vector<HandleTable::Inserted> all;
+  for (uint32_t i = 0; i < pages * HandleTable::kEntriesPerPage; ++i) {
+    all.push_back(*table.Insert(i * 3));
+  }
+  for (uint32_t i = 0; i < all.size(); ++i) {
+    if (i % keep == 0) {
+      kept->push_back({all[i].handle, all[i].index, i * 3u});
+    } else {
+      table.Remove(all[i].index);
+      removed->push_back(all[i].handle);
+    }
+  }
+}
+
+void ExpectKept(const HandleTable& table, const std::vector<Kept>& kept,
+                const std::vector<uint64_t>& removed) {
+  for (const Kept& k : kept) {
+    ASSERT_EQ(table.Find(k.handle), k.index);
+    ASSERT_EQ(table.Payload(k.index), k.payload);
+  }
+  for (uint64_t h : removed) ASSERT_FALSE(table.Find(h).has_value()) << h;
+  // Scans see exactly the live entries.
+  uint64_t seen = 0;
+  for (uint32_t page = 0; page < HandleTable::PageOf(table.index_end());
+       ++page) {
+    table.ForEachLive(page, [&](uint32_t index, uint64_t payload) {
+      ASSERT_EQ(table.Payload(index), payload);
+      ++seen;
+    });
+  }
+  EXPECT_EQ(seen, table.live());
+}
+
+TEST(HandleTableTest, ScatteredSurvivorsLeaveTheirPagesForTheSparseStore) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 22, kKey).ok());
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  // 200 pages, each keeping 59 of its 585 entries.
+  Scatter(table, 200, 10, &kept, &removed);
+  const uint64_t before = table.resident_bytes();
+  const uint64_t records = kept.size() * HandleTable::kSparseRecordBytes;
+  const uint64_t expected =
+      200 * 4096 - (records + 4095) / 4096 * 4096;  // pages out, store in
+  EXPECT_EQ(table.reclaimable_bytes(), expected);
+  table.Compact();
+  EXPECT_EQ(table.resident_bytes(), before - expected);
+  EXPECT_EQ(table.reclaimable_bytes(), 0u);
+  EXPECT_EQ(table.sparse_pages(), 200u);
+  EXPECT_EQ(table.sparse_entries(), kept.size());
+  ExpectKept(table, kept, removed);
+  // About 9 bytes per surviving handle, not a page per 59 of them.
+  EXPECT_LE(static_cast<double>(table.resident_bytes() - 6 * 4096) /
+                static_cast<double>(kept.size()),
+            16.0);
+  // Payloads of sparse entries change in place; removals stick.
+  for (size_t i = 0; i < kept.size(); i += 2) {
+    table.SetPayload(kept[i].index, HandleTable::kMaxPayload - i);
+    kept[i].payload = HandleTable::kMaxPayload - i;
+  }
+  std::vector<Kept> still;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (i % 3 == 1) {
+      table.Remove(kept[i].index);
+      removed.push_back(kept[i].handle);
+    } else {
+      still.push_back(kept[i]);
+    }
+  }
+  ExpectKept(table, still, removed);
+  EXPECT_EQ(table.live(), still.size());
+  // The next compaction drops the dead records: exactly as projected.
+  const uint64_t resident = table.resident_bytes();
+  const uint64_t reclaimable = table.reclaimable_bytes();
+  EXPECT_GT(reclaimable, 0u);
+  table.Compact();
+  EXPECT_EQ(table.resident_bytes(), resident - reclaimable);
+  ExpectKept(table, still, removed);
+}
+
+TEST(HandleTableTest, NewEntriesFillSparsePagesWithNewGenerations) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 22, kKey).ok());
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  Scatter(table, 20, 7, &kept, &removed);
+  table.Compact();
+  ASSERT_EQ(table.sparse_pages(), 20u);
+  // Inserts bring the sparse pages back, lowest first, instead of opening
+  // new ones; no handle ever issued comes back.
+  absl::flat_hash_set<uint64_t> issued(removed.begin(), removed.end());
+  for (const Kept& k : kept) issued.insert(k.handle);
+  std::vector<Kept> added;
+  for (size_t i = 0; i < removed.size(); ++i) {
+    auto e = table.Insert(7);
+    ASSERT_TRUE(e.ok());
+    ASSERT_LT(HandleTable::PageOf(e->index), 20u);
+    ASSERT_TRUE(issued.insert(e->handle).second) << "handle reissued";
+    added.push_back({e->handle, e->index, 7});
+  }
+  EXPECT_EQ(table.sparse_pages(), 0u);
+  EXPECT_EQ(table.index_end(), 20 * HandleTable::kIndexesPerPage);
+  ExpectKept(table, kept, removed);
+  ExpectKept(table, added, {});
+}
+
+TEST(HandleTableTest, CompactionInStepsWithChangesBetweenThem) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kMedium, 1 << 22, kKey).ok());
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  Scatter(table, 300, 5, &kept, &removed);
+  absl::BitGen gen(std::seed_seq{4});
+  int steps = 0;
+  uint64_t freed = 0;
+  // A deadline in the past: one small step per call.
+  while (!table.Compact(absl::InfinitePast(), &freed)) {
+    ++steps;
+    // Remove a few survivors, add a few entries.
+    for (int i = 0; i < 3 && !kept.empty(); ++i) {
+      const size_t k = absl::Uniform<size_t>(gen, 0, kept.size());
+      table.Remove(kept[k].index);
+      removed.push_back(kept[k].handle);
+      kept[k] = kept.back();
+      kept.pop_back();
+    }
+    auto e = table.Insert(steps);
+    ASSERT_TRUE(e.ok());
+    kept.push_back({e->handle, e->index, static_cast<uint64_t>(steps)});
+    ExpectKept(table, kept, removed);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  EXPECT_GT(steps, 5);
+  EXPECT_GT(freed, 0u);
+  ExpectKept(table, kept, removed);
+  table.Compact();
+  ExpectKept(table, kept, removed);
+  EXPECT_EQ(table.live(), kept.size());
+}
+
 TEST(HandleTableTest, FullTableIsResourceExhausted) {
   HandleTable table;
   ASSERT_TRUE(table.Init(PoolKind::kLarge, 1024, kKey).ok());
-  for (int i = 0; i < 1024; ++i) ASSERT_TRUE(table.Insert(i).ok());
+  // Rounded up to whole pages.
+  for (uint32_t i = 0; i < 2 * HandleTable::kEntriesPerPage; ++i) {
+    ASSERT_TRUE(table.Insert(i).ok());
+  }
   auto more = table.Insert(1);
   EXPECT_EQ(more.status().code(), absl::StatusCode::kResourceExhausted);
 }

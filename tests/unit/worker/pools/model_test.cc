@@ -156,6 +156,12 @@ class Model {
     ASSERT_LE(stats.total.reclaimable_bytes, stats.total.resident_bytes);
   }
 
+  // What the pools count as resident is what the OS has resident.
+  void CheckResidency() {
+    const absl::Status status = pools_->CheckResidency();
+    ASSERT_TRUE(status.ok()) << status;
+  }
+
   // One defragmentation with tiny slices, and random operations between
   // them; every slice is followed by a check (CheckAfterSlice) and the
   // whole run by a full one.
@@ -187,6 +193,8 @@ class Model {
     const DefragReport report = pools_->EndDefrag("stopped by the test");
     CheckAll();
     CheckCounters();
+    CheckResidency();
+    if (::testing::Test::HasFatalFailure()) return;
     EXPECT_EQ(report.slices, static_cast<uint64_t>(slices));
     const size_t expected_pools = which.empty() ? kPoolCount : which.size();
     EXPECT_EQ(report.pools.size(), expected_pools);
@@ -229,6 +237,7 @@ class Model {
     for (int i = 0; i < ops; ++i) {
       if (i % 20000 == 0) phase_grow_ = !phase_grow_;
       RandomOp(/*allow_defrag=*/true);
+      if (i % 5000 == 0) CheckResidency();
       if (::testing::Test::HasFatalFailure()) return;
     }
     Defragment(0);

@@ -3,6 +3,7 @@
 // chunks, and counters that match the blocks held.
 #include "worker/pools/slab_pool.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -77,7 +78,10 @@ TEST(SlabPoolTest, EmptySpansAreCachedForAnyClassThenPurged) {
   SlabPool pool;
   ASSERT_TRUE(pool.Init(SmallOptions(4 * kSpan)).ok());
   std::vector<uint64_t> handles;
-  for (int i = 0; i < 6000; ++i) {  // about 10 spans of 100-byte slots
+  // 10 full spans of 100-byte slots.
+  const uint32_t per_span =
+      pool.classes().Get(pool.classes().ClassFor(100)).slots;
+  for (uint32_t i = 0; i < 10 * per_span; ++i) {
     handles.push_back(pool.Allocate(100, "", UINT64_MAX)->handle);
   }
   const PoolStats full = pool.Stats(false);
@@ -136,12 +140,61 @@ TEST(SlabPoolTest, HeadroomRefusesGrowthAndChangesNothing) {
   EXPECT_EQ(after.stats.resident_bytes, before.stats.resident_bytes);
 }
 
+TEST(SlabPoolTest, SpanBytesAreWhatTheOsHasResident) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(SmallOptions(2 * kSpan)).ok());
+  std::vector<uint64_t> handles;
+  // Every class, a few blocks to a few spans each: partly committed spans.
+  for (uint64_t size = 1; size < 1024; size += 7) {
+    for (uint64_t i = 0; i < 65536 / size / (size % 3 + 1); ++i) {
+      handles.push_back(pool.Allocate(size, "x", UINT64_MAX)->handle);
+    }
+  }
+  EXPECT_EQ(pool.span_bytes(), pool.SpanBytesResidentPerOs());
+  for (size_t i = 0; i < handles.size(); ++i) {
+    if (i % 3 != 0) {
+      ASSERT_TRUE(pool.Free(handles[i]).ok());
+    }
+  }
+  EXPECT_EQ(pool.span_bytes(), pool.SpanBytesResidentPerOs());
+  pool.PurgeCaches();
+  EXPECT_EQ(pool.span_bytes(), pool.SpanBytesResidentPerOs());
+}
+
+TEST(SlabPoolTest, SpansCommitOnlyWhatTheirSlotsUse) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(SmallOptions(0)).ok());
+  // One 100-byte block: its span commits one page, not 64 KiB.
+  ASSERT_TRUE(pool.Allocate(100, "a", UINT64_MAX).ok());
+  EXPECT_EQ(pool.span_bytes(), 4096u);
+  EXPECT_EQ(pool.Stats(false).stats.free_bytes,
+            (4096 - 88) / 100 * 100 - 100);  // the page's other slots
+  // Filling the span grows it in steps: a few calls, not one per page.
+  const uint32_t slots = pool.classes().Get(pool.classes().ClassFor(100)).slots;
+  uint64_t last = pool.span_bytes();
+  int steps = 0;
+  for (uint32_t i = 1; i < slots; ++i) {
+    ASSERT_TRUE(pool.Allocate(100, "", UINT64_MAX).ok());
+    if (pool.span_bytes() != last) {
+      EXPECT_GE(pool.span_bytes() - last,
+                std::min<uint64_t>(SlabPool::kGrowBytes, kSpan - last));
+      last = pool.span_bytes();
+      ++steps;
+    }
+  }
+  EXPECT_EQ(pool.span_bytes(), kSpan);
+  EXPECT_LE(steps, 4);
+  EXPECT_EQ(pool.span_bytes(), pool.SpanBytesResidentPerOs());
+}
+
 TEST(SlabPoolTest, ResidentMatchesTheOs) {
   if (!kRssIsMeaningful) GTEST_SKIP() << "sanitizers distort the RSS";
   SlabPool pool;
   ASSERT_TRUE(pool.Init(SmallOptions(0)).ok());
   std::vector<uint64_t> handles;
-  for (int i = 0; i < 20 * 630; ++i) {
+  // 200 spans: the kernel's RSS counters are approximate by up to a few
+  // hundred KiB.
+  for (int i = 0; i < 200 * 630; ++i) {
     handles.push_back(pool.Allocate(100, "", UINT64_MAX)->handle);
   }
   const uint64_t rss_full = OsMemory::ProcessRssBytes();
