@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkgconf git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   grpc-proto
   python3 python3-grpcio python3-protobuf python3-yaml
   "$@"

@@ -8,6 +8,8 @@
 #                                       -> engine_bench.txt/.json
 #   3. service cost: service_bench      -> service.md/.json
 #   4. pause: pause_bench               -> pause.md/.json
+#   5. whole-process memory on a mixed-size sequence: mixed_bench (poold
+#      over gRPC, glibc, jemalloc, Redis) -> mixed.md/.json
 #   plus machine.txt (nproc, CPU model, kernel, load before and after).
 #
 #   tests/bench/run_all.sh [--build DIR] [--out DIR] [--only LIST]
@@ -16,7 +18,7 @@
 #   cmake -S . -B build -G Ninja && ninja -C build engine_bench frag_bench
 #   service_bench pause_bench). --out: where the results go (default
 #   bench-results). --only: a comma-separated subset of frag,engine,service,
-#   pause.
+#   pause,mixed.
 #
 # Scales (environment variables; with the defaults the suite took 12 minutes
 # on 2 quiet cores, half of it the fragmentation workloads; FRAG_SCALE=0.25
@@ -30,13 +32,15 @@
 #   PAUSE_FILL_MIB=1024       pause_bench --fill_mib (per round)
 #   PAUSE_ROUNDS=5            pause_bench --rounds
 #   PAUSE_BASELINE_SECONDS=3  pause_bench --baseline_seconds (per round)
+#   MIXED_LIVE_MIB=16,64,256,1024  mixed_bench --live_mib (about 8 minutes
+#                             in all; the 1024 MiB row needs ~8 GiB free)
 #   PYTHON=/usr/bin/python3   Debian's Python, which has python3-matplotlib
 #                             for the plot (a pyenv python3 may not)
 set -euo pipefail
 
 build=build
 out=bench-results
-only=frag,engine,service,pause
+only=frag,engine,service,pause,mixed
 while (($# > 0)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -60,6 +64,7 @@ done
 : "${PAUSE_FILL_MIB:=1024}"
 : "${PAUSE_ROUNDS:=5}"
 : "${PAUSE_BASELINE_SECONDS:=3}"
+: "${MIXED_LIVE_MIB:=16,64,256,1024}"
 : "${PYTHON:=/usr/bin/python3}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -71,6 +76,7 @@ wanted frag && [[ ! -x "${bench}/frag_bench" ]] && missing+=(frag_bench)
 wanted engine && [[ ! -x "${bench}/engine_bench" ]] && missing+=(engine_bench)
 wanted service && [[ ! -x "${bench}/service_bench" ]] && missing+=(service_bench)
 wanted pause && [[ ! -x "${bench}/pause_bench" ]] && missing+=(pause_bench)
+wanted mixed && [[ ! -x "${bench}/mixed_bench" ]] && missing+=(mixed_bench)
 if ((${#missing[@]} > 0)); then
   echo "run_all.sh: not built in ${build}: ${missing[*]}" >&2
   echo "  build them: ninja -C ${build} ${missing[*]}" >&2
@@ -104,7 +110,8 @@ step() {
   echo "scales: FRAG_SCALE=${FRAG_SCALE} ENGINE_MIN_TIME=${ENGINE_MIN_TIME}" \
     "SERVICE_ROUNDS=${SERVICE_ROUNDS} SERVICE_SECONDS=${SERVICE_SECONDS}" \
     "SERVICE_STREAMS=${SERVICE_STREAMS} PAUSE_FILL_MIB=${PAUSE_FILL_MIB}" \
-    "PAUSE_ROUNDS=${PAUSE_ROUNDS} PAUSE_BASELINE_SECONDS=${PAUSE_BASELINE_SECONDS}"
+    "PAUSE_ROUNDS=${PAUSE_ROUNDS} PAUSE_BASELINE_SECONDS=${PAUSE_BASELINE_SECONDS}" \
+    "MIXED_LIVE_MIB=${MIXED_LIVE_MIB}"
 } > "${out}/machine.txt"
 cat "${out}/machine.txt"
 
@@ -138,6 +145,12 @@ if wanted pause; then
     "${bench}/pause_bench" --fill_mib="${PAUSE_FILL_MIB}" \
     --rounds="${PAUSE_ROUNDS}" --baseline_seconds="${PAUSE_BASELINE_SECONDS}" \
     --json="${out}/pause.json" --samples_csv="${out}/pause_samples.csv"
+fi
+
+if wanted mixed; then
+  step "5. Whole-process memory, mixed sizes" mixed.md \
+    "${bench}/mixed_bench" --live_mib="${MIXED_LIVE_MIB}" \
+    --json="${out}/mixed.json"
 fi
 
 echo "uptime after: $(uptime)" >> "${out}/machine.txt"

@@ -65,11 +65,33 @@ uint64_t ExtentPool::NewRecordGrowthBytes() const {
   return free_records_ != 0 ? 0 : extents_.GrowthBytes(extents_.size() + 1);
 }
 
+void ExtentPool::SetMapEntry(uint32_t chunk, uint32_t page, uint32_t value) {
+  Chunk& c = chunks_[chunk];
+  const uint32_t map_page = MapPageOf(page);
+  if (!MapPageCommitted(c, map_page)) {
+    OsMemory::Commit(c.base + uint64_t{map_page} * page_, page_);
+    c.map_committed |= uint64_t{1} << map_page;
+    ++c.map_pages;
+    header_bytes_ += page_;
+  }
+  PageMap(chunk)[page] = value;
+}
+
+uint64_t ExtentPool::MapGrowthBytes(
+    uint32_t chunk, std::initializer_list<uint64_t> pages) const {
+  const Chunk& c = chunks_[chunk];
+  uint64_t fresh = 0;  // map pages to commit, as bits
+  for (uint64_t page : pages) {
+    const uint32_t map_page = MapPageOf(static_cast<uint32_t>(page));
+    if (!MapPageCommitted(c, map_page)) fresh |= uint64_t{1} << map_page;
+  }
+  return std::popcount(fresh) * page_;
+}
+
 void ExtentPool::SetBoundary(uint32_t id) {
   const Extent& e = extents_[id];
-  uint32_t* map = PageMap(e.chunk);
-  map[e.first] = id + 1;
-  map[e.first + e.pages - 1] = id + 1;
+  SetMapEntry(e.chunk, e.first, id + 1);
+  SetMapEntry(e.chunk, e.first + e.pages - 1, id + 1);
 }
 
 void ExtentPool::InsertFree(uint32_t id, uint8_t state) {
@@ -114,11 +136,10 @@ uint32_t ExtentPool::Coalesce(uint32_t id) {
   const uint8_t state = extents_[id].state;
   RemoveFree(id);
   const uint32_t chunk = extents_[id].chunk;
-  const uint32_t* map = PageMap(chunk);
   const Chunk& c = chunks_[chunk];
   // Left neighbour: its last page is just before our first.
   if (extents_[id].first > c.header_pages) {
-    const uint32_t left = map[extents_[id].first - 1];
+    const uint32_t left = MapEntry(chunk, extents_[id].first - 1);
     if (left != 0 && extents_[left - 1].state == state) {
       RemoveFree(left - 1);
       extents_[left - 1].pages += extents_[id].pages;
@@ -129,7 +150,7 @@ uint32_t ExtentPool::Coalesce(uint32_t id) {
   // Right neighbour: its first page is just after our last.
   const uint32_t end = extents_[id].first + extents_[id].pages;
   if (end < c.pages) {
-    const uint32_t right = map[end];
+    const uint32_t right = MapEntry(chunk, end);
     if (right != 0 && extents_[right - 1].state == state) {
       RemoveFree(right - 1);
       extents_[id].pages += extents_[right - 1].pages;
@@ -187,9 +208,15 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
   }
   if (k == chunk_slots_used_) ++chunk_slots_used_;
   const uint32_t header = static_cast<uint32_t>(HeaderPagesFor(total));
-  OsMemory::Commit(*base, uint64_t{header} * page_);
-  chunks_[k] = Chunk{*base, static_cast<uint32_t>(total), header, 0, 0};
-  header_bytes_ += uint64_t{header} * page_;
+  chunks_[k] =
+      Chunk{*base, static_cast<uint32_t>(total), header, 0, 0, 0, 0, 0};
+  if (header > kLazyMapPages) {
+    // A map this large belongs to a chunk of one huge block: all of it.
+    OsMemory::Commit(*base, uint64_t{header} * page_);
+    chunks_[k].map_committed = ~uint64_t{0};
+    chunks_[k].map_pages = header;
+    header_bytes_ += uint64_t{header} * page_;
+  }
   ++chunks_mapped_;
   Extent& e = extents_[*id];
   e.chunk = k;
@@ -203,13 +230,13 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
 void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
   Chunk& c = chunks_[chunk];
   if (c.used != 0 || c.free_extents != 1) return;
-  const uint32_t id = PageMap(chunk)[c.header_pages] - 1;
+  const uint32_t id = MapEntry(chunk, c.header_pages) - 1;
   const Extent& e = extents_[id];
   if (e.state != kClean || e.pages != c.pages - c.header_pages) return;
   RemoveFree(id);
   FreeRecord(id);
   OsMemory::Unmap(c.base, uint64_t{c.pages} * page_);
-  header_bytes_ -= uint64_t{c.header_pages} * page_;
+  header_bytes_ -= uint64_t{c.map_pages} * page_;
   --chunks_mapped_;
   c = Chunk{};
 }
@@ -229,10 +256,22 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
     found = FindFree(pages, kClean);
     growth += pages * page_;
     if (found == 0) {
+      // A new chunk: its map gets the boundaries of the block and of the
+      // rest (at most four map pages), or all of a huge block's map.
       const uint64_t total = ChunkPagesFor(pages);
-      growth += HeaderPagesFor(total) * page_ + NewRecordGrowthBytes() +
-                chunks_.GrowthBytes(chunk_slots_used_ + 1);
+      const uint64_t header = HeaderPagesFor(total);
+      growth +=
+          std::min<uint64_t>(header > kLazyMapPages ? header : 4, header) *
+              page_ +
+          NewRecordGrowthBytes() + chunks_.GrowthBytes(chunk_slots_used_ + 1);
     }
+  }
+  if (found != 0) {
+    // The boundaries of the block and of what remains of the extent.
+    const Extent& e = extents_[found - 1];
+    growth +=
+        MapGrowthBytes(e.chunk, {e.first, e.first + pages - 1, e.first + pages,
+                                 uint64_t{e.first} + e.pages - 1});
   }
   if (growth > headroom) {
     return MemoryLimitError(
@@ -438,7 +477,7 @@ PoolStats ExtentPool::Stats() const {
     if (c.base == nullptr) continue;
     if (c.used == 0) {
       ++s.empty_spans;
-      empty_chunk_headers += uint64_t{c.header_pages} * page_;
+      empty_chunk_headers += uint64_t{c.map_pages} * page_;
     } else if (c.free_extents > 0) {
       ++s.partial_spans;
     }

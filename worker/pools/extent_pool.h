@@ -1,6 +1,7 @@
 // ExtentPool: the large pool. Each block is a page-granular extent carved
 // from a large reserved chunk. A chunk starts with its page map (the extent
-// record id at the first and last page of every extent, for O(1) coalescing);
+// record id at the first and last page of every extent, for O(1) coalescing),
+// whose pages are committed as extents' boundaries first fall in them;
 // extent records live in a side array; free extents sit in size bins, kept
 // apart by whether their pages are still resident ("dirty", reused first and
 // without page faults) or already returned to the OS ("clean", zero pages).
@@ -12,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -79,6 +81,8 @@ class ExtentPool {
   }
   uint64_t ChunkBytesResidentPerOs() const;
 
+  const HandleTable& handles() const { return handles_; }
+
   // Purges dirty free extents freed at least `age` ago (unmapping chunks left
   // empty). Returns the bytes released.
   uint64_t PurgeStale(absl::Time now, absl::Duration age);
@@ -111,7 +115,13 @@ class ExtentPool {
     uint32_t header_pages;  // the page map
     uint32_t used;          // used extents
     uint32_t free_extents;
+    // Page-map pages committed: a bit per page for maps of at most 64
+    // pages; larger maps (chunks of one huge block) are committed whole.
+    uint64_t map_committed;
+    uint32_t map_pages;  // how many
+    uint32_t unused;
   };
+  static constexpr uint32_t kLazyMapPages = 64;
 
   struct Bins {
     std::array<uint32_t, kBins> heads{};
@@ -122,6 +132,24 @@ class ExtentPool {
   uint32_t* PageMap(uint32_t chunk) {
     return reinterpret_cast<uint32_t*>(chunks_[chunk].base);
   }
+  // The page map's page holding the entry of chunk page `page`.
+  uint32_t MapPageOf(uint32_t page) const {
+    return static_cast<uint32_t>(page * sizeof(uint32_t) / page_);
+  }
+  bool MapPageCommitted(const Chunk& c, uint32_t map_page) const {
+    return map_page >= kLazyMapPages || ((c.map_committed >> map_page) & 1);
+  }
+  // The map entry of chunk page `page` (0 where none was written: such
+  // pages of the map are never read, so they are not made resident).
+  uint32_t MapEntry(uint32_t chunk, uint32_t page) {
+    if (!MapPageCommitted(chunks_[chunk], MapPageOf(page))) return 0;
+    return PageMap(chunk)[page];
+  }
+  // Writes map entry `page` of `chunk`, committing its map page first.
+  void SetMapEntry(uint32_t chunk, uint32_t page, uint32_t value);
+  // Bytes SetMapEntry would commit for entries `pages` (0 = none) of chunk.
+  uint64_t MapGrowthBytes(uint32_t chunk,
+                          std::initializer_list<uint64_t> pages) const;
   Bins& BinsOf(uint8_t state) { return state == kDirty ? dirty_ : clean_; }
   const Bins& BinsOf(uint8_t state) const {
     return state == kDirty ? dirty_ : clean_;

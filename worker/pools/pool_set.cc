@@ -124,6 +124,11 @@ absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
 
 uint64_t PoolSet::headroom_bytes() const { return Headroom(); }
 
+uint64_t PoolSet::sparse_handles() const {
+  return small_.handles().sparse_entries() +
+         medium_.handles().sparse_entries() + large_.handles().sparse_entries();
+}
+
 absl::Status PoolSet::CheckResidency() const {
   const struct {
     const char* name;

@@ -4,6 +4,7 @@
 // against the model, after every compaction step a sample of blocks (all of
 // them every 32nd step) and the counters, and after every defragmentation
 // every live block.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -212,6 +213,8 @@ class Model {
     }
     blocks_moved_ += report.blocks_moved;
     ++defrags_;
+    max_sparse_handles_ =
+        std::max(max_sparse_handles_, pools_->sparse_handles());
   }
 
   void RandomOp(bool allow_defrag) {
@@ -245,6 +248,7 @@ class Model {
   }
 
   int defrags() const { return defrags_; }
+  uint64_t max_sparse_handles() const { return max_sparse_handles_; }
   uint64_t blocks_moved() const { return blocks_moved_; }
 
  private:
@@ -256,6 +260,7 @@ class Model {
   bool phase_grow_ = false;
   int defrags_ = 0;
   uint64_t blocks_moved_ = 0;
+  uint64_t max_sparse_handles_ = 0;
 };
 
 class ModelTest : public ::testing::TestWithParam<uint64_t> {};
@@ -265,6 +270,9 @@ TEST_P(ModelTest, RandomOperationsMatchTheModel) {
   model.Run(500000);
   EXPECT_GT(model.defrags(), 100);
   EXPECT_GT(model.blocks_moved(), 10000u);
+  // Defragmentations moved survivors' handles into the sparse stores (and
+  // every check above ran with them there).
+  EXPECT_GT(model.max_sparse_handles(), 100u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, ModelTest, ::testing::Values(1, 2, 3, 4));
