@@ -88,7 +88,9 @@ class ExtentPool {
   uint64_t PurgeStale(absl::Time now, absl::Duration age);
 
   // Purges dirty free extents (unmapping chunks left empty) until none is
-  // left or `deadline` passes, then releases empty handle-table pages.
+  // left or `deadline` passes, then compacts the handle table. Call
+  // StartPurge() first, then PurgeStep() until it is done.
+  void StartPurge() { handles_.StartCompaction(); }
   PurgeProgress PurgeStep(absl::Time deadline);
 
  private:

@@ -389,7 +389,10 @@ bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
     PageInfo& info = pages_[page];
     if (SparseCandidate(info.state, info.live)) {
       Sparsify(page);
-      if (purge_end_ != page) FlushPurge(freed);
+      if (purge_end_ != page && purge_end_ != purge_first_) {
+        FlushPurge(freed);
+        since_check = kPagesPerClockCheck - 1;  // a system call: look now
+      }
       if (purge_end_ == purge_first_) purge_first_ = page;
       purge_end_ = page + 1;
     } else if (info.state == kSparse && info.store != target) {
@@ -410,6 +413,16 @@ bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
   *freed += old.records.resident_bytes();
   old.records.Clear();
   return true;
+}
+
+void HandleTable::StartCompaction() {
+  if (phase_ == Phase::kSparsePass) {
+    // Pages before the cursor may have become candidates meanwhile: look at
+    // every page again. Those already in the target store are skipped.
+    pass_page_ = 0;
+  } else {
+    phase_ = Phase::kIdle;
+  }
 }
 
 bool HandleTable::Compact(absl::Time deadline, uint64_t* freed) {

@@ -134,12 +134,17 @@ class HandleTable {
   template <typename F>
   void ForEachLive(uint32_t page, F&& f) const;
 
+  // Starts a compaction over: one left unfinished by an earlier caller goes
+  // on from the first page, so that it also takes the pages that changed
+  // meanwhile.
+  void StartCompaction();
   // Compacts the table as described above, in steps, until done (true) or
   // `deadline` passes (false; the next call goes on). Adds the bytes it
   // returned to the OS to `*freed`.
   bool Compact(absl::Time deadline, uint64_t* freed);
   // All of it, whatever the time; returns the bytes returned.
   uint64_t Compact() {
+    StartCompaction();
     uint64_t freed = 0;
     Compact(absl::InfiniteFuture(), &freed);
     return freed;

@@ -292,6 +292,7 @@ bool PoolSet::StepPool(absl::Time deadline) {
     }
     if (pool == PoolKind::kSmall) run.compactor.emplace(small_);
     if (pool == PoolKind::kMedium) run.compactor.emplace(medium_);
+    if (pool == PoolKind::kLarge) large_.StartPurge();
   }
   if (pool == PoolKind::kLarge) {
     const PurgeProgress progress = large_.PurgeStep(deadline);

@@ -31,6 +31,7 @@ bool SlabCompactor::Step(absl::Time deadline) {
       case Phase::kPlan:
         if (!PlanClasses(deadline)) return false;
         phase_ = sources_.empty() ? Phase::kPurge : Phase::kScan;
+        if (phase_ == Phase::kPurge) pool_.handles_.StartCompaction();
         break;
       case Phase::kScan:
         if (!Scan(deadline)) return false;
@@ -39,6 +40,7 @@ bool SlabCompactor::Step(absl::Time deadline) {
       case Phase::kMove:
         if (!Move(deadline)) return false;
         phase_ = Phase::kPurge;
+        pool_.handles_.StartCompaction();
         break;
       case Phase::kPurge:
         // Emptied sources and previously cached spans, in batched calls.

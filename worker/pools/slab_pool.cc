@@ -537,9 +537,15 @@ bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
       }
       OsMemory::Purge(SpanBase(batch[i]), (j - i) * options_.span_bytes);
       for (size_t k = i; k < j; ++k) MarkPurged(batch[k]);
+      *purged += j - i;
       i = j;
+      // A call can take a millisecond where TLB shootdowns are slow (VMs):
+      // look at the clock after each one, and cache the rest again.
+      if (i < batch.size() && absl::Now() >= deadline) {
+        for (size_t k = i; k < batch.size(); ++k) PushDirty(batch[k]);
+        return false;
+      }
     }
-    *purged += batch.size();
     if (absl::Now() >= deadline) return dirty_head_ == 0;
   }
   return true;

@@ -286,6 +286,33 @@ TEST(HandleTableTest, CompactionInStepsWithChangesBetweenThem) {
   EXPECT_EQ(table.live(), kept.size());
 }
 
+TEST(HandleTableTest, AnUnfinishedCompactionStartsOverFromTheFirstPage) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 22, kKey).ok());
+  // Page 0 full; pages 1..200 with a few survivors each.
+  std::vector<HandleTable::Inserted> first;
+  for (uint32_t i = 0; i < HandleTable::kEntriesPerPage; ++i) {
+    first.push_back(*table.Insert(i));
+  }
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  Scatter(table, 200, 10, &kept, &removed);
+  // One step: the pass looks at page 0 (not sparse enough) and stops.
+  uint64_t freed = 0;
+  ASSERT_FALSE(table.Compact(absl::InfinitePast(), &freed));
+  // Page 0 empties down to a few entries, and the compaction is abandoned.
+  for (uint32_t i = 0; i < first.size(); ++i) {
+    if (i % 50 != 0) table.Remove(first[i].index);
+  }
+  // A new compaction takes page 0 too: nothing is left to reclaim.
+  table.StartCompaction();
+  while (!table.Compact(absl::InfiniteFuture(), &freed)) {
+  }
+  EXPECT_EQ(table.reclaimable_bytes(), 0u);
+  EXPECT_EQ(table.sparse_pages(), 201u);
+  ExpectKept(table, kept, removed);
+}
+
 TEST(HandleTableTest, FullTableIsResourceExhausted) {
   HandleTable table;
   ASSERT_TRUE(table.Init(PoolKind::kLarge, 1024, kKey).ok());
