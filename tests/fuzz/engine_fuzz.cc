@@ -227,6 +227,7 @@ class Harness {
               stats.total.allocated_bytes + stats.total.free_bytes,
           "free bytes counter");
     Check(pools_->CheckResidency().ok(), "resident bytes are what the OS has");
+    Check(pools_->CheckInvariants().ok(), "span records agree with counters");
   }
 
   std::unique_ptr<PoolSet> pools_;

@@ -416,32 +416,27 @@ bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
 }
 
 void HandleTable::StartCompaction() {
-  if (phase_ == Phase::kSparsePass) {
-    // Pages before the cursor may have become candidates meanwhile: look at
-    // every page again. Those already in the target store are skipped.
-    pass_page_ = 0;
-  } else {
-    phase_ = Phase::kIdle;
-  }
+  release_pending_ = true;
+  // Pages before the cursor of an unfinished pass may have become candidates
+  // meanwhile: it looks at every page again (those already in the target
+  // store are skipped).
+  pass_page_ = 0;
 }
 
 bool HandleTable::Compact(absl::Time deadline, uint64_t* freed) {
-  if (phase_ == Phase::kIdle) phase_ = Phase::kReleaseEmpty;
-  if (phase_ == Phase::kReleaseEmpty) {
+  if (release_pending_) {
     if (!ReleaseEmptyPages(deadline, freed)) return false;
-    if (SparsePassGain() <= 0) {
-      phase_ = Phase::kIdle;
-      return true;
-    }
-    phase_ = Phase::kSparsePass;
+    release_pending_ = false;
+  }
+  if (!pass_running_) {
+    if (SparsePassGain() <= 0) return true;
+    pass_running_ = true;
     pass_page_ = 0;
     pass_target_ = store_ ^ 1;
     store_ = pass_target_;  // new records go to the target from now on
   }
-  // A store grown meanwhile is counted where it is: only the pass's own
-  // page returns and the old store's pages count as freed.
   if (!SparsePass(deadline, freed)) return false;
-  phase_ = Phase::kIdle;
+  pass_running_ = false;
   return true;
 }
 

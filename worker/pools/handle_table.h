@@ -230,9 +230,6 @@ class HandleTable {
     uint64_t live = 0;
   };
 
-  // Where the compaction stands.
-  enum class Phase : uint8_t { kIdle, kReleaseEmpty, kSparsePass };
-
   static uint16_t RecordSlot(const SparseRecord& r) {
     uint16_t slot;
     std::memcpy(&slot, r.bytes, 2);
@@ -330,9 +327,11 @@ class HandleTable {
   uint8_t store_ = 0;
   uint64_t sparse_live_ = 0;
   uint64_t sparse_pages_ = 0;
-  // The compaction under way: its phase, and in a sparse pass the store
-  // every sparse page moves to and the next page to look at.
-  Phase phase_ = Phase::kIdle;
+  // The compaction under way: whether empty pages are still to be released,
+  // whether a sparse pass runs, the store it moves every sparse page to and
+  // the next page it looks at.
+  bool release_pending_ = false;
+  bool pass_running_ = false;
   uint8_t pass_target_ = 0;
   uint32_t pass_page_ = 0;
   uint32_t purge_first_ = 0;

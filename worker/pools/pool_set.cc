@@ -124,6 +124,16 @@ absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
 
 uint64_t PoolSet::headroom_bytes() const { return Headroom(); }
 
+absl::Status PoolSet::CheckInvariants() const {
+  if (absl::Status s = small_.CheckInvariants(); !s.ok()) {
+    return absl::InternalError(absl::StrCat("small pool: ", s.message()));
+  }
+  if (absl::Status s = medium_.CheckInvariants(); !s.ok()) {
+    return absl::InternalError(absl::StrCat("medium pool: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 uint64_t PoolSet::sparse_handles() const {
   return small_.handles().sparse_entries() +
          medium_.handles().sparse_entries() + large_.handles().sparse_entries();

@@ -123,6 +123,10 @@ class PoolSet {
   // counts as resident is exactly what the OS has resident (mincore(2)).
   absl::Status CheckResidency() const;
 
+  // For tests and checks (slow): INTERNAL unless the slab pools' span
+  // records, bitmaps and counters agree (SlabPool::CheckInvariants).
+  absl::Status CheckInvariants() const;
+
   // Live handles whose entries the pools' handle tables keep in their sparse
   // stores (for tests and checks).
   uint64_t sparse_handles() const;

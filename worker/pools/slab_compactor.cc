@@ -283,8 +283,12 @@ bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
       pool_.RetireSpan(id);  // cached; the purge phase returns it
       return true;
     }
-    if (++since_check == kMovesPerClockCheck) {
+    // Every kMovesPerClockCheck moves, and after any move that made a
+    // system call (a span grew): one can take milliseconds.
+    if (++since_check == kMovesPerClockCheck ||
+        pool_.span_os_calls() != os_calls_) {
       since_check = 0;
+      os_calls_ = pool_.span_os_calls();
       if (absl::Now() >= deadline) {
         move_slot_ = slot + 1;
         return false;
@@ -314,8 +318,13 @@ bool SlabCompactor::PackTail(uint32_t id, absl::Time deadline) {
       dest = id;  // its lowest free slot is below `top`
     }
     MoveBlock(id, top, owners[top], dest);
-    if (++since_check == kMovesPerClockCheck) {
+    if (span.live == 0) break;  // retired below, before any pause
+    // Every kMovesPerClockCheck moves, and after any move that made a
+    // system call (a span grew): one can take milliseconds.
+    if (++since_check == kMovesPerClockCheck ||
+        pool_.span_os_calls() != os_calls_) {
       since_check = 0;
+      os_calls_ = pool_.span_os_calls();
       if (absl::Now() >= deadline) return false;
     }
   }
@@ -344,6 +353,8 @@ bool SlabCompactor::Move(absl::Time deadline) {
 
 void SlabCompactor::Stop() {
   for (uint32_t id : sources_) {
+    // (No marked span is ever left empty between steps; a span is retired
+    // as soon as its last block moves.)
     if (pool_.spans_[id].state == SlabPool::kEvacuating) Reinstate(id);
   }
   pool_.hold_cached_spans_ = false;

@@ -120,6 +120,7 @@ class SlabCompactor {
   uint64_t spans_released_ = 0;
   uint64_t spans_abandoned_ = 0;
   uint64_t table_bytes_ = 0;  // handle-table pages released
+  uint64_t os_calls_ = 0;     // pool_.span_os_calls() at the last clock look
 };
 
 }  // namespace poold::pools

@@ -74,10 +74,12 @@ uint32_t SlabPool::GrowthTarget(const SizeClass& c, uint32_t committed,
                                 uint64_t end) {
   const uint64_t needed = OsMemory::RoundUpToPage(end);
   // A span's first slot commits only what it needs, so a class of a few
-  // blocks holds a page or two; a span that keeps filling grows in steps.
+  // blocks holds a page or two; a span that keeps filling doubles.
   if (committed == 0) return static_cast<uint32_t>(needed);
   const uint64_t step =
-      std::min<uint64_t>(uint64_t{committed} + kGrowBytes, c.committed_bytes);
+      std::min<uint64_t>(std::max<uint64_t>(uint64_t{committed} + kGrowBytes,
+                                            2 * uint64_t{committed}),
+                         c.committed_bytes);
   return static_cast<uint32_t>(std::max(needed, step));
 }
 
@@ -105,6 +107,7 @@ void SlabPool::GrowSpan(uint32_t id, uint64_t end, uint64_t max_growth) {
         std::max(OsMemory::RoundUpToPage(end), span.committed + max_growth);
   }
   OsMemory::Commit(SpanBase(id) + span.committed, target - span.committed);
+  ++span_os_calls_;
   SetCommitted(id, static_cast<uint32_t>(target));
 }
 
@@ -113,6 +116,7 @@ void SlabPool::TrimSpan(uint32_t id, uint64_t end) {
   const uint64_t keep = OsMemory::RoundUpToPage(end);
   if (keep >= span.committed) return;
   OsMemory::Purge(SpanBase(id) + keep, span.committed - keep);
+  ++span_os_calls_;
   SetCommitted(id, static_cast<uint32_t>(keep));
 }
 
@@ -567,6 +571,58 @@ uint64_t SlabPool::SpanBytesResidentPerOs() const {
         uint64_t{options_.spans_per_chunk} * options_.span_bytes);
   }
   return bytes;
+}
+
+absl::Status SlabPool::CheckInvariants() const {
+  uint64_t in_use = 0;
+  for (uint32_t i = 0; i < classes_->count(); ++i) {
+    const SizeClass& c = classes_->Get(i);
+    const ClassCounters& counters = counters_[i];
+    uint64_t spans = 0, full = 0, blocks = 0, committed = 0, slots = 0;
+    for (uint8_t list = 0; list < kListsPerClass; ++list) {
+      for (uint32_t id = heads_[size_t{i} * kListsPerClass + list]; id != 0;
+           id = spans_[id - 1].next) {
+        const Span& span = spans_[id - 1];
+        const uint64_t* bitmap = Bitmap(id - 1);
+        uint32_t bits = 0;
+        for (uint32_t w = 0; w < c.bitmap_words; ++w) {
+          bits += std::popcount(bitmap[w]);
+        }
+        bits -= c.bitmap_words * 64 - c.slots;  // the padding bits
+        const bool evacuating = list == kEvacuatingList;
+        if (span.class_index != i || span.list != list ||
+            span.state != (evacuating ? kEvacuating : kActive) ||
+            span.live != bits || span.live == 0 ||
+            (!evacuating && list != ActiveListFor(span)) ||
+            span.committed < OsMemory::RoundUpToPage(SlotsEnd(c, 1))) {
+          return absl::InternalError(absl::StrCat(
+              "span ", id - 1, " of class ", c.slot_bytes, ": live ", span.live,
+              ", bitmap ", bits, ", state ", span.state, ", list ", span.list,
+              " (on list ", list, "), committed ", span.committed));
+        }
+        ++spans;
+        full += list == kFullList;
+        blocks += span.live;
+        committed += span.committed;
+        slots += SlotsWithin(c, span.committed);
+      }
+    }
+    if (spans != counters.spans || full != counters.full_spans ||
+        blocks != counters.blocks || committed != counters.committed_bytes ||
+        slots != counters.committed_slots) {
+      return absl::InternalError(absl::StrCat(
+          "class ", c.slot_bytes, ": counters say ", counters.spans, " spans, ",
+          counters.blocks, " blocks, ", counters.committed_bytes,
+          " committed; the spans hold ", spans, ", ", blocks, ", ", committed));
+    }
+    in_use += committed;
+  }
+  if (in_use != span_bytes_in_use_) {
+    return absl::InternalError(absl::StrCat("spans in use commit ", in_use,
+                                            " bytes; the pool counts ",
+                                            span_bytes_in_use_));
+  }
+  return absl::OkStatus();
 }
 
 uint64_t SlabPool::SideMetadataBytes() const {

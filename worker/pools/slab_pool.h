@@ -5,7 +5,7 @@
 // block, one handle-table entry naming its span, slot and exact size.
 //
 // A span commits a prefix of its pages: allocation takes the lowest free slot
-// of a span, and the prefix grows (by at least kGrowBytes at a time) when a
+// of a span, and the prefix grows (doubling, by at least kGrowBytes) when a
 // slot past it is taken. A span of a sparse class therefore holds little more
 // than its blocks, and the tail of a span past its class's last slot is never
 // committed.
@@ -97,6 +97,11 @@ class SlabPool {
   uint64_t span_bytes() const { return span_bytes_in_use_ + dirty_bytes_; }
   uint64_t SpanBytesResidentPerOs() const;
 
+  // For tests and checks (slow: walks every span): INTERNAL, saying what is
+  // wrong, unless every span's records agree with its bitmap and its class's
+  // counters (live blocks, committed bytes and slots, lists and states).
+  absl::Status CheckInvariants() const;
+
   // Returns every cached empty span and empty handle-table page to the OS.
   // Returns the bytes released.
   uint64_t PurgeCaches();
@@ -111,10 +116,14 @@ class SlabPool {
   // `*purged`.
   bool PurgeCachedSpans(absl::Time deadline, uint64_t* purged);
 
-  // A span's committed prefix grows by at least this much at a time (or to
-  // the end of its class's slots), so that filling a span costs a few
-  // system calls, not one per page.
+  // A span's committed prefix doubles when it grows, by at least this much
+  // (and at most to the end of its class's slots), so that filling a span
+  // costs a few system calls (five for a 256 KiB span), not one per page.
   static constexpr uint32_t kGrowBytes = 16 << 10;
+
+  // System calls the pool has made on spans so far (commits and purges);
+  // a compaction looks at the clock after each one.
+  uint64_t span_os_calls() const { return span_os_calls_; }
 
   PoolKind pool() const { return options_.pool; }
   const SizeClasses& classes() const { return *classes_; }
@@ -310,6 +319,7 @@ class SlabPool {
   uint32_t dirty_spans_ = 0;
   uint64_t dirty_bytes_ = 0;        // committed bytes of the cached spans
   uint64_t span_bytes_in_use_ = 0;  // committed bytes of the spans in use
+  uint64_t span_os_calls_ = 0;
   uint32_t chunks_mapped_ = 0;
   uint32_t chunk_slots_used_ = 0;
   ReservedArray<Span> spans_;

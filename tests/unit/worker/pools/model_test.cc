@@ -157,10 +157,26 @@ class Model {
     ASSERT_LE(stats.total.reclaimable_bytes, stats.total.resident_bytes);
   }
 
-  // What the pools count as resident is what the OS has resident.
+  // What the pools count as resident is what the OS has resident, and the
+  // span records agree with the bitmaps and counters.
   void CheckResidency() {
     const absl::Status status = pools_->CheckResidency();
     ASSERT_TRUE(status.ok()) << status;
+    const absl::Status invariants = pools_->CheckInvariants();
+    ASSERT_TRUE(invariants.ok()) << invariants;
+  }
+
+  // The size classes that a compaction could still shrink, for messages.
+  std::string ClassesWithRoom(PoolKind pool) {
+    std::string out;
+    for (const ClassStats& c :
+         pools_->Stats(true).pools[PoolIndex(pool)].classes) {
+      if (c.stats.reclaimable_bytes == 0) continue;
+      absl::StrAppend(&out, "class ", c.slot_bytes, ": ", c.stats.blocks,
+                      " blocks in ", c.stats.spans, " spans, ",
+                      c.stats.reclaimable_bytes, " reclaimable; ");
+    }
+    return out;
   }
 
   // One defragmentation with tiny slices, and random operations between
@@ -184,6 +200,8 @@ class Model {
       ++slices;
       CheckAfterSlice(slices);
       CheckCounters();
+      const absl::Status invariants = pools_->CheckInvariants();
+      ASSERT_TRUE(invariants.ok()) << invariants << " after slice " << slices;
       if (::testing::Test::HasFatalFailure()) return;
       if (done || (stop_early && slices > 3)) break;
       for (int i = 0; i < ops_between_slices; ++i) {
@@ -206,7 +224,9 @@ class Model {
         EXPECT_EQ(r.bytes_reclaimed, p.bytes_to_reclaim) << PoolName(r.pool);
         EXPECT_EQ(r.blocks_moved, p.blocks_to_move) << PoolName(r.pool);
         EXPECT_EQ(r.bytes_moved, p.bytes_to_move) << PoolName(r.pool);
-        EXPECT_EQ(r.after.reclaimable_bytes, 0u) << PoolName(r.pool);
+        EXPECT_EQ(r.after.reclaimable_bytes, 0u)
+            << PoolName(r.pool) << ": " << r.reason << "; "
+            << ClassesWithRoom(r.pool);
         EXPECT_EQ(r.outcome, p.bytes_to_reclaim == 0 ? DefragOutcome::kSkipped
                                                      : DefragOutcome::kCleaned);
       }
