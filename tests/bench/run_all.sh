@@ -9,7 +9,7 @@
 #   3. service cost: service_bench      -> service.md/.json
 #   4. pause: pause_bench               -> pause.md/.json
 #   5. whole-process memory on a mixed-size sequence: mixed_bench (poold
-#      over gRPC, glibc, jemalloc, Redis) -> mixed.md/.json
+#      over gRPC, glibc, jemalloc, Redis) -> mixed.md/.json/.png
 #   plus machine.txt (nproc, CPU model, kernel, load before and after).
 #
 #   tests/bench/run_all.sh [--build DIR] [--out DIR] [--only LIST]
@@ -151,6 +151,9 @@ if wanted mixed; then
   step "5. Whole-process memory, mixed sizes" mixed.md \
     "${bench}/mixed_bench" --live_mib="${MIXED_LIVE_MIB}" \
     --json="${out}/mixed.json"
+  if "${PYTHON}" -c 'import matplotlib' 2>/dev/null; then
+    "${PYTHON}" "${here}/plot_mixed.py" "${out}/mixed.json" "${out}/mixed.png"
+  fi
 fi
 
 echo "uptime after: $(uptime)" >> "${out}/machine.txt"
