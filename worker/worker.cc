@@ -10,23 +10,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "worker/pools/memory_limit_error.h"
-#include "worker/pools/os_memory.h"
 #include "worker/process_memory.h"
 
 namespace poold {
 namespace {
-
-std::string PoolNames(const std::vector<pools::PoolKind>& kinds) {
-  std::string names;
-  for (pools::PoolKind kind : kinds) {
-    if (!names.empty()) names += ",";
-    names += std::string(pools::PoolName(kind));
-  }
-  return names;
-}
 
 // When a defragmentation with this deadline should stop: a little early, so
 // its partial report can still reach the client in time.
@@ -243,7 +232,10 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
   }
 }
 
-std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
+pools::DefragStopReason Worker::RunSlices(DefragSession& session,
+                                          absl::Time stop_at,
+                                          const Command* command) {
+  using pools::DefragStopReason;
   // While requests keep arriving, each waits for the slice in progress:
   // slices then shrink to a quarter of the budget (not below 10 us), and grow
   // back to the whole budget once no request came for 8 budgets.
@@ -256,8 +248,10 @@ std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
     // Neither a slice nor the serving between slices may run past stop_at:
     // the partial report must still reach the client in time.
     const absl::Duration left = stop_at - absl::Now();
-    if (left <= absl::ZeroDuration()) return "deadline exceeded";
-    if (pools_->DefragStep(std::min(slice, left))) return "";
+    if (left <= absl::ZeroDuration()) return DefragStopReason::kDeadline;
+    if (session.Step(std::min(slice, left)).done) {
+      return DefragStopReason::kFinished;
+    }
     RetryWaitingForRoom(std::min(absl::Now() + options_.defrag_slice, stop_at));
     // Let gRPC's threads run: on few cores, a worker that goes from slice to
     // slice keeps the threads that receive and answer requests off the CPU
@@ -271,35 +265,27 @@ std::string Worker::RunSlices(absl::Time stop_at, const Command* command) {
                 : options_.defrag_slice;
     ServeBetweenSlices(stop_at);
     if (command != nullptr && command->IsCancelled()) {
-      return "cancelled by the client";
+      return DefragStopReason::kCancelled;
     }
-    if (absl::Now() >= stop_at) return "deadline exceeded";
-    if (channel_.closed()) return "server shutting down";
-    if (command == nullptr && waiting_for_room_.empty()) {
-      return "no allocation waits for room any more";
+    if (absl::Now() >= stop_at) return DefragStopReason::kDeadline;
+    if (channel_.closed()) return DefragStopReason::kShutdown;
+    if (session.origin() == pools::DefragOrigin::kMemoryLimit &&
+        waiting_for_room_.empty()) {
+      return DefragStopReason::kNoneWaiting;
     }
   }
 }
 
 void Worker::MakeRoom() {
-  std::string stop_reason;
+  pools::DefragStopReason stop_reason = pools::DefragStopReason::kFinished;
   if (pools_->reclaimable_bytes() > 0) {
-    const uint64_t resident_before = pools_->resident_bytes();
-    CHECK(pools_->BeginDefrag({}).ok());
-    stop_reason = RunSlices(absl::InfiniteFuture(), nullptr);
-    pools::DefragReport report = pools_->EndDefrag(stop_reason);
-    report.heap_released_bytes = TrimHeap();
-    ++stats_.memory_limit_defragmentations;
-    stats_.total_bytes_reclaimed += report.bytes_reclaimed;
-    LOG(INFO) << "memory limit: defragmented to make room"
-              << (stop_reason.empty() ? "" : " (stopped: " + stop_reason + ")")
-              << ": resident " << resident_before << " -> "
-              << pools_->resident_bytes() << " bytes, reclaimed "
-              << report.bytes_reclaimed << ", moved " << report.bytes_moved
-              << " bytes in " << report.slices << " slices, "
-              << absl::FormatDuration(report.duration);
+    DefragSession session(*pools_, pools::DefragOrigin::kMemoryLimit);
+    CHECK(session.Begin({}).ok());
+    stop_reason = RunSlices(session, absl::InfiniteFuture(), nullptr);
+    session.End(
+        stop_reason, [this] { return TrimHeap(); }, stats_);
   }
-  const bool shutting_down = stop_reason == "server shutting down";
+  const bool shutting_down = stop_reason == pools::DefragStopReason::kShutdown;
   while (!waiting_for_room_.empty()) {
     Command command = std::move(waiting_for_room_.front());
     waiting_for_room_.pop_front();
@@ -361,60 +347,15 @@ void Worker::RetryWaitingForRoom(absl::Time until) {
 
 void Worker::RunDefrag(const Command& command, DefragOp& op) {
   const absl::Time start = absl::Now();
-  const uint64_t rss_before = pools::OsMemory::ProcessRssBytes();
-  if (absl::Status status = pools_->BeginDefrag(op.pools); !status.ok()) {
+  DefragSession session(*pools_, pools::DefragOrigin::kRpc);
+  if (absl::Status status = session.Begin(op.pools); !status.ok()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(status));
     return;
   }
-  {
-    const pools::PoolSetStats stats = pools_->Stats(false);
-    LOG(INFO) << "defragmentation started: pools=" << PoolNames(op.pools)
-              << " resident=" << stats.total.resident_bytes
-              << " live=" << stats.total.live_bytes << " fragmentation="
-              << absl::StrFormat("%.1f%%",
-                                 100 * stats.total.FragmentationRatio())
-              << " reclaimable=" << stats.total.reclaimable_bytes;
-  }
-  const std::string stop_reason =
-      RunSlices(StopTime(start, command.deadline), &command);
-  pools::DefragReport report = pools_->EndDefrag(stop_reason);
-  report.heap_released_bytes = TrimHeap();
-  report.rss_before_bytes = rss_before;
-  report.rss_after_bytes = pools::OsMemory::ProcessRssBytes();
-  ++stats_.defragmentations;
-  stats_.total_bytes_reclaimed += report.bytes_reclaimed;
-
-  LOG(INFO) << "defragmentation "
-            << (report.complete ? std::string("finished")
-                                : absl::StrCat("stopped (", stop_reason, ")"))
-            << ": reclaimed=" << report.bytes_reclaimed
-            << " moved=" << report.bytes_moved << " bytes in "
-            << report.blocks_moved
-            << " blocks, pools cleaned=" << report.pools_cleaned
-            << " skipped=" << report.pools_skipped
-            << " partial=" << report.pools_partial
-            << " failed=" << report.pools_failed
-            << " time=" << absl::FormatDuration(report.duration)
-            << " slices=" << report.slices
-            << " longest=" << absl::FormatDuration(report.max_slice)
-            << " rss=" << report.rss_before_bytes << "->"
-            << report.rss_after_bytes
-            << " (pools=" << report.pools_resident_after_bytes
-            << ", heap trim released " << report.heap_released_bytes << ")";
-  for (const pools::PoolDefragReport& pool : report.pools) {
-    VLOG(1) << "defragmentation of the " << pools::PoolName(pool.pool)
-            << " pool: " << pools::DefragOutcomeName(pool.outcome)
-            << (pool.reason.empty() ? "" : " (" + pool.reason + ")")
-            << " fragmentation "
-            << absl::StrFormat("%.1f%% -> %.1f%%",
-                               100 * pool.before.FragmentationRatio(),
-                               100 * pool.after.FragmentationRatio())
-            << " reclaimed=" << pool.bytes_reclaimed
-            << " moved=" << pool.bytes_moved << " bytes in "
-            << pool.blocks_moved
-            << " blocks, spans released=" << pool.spans_released
-            << " time=" << absl::FormatDuration(pool.duration);
-  }
+  const pools::DefragStopReason stop_reason =
+      RunSlices(session, StopTime(start, command.deadline), &command);
+  pools::DefragReport report = session.End(
+      stop_reason, [this] { return TrimHeap(); }, stats_);
   if (command.IsCancelled()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(absl::CancelledError(
                        "the client cancelled; the defragmentation stopped at "

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "worker/channel.h"
 #include "worker/command.h"
+#include "worker/defrag_session.h"
 #include "worker/pools/pool_set.h"
 #include "worker/worker_stats.h"
 
@@ -120,11 +121,13 @@ class Worker {
   void Handle(AnalyzeOp& op);
   // A defragmentation, in slices, serving other commands between them.
   void RunDefrag(const Command& command, DefragOp& op);
-  // Runs the slices of the defragmentation begun in pools_ until it is done,
-  // `stop_at` passes, `command` (if any) is cancelled or the channel closes.
-  // Between slices it serves queued commands and retries waiting
-  // allocations. Returns why it stopped early ("" when done).
-  std::string RunSlices(absl::Time stop_at, const Command* command);
+  // Runs the slices of `session` until it is done, `stop_at` passes,
+  // `command` (if any) is cancelled, the channel closes, or (for a
+  // memory-limit session) no allocation waits for room any more. Between
+  // slices it serves queued commands and retries waiting allocations.
+  // Returns why it stopped (kFinished when done).
+  pools::DefragStopReason RunSlices(DefragSession& session, absl::Time stop_at,
+                                    const Command* command);
   // A defragmentation of every pool, in slices, for the allocations waiting
   // for room under the memory limit (it stops once none waits); then
   // completes every one of them: RESOURCE_EXHAUSTED if it still does not

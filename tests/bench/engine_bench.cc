@@ -120,9 +120,9 @@ void BM_Compaction(benchmark::State& state) {
 
     auto t0 = Clock::now();
     if (!pools->BeginDefrag({pool}).ok()) std::abort();
-    while (!pools->DefragStep(absl::Milliseconds(1))) {
+    while (!pools->DefragStep(absl::Milliseconds(1)).done) {
     }
-    const DefragReport report = pools->EndDefrag("");
+    const DefragReport report = pools->EndDefrag(DefragStopReason::kFinished);
     auto t1 = Clock::now();
     for (size_t b = 0; b < blocks; ++b) {
       std::memcpy(&to[b * slot], &from[b * slot], slot);

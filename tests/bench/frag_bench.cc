@@ -170,9 +170,9 @@ int Main() {
     PoolSet& pools = *allocator.pools();
     const PoolSetStats stats = pools.Stats(false);
     if (!pools.BeginDefrag({}).ok()) return 1;
-    while (!pools.DefragStep(absl::Milliseconds(1))) {
+    while (!pools.DefragStep(absl::Milliseconds(1)).done) {
     }
-    const DefragReport report = pools.EndDefrag("");
+    const DefragReport report = pools.EndDefrag(DefragStopReason::kFinished);
     const uint64_t rss_after = OsMemory::ProcessRssBytes() - baseline;
     const PoolSetStats after = pools.Stats(false);
     std::string per_pool;

@@ -302,7 +302,7 @@ grpc::Status AllocateAtTheLimitCompactsFirst(Env& env) {
       return internal(intact.ToString());
     }
     if (!absl::StrContains(env.poold->Log(),
-                           "memory limit: defragmented to make room")) {
+                           "origin=memory limit reclaimed=")) {
       return internal("poold did not say it compacted");
     }
   }

@@ -39,7 +39,8 @@ class Harness {
   }
 
   ~Harness() {
-    if (pools_->defrag_running()) pools_->EndDefrag("end of input");
+    if (pools_->defrag_running())
+      pools_->EndDefrag(poold::pools::DefragStopReason::kShutdown);
     CheckAll();
   }
 
@@ -76,7 +77,7 @@ class Harness {
           break;
         case 9:
           if (pools_->defrag_running()) {
-            pools_->EndDefrag("stopped");
+            pools_->EndDefrag(poold::pools::DefragStopReason::kDeadline);
             CheckAll();
           }
           break;
@@ -199,11 +200,12 @@ class Harness {
 
   void StepDefrag(FuzzedDataProvider& in) {
     if (!pools_->defrag_running()) return;
-    const bool done = pools_->DefragStep(
+    const poold::pools::DefragProgress progress = pools_->DefragStep(
         absl::Microseconds(in.ConsumeIntegralInRange<int>(0, 100)));
     CheckAll();
-    if (done) {
-      const auto report = pools_->EndDefrag("");
+    if (progress.done) {
+      const auto report =
+          pools_->EndDefrag(poold::pools::DefragStopReason::kFinished);
       Check(report.complete, "finished defrag is complete");
       CheckAll();
     }

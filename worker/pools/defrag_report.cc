@@ -1,4 +1,5 @@
-// Names of defragmentation outcomes, for logs and clients.
+// Names of defragmentation outcomes, origins and stop reasons, for logs and
+// clients.
 #include "worker/pools/defrag_report.h"
 
 namespace poold::pools {
@@ -13,6 +14,32 @@ absl::string_view DefragOutcomeName(DefragOutcome outcome) {
       return "partial";
     case DefragOutcome::kFailed:
       return "failed";
+  }
+  return "unknown";
+}
+
+absl::string_view DefragOriginName(DefragOrigin origin) {
+  switch (origin) {
+    case DefragOrigin::kRpc:
+      return "rpc";
+    case DefragOrigin::kMemoryLimit:
+      return "memory limit";
+  }
+  return "unknown";
+}
+
+absl::string_view DefragStopReasonText(DefragStopReason reason) {
+  switch (reason) {
+    case DefragStopReason::kFinished:
+      return "finished";
+    case DefragStopReason::kDeadline:
+      return "deadline exceeded";
+    case DefragStopReason::kCancelled:
+      return "cancelled by the client";
+    case DefragStopReason::kShutdown:
+      return "server shutting down";
+    case DefragStopReason::kNoneWaiting:
+      return "no allocation waits for room any more";
   }
   return "unknown";
 }

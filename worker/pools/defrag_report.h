@@ -21,6 +21,38 @@ enum class DefragOutcome : uint8_t {
 
 absl::string_view DefragOutcomeName(DefragOutcome outcome);
 
+// Who asked for a defragmentation.
+enum class DefragOrigin : uint8_t {
+  kRpc,          // a TriggerDefragmentation call
+  kMemoryLimit,  // allocations waiting for room under the memory limit
+};
+
+// "rpc", "memory limit": for logs and clients.
+absl::string_view DefragOriginName(DefragOrigin origin);
+
+// Why a defragmentation ended.
+enum class DefragStopReason : uint8_t {
+  kFinished,     // every pool asked for was done
+  kDeadline,     // the caller's deadline (or the test's budget) ran out
+  kCancelled,    // the client cancelled
+  kShutdown,     // the server is shutting down
+  kNoneWaiting,  // a memory-limit run: no allocation waits for room any more
+};
+
+// The reason in words, as reports and logs show it ("deadline exceeded").
+absl::string_view DefragStopReasonText(DefragStopReason reason);
+
+// What one slice of a defragmentation did.
+struct DefragProgress {
+  bool done = false;         // the defragmentation has finished
+  uint64_t bytes_moved = 0;  // block bytes copied in this slice
+  // Change of the pools' resident bytes in it: a slice can commit pages in
+  // the spans it fills as well as return those it empties, so a slice's net
+  // drop is bytes_reclaimed - bytes_committed (one of them is 0).
+  uint64_t bytes_reclaimed = 0;
+  uint64_t bytes_committed = 0;
+};
+
 struct PoolDefragReport {
   PoolKind pool = PoolKind::kSmall;
   DefragOutcome outcome = DefragOutcome::kSkipped;
@@ -58,6 +90,9 @@ struct DefragReport {
   uint64_t pools_resident_before_bytes = 0;
   uint64_t pools_resident_after_bytes = 0;
   bool complete = false;
+  // Who asked for it (filled by the caller), and why it ended.
+  DefragOrigin origin = DefragOrigin::kRpc;
+  DefragStopReason stop_reason = DefragStopReason::kFinished;
 };
 
 }  // namespace poold::pools

@@ -22,6 +22,9 @@ struct PoolSet::DefragRun {
   absl::Time pool_start;
   absl::Time start;
   DefragReport report;
+
+  // Block bytes copied so far, the pool in progress included.
+  uint64_t bytes_moved() const;
 };
 
 PoolSet::PoolSet(const PoolSetOptions& options) : options_(options) {}
@@ -361,11 +364,18 @@ void PoolSet::FinishPool(DefragOutcome outcome, absl::string_view reason) {
   ++run.current;
 }
 
-bool PoolSet::DefragStep(absl::Duration budget) {
+uint64_t PoolSet::DefragRun::bytes_moved() const {
+  return report.bytes_moved +
+         (compactor.has_value() ? compactor->bytes_moved() : 0);
+}
+
+DefragProgress PoolSet::DefragStep(absl::Duration budget) {
   CHECK(run_ != nullptr);
   DefragRun& run = *run_;
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + budget;
+  const uint64_t moved_before = run.bytes_moved();
+  const uint64_t resident_before = resident_bytes();
   while (run.current < run.pools.size()) {
     if (!StepPool(deadline)) break;
     if (absl::Now() >= deadline) break;
@@ -373,23 +383,39 @@ bool PoolSet::DefragStep(absl::Duration budget) {
   const absl::Duration slice = absl::Now() - start;
   ++run.report.slices;
   run.report.max_slice = std::max(run.report.max_slice, slice);
-  const bool done = run.current >= run.pools.size();
-  if (done) run.report.complete = true;
-  return done;
+  DefragProgress progress;
+  progress.done = run.current >= run.pools.size();
+  if (progress.done) run.report.complete = true;
+  progress.bytes_moved = run.bytes_moved() - moved_before;
+  const uint64_t resident_after = resident_bytes();
+  if (resident_before > resident_after) {
+    progress.bytes_reclaimed = resident_before - resident_after;
+  } else {
+    progress.bytes_committed = resident_after - resident_before;
+  }
+  return progress;
 }
 
-DefragReport PoolSet::EndDefrag(absl::string_view stop_reason) {
+DefragReport PoolSet::EndDefrag(DefragStopReason stop_reason) {
   CHECK(run_ != nullptr);
   DefragRun& run = *run_;
+  // A defragmentation that finished says so, whatever the caller's reason;
+  // one stopped early never says it finished.
+  run.report.stop_reason = DefragStopReason::kFinished;
   if (run.current < run.pools.size()) {
-    if (run.pool_started) FinishPool(DefragOutcome::kPartial, stop_reason);
+    run.report.stop_reason = stop_reason == DefragStopReason::kFinished
+                                 ? DefragStopReason::kDeadline
+                                 : stop_reason;
+    const absl::string_view reason =
+        DefragStopReasonText(run.report.stop_reason);
+    if (run.pool_started) FinishPool(DefragOutcome::kPartial, reason);
     while (run.current < run.pools.size()) {
       run.pool_report = PoolDefragReport{};
       run.pool_report.pool = run.pools[run.current];
       run.pool_report.before = StatsOf(run.pool_report.pool, false).stats;
       run.pool_start = absl::Now();
       FinishPool(DefragOutcome::kSkipped,
-                 absl::StrCat("not started: ", stop_reason));
+                 absl::StrCat("not started: ", reason));
     }
     run.report.complete = false;
   }

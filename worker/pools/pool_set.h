@@ -93,15 +93,18 @@ class PoolSet {
 
   bool defrag_running() const { return run_ != nullptr; }
 
-  // Runs the defragmentation for about `budget` (one slice). Returns true
-  // when it has finished. REQUIRES: defrag_running().
-  bool DefragStep(absl::Duration budget);
-
-  // Ends the defragmentation and returns its report. If it has not finished,
-  // it stops at once (memory consistent; the pool in progress is PARTIAL and
-  // pools not reached are SKIPPED, both with `stop_reason`).
+  // Runs the defragmentation for about `budget` (one slice) and says what
+  // that slice did, and whether the defragmentation has finished.
   // REQUIRES: defrag_running().
-  DefragReport EndDefrag(absl::string_view stop_reason);
+  DefragProgress DefragStep(absl::Duration budget);
+
+  // Ends the defragmentation and returns its report. If it has finished,
+  // the report's stop_reason is kFinished. If not, it stops at once (memory
+  // consistent; the pool in progress is PARTIAL and pools not reached are
+  // SKIPPED, both with the reason's text) and the report carries
+  // `stop_reason` (kFinished then counts as kDeadline).
+  // REQUIRES: defrag_running().
+  DefragReport EndDefrag(DefragStopReason stop_reason);
 
   // Returns to the OS the empty memory cached for longer than
   // options().cache_decay. Cheap when there is none; call it periodically.

@@ -448,6 +448,7 @@ TEST(WorkerDefragTest, StopsNearItsDeadlineWithAPartialReport) {
   // slice (a slow, sanitized build), or while it was queued.
   if (report.ok()) {
     EXPECT_FALSE(report->complete);
+    EXPECT_EQ(report->stop_reason, pools::DefragStopReason::kDeadline);
     const pools::PoolDefragReport& pool = report->pools[0];
     if (pool.outcome == pools::DefragOutcome::kPartial) {
       EXPECT_EQ(pool.reason, "deadline exceeded");
@@ -483,8 +484,12 @@ TEST(WorkerDefragTest, LongSlicesStillAnswerBeforeTheDeadline) {
   worker.Stop();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_LT(answered, deadline);
+  EXPECT_EQ(report->origin, pools::DefragOrigin::kRpc);
   if (!report->complete) {
+    EXPECT_EQ(report->stop_reason, pools::DefragStopReason::kDeadline);
     EXPECT_EQ(report->pools[0].reason, "deadline exceeded");
+  } else {
+    EXPECT_EQ(report->stop_reason, pools::DefragStopReason::kFinished);
   }
 }
 
@@ -532,6 +537,7 @@ TEST(WorkerDefragTest, StopDuringADefragmentationEndsItConsistently) {
   worker.Stop();
   ASSERT_TRUE(report.ok()) << report.status();
   if (!report->complete) {
+    EXPECT_EQ(report->stop_reason, pools::DefragStopReason::kShutdown);
     EXPECT_EQ(report->pools[0].reason, "server shutting down");
   }
 }
@@ -800,9 +806,9 @@ TEST(WorkerMemoryLimitTest, FullPoolsRefuseAtOnceWithoutDefragmenting) {
     }
     if (pools->reclaimable_bytes() == 0) break;
     ASSERT_TRUE(pools->BeginDefrag({}).ok());
-    while (!pools->DefragStep(absl::Milliseconds(10))) {
+    while (!pools->DefragStep(absl::Milliseconds(10)).done) {
     }
-    pools->EndDefrag("");
+    pools->EndDefrag(pools::DefragStopReason::kFinished);
   }
   Worker worker({.channel_capacity = 16}, std::move(pools));
   Journal journal;

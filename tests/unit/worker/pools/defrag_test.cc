@@ -92,9 +92,9 @@ TEST(DefragTest, CompactsFragmentedSmallPoolExactlyAsProjected) {
 
   const uint64_t rss_before = OsMemory::ProcessRssBytes();
   ASSERT_TRUE(pools.BeginDefrag({}).ok());
-  while (!pools.DefragStep(absl::Milliseconds(1))) {
+  while (!pools.DefragStep(absl::Milliseconds(1)).done) {
   }
-  const DefragReport report = pools.EndDefrag("");
+  const DefragReport report = pools.EndDefrag(DefragStopReason::kFinished);
   const uint64_t rss_after = OsMemory::ProcessRssBytes();
 
   ASSERT_TRUE(report.complete);
@@ -179,9 +179,9 @@ TEST(DefragTest, MediumAndLargePoolsReturnTheirMemory) {
   ASSERT_GT(large.bytes_to_reclaim, 0u);
   const uint64_t rss_before = OsMemory::ProcessRssBytes();
   ASSERT_TRUE(pools->BeginDefrag({PoolKind::kLarge, PoolKind::kMedium}).ok());
-  while (!pools->DefragStep(absl::Milliseconds(1))) {
+  while (!pools->DefragStep(absl::Milliseconds(1)).done) {
   }
-  const DefragReport report = pools->EndDefrag("");
+  const DefragReport report = pools->EndDefrag(DefragStopReason::kFinished);
   const uint64_t rss_after = OsMemory::ProcessRssBytes();
   ASSERT_EQ(report.pools.size(), 2u);
   EXPECT_EQ(report.pools[0].pool, PoolKind::kMedium);  // pool order
@@ -204,14 +204,15 @@ TEST(DefragTest, StoppedEarlyIsPartialConsistentAndSaysWhy) {
   ASSERT_TRUE(pools.BeginDefrag({}).ok());
   EXPECT_EQ(pools.BeginDefrag({}).code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_FALSE(pools.DefragStep(absl::Microseconds(50)));
+  EXPECT_FALSE(pools.DefragStep(absl::Microseconds(50)).done);
   // Operations between slices keep working.
   auto extra = pools.Allocate(100, "between slices");
   ASSERT_TRUE(extra.ok());
   f.blocks.emplace_back(extra->handle, 100);
   ASSERT_TRUE(pools.Write(extra->handle, 0, Pattern(extra->handle, 100)).ok());
-  const DefragReport report = pools.EndDefrag("deadline exceeded");
+  const DefragReport report = pools.EndDefrag(DefragStopReason::kDeadline);
   EXPECT_FALSE(report.complete);
+  EXPECT_EQ(report.stop_reason, DefragStopReason::kDeadline);
   ASSERT_EQ(report.pools.size(), 3u);
   EXPECT_EQ(report.pools[0].outcome, DefragOutcome::kPartial);
   EXPECT_EQ(report.pools[0].reason, "deadline exceeded");
@@ -222,21 +223,66 @@ TEST(DefragTest, StoppedEarlyIsPartialConsistentAndSaysWhy) {
   // A later full run finishes the job.
   const PoolAnalysis projected = pools.Analyze(PoolKind::kSmall);
   ASSERT_TRUE(pools.BeginDefrag({PoolKind::kSmall}).ok());
-  while (!pools.DefragStep(absl::Milliseconds(1))) {
+  while (!pools.DefragStep(absl::Milliseconds(1)).done) {
   }
-  const DefragReport second = pools.EndDefrag("");
+  const DefragReport second = pools.EndDefrag(DefragStopReason::kFinished);
   EXPECT_TRUE(second.complete);
   EXPECT_EQ(second.pools[0].bytes_reclaimed, projected.bytes_to_reclaim);
   EXPECT_EQ(pools.Stats(false).total.reclaimable_bytes, 0u);
   ExpectIntact(pools, f.blocks);
 }
 
+TEST(DefragTest, EachSliceSaysWhatItMovedAndReclaimed) {
+  Fragmented f = MakeFragmented(16 << 20, 100, 0.9, 131);
+  PoolSet& pools = *f.pools;
+  const PoolAnalysis projected = pools.Analyze(PoolKind::kSmall);
+  ASSERT_GT(projected.bytes_to_move, 0u);
+  const uint64_t resident_before = pools.resident_bytes();
+  ASSERT_TRUE(pools.BeginDefrag({PoolKind::kSmall}).ok());
+  uint64_t moved = 0;
+  uint64_t reclaimed = 0;
+  uint64_t committed = 0;
+  int slices_that_moved = 0;
+  while (true) {
+    const DefragProgress progress = pools.DefragStep(absl::Microseconds(200));
+    moved += progress.bytes_moved;
+    reclaimed += progress.bytes_reclaimed;
+    committed += progress.bytes_committed;
+    EXPECT_TRUE(progress.bytes_reclaimed == 0 || progress.bytes_committed == 0);
+    if (progress.bytes_moved > 0) ++slices_that_moved;
+    if (progress.done) break;
+  }
+  // A finished run says kFinished whatever reason the caller gives.
+  const DefragReport report = pools.EndDefrag(DefragStopReason::kCancelled);
+  EXPECT_TRUE(report.complete);
+  EXPECT_EQ(report.stop_reason, DefragStopReason::kFinished);
+  EXPECT_EQ(moved, report.bytes_moved);
+  EXPECT_EQ(moved, projected.bytes_to_move);
+  EXPECT_GT(slices_that_moved, 1);
+  // Nothing else ran between the slices, so their net drops add up to the
+  // pools' whole drop.
+  EXPECT_EQ(reclaimed - committed, resident_before - pools.resident_bytes());
+  EXPECT_EQ(reclaimed - committed, report.bytes_reclaimed);
+  ExpectIntact(pools, f.blocks);
+}
+
+TEST(DefragTest, StoppedBeforeTheFirstSliceNeverSaysFinished) {
+  Fragmented f = MakeFragmented(1 << 20, 100, 0.9, 132);
+  PoolSet& pools = *f.pools;
+  ASSERT_TRUE(pools.BeginDefrag({}).ok());
+  const DefragReport report = pools.EndDefrag(DefragStopReason::kFinished);
+  EXPECT_FALSE(report.complete);
+  EXPECT_EQ(report.stop_reason, DefragStopReason::kDeadline);
+  EXPECT_EQ(report.pools_skipped, 3u);
+  ExpectIntact(pools, f.blocks);
+}
+
 // Runs a whole defragmentation of every pool in 1 ms slices.
 DefragReport DefragmentAll(PoolSet& pools) {
   EXPECT_TRUE(pools.BeginDefrag({}).ok());
-  while (!pools.DefragStep(absl::Milliseconds(1))) {
+  while (!pools.DefragStep(absl::Milliseconds(1)).done) {
   }
-  return pools.EndDefrag("");
+  return pools.EndDefrag(DefragStopReason::kFinished);
 }
 
 TEST(DefragTest, TailBlocksMoveIntoTheLowestSlotsAndTheRestIsReturned) {
@@ -337,8 +383,8 @@ TEST(DefragTest, NothingToGainIsSkipped) {
   auto pools = *PoolSet::Create(options);
   ASSERT_TRUE(pools->Allocate(100, "x").ok());
   ASSERT_TRUE(pools->BeginDefrag({}).ok());
-  EXPECT_TRUE(pools->DefragStep(absl::Milliseconds(1)));
-  const DefragReport report = pools->EndDefrag("");
+  EXPECT_TRUE(pools->DefragStep(absl::Milliseconds(1)).done);
+  const DefragReport report = pools->EndDefrag(DefragStopReason::kFinished);
   EXPECT_TRUE(report.complete);
   EXPECT_EQ(report.pools_skipped, 3u);
   EXPECT_EQ(report.pools[0].reason, "nothing to reclaim");

@@ -194,9 +194,12 @@ class Model {
     for (PoolKind p : kAllPools) projected.push_back(pools_->Analyze(p));
     ASSERT_TRUE(pools_->BeginDefrag(which).ok());
     int slices = 0;
+    uint64_t moved_by_slices = 0;
     while (true) {
-      const bool done =
+      const DefragProgress progress =
           pools_->DefragStep(absl::Microseconds(absl::Uniform(gen_, 0, 200)));
+      const bool done = progress.done;
+      moved_by_slices += progress.bytes_moved;
       ++slices;
       CheckAfterSlice(slices);
       CheckCounters();
@@ -209,7 +212,9 @@ class Model {
         if (::testing::Test::HasFatalFailure()) return;
       }
     }
-    const DefragReport report = pools_->EndDefrag("stopped by the test");
+    const DefragReport report = pools_->EndDefrag(DefragStopReason::kDeadline);
+    // What the slices said they moved is what the report says was moved.
+    ASSERT_EQ(moved_by_slices, report.bytes_moved);
     CheckAll();
     CheckCounters();
     CheckResidency();

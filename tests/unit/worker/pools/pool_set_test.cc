@@ -205,9 +205,9 @@ TEST(PoolSetTest, MemoryLimitRefusesUntilADefragmentationMakesRoom) {
   // A defragmentation (in slices) returns exactly that much; then 200-byte
   // blocks for 40% of the bytes freed fit.
   ASSERT_TRUE(pools->BeginDefrag({}).ok());
-  while (!pools->DefragStep(absl::Milliseconds(1))) {
+  while (!pools->DefragStep(absl::Milliseconds(1)).done) {
   }
-  const DefragReport report = pools->EndDefrag("");
+  const DefragReport report = pools->EndDefrag(DefragStopReason::kFinished);
   EXPECT_EQ(report.bytes_reclaimed, reclaimable);
   EXPECT_EQ(pools->reclaimable_bytes(), 0u);
   std::vector<uint64_t> more;
