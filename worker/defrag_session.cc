@@ -52,6 +52,7 @@ absl::Status DefragSession::Begin(const std::vector<pools::PoolKind>& pools) {
     return status;
   }
   running_ = true;
+  started_at_ = absl::Now();
   const pools::PoolSetStats stats = engine_.Stats(false);
   LOG(INFO) << "defragmentation started (" << pools::DefragOriginName(origin_)
             << "): pools=" << PoolNames(pools)
@@ -78,6 +79,7 @@ pools::DefragReport DefragSession::End(pools::DefragStopReason reason,
   running_ = false;
   pools::DefragReport report = engine_.EndDefrag(reason);
   report.origin = origin_;
+  report.started_at = started_at_;
   report.heap_released_bytes = trim_heap();
   report.rss_before_bytes = rss_before_;
   report.rss_after_bytes = pools::OsMemory::ProcessRssBytes();
@@ -87,6 +89,9 @@ pools::DefragReport DefragSession::End(pools::DefragStopReason reason,
       break;
     case pools::DefragOrigin::kMemoryLimit:
       ++stats.memory_limit_defragmentations;
+      break;
+    case pools::DefragOrigin::kAutomatic:
+      ++stats.automatic_defragmentations;
       break;
   }
   stats.total_bytes_reclaimed += report.bytes_reclaimed;

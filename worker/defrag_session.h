@@ -64,6 +64,7 @@ class DefragSession {
   pools::PoolSet& engine_;
   const pools::DefragOrigin origin_;
   bool running_ = false;
+  absl::Time started_at_;
   uint64_t rss_before_ = 0;
   uint64_t bytes_moved_ = 0;
   uint64_t reclaimed_ = 0;

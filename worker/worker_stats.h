@@ -58,6 +58,7 @@ struct WorkerStats {
   uint64_t defragmentations = 0;  // TriggerDefragmentation runs
   uint64_t total_bytes_reclaimed = 0;          // by every defragmentation
   uint64_t memory_limit_defragmentations = 0;  // run to make room
+  uint64_t automatic_defragmentations = 0;     // run by --auto_defrag
   uint64_t allocations_waiting_for_room = 0;   // when the snapshot was taken
   uint64_t heap_trims = 0;           // malloc heap handed back to the OS
   uint64_t heap_bytes_released = 0;  // RSS those trims returned

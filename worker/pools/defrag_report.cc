@@ -24,6 +24,8 @@ absl::string_view DefragOriginName(DefragOrigin origin) {
       return "rpc";
     case DefragOrigin::kMemoryLimit:
       return "memory limit";
+    case DefragOrigin::kAutomatic:
+      return "automatic";
   }
   return "unknown";
 }
@@ -40,6 +42,10 @@ absl::string_view DefragStopReasonText(DefragStopReason reason) {
       return "server shutting down";
     case DefragStopReason::kNoneWaiting:
       return "no allocation waits for room any more";
+    case DefragStopReason::kPreempted:
+      return "gave way to a requested defragmentation";
+    case DefragStopReason::kTargetReached:
+      return "fragmentation below the stop threshold";
   }
   return "unknown";
 }

@@ -25,6 +25,7 @@ absl::string_view DefragOutcomeName(DefragOutcome outcome);
 enum class DefragOrigin : uint8_t {
   kRpc,          // a TriggerDefragmentation call
   kMemoryLimit,  // allocations waiting for room under the memory limit
+  kAutomatic,    // the worker's own policy (--auto_defrag)
 };
 
 // "rpc", "memory limit": for logs and clients.
@@ -32,11 +33,13 @@ absl::string_view DefragOriginName(DefragOrigin origin);
 
 // Why a defragmentation ended.
 enum class DefragStopReason : uint8_t {
-  kFinished,     // every pool asked for was done
-  kDeadline,     // the caller's deadline (or the test's budget) ran out
-  kCancelled,    // the client cancelled
-  kShutdown,     // the server is shutting down
-  kNoneWaiting,  // a memory-limit run: no allocation waits for room any more
+  kFinished,       // every pool asked for was done
+  kDeadline,       // the caller's deadline (or the test's budget) ran out
+  kCancelled,      // the client cancelled
+  kShutdown,       // the server is shutting down
+  kNoneWaiting,    // a memory-limit run: no allocation waits for room any more
+  kPreempted,      // an automatic run gave way to a requested one
+  kTargetReached,  // an automatic run: fragmentation below its stop threshold
 };
 
 // The reason in words, as reports and logs show it ("deadline exceeded").
@@ -90,8 +93,10 @@ struct DefragReport {
   uint64_t pools_resident_before_bytes = 0;
   uint64_t pools_resident_after_bytes = 0;
   bool complete = false;
-  // Who asked for it (filled by the caller), and why it ended.
+  // Who asked for it and when it began (filled by the caller), and why it
+  // ended.
   DefragOrigin origin = DefragOrigin::kRpc;
+  absl::Time started_at = absl::InfinitePast();
   DefragStopReason stop_reason = DefragStopReason::kFinished;
 };
 

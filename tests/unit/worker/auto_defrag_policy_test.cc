@@ -1,0 +1,266 @@
+// Tests of the automatic defragmentation policy, as the pure functions it is.
+#include "worker/auto_defrag_policy.h"
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace poold {
+namespace {
+
+using pools::DefragReport;
+using pools::DefragStopReason;
+using pools::FragmentationStats;
+using pools::PoolKind;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
+
+AutoDefragOptions On() {
+  AutoDefragOptions options;
+  options.enabled = true;
+  options.min_reclaimable_bytes = 4 * kMiB;
+  options.start_fragmentation = 0.10;
+  options.stop_fragmentation = 0.05;
+  options.min_cpu_share = 0.01;
+  options.max_cpu_share = 0.25;
+  options.interval = absl::Seconds(1);
+  options.max_backoff = absl::Seconds(16);
+  return options;
+}
+
+// Pool statistics with `live` and `resident` bytes and `reclaimable` in the
+// small and medium pools (split 1:3), none in the large one.
+AutoDefragInput Input(uint64_t live, uint64_t resident, uint64_t reclaimable,
+                      uint64_t mutations = 1) {
+  AutoDefragInput input;
+  input.now = kNow;
+  input.mutations = mutations;
+  FragmentationStats& small = input.stats.pools[0].stats;
+  FragmentationStats& medium = input.stats.pools[1].stats;
+  small.reclaimable_bytes = reclaimable / 4;
+  medium.reclaimable_bytes = reclaimable - reclaimable / 4;
+  small.live_bytes = live / 2;
+  medium.live_bytes = live - live / 2;
+  small.resident_bytes = resident / 2;
+  medium.resident_bytes = resident - resident / 2;
+  for (const pools::PoolStats& pool : input.stats.pools) {
+    input.stats.total.Add(pool.stats);
+  }
+  return input;
+}
+
+FragmentationStats Total(uint64_t live, uint64_t resident,
+                         uint64_t reclaimable) {
+  return Input(live, resident, reclaimable).stats.total;
+}
+
+DefragReport Report(DefragStopReason reason, uint64_t reclaimed) {
+  DefragReport report;
+  report.stop_reason = reason;
+  report.bytes_reclaimed = reclaimed;
+  return report;
+}
+
+TEST(AutoDefragPolicyTest, DisabledNeverLooksNorRuns) {
+  AutoDefragOptions options = On();
+  options.enabled = false;
+  AutoDefragHistory history;
+  EXPECT_FALSE(AutoDefragWantsLook(options, history, 5, kNow));
+  const AutoDefragDecision d = DecideAutoDefrag(
+      options, history, Input(100 * kMiB, 200 * kMiB, 90 * kMiB));
+  EXPECT_FALSE(d.run);
+  EXPECT_EQ(d.state, AutoDefragState::kDisabled);
+  EXPECT_EQ(d.next_look, absl::InfiniteFuture());
+  EXPECT_THAT(d.reason, HasSubstr("--auto_defrag=false"));
+}
+
+TEST(AutoDefragPolicyTest, RunsWhenFragmentedAndWorthIt) {
+  AutoDefragHistory history;
+  ASSERT_TRUE(AutoDefragWantsLook(On(), history, 1, kNow));
+  // 40 MiB resident for 30 MiB live: 25% fragmentation, 9 MiB reclaimable.
+  const AutoDefragDecision d =
+      DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
+  EXPECT_TRUE(d.run);
+  EXPECT_EQ(d.state, AutoDefragState::kRunning);
+  EXPECT_THAT(d.pools, ElementsAre(PoolKind::kSmall, PoolKind::kMedium));
+  EXPECT_EQ(d.aimed_bytes, 9 * kMiB);
+  // 25% is past twice the 10% start threshold: the ceiling.
+  EXPECT_DOUBLE_EQ(d.cpu_share, 0.25);
+  EXPECT_EQ(d.decided_at, kNow);
+  EXPECT_EQ(d.next_look, kNow + absl::Seconds(1));
+  EXPECT_EQ(d.reason,
+            "fragmentation 25.0% at or above the 10.0% start threshold and "
+            "9.0 MiB reclaimable (minimum 4.0 MiB): defragmenting "
+            "small,medium at 25.0% of a core");
+}
+
+TEST(AutoDefragPolicyTest, BudgetRisesFromFloorToCeilingWithFragmentation) {
+  AutoDefragHistory history;
+  // 10% fragmentation: the floor; 15%: half way; 20% and more: the ceiling.
+  EXPECT_NEAR(
+      DecideAutoDefrag(On(), history, Input(89 * kMiB, 100 * kMiB, 8 * kMiB))
+          .cpu_share,
+      0.01 + 0.24 * 0.1, 1e-9);
+  EXPECT_NEAR(
+      DecideAutoDefrag(On(), history, Input(85 * kMiB, 100 * kMiB, 8 * kMiB))
+          .cpu_share,
+      0.13, 1e-9);
+  EXPECT_NEAR(
+      DecideAutoDefrag(On(), history, Input(50 * kMiB, 100 * kMiB, 8 * kMiB))
+          .cpu_share,
+      0.25, 1e-9);
+}
+
+TEST(AutoDefragPolicyTest, TooLittleToReclaimIsNoRunAndSaysWhy) {
+  AutoDefragHistory history;
+  // Heavily fragmented, but compaction could return only 3 MiB: fragmentation
+  // it cannot fix (a page per size class, metadata) does not start a run.
+  const AutoDefragDecision d =
+      DecideAutoDefrag(On(), history, Input(10 * kMiB, 20 * kMiB, 3 * kMiB));
+  EXPECT_FALSE(d.run);
+  EXPECT_EQ(d.state, AutoDefragState::kIdle);
+  EXPECT_EQ(d.reason,
+            "reclaimable 3.0 MiB below the 4.0 MiB minimum (fragmentation "
+            "50.0%)");
+  const AutoDefragDecision none =
+      DecideAutoDefrag(On(), history, Input(10 * kMiB, 20 * kMiB, 0));
+  EXPECT_FALSE(none.run);
+  EXPECT_EQ(none.reason, "nothing to reclaim (fragmentation 50.0%)");
+}
+
+TEST(AutoDefragPolicyTest, BelowTheStartThresholdIsNoRun) {
+  AutoDefragHistory history;
+  const AutoDefragDecision d = DecideAutoDefrag(
+      On(), history, Input(920 * kMiB, 1000 * kMiB, 50 * kMiB));
+  EXPECT_FALSE(d.run);
+  EXPECT_EQ(d.reason,
+            "fragmentation 8.0% below the 10.0% start threshold (reclaimable "
+            "50.0 MiB)");
+}
+
+TEST(AutoDefragPolicyTest, AnIdleServerIsNotLookedAtAgain) {
+  AutoDefragHistory history;
+  DecideAutoDefrag(On(), history, Input(90 * kMiB, 100 * kMiB, 1 * kMiB, 7));
+  EXPECT_FALSE(AutoDefragWantsLook(On(), history, 7, kNow + absl::Hours(1)));
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 8, kNow + absl::Seconds(1)));
+}
+
+TEST(AutoDefragPolicyTest, StopsBelowTheStopThreshold) {
+  EXPECT_EQ(AutoDefragStopReason(On(), Total(90 * kMiB, 100 * kMiB, 0)), "");
+  EXPECT_EQ(AutoDefragStopReason(On(), Total(96 * kMiB, 100 * kMiB, 0)),
+            "fragmentation 4.0% below the 5.0% stop threshold");
+}
+
+TEST(AutoDefragPolicyTest, ARunThatPaysKeepsLookingAtTheInterval) {
+  AutoDefragHistory history;
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
+                      Total(30 * kMiB, 31 * kMiB, 0), kNow);
+  EXPECT_EQ(history.runs, 1u);
+  EXPECT_EQ(history.poor_runs, 0);
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 2, kNow + absl::Seconds(1)));
+}
+
+TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
+  AutoDefragHistory history;
+  // Allocations during the runs used the room: each returned 1 of 8 MiB.
+  absl::Time now = kNow;
+  const absl::Duration expected[] = {absl::Seconds(2), absl::Seconds(4),
+                                     absl::Seconds(8), absl::Seconds(16),
+                                     absl::Seconds(16)};
+  for (absl::Duration wait : expected) {
+    RecordAutoDefragRun(On(), history,
+                        Report(DefragStopReason::kFinished, 1 * kMiB), 8 * kMiB,
+                        Total(30 * kMiB, 31 * kMiB, 0), now);
+    EXPECT_EQ(history.backoff_until, now + wait);
+    EXPECT_FALSE(AutoDefragWantsLook(On(), history, 99, now + wait / 2));
+    const AutoDefragDecision d =
+        DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
+    EXPECT_FALSE(d.run);
+    EXPECT_EQ(d.state, AutoDefragState::kBackingOff);
+    EXPECT_EQ(d.next_look, now + wait);
+    now += wait;
+    EXPECT_TRUE(AutoDefragWantsLook(On(), history, 100, now));
+  }
+  EXPECT_EQ(history.poor_runs, 5);
+  AutoDefragInput later = Input(30 * kMiB, 40 * kMiB, 9 * kMiB);
+  later.now = now;
+  EXPECT_TRUE(DecideAutoDefrag(On(), history, later).run);
+  // A run that pays ends the back-off.
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
+                      Total(30 * kMiB, 31 * kMiB, 0), now);
+  EXPECT_EQ(history.poor_runs, 0);
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 101, now));
+}
+
+TEST(AutoDefragPolicyTest, ClientsThatRefragmentAsFastAsItCleansBackItOff) {
+  AutoDefragHistory history;
+  // It returned all it aimed at, but fragmentation is back above the start
+  // threshold with plenty reclaimable again.
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
+                      Total(30 * kMiB, 40 * kMiB, 9 * kMiB), kNow);
+  EXPECT_EQ(history.poor_runs, 1);
+  EXPECT_FALSE(AutoDefragWantsLook(On(), history, 5, kNow));
+  const AutoDefragDecision d =
+      DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
+  EXPECT_EQ(d.state, AutoDefragState::kBackingOff);
+  EXPECT_EQ(d.reason,
+            "backing off: 1 run(s) in a row returned little (the last "
+            "returned 9.0 MiB of 9.0 MiB)");
+}
+
+TEST(AutoDefragPolicyTest, ReachingTheStopThresholdEarlyIsNotPoor) {
+  AutoDefragHistory history;
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kTargetReached, 1 * kMiB),
+                      8 * kMiB, Total(96 * kMiB, 100 * kMiB, 3 * kMiB), kNow);
+  EXPECT_EQ(history.poor_runs, 0);
+}
+
+TEST(AutoDefragPolicyTest, ARunThatGaveWayResumesDownToTheStopThreshold) {
+  AutoDefragHistory history;
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kPreempted, 1 * kMiB), 8 * kMiB,
+                      Total(92 * kMiB, 100 * kMiB, 7 * kMiB), kNow);
+  EXPECT_EQ(history.poor_runs, 0);
+  EXPECT_TRUE(history.unfinished);
+  // 8% is below the start threshold but above the stop one: it goes on.
+  EXPECT_TRUE(
+      AutoDefragWantsLook(On(), history, history.mutations_at_last_look, kNow));
+  const AutoDefragDecision d =
+      DecideAutoDefrag(On(), history, Input(92 * kMiB, 100 * kMiB, 7 * kMiB));
+  EXPECT_TRUE(d.run);
+  EXPECT_THAT(d.reason, HasSubstr("at or above the 5.0% stop threshold"));
+}
+
+TEST(AutoDefragPolicyTest, OptionsAreChecked) {
+  EXPECT_EQ(AutoDefragOptionsError(On()), "");
+  AutoDefragOptions o = On();
+  o.stop_fragmentation = 0.2;
+  EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("stop_fragmentation"));
+  o = On();
+  o.start_fragmentation = 1.5;
+  EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("start_fragmentation"));
+  o = On();
+  o.min_cpu_share = 0;
+  EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("min_cpu"));
+  o = On();
+  o.max_cpu_share = 2;
+  EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("max_cpu"));
+}
+
+TEST(AutoDefragPolicyTest, HumanBytes) {
+  EXPECT_EQ(HumanBytes(512), "512 B");
+  EXPECT_EQ(HumanBytes(3 * kMiB + kMiB / 10), "3.1 MiB");
+  EXPECT_EQ(HumanBytes(uint64_t{5} << 30), "5.0 GiB");
+}
+
+}  // namespace
+}  // namespace poold

@@ -1,0 +1,130 @@
+// AutoDefragPolicy: when the worker defragments on its own, which pools, at
+// what CPU budget, and why; pure functions of the pools' statistics and the
+// recent history, so they are tested without a worker or a clock.
+#ifndef POOLD_WORKER_AUTO_DEFRAG_POLICY_H_
+#define POOLD_WORKER_AUTO_DEFRAG_POLICY_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "worker/pools/defrag_report.h"
+#include "worker/pools/fragmentation_stats.h"
+#include "worker/pools/pool_kind.h"
+
+namespace poold {
+
+// The knobs (flags --auto_defrag*; Redis's activedefrag settings are the
+// model). Fragmentation is FragmentationStats::FragmentationRatio():
+// 1 - live / resident, of all pools together.
+struct AutoDefragOptions {
+  bool enabled = false;
+  // No run unless a full defragmentation would return at least this much
+  // (the pools' exact reclaimable_bytes).
+  uint64_t min_reclaimable_bytes = uint64_t{4} << 20;
+  // A run starts at this fragmentation or more, and stops once it is below
+  // stop_fragmentation. 0 <= stop <= start < 1.
+  double start_fragmentation = 0.10;
+  double stop_fragmentation = 0.05;
+  // Share of one core a run may use: min_cpu_share at start_fragmentation,
+  // rising linearly to max_cpu_share at twice it. 0 < min <= max <= 1.
+  double min_cpu_share = 0.01;
+  double max_cpu_share = 0.25;
+  // Time between two looks at the statistics, and the longest back-off.
+  absl::Duration interval = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Minutes(1);
+};
+
+// INVALID_ARGUMENT-style text when `options` break the rules above, else "".
+std::string AutoDefragOptionsError(const AutoDefragOptions& options);
+
+// What automatic defragmentation is doing now.
+enum class AutoDefragState : uint8_t {
+  kDisabled,    // --auto_defrag=false
+  kIdle,        // looking, nothing worth a run
+  kRunning,     // a run is in progress
+  kBackingOff,  // recent runs returned little; waiting before the next look
+};
+
+// "disabled", "idle", "running", "backing off".
+absl::string_view AutoDefragStateName(AutoDefragState state);
+
+// What the policy remembers of earlier looks and runs. The worker keeps it
+// and feeds it back; the functions below return its next value.
+struct AutoDefragHistory {
+  uint64_t runs = 0;
+  // Consecutive runs that returned little (see RecordAutoDefragRun), and
+  // when the back-off they caused ends.
+  int poor_runs = 0;
+  absl::Time backoff_until = absl::InfinitePast();
+  // The worker's count of allocations and frees at the last look and at the
+  // end of the last run: when it has not moved, nothing can have changed.
+  uint64_t mutations_at_last_look = 0;
+  bool looked = false;
+  // A run stopped before it was done (it gave way to a requested one): the
+  // next look restarts it down to the stop threshold, not the start one.
+  bool unfinished = false;
+  // What the last run aimed at and what it returned, for the reasons.
+  uint64_t last_aimed_bytes = 0;
+  uint64_t last_reclaimed_bytes = 0;
+};
+
+// What the worker gives the policy at a look.
+struct AutoDefragInput {
+  absl::Time now;
+  // Allocations and frees completed since the worker started.
+  uint64_t mutations = 0;
+  // The pools' statistics (Stats(false)), indexed by PoolIndex().
+  pools::PoolSetStats stats;
+};
+
+// The policy's answer.
+struct AutoDefragDecision {
+  AutoDefragState state = AutoDefragState::kDisabled;
+  bool run = false;
+  std::vector<pools::PoolKind> pools;  // when run: the pools worth it
+  double cpu_share = 0;                // when run: of one core
+  uint64_t aimed_bytes = 0;            // when run: reclaimable of those pools
+  absl::Time decided_at = absl::InfinitePast();
+  absl::Time next_look = absl::InfiniteFuture();
+  std::string reason;  // in words and figures
+};
+
+// Whether the worker needs the statistics for a look at `now`: false while
+// disabled, backing off, or when no allocation or free happened since the
+// last look (an idle server costs nothing).
+bool AutoDefragWantsLook(const AutoDefragOptions& options,
+                         const AutoDefragHistory& history, uint64_t mutations,
+                         absl::Time now);
+
+// The decision at a look. Also records the look in `history`.
+AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
+                                    AutoDefragHistory& history,
+                                    const AutoDefragInput& input);
+
+// During a run, after a slice: a non-empty reason when the run should stop
+// because `total` fragmentation went below the stop threshold.
+std::string AutoDefragStopReason(const AutoDefragOptions& options,
+                                 const pools::FragmentationStats& total);
+
+// After a run ended (`report`, which aimed at `aimed_bytes`; `after` is the
+// pools' total statistics then): counts it, and backs off when it returned
+// little: less than half of what it aimed at, or when clients refragmented
+// as fast as it cleaned (still at or above the start threshold with at least
+// the minimum reclaimable). Each such run in a row doubles the wait before
+// the next look, from `interval` up to `max_backoff`; a run that pays resets
+// it. A run that gave way or stopped for shutdown counts as neither.
+void RecordAutoDefragRun(const AutoDefragOptions& options,
+                         AutoDefragHistory& history,
+                         const pools::DefragReport& report,
+                         uint64_t aimed_bytes,
+                         const pools::FragmentationStats& after,
+                         absl::Time now);
+
+// "3.1 MiB": for reasons and logs.
+std::string HumanBytes(uint64_t bytes);
+
+}  // namespace poold
+
+#endif  // POOLD_WORKER_AUTO_DEFRAG_POLICY_H_
