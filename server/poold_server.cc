@@ -89,6 +89,10 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
         "--heap_mmap_threshold_bytes must be at most ", kMaxHeapMmapThreshold,
         " (glibc's limit), not ", options.heap_mmap_threshold_bytes));
   }
+  if (const std::string error = AutoDefragOptionsError(options.auto_defrag);
+      !error.empty()) {
+    return absl::InvalidArgumentError(error);
+  }
   for (const grpc::Service* service : options.extra_services) {
     if (service == nullptr) {
       return absl::InvalidArgumentError("extra_services holds a null service");
@@ -157,6 +161,7 @@ PooldServer::PooldServer(const Options& options,
               .channel_capacity = options.channel_capacity,
               .start_paused = options.testing_hold_worker,
               .defrag_slice = options.defrag_slice,
+              .auto_defrag = options.auto_defrag,
           },
           std::move(pools)),
       service_(&worker_, options.max_block_bytes) {}

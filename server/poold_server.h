@@ -52,6 +52,8 @@ class PooldServer {
     // which grows after large frees and leaves such buffers in the heap.
     // Process-wide: Start() applies it.
     uint64_t heap_mmap_threshold_bytes = 64 << 10;
+    // Automatic defragmentation (see AutoDefragOptions); on by default.
+    AutoDefragOptions auto_defrag = DefaultAutoDefrag();
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
@@ -62,6 +64,13 @@ class PooldServer {
     // Their RPCs are not drained by BeginShutdown; they end with Shutdown.
     std::vector<grpc::Service*> extra_services;
   };
+
+  // The automatic defragmentation poold runs with unless told otherwise.
+  static AutoDefragOptions DefaultAutoDefrag() {
+    AutoDefragOptions options;
+    options.enabled = true;
+    return options;
+  }
 
   // Largest accepted values of channel_capacity and max_message_bytes.
   static constexpr uint64_t kMaxChannelCapacity = uint64_t{1} << 20;

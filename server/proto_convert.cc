@@ -129,6 +129,7 @@ absl::StatusOr<FreeOp> FreeOpFromProto(const v1::FreeRequest& request) {
 absl::StatusOr<StatsOp> StatsOpFromProto(const v1::GetStatsRequest& request) {
   StatsOp op;
   op.include_classes = request.include_classes();
+  op.include_defrag_history = request.include_defrag_history();
   return op;
 }
 
@@ -190,6 +191,7 @@ void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
   proto->set_defragmentations(stats.defragmentations);
   proto->set_total_bytes_reclaimed(stats.total_bytes_reclaimed);
   proto->set_memory_limit_defragmentations(stats.memory_limit_defragmentations);
+  proto->set_automatic_defragmentations(stats.automatic_defragmentations);
   proto->set_allocations_waiting_for_room(stats.allocations_waiting_for_room);
   proto->set_heap_trims(stats.heap_trims);
   proto->set_heap_bytes_released(stats.heap_bytes_released);
@@ -225,6 +227,71 @@ void StatsSnapshotToProto(const StatsSnapshot& snapshot,
   WorkerStatsToProto(snapshot.worker, response->mutable_worker());
   ProcessStatsToProto(snapshot.process, snapshot.pools.total.resident_bytes,
                       response->mutable_process());
+  AutoDefragStatsToProto(snapshot.auto_defrag, response->mutable_auto_defrag());
+  for (const pools::DefragReport& report : snapshot.recent_defragmentations) {
+    DefragReportToProto(report, response->add_recent_defragmentations());
+  }
+}
+
+v1::AutoDefragStats::State AutoDefragStateToProto(AutoDefragState state) {
+  switch (state) {
+    case AutoDefragState::kDisabled:
+      return v1::AutoDefragStats::STATE_DISABLED;
+    case AutoDefragState::kIdle:
+      return v1::AutoDefragStats::STATE_IDLE;
+    case AutoDefragState::kRunning:
+      return v1::AutoDefragStats::STATE_RUNNING;
+    case AutoDefragState::kBackingOff:
+      return v1::AutoDefragStats::STATE_BACKING_OFF;
+  }
+  return v1::AutoDefragStats::STATE_UNSPECIFIED;
+}
+
+void AutoDefragStatsToProto(const AutoDefragStats& stats,
+                            v1::AutoDefragStats* proto) {
+  proto->set_state(AutoDefragStateToProto(stats.state));
+  proto->set_last_decision(stats.last_decision);
+  proto->set_last_decision_ran(stats.last_decision_ran);
+  TimeToProto(stats.last_decision_at, proto->mutable_last_decision_at());
+  TimeToProto(stats.next_look_at, proto->mutable_next_look_at());
+  proto->set_runs(stats.runs);
+  proto->set_bytes_reclaimed(stats.bytes_reclaimed);
+  DurationToProto(stats.cpu_time, proto->mutable_cpu_time());
+  proto->set_cpu_share(stats.cpu_share);
+  proto->set_poor_runs(stats.poor_runs);
+}
+
+v1::DefragReport::Origin DefragOriginToProto(pools::DefragOrigin origin) {
+  switch (origin) {
+    case pools::DefragOrigin::kRpc:
+      return v1::DefragReport::ORIGIN_RPC;
+    case pools::DefragOrigin::kMemoryLimit:
+      return v1::DefragReport::ORIGIN_MEMORY_LIMIT;
+    case pools::DefragOrigin::kAutomatic:
+      return v1::DefragReport::ORIGIN_AUTOMATIC;
+  }
+  return v1::DefragReport::ORIGIN_UNSPECIFIED;
+}
+
+v1::DefragReport::StopReason DefragStopReasonToProto(
+    pools::DefragStopReason reason) {
+  switch (reason) {
+    case pools::DefragStopReason::kFinished:
+      return v1::DefragReport::STOP_REASON_FINISHED;
+    case pools::DefragStopReason::kDeadline:
+      return v1::DefragReport::STOP_REASON_DEADLINE;
+    case pools::DefragStopReason::kCancelled:
+      return v1::DefragReport::STOP_REASON_CANCELLED;
+    case pools::DefragStopReason::kShutdown:
+      return v1::DefragReport::STOP_REASON_SHUTDOWN;
+    case pools::DefragStopReason::kNoneWaiting:
+      return v1::DefragReport::STOP_REASON_NONE_WAITING;
+    case pools::DefragStopReason::kPreempted:
+      return v1::DefragReport::STOP_REASON_PREEMPTED;
+    case pools::DefragStopReason::kTargetReached:
+      return v1::DefragReport::STOP_REASON_TARGET_REACHED;
+  }
+  return v1::DefragReport::STOP_REASON_UNSPECIFIED;
 }
 
 void PoolAnalysesToProto(const std::vector<pools::PoolAnalysis>& analyses,
@@ -300,6 +367,20 @@ void DefragReportToProto(const pools::DefragReport& report,
   proto->set_pools_resident_after_bytes(report.pools_resident_after_bytes);
   proto->set_heap_released_bytes(report.heap_released_bytes);
   proto->set_complete(report.complete);
+  proto->set_origin(DefragOriginToProto(report.origin));
+  proto->set_stop_reason(DefragStopReasonToProto(report.stop_reason));
+  TimeToProto(report.started_at, proto->mutable_started_at());
+  if (report.started_at == absl::InfinitePast()) proto->clear_started_at();
+}
+
+void TimeToProto(absl::Time time, google::protobuf::Timestamp* proto) {
+  if (time == absl::InfinitePast() || time == absl::InfiniteFuture()) {
+    proto->Clear();
+    return;
+  }
+  const timespec ts = absl::ToTimespec(time);
+  proto->set_seconds(ts.tv_sec);
+  proto->set_nanos(static_cast<int32_t>(ts.tv_nsec));
 }
 
 void DurationToProto(absl::Duration duration,

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/repeated_field.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "poold/v1/pool_service.pb.h"
 #include "worker/command.h"
 #include "worker/pools/block_info.h"
@@ -85,6 +86,15 @@ void DefragReportToProto(const pools::DefragReport& report,
                          v1::DefragReport* proto);
 v1::PoolDefragReport::Outcome DefragOutcomeToProto(
     pools::DefragOutcome outcome);
+v1::DefragReport::Origin DefragOriginToProto(pools::DefragOrigin origin);
+v1::DefragReport::StopReason DefragStopReasonToProto(
+    pools::DefragStopReason reason);
+void AutoDefragStatsToProto(const AutoDefragStats& stats,
+                            v1::AutoDefragStats* proto);
+v1::AutoDefragStats::State AutoDefragStateToProto(AutoDefragState state);
+
+// `time` as a google.protobuf.Timestamp; an infinite time clears it (unset).
+void TimeToProto(absl::Time time, google::protobuf::Timestamp* proto);
 
 // ---- Time ----------------------------------------------------------------
 

@@ -54,6 +54,36 @@ ABSL_FLAG(uint64_t, heap_mmap_threshold_bytes,
           "bytes (gRPC's buffers of large messages) with their own mappings, "
           "returned to the OS when freed; 0 keeps glibc's adaptive "
           "threshold, which keeps such buffers in the heap. At most 33554432.");
+ABSL_FLAG(bool, auto_defrag, kDefaults.auto_defrag.enabled,
+          "Defragment on its own: at each look (--auto_defrag_interval) the "
+          "worker starts a run when the exact reclaimable bytes reach "
+          "--auto_defrag_min_reclaimable_bytes and fragmentation (1 - live / "
+          "resident, all pools) reaches --auto_defrag_start_fragmentation; "
+          "the run stops below --auto_defrag_stop_fragmentation, uses at "
+          "most its CPU share, gives way to TriggerDefragmentation and "
+          "memory-limit runs, and backs off when runs return little. "
+          "GetStats.auto_defrag says what it does and why.");
+ABSL_FLAG(uint64_t, auto_defrag_min_reclaimable_bytes,
+          kDefaults.auto_defrag.min_reclaimable_bytes,
+          "No automatic run unless a full defragmentation would return at "
+          "least this many bytes to the OS.");
+ABSL_FLAG(double, auto_defrag_start_fragmentation,
+          kDefaults.auto_defrag.start_fragmentation,
+          "Fragmentation (0..1) at which an automatic run starts.");
+ABSL_FLAG(double, auto_defrag_stop_fragmentation,
+          kDefaults.auto_defrag.stop_fragmentation,
+          "Fragmentation (0..1, at most the start one) below which an "
+          "automatic run stops.");
+ABSL_FLAG(double, auto_defrag_min_cpu, kDefaults.auto_defrag.min_cpu_share,
+          "Share of one core (0..1) an automatic run may use at the start "
+          "threshold; it rises linearly to --auto_defrag_max_cpu at twice "
+          "that fragmentation.");
+ABSL_FLAG(double, auto_defrag_max_cpu, kDefaults.auto_defrag.max_cpu_share,
+          "Share of one core (0..1) an automatic run may use at most.");
+ABSL_FLAG(
+    absl::Duration, auto_defrag_interval, kDefaults.auto_defrag.interval,
+    "Time between two looks at the pools' statistics; runs that "
+    "return little double the wait before the next look, up to 64 times.");
 ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
@@ -76,6 +106,17 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.cache_decay = absl::GetFlag(FLAGS_cache_decay);
   options.heap_mmap_threshold_bytes =
       absl::GetFlag(FLAGS_heap_mmap_threshold_bytes);
+  options.auto_defrag.enabled = absl::GetFlag(FLAGS_auto_defrag);
+  options.auto_defrag.min_reclaimable_bytes =
+      absl::GetFlag(FLAGS_auto_defrag_min_reclaimable_bytes);
+  options.auto_defrag.start_fragmentation =
+      absl::GetFlag(FLAGS_auto_defrag_start_fragmentation);
+  options.auto_defrag.stop_fragmentation =
+      absl::GetFlag(FLAGS_auto_defrag_stop_fragmentation);
+  options.auto_defrag.min_cpu_share = absl::GetFlag(FLAGS_auto_defrag_min_cpu);
+  options.auto_defrag.max_cpu_share = absl::GetFlag(FLAGS_auto_defrag_max_cpu);
+  options.auto_defrag.interval = absl::GetFlag(FLAGS_auto_defrag_interval);
+  options.auto_defrag.max_backoff = 64 * options.auto_defrag.interval;
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
   return options;
 }

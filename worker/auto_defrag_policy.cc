@@ -175,6 +175,7 @@ void RecordAutoDefragRun(const AutoDefragOptions& options,
                          const pools::FragmentationStats& after,
                          absl::Time now) {
   ++history.runs;
+  history.looked = false;  // one look after every run says where it stands
   history.last_aimed_bytes = aimed_bytes;
   history.last_reclaimed_bytes = report.bytes_reclaimed;
   using pools::DefragStopReason;

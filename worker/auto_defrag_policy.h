@@ -33,7 +33,7 @@ struct AutoDefragOptions {
   double max_cpu_share = 0.25;
   // Time between two looks at the statistics, and the longest back-off.
   absl::Duration interval = absl::Seconds(1);
-  absl::Duration max_backoff = absl::Minutes(1);
+  absl::Duration max_backoff = absl::Seconds(64);
 };
 
 // INVALID_ARGUMENT-style text when `options` break the rules above, else "".
@@ -93,7 +93,8 @@ struct AutoDefragDecision {
 
 // Whether the worker needs the statistics for a look at `now`: false while
 // disabled, backing off, or when no allocation or free happened since the
-// last look (an idle server costs nothing).
+// last look (an idle server costs nothing); true for the first look after a
+// run.
 bool AutoDefragWantsLook(const AutoDefragOptions& options,
                          const AutoDefragHistory& history, uint64_t mutations,
                          absl::Time now);

@@ -61,9 +61,11 @@ struct FreeOp {
   Done<absl::Status> done;
 };
 
-// Takes a snapshot of the engine's and the worker's statistics.
+// Takes a snapshot of the engine's and the worker's statistics (with the
+// last defragmentation reports when include_defrag_history).
 struct StatsOp {
   bool include_classes = false;
+  bool include_defrag_history = false;
   Done<absl::StatusOr<StatsSnapshot>> done;
 };
 

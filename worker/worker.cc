@@ -1,6 +1,8 @@
 // Worker: the command loop and the per-op handlers.
 #include "worker/worker.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -26,6 +28,13 @@ absl::Time StopTime(absl::Time start, absl::Time deadline) {
   return deadline - margin;
 }
 
+// CPU time the calling thread has used.
+absl::Duration ThreadCpuTime() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
 }  // namespace
 
 Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
@@ -34,6 +43,7 @@ Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
       options_(options),
       pools_(std::move(pools)),
       next_maintenance_(absl::Now() + options.maintenance_interval),
+      next_auto_look_(absl::Now() + options.auto_defrag.interval),
       thread_([this] { Run(); }) {
   CHECK(pools_ != nullptr);
 }
@@ -72,14 +82,26 @@ void Worker::Stop() {
 void Worker::Run() {
   WaitWhilePaused();
   while (true) {
+    if (channel_.closed() && auto_session_.has_value()) {
+      EndAutoDefrag(pools::DefragStopReason::kShutdown);
+    }
     if (!waiting_for_room_.empty()) {
       MakeRoom();
     } else if (!pending_defrags_.empty()) {
       Command command = std::move(pending_defrags_.front());
       pending_defrags_.pop_front();
       Execute(command);
+    } else if (auto_session_.has_value() && absl::Now() >= next_auto_slice_) {
+      RunAutoSlice();
+      // What arrived during the slice runs before the next one, whatever
+      // the budget: a client's command waits for one slice at most.
+      for (size_t queued = channel_.size(); queued > 0; --queued) {
+        std::optional<Command> command = channel_.TryReceive();
+        if (!command.has_value()) break;
+        Execute(*command);
+      }
     } else if (std::optional<Command> command =
-                   channel_.ReceiveFor(options_.maintenance_interval)) {
+                   channel_.ReceiveFor(IdleWait())) {
       Execute(*command);
     } else if (channel_.closed() && channel_.size() == 0) {
       break;
@@ -87,6 +109,14 @@ void Worker::Run() {
     MaybeMaintain();
   }
   VLOG(1) << "worker: channel closed and drained";
+}
+
+absl::Duration Worker::IdleWait() const {
+  absl::Duration wait = options_.maintenance_interval;
+  if (auto_session_.has_value()) {
+    wait = std::min(wait, next_auto_slice_ - absl::Now());
+  }
+  return std::max(wait, absl::ZeroDuration());
 }
 
 void Worker::MaybeMaintain() {
@@ -106,6 +136,7 @@ void Worker::MaybeMaintain() {
             << " bytes to the OS";
   }
   ran_since_maintenance_ = false;
+  MaybeStartAutoDefrag(now);
 }
 
 uint64_t Worker::TrimHeap() {
@@ -125,6 +156,9 @@ void Worker::WaitWhilePaused() {
 void Worker::Execute(Command& command) {
   const CommandType type = command.type();
   VLOG(2) << "worker: running " << CommandTypeName(type);
+  if (type == CommandType::kAllocate || type == CommandType::kFree) {
+    ++mutations_;
+  }
   ran_since_maintenance_ = true;
   ran_since_trim_ = true;
   if (command.IsCancelled()) {
@@ -204,9 +238,16 @@ void Worker::Handle(ReadOp& op) {
 void Worker::Handle(FreeOp& op) { CompleteOp(op, pools_->Free(op.handle)); }
 
 void Worker::Handle(StatsOp& op) {
-  CompleteOp(op, absl::StatusOr<StatsSnapshot>(
-                     StatsSnapshot{pools_->Stats(op.include_classes),
-                                   SnapshotStats(), ProcessMemory::Read()}));
+  StatsSnapshot snapshot{pools_->Stats(op.include_classes),
+                         SnapshotStats(),
+                         ProcessMemory::Read(),
+                         SnapshotAutoDefrag(),
+                         {}};
+  if (op.include_defrag_history) {
+    snapshot.recent_defragmentations.assign(recent_reports_.begin(),
+                                            recent_reports_.end());
+  }
+  CompleteOp(op, absl::StatusOr<StatsSnapshot>(std::move(snapshot)));
 }
 
 void Worker::Handle(AnalyzeOp& op) {
@@ -278,12 +319,14 @@ pools::DefragStopReason Worker::RunSlices(DefragSession& session,
 
 void Worker::MakeRoom() {
   pools::DefragStopReason stop_reason = pools::DefragStopReason::kFinished;
+  if (auto_session_.has_value()) {
+    EndAutoDefrag(pools::DefragStopReason::kPreempted);
+  }
   if (pools_->reclaimable_bytes() > 0) {
     DefragSession session(*pools_, pools::DefragOrigin::kMemoryLimit);
     CHECK(session.Begin({}).ok());
     stop_reason = RunSlices(session, absl::InfiniteFuture(), nullptr);
-    session.End(
-        stop_reason, [this] { return TrimHeap(); }, stats_);
+    FinishSession(session, stop_reason);
   }
   const bool shutting_down = stop_reason == pools::DefragStopReason::kShutdown;
   while (!waiting_for_room_.empty()) {
@@ -347,6 +390,9 @@ void Worker::RetryWaitingForRoom(absl::Time until) {
 
 void Worker::RunDefrag(const Command& command, DefragOp& op) {
   const absl::Time start = absl::Now();
+  if (auto_session_.has_value()) {
+    EndAutoDefrag(pools::DefragStopReason::kPreempted);
+  }
   DefragSession session(*pools_, pools::DefragOrigin::kRpc);
   if (absl::Status status = session.Begin(op.pools); !status.ok()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(status));
@@ -354,8 +400,7 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   }
   const pools::DefragStopReason stop_reason =
       RunSlices(session, StopTime(start, command.deadline), &command);
-  pools::DefragReport report = session.End(
-      stop_reason, [this] { return TrimHeap(); }, stats_);
+  pools::DefragReport report = FinishSession(session, stop_reason);
   if (command.IsCancelled()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(absl::CancelledError(
                        "the client cancelled; the defragmentation stopped at "
@@ -363,6 +408,117 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
     return;
   }
   CompleteOp(op, absl::StatusOr<pools::DefragReport>(std::move(report)));
+}
+
+pools::DefragReport Worker::FinishSession(DefragSession& session,
+                                          pools::DefragStopReason reason) {
+  pools::DefragReport report = session.End(
+      reason, [this] { return TrimHeap(); }, stats_);
+  if (options_.report_history > 0) {
+    if (recent_reports_.size() >= options_.report_history) {
+      recent_reports_.pop_front();
+    }
+    recent_reports_.push_back(report);
+  }
+  return report;
+}
+
+void Worker::MaybeStartAutoDefrag(absl::Time now) {
+  const AutoDefragOptions& policy = options_.auto_defrag;
+  if (auto_session_.has_value() || pools_->defrag_running() ||
+      now < next_auto_look_ || channel_.closed()) {
+    return;
+  }
+  if (!AutoDefragWantsLook(policy, auto_history_, mutations_, now)) return;
+  auto_decision_ = DecideAutoDefrag(
+      policy, auto_history_,
+      AutoDefragInput{
+          .now = now, .mutations = mutations_, .stats = pools_->Stats(false)});
+  next_auto_look_ = auto_decision_.next_look;
+  if (!auto_decision_.run) {
+    VLOG(1) << "automatic defragmentation: no run: " << auto_decision_.reason;
+    return;
+  }
+  LOG(INFO) << "automatic defragmentation: " << auto_decision_.reason;
+  auto_session_.emplace(*pools_, pools::DefragOrigin::kAutomatic);
+  CHECK(auto_session_->Begin(auto_decision_.pools).ok());
+  auto_aimed_bytes_ = auto_decision_.aimed_bytes;
+  auto_cpu_share_ = auto_decision_.cpu_share;
+  next_auto_slice_ = now;
+}
+
+void Worker::RunAutoSlice() {
+  // A client's command waits for at most this slice: a quarter of the
+  // budget while requests are queued, as in RunSlices.
+  const absl::Duration slice =
+      channel_.size() > 0
+          ? std::min(options_.defrag_slice, std::max(options_.defrag_slice / 4,
+                                                     absl::Microseconds(10)))
+          : options_.defrag_slice;
+  const absl::Duration cpu_before = ThreadCpuTime();
+  const pools::DefragProgress progress = auto_session_->Step(slice);
+  const absl::Duration cpu = ThreadCpuTime() - cpu_before;
+  auto_cpu_ += cpu;
+  if (progress.done) {
+    EndAutoDefrag(pools::DefragStopReason::kFinished);
+    return;
+  }
+  const std::string target =
+      AutoDefragStopReason(options_.auto_defrag, pools_->Stats(false).total);
+  if (!target.empty()) {
+    VLOG(1) << "automatic defragmentation: " << target;
+    EndAutoDefrag(pools::DefragStopReason::kTargetReached);
+    return;
+  }
+  // Within the budget: this slice's CPU time is share of the time until the
+  // next one.
+  next_auto_slice_ =
+      absl::Now() + cpu * ((1 - auto_cpu_share_) / auto_cpu_share_);
+}
+
+void Worker::EndAutoDefrag(pools::DefragStopReason reason) {
+  const pools::DefragReport report = FinishSession(*auto_session_, reason);
+  auto_session_.reset();
+  auto_bytes_reclaimed_ += report.bytes_reclaimed;
+  const absl::Time now = absl::Now();
+  RecordAutoDefragRun(options_.auto_defrag, auto_history_, report,
+                      auto_aimed_bytes_, pools_->Stats(false).total, now);
+  if (auto_history_.poor_runs > 0) {
+    LOG(INFO) << "automatic defragmentation backs off until "
+              << absl::FormatTime(auto_history_.backoff_until) << ": it "
+              << "returned " << HumanBytes(report.bytes_reclaimed) << " of "
+              << HumanBytes(auto_aimed_bytes_) << " ("
+              << auto_history_.poor_runs << " such run(s) in a row)";
+  }
+  // Look again at the next tick, unless it backs off.
+  next_auto_look_ = std::max(now, auto_history_.backoff_until);
+}
+
+AutoDefragStats Worker::SnapshotAutoDefrag() const {
+  AutoDefragStats stats;
+  const absl::Time now = absl::Now();
+  if (!options_.auto_defrag.enabled) {
+    stats.state = AutoDefragState::kDisabled;
+  } else if (auto_session_.has_value()) {
+    stats.state = AutoDefragState::kRunning;
+  } else if (now < auto_history_.backoff_until) {
+    stats.state = AutoDefragState::kBackingOff;
+  } else {
+    stats.state = AutoDefragState::kIdle;
+  }
+  stats.last_decision = auto_decision_.reason;
+  stats.last_decision_ran = auto_decision_.run;
+  stats.last_decision_at = auto_decision_.decided_at;
+  stats.next_look_at =
+      options_.auto_defrag.enabled
+          ? std::max(next_auto_look_, auto_history_.backoff_until)
+          : absl::InfiniteFuture();
+  stats.runs = auto_history_.runs;
+  stats.bytes_reclaimed = auto_bytes_reclaimed_;
+  stats.cpu_time = auto_cpu_;
+  stats.cpu_share = auto_cpu_share_;
+  stats.poor_runs = static_cast<uint64_t>(auto_history_.poor_runs);
+  return stats;
 }
 
 WorkerStats Worker::SnapshotStats() const {

@@ -10,9 +10,11 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/time/time.h"
+#include "worker/auto_defrag_policy.h"
 #include "worker/channel.h"
 #include "worker/command.h"
 #include "worker/defrag_session.h"
@@ -35,6 +37,13 @@ namespace poold {
 // its client cancels, when its deadline is near (so the partial report can
 // still reach the client) or when the worker stops; its report then says
 // complete: false.
+// With options.auto_defrag.enabled, the worker also defragments on its own:
+// at each maintenance tick after the look interval, AutoDefragPolicy decides
+// from the pools' statistics whether a run pays, and a run then goes one
+// slice at a time, paced so that its CPU time stays within the decided
+// share of a core; between its slices the worker serves commands as they
+// come. It gives way at once (stops at the slice boundary, report PREEMPTED)
+// to a TriggerDefragmentation or a memory-limit run.
 // An allocation that --memory_limit_bytes refuses while compaction could make
 // room waits (up to channel_capacity of them) for a defragmentation of every
 // pool, run in slices like the others: it is retried after each slice and
@@ -60,6 +69,10 @@ class Worker {
     // at the end of every defragmentation, and once the worker has been idle
     // for a maintenance interval after running commands.
     bool trim_heap = true;
+    // Automatic defragmentation (off unless enabled).
+    AutoDefragOptions auto_defrag = AutoDefragOptions();
+    // Defragmentation reports kept for GetStats (newest last), any origin.
+    size_t report_history = 32;
   };
 
   // Takes ownership of `pools` and starts the worker thread, which from then
@@ -143,8 +156,24 @@ class Worker {
   // `limit`; queues defragmentations in pending_defrags_.
   void ServeBetweenSlices(absl::Time limit);
 
+  // Ends `session` (see DefragSession::End) and keeps its report in
+  // recent_reports_. Every defragmentation ends here.
+  pools::DefragReport FinishSession(DefragSession& session,
+                                    pools::DefragStopReason reason);
+  // At a maintenance tick: asks the policy whether to start an automatic
+  // run, and starts it.
+  void MaybeStartAutoDefrag(absl::Time now);
+  // One slice of the automatic run; ends it when it is done or below the
+  // stop threshold, else schedules the next slice within the CPU budget.
+  void RunAutoSlice();
+  // Ends the automatic run for `reason` and tells the policy how it went.
+  void EndAutoDefrag(pools::DefragStopReason reason);
+  // How long the loop may wait for a command before it has work of its own.
+  absl::Duration IdleWait() const;
+
   // The worker's statistics now. Worker thread only.
   WorkerStats SnapshotStats() const;
+  AutoDefragStats SnapshotAutoDefrag() const;
 
   Channel<Command> channel_;
   std::atomic<uint64_t> refused_{0};
@@ -165,6 +194,21 @@ class Worker {
   // Commands ran since the last maintenance tick / since the last heap trim.
   bool ran_since_maintenance_ = false;
   bool ran_since_trim_ = false;
+  // Allocate and Free commands run: the policy's sign of change.
+  uint64_t mutations_ = 0;
+  std::deque<pools::DefragReport> recent_reports_;
+
+  // Automatic defragmentation: the policy's memory and last decision, and
+  // the run in progress with its pacing.
+  AutoDefragHistory auto_history_;
+  AutoDefragDecision auto_decision_;
+  std::optional<DefragSession> auto_session_;
+  uint64_t auto_aimed_bytes_ = 0;
+  double auto_cpu_share_ = 0;
+  absl::Time next_auto_look_;
+  absl::Time next_auto_slice_;
+  absl::Duration auto_cpu_;  // thread CPU time of every automatic slice
+  uint64_t auto_bytes_reclaimed_ = 0;
 
   std::thread thread_;  // last: starts after everything above is built
 };

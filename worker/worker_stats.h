@@ -1,13 +1,19 @@
-// WorkerStats and StatsSnapshot: what GetStats reports about the worker thread
-// and, together with the engine's statistics, about the whole server.
+// WorkerStats, AutoDefragStats and StatsSnapshot: what GetStats reports about
+// the worker thread and, together with the engine's statistics, about the whole
+// server.
 #ifndef POOLD_WORKER_WORKER_STATS_H_
 #define POOLD_WORKER_WORKER_STATS_H_
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "worker/auto_defrag_policy.h"
+#include "worker/pools/defrag_report.h"
 #include "worker/pools/fragmentation_stats.h"
 #include "worker/process_memory.h"
 
@@ -71,12 +77,30 @@ struct WorkerStats {
   }
 };
 
+// What automatic defragmentation is doing and why. Field meanings match
+// poold.v1.AutoDefragStats.
+struct AutoDefragStats {
+  AutoDefragState state = AutoDefragState::kDisabled;
+  std::string last_decision;  // the reason, in words and figures
+  bool last_decision_ran = false;
+  absl::Time last_decision_at = absl::InfinitePast();
+  absl::Time next_look_at = absl::InfiniteFuture();
+  uint64_t runs = 0;
+  uint64_t bytes_reclaimed = 0;
+  absl::Duration cpu_time;  // the worker thread's CPU time in its slices
+  double cpu_share = 0;     // of the run in progress (or the last)
+  uint64_t poor_runs = 0;   // in a row, behind the back-off
+};
+
 // Everything GetStats answers: the engine's statistics, the worker's and
-// the whole process's memory.
+// the whole process's memory, automatic defragmentation, and (when asked)
+// the last defragmentation reports, oldest first.
 struct StatsSnapshot {
   pools::PoolSetStats pools;
   WorkerStats worker;
   ProcessMemoryStats process;
+  AutoDefragStats auto_defrag;
+  std::vector<pools::DefragReport> recent_defragmentations;
 };
 
 }  // namespace poold

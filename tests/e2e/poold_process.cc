@@ -58,6 +58,8 @@ absl::StatusOr<std::unique_ptr<PooldProcess>> PooldProcess::Spawn(
                       : options.unix_socket_path;
     argv.push_back(absl::StrCat("--unix_socket=", socket_path));
   }
+  argv.push_back(
+      absl::StrCat("--auto_defrag=", options.auto_defrag ? "true" : "false"));
   argv.insert(argv.end(), options.extra_flags.begin(),
               options.extra_flags.end());
   const int expected_targets =

@@ -27,6 +27,9 @@ class PooldProcess {
     // empty, at poold.sock in the process's temporary folder.
     bool unix_socket = false;
     std::string unix_socket_path;
+    // --auto_defrag. Off by default here, so that tests which count
+    // defragmentations or check projections see only their own.
+    bool auto_defrag = false;
     // More flags, e.g. "--channel_capacity=1".
     std::vector<std::string> extra_flags;
   };
