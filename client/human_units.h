@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "google/protobuf/duration.pb.h"
+#include "google/protobuf/timestamp.pb.h"
 
 namespace poold::client {
 
@@ -26,6 +27,10 @@ std::string HumanDuration(absl::Duration duration);
 // Events per second over `duration`, rounded ("45210/s"); "-" when the
 // duration is zero.
 std::string HumanRate(uint64_t events, absl::Duration duration);
+
+// A google.protobuf.Timestamp in UTC to the millisecond:
+// "2026-12-05 07:59:01.123 UTC"; "-" when it is unset (zero).
+std::string HumanTime(const google::protobuf::Timestamp& time);
 
 // The absl::Duration of a google.protobuf.Duration.
 absl::Duration FromProtoDuration(const google::protobuf::Duration& duration);

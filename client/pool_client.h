@@ -95,9 +95,11 @@ class PoolClient {
   // for an unknown or already freed handle.
   absl::Status Free(uint64_t handle);
 
-  // Statistics of every pool and of the server's worker; per size class too
-  // when `include_classes`.
-  absl::StatusOr<v1::GetStatsResponse> GetStats(bool include_classes = false);
+  // Statistics of every pool, of the server's worker and of its automatic
+  // defragmentation; per size class too when `include_classes`, and the
+  // last defragmentation reports when `include_defrag_history`.
+  absl::StatusOr<v1::GetStatsResponse> GetStats(
+      bool include_classes = false, bool include_defrag_history = false);
 
   // Statistics plus what a defragmentation of `pools` (empty: all) would
   // move and reclaim. Changes nothing. INVALID_ARGUMENT for

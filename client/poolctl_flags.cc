@@ -17,6 +17,9 @@ ABSL_FLAG(std::string, output, "table",
           "response, for scripts)");
 
 ABSL_FLAG(bool, classes, false, "also print the statistics of each size class");
+ABSL_FLAG(bool, history, false,
+          "also print the server's last defragmentations (any origin: RPC, "
+          "memory limit, automatic), oldest first");
 ABSL_FLAG(std::string, pools, "",
           "comma-separated pools: small, medium, large; empty or all: every "
           "pool");

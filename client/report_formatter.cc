@@ -57,6 +57,146 @@ std::vector<std::string> StatsCells(std::string name,
           HumanBytes(s.reclaimable_bytes())};
 }
 
+std::string OutcomeName(int outcome) {
+  switch (outcome) {
+    case v1::PoolDefragReport::OUTCOME_CLEANED:
+      return "cleaned";
+    case v1::PoolDefragReport::OUTCOME_SKIPPED:
+      return "skipped";
+    case v1::PoolDefragReport::OUTCOME_PARTIAL:
+      return "partial";
+    case v1::PoolDefragReport::OUTCOME_FAILED:
+      return "failed";
+    default:
+      return absl::StrCat("outcome ", outcome);
+  }
+}
+
+std::string AutoDefragStateName(v1::AutoDefragStats::State state) {
+  switch (state) {
+    case v1::AutoDefragStats::STATE_UNSPECIFIED:
+      return "not reported by this server";
+    case v1::AutoDefragStats::STATE_DISABLED:
+      return "disabled (--auto_defrag=false)";
+    case v1::AutoDefragStats::STATE_IDLE:
+      return "idle";
+    case v1::AutoDefragStats::STATE_RUNNING:
+      return "running";
+    case v1::AutoDefragStats::STATE_BACKING_OFF:
+      return "backing off";
+    default:
+      return absl::StrCat("state ", static_cast<int>(state));
+  }
+}
+
+// The automatic-defragmentation lines of `poolctl stats`: state, budget,
+// last decision and why, next look, and what its runs did in all.
+std::string AutoDefragLines(const v1::AutoDefragStats& auto_defrag) {
+  std::string out = absl::StrCat("\nautomatic defragmentation: ",
+                                 AutoDefragStateName(auto_defrag.state()));
+  if (auto_defrag.state() == v1::AutoDefragStats::STATE_DISABLED ||
+      auto_defrag.state() == v1::AutoDefragStats::STATE_UNSPECIFIED) {
+    return absl::StrCat(out, "\n");
+  }
+  if (auto_defrag.state() == v1::AutoDefragStats::STATE_RUNNING) {
+    absl::StrAppend(&out, " within ", Percent(auto_defrag.cpu_share()),
+                    " of a core");
+  }
+  if (auto_defrag.state() == v1::AutoDefragStats::STATE_BACKING_OFF) {
+    absl::StrAppend(&out, " (", auto_defrag.poor_runs(),
+                    auto_defrag.poor_runs() == 1 ? " poor run" : " poor runs",
+                    " in a row)");
+  }
+  absl::StrAppend(&out, "\n");
+  if (auto_defrag.last_decision().empty()) {
+    absl::StrAppend(&out, "  last decision: none yet\n");
+  } else {
+    absl::StrAppend(&out, "  last decision (",
+                    HumanTime(auto_defrag.last_decision_at()),
+                    "): ", auto_defrag.last_decision_ran() ? "run" : "no run",
+                    ", ", auto_defrag.last_decision(), "\n");
+  }
+  absl::StrAppend(&out, "  next look: ");
+  if (auto_defrag.state() == v1::AutoDefragStats::STATE_RUNNING) {
+    absl::StrAppend(&out, "when the run ends\n");
+  } else {
+    absl::StrAppend(&out, "at ", HumanTime(auto_defrag.next_look_at()),
+                    " or the first Allocate or Free after it\n");
+  }
+  absl::StrAppend(
+      &out, "  runs ", auto_defrag.runs(), ", reclaimed ",
+      HumanBytes(auto_defrag.bytes_reclaimed()), ", worker CPU time ",
+      HumanDuration(FromProtoDuration(auto_defrag.cpu_time())), "\n");
+  return out;
+}
+
+std::string OriginName(v1::DefragReport::Origin origin) {
+  switch (origin) {
+    case v1::DefragReport::ORIGIN_RPC:
+      return "rpc";
+    case v1::DefragReport::ORIGIN_MEMORY_LIMIT:
+      return "memory limit";
+    case v1::DefragReport::ORIGIN_AUTOMATIC:
+      return "automatic";
+    default:
+      return absl::StrCat("origin ", static_cast<int>(origin));
+  }
+}
+
+std::string StopReasonName(v1::DefragReport::StopReason reason) {
+  switch (reason) {
+    case v1::DefragReport::STOP_REASON_FINISHED:
+      return "finished";
+    case v1::DefragReport::STOP_REASON_DEADLINE:
+      return "deadline";
+    case v1::DefragReport::STOP_REASON_CANCELLED:
+      return "cancelled";
+    case v1::DefragReport::STOP_REASON_SHUTDOWN:
+      return "shutdown";
+    case v1::DefragReport::STOP_REASON_NONE_WAITING:
+      return "none waiting";
+    case v1::DefragReport::STOP_REASON_PREEMPTED:
+      return "preempted";
+    case v1::DefragReport::STOP_REASON_TARGET_REACHED:
+      return "target reached";
+    default:
+      return absl::StrCat("reason ", static_cast<int>(reason));
+  }
+}
+
+// One row per recent defragmentation, oldest first.
+std::string HistoryTable(
+    const google::protobuf::RepeatedPtrField<v1::DefragReport>& reports) {
+  Table table({{"started", Table::kLeft},
+               {"origin", Table::kLeft},
+               {"ended", Table::kLeft},
+               {"pools", Table::kLeft},
+               {"moved"},
+               {"reclaimed"},
+               {"RSS before -> after"},
+               {"time"},
+               {"slices"},
+               {"longest"}});
+  for (const v1::DefragReport& report : reports) {
+    std::vector<std::string> pools;
+    for (const v1::PoolDefragReport& pool : report.pools()) {
+      pools.push_back(absl::StrCat(PoolName(pool.pool()), " ",
+                                   OutcomeName(pool.outcome())));
+    }
+    table.AddRow(
+        {HumanTime(report.started_at()), OriginName(report.origin()),
+         StopReasonName(report.stop_reason()),
+         pools.empty() ? "-" : absl::StrJoin(pools, ", "),
+         HumanBytes(report.bytes_moved()), HumanBytes(report.bytes_reclaimed()),
+         absl::StrCat(HumanBytes(report.rss_before_bytes()), " -> ",
+                      HumanBytes(report.rss_after_bytes())),
+         HumanDuration(FromProtoDuration(report.duration())),
+         absl::StrCat(report.slices()),
+         HumanDuration(FromProtoDuration(report.max_slice_duration()))});
+  }
+  return table.Render();
+}
+
 std::string TableStats(const v1::GetStatsResponse& stats) {
   Table pools(StatsColumns("pool"));
   for (const v1::PoolStats& pool : stats.pools()) {
@@ -86,8 +226,11 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
   const v1::WorkerStats& worker = stats.worker();
   absl::StrAppend(&out, "\nworker: queue ", worker.queue_depth(), " of ",
                   worker.channel_capacity(), ", refused ",
-                  worker.commands_refused(), ", defragmentations ",
-                  worker.defragmentations(), " (reclaimed ",
+                  worker.commands_refused(),
+                  ", defragmentations: ", worker.defragmentations(),
+                  " requested, ", worker.automatic_defragmentations(),
+                  " automatic, ", worker.memory_limit_defragmentations(),
+                  " for the memory limit (reclaimed ",
                   HumanBytes(worker.total_bytes_reclaimed()),
                   " in all), heap trims ", worker.heap_trims(), " (returned ",
                   HumanBytes(worker.heap_bytes_released()), ")\n");
@@ -111,6 +254,11 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
   absl::StrAppend(&out, "completed: ",
                   parts.empty() ? "nothing yet" : absl::StrJoin(parts, ", "),
                   "\n");
+  absl::StrAppend(&out, AutoDefragLines(stats.auto_defrag()));
+  if (!stats.recent_defragmentations().empty()) {
+    absl::StrAppend(&out, "\nrecent defragmentations, oldest first:\n",
+                    HistoryTable(stats.recent_defragmentations()));
+  }
 
   for (const v1::PoolStats& pool : stats.pools()) {
     if (pool.classes().empty()) continue;
@@ -176,21 +324,6 @@ std::string TableAnalysis(const v1::FragmentationReport& report) {
   return out;
 }
 
-std::string OutcomeName(int outcome) {
-  switch (outcome) {
-    case v1::PoolDefragReport::OUTCOME_CLEANED:
-      return "cleaned";
-    case v1::PoolDefragReport::OUTCOME_SKIPPED:
-      return "skipped";
-    case v1::PoolDefragReport::OUTCOME_PARTIAL:
-      return "partial";
-    case v1::PoolDefragReport::OUTCOME_FAILED:
-      return "failed";
-    default:
-      return absl::StrCat("outcome ", outcome);
-  }
-}
-
 std::string BeforeAfter(double before, double after) {
   return absl::StrCat(Percent(before), " -> ", Percent(after));
 }
@@ -244,9 +377,10 @@ std::string TableDefrag(const v1::DefragReport& report) {
                   "\n");
   absl::StrAppend(&out, report.complete()
                             ? "complete\n"
-                            : "INCOMPLETE: stopped early (deadline, "
-                              "cancellation or shutdown); the numbers above "
-                              "are what was done\n");
+                            : absl::StrCat("INCOMPLETE: stopped early (",
+                                           StopReasonName(report.stop_reason()),
+                                           "); the numbers above are what was "
+                                           "done\n"));
   return out;
 }
 

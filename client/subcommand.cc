@@ -18,10 +18,11 @@ constexpr absl::string_view kGlobalFlags[] = {"target", "timeout",
 const std::vector<Subcommand>& Table() {
   static const auto* const kTable = new std::vector<Subcommand>{
       {"stats",
-       "[--classes]",
-       "Fragmentation statistics of every pool (and size class), and the "
-       "worker's activity.",
-       {"classes"},
+       "[--classes] [--history]",
+       "Fragmentation statistics of every pool (and size class), the "
+       "worker's activity, what automatic defragmentation is doing and why, "
+       "and (--history) the last defragmentations of any origin.",
+       {"classes", "history"},
        0,
        0,
        &RunStats},

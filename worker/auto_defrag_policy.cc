@@ -102,10 +102,8 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
     d.state = AutoDefragState::kBackingOff;
     d.next_look = history.backoff_until;
     d.reason =
-        absl::StrCat("backing off: ", history.poor_runs,
-                     " run(s) in a row returned little (the last returned ",
-                     HumanBytes(history.last_reclaimed_bytes), " of ",
-                     HumanBytes(history.last_aimed_bytes), ")");
+        absl::StrCat("backing off after ", history.poor_runs,
+                     " poor run(s) in a row: ", history.last_poor_reason);
     return d;
   }
   d.state = AutoDefragState::kIdle;
@@ -192,9 +190,23 @@ void RecordAutoDefragRun(const AutoDefragOptions& options,
       after.FragmentationRatio() >= options.start_fragmentation &&
       after.reclaimable_bytes >= options.min_reclaimable_bytes;
   if (!reached_target && (returned_little || refragmented)) {
+    history.last_poor_reason =
+        returned_little
+            ? absl::StrCat("the last returned ",
+                           HumanBytes(report.bytes_reclaimed), " of the ",
+                           HumanBytes(aimed_bytes),
+                           " it aimed at (allocations used the room, or "
+                           "compaction cannot free whole pages)")
+            : absl::StrCat("the last returned ",
+                           HumanBytes(report.bytes_reclaimed),
+                           " but clients refragmented as fast: fragmentation "
+                           "right after it was ",
+                           Percent(after.FragmentationRatio()), " with ",
+                           HumanBytes(after.reclaimable_bytes), " reclaimable");
     ++history.poor_runs;
     history.backoff_until = now + Backoff(options, history.poor_runs);
   } else {
+    history.last_poor_reason.clear();
     history.poor_runs = 0;
     history.backoff_until = absl::InfinitePast();
   }

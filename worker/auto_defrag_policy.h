@@ -68,6 +68,9 @@ struct AutoDefragHistory {
   // What the last run aimed at and what it returned, for the reasons.
   uint64_t last_aimed_bytes = 0;
   uint64_t last_reclaimed_bytes = 0;
+  // Why the last run counted as poor, in words and figures (empty when it
+  // did not).
+  std::string last_poor_reason;
 };
 
 // What the worker gives the policy at a look.

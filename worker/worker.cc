@@ -484,11 +484,17 @@ void Worker::EndAutoDefrag(pools::DefragStopReason reason) {
   RecordAutoDefragRun(options_.auto_defrag, auto_history_, report,
                       auto_aimed_bytes_, pools_->Stats(false).total, now);
   if (auto_history_.poor_runs > 0) {
-    LOG(INFO) << "automatic defragmentation backs off until "
-              << absl::FormatTime(auto_history_.backoff_until) << ": it "
-              << "returned " << HumanBytes(report.bytes_reclaimed) << " of "
-              << HumanBytes(auto_aimed_bytes_) << " ("
-              << auto_history_.poor_runs << " such run(s) in a row)";
+    // The back-off is the policy's decision now: GetStats says why.
+    auto_decision_.state = AutoDefragState::kBackingOff;
+    auto_decision_.run = false;
+    auto_decision_.decided_at = now;
+    auto_decision_.next_look = auto_history_.backoff_until;
+    auto_decision_.reason =
+        absl::StrCat("backing off after ", auto_history_.poor_runs,
+                     " poor run(s) in a row: ", auto_history_.last_poor_reason);
+    LOG(INFO) << "automatic defragmentation: " << auto_decision_.reason
+              << "; next look at "
+              << absl::FormatTime(auto_history_.backoff_until);
   }
   // Look again at the next tick, unless it backs off.
   next_auto_look_ = std::max(now, auto_history_.backoff_until);

@@ -13,7 +13,7 @@ namespace poold::client {
 
 using Args = std::vector<std::string>;
 
-// stats [--classes]: GetStats.
+// stats [--classes] [--history]: GetStats.
 int RunStats(CommandEnv& env, const Args& args);
 // analyze [--pools=...]: AnalyzeFragmentation.
 int RunAnalyze(CommandEnv& env, const Args& args);

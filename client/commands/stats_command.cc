@@ -1,5 +1,5 @@
-// poolctl stats [--classes]: fragmentation statistics of every pool and the
-// worker's activity.
+// poolctl stats [--classes] [--history]: fragmentation statistics of every
+// pool, the worker's activity and its automatic defragmentation.
 #include "absl/flags/flag.h"
 #include "client/commands/commands.h"
 #include "client/exit_codes.h"
@@ -9,8 +9,8 @@ namespace poold::client {
 
 int RunStats(CommandEnv& env, const Args& /*args*/) {
   if (int code = env.Connect(); code != kExitOk) return code;
-  absl::StatusOr<v1::GetStatsResponse> stats =
-      env.client().GetStats(absl::GetFlag(FLAGS_classes));
+  absl::StatusOr<v1::GetStatsResponse> stats = env.client().GetStats(
+      absl::GetFlag(FLAGS_classes), absl::GetFlag(FLAGS_history));
   if (!stats.ok()) return env.Failed(stats.status());
   return env.Print(env.formatter().Stats(*stats));
 }

@@ -60,7 +60,8 @@ TEST_F(PoolctlTest, StatsOfAFreshServer) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   for (const char* word :
        {"pool", "blocks", "resident", "frag", "reclaimable", "small", "medium",
-        "large", "total", "worker: queue", "completed:"}) {
+        "large", "total", "worker: queue",
+        "completed:", "automatic defragmentation: disabled"}) {
     EXPECT_THAT(r.out, HasSubstr(word)) << r.out;
   }
   EXPECT_THAT(r.out, Not(HasSubstr("by size class")));
@@ -164,6 +165,27 @@ TEST_F(PoolctlTest, LoadAnalyzeDefragStatsOverTcp) {
   EXPECT_THAT(r.out, HasSubstr("process RSS:"));
   EXPECT_THAT(r.out, HasSubstr("slices:"));
   EXPECT_THAT(r.out, Not(HasSubstr("cleaned  ")));
+
+  // Both runs are in the history, with their origin, oldest first.
+  r = Run({"stats", "--history"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("recent defragmentations, oldest first:"));
+  const size_t first = r.out.find("rpc     finished  small cleaned");
+  ASSERT_NE(first, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rpc     finished  small skipped", first),
+            std::string::npos)
+      << r.out;
+  r = Run({"stats", "--history", "--output=json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const auto history = ParseJson<v1::GetStatsResponse>(r.out);
+  ASSERT_THAT(history.recent_defragmentations(), SizeIs(2));
+  EXPECT_EQ(history.recent_defragmentations(0).origin(),
+            v1::DefragReport::ORIGIN_RPC);
+  EXPECT_EQ(history.recent_defragmentations(0).bytes_reclaimed(),
+            report.bytes_reclaimed());
+  EXPECT_EQ(history.recent_defragmentations(1).bytes_reclaimed(), 0u);
+  // The fixture's server runs with --auto_defrag=false.
+  EXPECT_EQ(history.auto_defrag().state(), v1::AutoDefragStats::STATE_DISABLED);
 }
 
 // The same story in tables, over the unix socket.
@@ -192,7 +214,7 @@ TEST_F(PoolctlTest, LoadAnalyzeDefragStatsOverUnixSocket) {
 
   r = RunAt(target, {"stats"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
-  EXPECT_THAT(r.out, HasSubstr("defragmentations 1"));
+  EXPECT_THAT(r.out, HasSubstr("defragmentations: 1 requested"));
 }
 
 TEST_F(PoolctlTest, LoadJsonSummary) {

@@ -58,6 +58,14 @@ TEST(HumanRateTest, PerSecond) {
   EXPECT_EQ(HumanRate(5, absl::ZeroDuration()), "-");
 }
 
+TEST(HumanTimeTest, UtcToTheMillisecondAndDashWhenUnset) {
+  google::protobuf::Timestamp time;
+  EXPECT_EQ(HumanTime(time), "-");
+  time.set_seconds(1796457541);  // 2026-12-05 07:59:01 UTC
+  time.set_nanos(123456789);
+  EXPECT_EQ(HumanTime(time), "2026-12-05 07:59:01.123 UTC");
+}
+
 TEST(FromProtoDurationTest, SecondsAndNanos) {
   google::protobuf::Duration duration;
   duration.set_seconds(2);

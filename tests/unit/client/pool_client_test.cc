@@ -99,6 +99,9 @@ TEST_F(PoolClientTest, StatsAnalyzeDefragSendTheirArguments) {
   EXPECT_TRUE(server_.service().last_stats_request().include_classes());
   ASSERT_TRUE(client_->GetStats().ok());
   EXPECT_FALSE(server_.service().last_stats_request().include_classes());
+  EXPECT_FALSE(server_.service().last_stats_request().include_defrag_history());
+  ASSERT_TRUE(client_->GetStats(false, true).ok());
+  EXPECT_TRUE(server_.service().last_stats_request().include_defrag_history());
 
   const v1::Pool pools[] = {v1::POOL_SMALL, v1::POOL_LARGE};
   absl::StatusOr<v1::FragmentationReport> report =

@@ -108,7 +108,7 @@ TEST(ReportFormatterTest, StatsTable) {
 TEST(ReportFormatterTest, StatsShowTheMemoryLimitOnlyOnceReached) {
   v1::GetStatsResponse stats = MakeGetStats();
   const ReportFormatter formatter(OutputFormat::kTable);
-  EXPECT_THAT(formatter.Stats(stats).value(), Not(HasSubstr("memory limit")));
+  EXPECT_THAT(formatter.Stats(stats).value(), Not(HasSubstr("memory limit:")));
   stats.mutable_worker()->set_memory_limit_defragmentations(2);
   stats.mutable_worker()->set_allocations_waiting_for_room(5);
   EXPECT_THAT(formatter.Stats(stats).value(),
@@ -235,8 +235,89 @@ TEST(ReportFormatterTest, DefragTable) {
 TEST(ReportFormatterTest, DefragIncomplete) {
   v1::DefragReport report = MakeDefrag();
   report.set_complete(false);
+  report.set_stop_reason(v1::DefragReport::STOP_REASON_DEADLINE);
   EXPECT_THAT(ReportFormatter(OutputFormat::kTable).Defrag(report).value(),
-              HasSubstr("INCOMPLETE"));
+              HasSubstr("INCOMPLETE: stopped early (deadline)"));
+}
+
+TEST(ReportFormatterTest, StatsSayWhatAutomaticDefragmentationDoesAndWhy) {
+  v1::GetStatsResponse stats = MakeGetStats();
+  v1::AutoDefragStats* auto_defrag = stats.mutable_auto_defrag();
+  auto_defrag->set_state(v1::AutoDefragStats::STATE_IDLE);
+  auto_defrag->set_last_decision(
+      "reclaimable 3.1 MiB below the 4.0 MiB minimum (fragmentation 12.0%)");
+  auto_defrag->mutable_last_decision_at()->set_seconds(1796457541);
+  auto_defrag->mutable_next_look_at()->set_seconds(1796457542);
+  auto_defrag->set_runs(3);
+  auto_defrag->set_bytes_reclaimed(12 << 20);
+  auto_defrag->mutable_cpu_time()->set_nanos(45000000);
+  stats.mutable_worker()->set_defragmentations(1);
+  stats.mutable_worker()->set_automatic_defragmentations(3);
+  stats.mutable_worker()->set_memory_limit_defragmentations(2);
+  const ReportFormatter formatter(OutputFormat::kTable);
+  std::string text = formatter.Stats(stats).value();
+  EXPECT_THAT(text, HasSubstr("defragmentations: 1 requested, 3 automatic, 2 "
+                              "for the memory limit"));
+  EXPECT_THAT(text, HasSubstr("automatic defragmentation: idle\n"));
+  EXPECT_THAT(text,
+              HasSubstr("last decision (2026-12-05 07:59:01.000 UTC): no run, "
+                        "reclaimable 3.1 MiB below the 4.0 MiB minimum "
+                        "(fragmentation 12.0%)\n"));
+  EXPECT_THAT(text, HasSubstr("next look: at 2026-12-05 07:59:02.000 UTC"));
+  EXPECT_THAT(text, HasSubstr("runs 3, reclaimed 12.0 MiB, worker CPU time "
+                              "45.0 ms\n"));
+
+  auto_defrag->set_state(v1::AutoDefragStats::STATE_RUNNING);
+  auto_defrag->set_cpu_share(0.1);
+  auto_defrag->set_last_decision_ran(true);
+  text = formatter.Stats(stats).value();
+  EXPECT_THAT(text, HasSubstr("automatic defragmentation: running within "
+                              "10.0% of a core\n"));
+  EXPECT_THAT(text, HasSubstr("UTC): run, reclaimable"));
+  EXPECT_THAT(text, HasSubstr("next look: when the run ends"));
+
+  auto_defrag->set_state(v1::AutoDefragStats::STATE_BACKING_OFF);
+  auto_defrag->set_poor_runs(2);
+  EXPECT_THAT(formatter.Stats(stats).value(),
+              HasSubstr("backing off (2 poor runs in a row)"));
+
+  auto_defrag->set_state(v1::AutoDefragStats::STATE_DISABLED);
+  text = formatter.Stats(stats).value();
+  EXPECT_THAT(text, HasSubstr("automatic defragmentation: disabled"));
+  EXPECT_THAT(text, Not(HasSubstr("last decision")));
+
+  // A server from before automatic defragmentation does not report it.
+  stats.clear_auto_defrag();
+  text = formatter.Stats(stats).value();
+  EXPECT_THAT(text, HasSubstr("automatic defragmentation: not reported by this "
+                              "server\n"));
+  EXPECT_THAT(text, Not(HasSubstr("last decision")));
+}
+
+TEST(ReportFormatterTest, StatsListRecentDefragmentationsWithTheirOrigin) {
+  v1::GetStatsResponse stats = MakeGetStats();
+  const ReportFormatter formatter(OutputFormat::kTable);
+  EXPECT_THAT(formatter.Stats(stats).value(),
+              Not(HasSubstr("recent defragmentations")));
+  v1::DefragReport* automatic = stats.add_recent_defragmentations();
+  *automatic = MakeDefrag();
+  automatic->set_origin(v1::DefragReport::ORIGIN_AUTOMATIC);
+  automatic->set_stop_reason(v1::DefragReport::STOP_REASON_PREEMPTED);
+  automatic->mutable_started_at()->set_seconds(1796457541);
+  v1::DefragReport* rpc = stats.add_recent_defragmentations();
+  *rpc = MakeDefrag();
+  rpc->set_origin(v1::DefragReport::ORIGIN_RPC);
+  rpc->set_stop_reason(v1::DefragReport::STOP_REASON_FINISHED);
+  rpc->mutable_started_at()->set_seconds(1796457542);
+  const std::string text = formatter.Stats(stats).value();
+  EXPECT_THAT(text, HasSubstr("recent defragmentations, oldest first:"));
+  const size_t first = text.find("07:59:01.000 UTC  automatic  preempted");
+  const size_t second = text.find("07:59:02.000 UTC  rpc        finished");
+  ASSERT_NE(first, std::string::npos) << text;
+  ASSERT_NE(second, std::string::npos) << text;
+  EXPECT_LT(first, second);
+  EXPECT_THAT(text, HasSubstr("small cleaned, medium skipped"));
+  EXPECT_THAT(text, HasSubstr("40.0 MiB -> 32.0 MiB"));
 }
 
 TEST(ReportFormatterTest, DefragJsonRoundTrips) {

@@ -184,6 +184,9 @@ TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
     EXPECT_FALSE(d.run);
     EXPECT_EQ(d.state, AutoDefragState::kBackingOff);
     EXPECT_EQ(d.next_look, now + wait);
+    EXPECT_THAT(d.reason,
+                HasSubstr("poor run(s) in a row: the last returned 1.0 MiB "
+                          "of the 8.0 MiB it aimed at"));
     now += wait;
     EXPECT_TRUE(AutoDefragWantsLook(On(), history, 100, now));
   }
@@ -212,8 +215,9 @@ TEST(AutoDefragPolicyTest, ClientsThatRefragmentAsFastAsItCleansBackItOff) {
       DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
   EXPECT_EQ(d.state, AutoDefragState::kBackingOff);
   EXPECT_EQ(d.reason,
-            "backing off: 1 run(s) in a row returned little (the last "
-            "returned 9.0 MiB of 9.0 MiB)");
+            "backing off after 1 poor run(s) in a row: the last returned "
+            "9.0 MiB but clients refragmented as fast: fragmentation right "
+            "after it was 25.0% with 9.0 MiB reclaimable");
 }
 
 TEST(AutoDefragPolicyTest, ReachingTheStopThresholdEarlyIsNotPoor) {
