@@ -142,7 +142,17 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
             << options.heap_mmap_threshold_bytes << " shutdown_grace="
             << absl::FormatDuration(options.shutdown_grace)
             << " shutdown_drain="
-            << absl::FormatDuration(options.shutdown_drain);
+            << absl::FormatDuration(options.shutdown_drain) << " auto_defrag="
+            << (options.auto_defrag.enabled ? "true" : "false")
+            << " auto_defrag_min_reclaimable_bytes="
+            << options.auto_defrag.min_reclaimable_bytes
+            << " auto_defrag_start_fragmentation="
+            << options.auto_defrag.start_fragmentation
+            << " auto_defrag_stop_fragmentation="
+            << options.auto_defrag.stop_fragmentation
+            << " auto_defrag_cpu=" << options.auto_defrag.min_cpu_share << ".."
+            << options.auto_defrag.max_cpu_share << " auto_defrag_interval="
+            << absl::FormatDuration(options.auto_defrag.interval);
   for (const std::string& target : server->targets_) {
     LOG(INFO) << "poold listening on " << target;
   }
