@@ -147,6 +147,15 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
       }
       const uint32_t id = plan_spans_[plan_next_];
       SlabPool::Span& span = pool_.spans_[id];
+      // Emptied by frees since the class was planned (a step can end in the
+      // middle of its spans): cached, or in service again, maybe for
+      // another class. Not this class's to mark any more.
+      if (span.state != SlabPool::kActive || span.class_index != next_class_) {
+        if (tail_by_class_[next_class_] == id) {
+          tail_by_class_[next_class_] = SlabPool::kNoSpan;
+        }
+        continue;
+      }
       if (span.list == SlabPool::kFullList) {
         --pool_.counters_[next_class_].full_spans;
       }
@@ -222,8 +231,11 @@ void SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
   std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
               pool_.SlotAddress(id, c, slot), c.slot_bytes);
   table.SetPayload(index, pool_.Pack(dest, dest_slot, pool_.DeltaOf(payload)));
-  // A block that lands in a marked span (a tail) may have to move again.
-  if (dest < offset_by_span_.size() && offset_by_span_[dest] != kNoOffset) {
+  // A block that lands in a marked span (a tail) may have to move again. A
+  // span marked at the plan but emptied by frees since may be in service
+  // again, even for another class: its old map must not be written.
+  if (dest < offset_by_span_.size() && offset_by_span_[dest] != kNoOffset &&
+      pool_.spans_[dest].state == SlabPool::kEvacuating) {
     owners_[offset_by_span_[dest]][dest_slot] = index;
   }
   pool_.Bitmap(id)[slot / 64] &= ~(uint64_t{1} << (slot % 64));

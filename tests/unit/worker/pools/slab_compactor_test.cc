@@ -1,0 +1,192 @@
+// Tests of SlabCompactor against allocations and frees between its steps,
+// as the worker serves them between slices.
+#include "worker/pools/slab_compactor.h"
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/pools/slab_pool.h"
+
+namespace poold::pools {
+namespace {
+
+SlabPoolOptions Options() {
+  SlabPoolOptions options;
+  options.pool = PoolKind::kSmall;
+  options.span_bytes = 64 << 10;
+  options.spans_per_chunk = 16;
+  options.max_spans = 1 << 12;
+  options.retained_bytes = 1 << 20;  // emptied spans stay cached, reusable
+  options.max_handles = 1 << 20;
+  options.handle_key = 3;
+  return options;
+}
+
+struct Block {
+  uint64_t handle;
+  uint64_t size;
+};
+
+std::string Contents(uint64_t handle, uint64_t size) {
+  std::string s(size, '\0');
+  for (uint64_t i = 0; i < size; ++i) s[i] = static_cast<char>(handle * 7 + i);
+  return s;
+}
+
+uint64_t AllocateFilled(SlabPool& pool, uint64_t size) {
+  absl::StatusOr<BlockInfo> block = pool.Allocate(size, "", UINT64_MAX);
+  EXPECT_TRUE(block.ok()) << block.status();
+  const std::string data = Contents(block->handle, size);
+  std::memcpy(pool.Lookup(block->handle)->data, data.data(), size);
+  return block->handle;
+}
+
+void ExpectIntact(SlabPool& pool, const std::vector<Block>& blocks) {
+  for (const Block& block : blocks) {
+    absl::StatusOr<BlockRef> ref = pool.Lookup(block.handle);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    ASSERT_EQ(std::string(ref->data, block.size),
+              Contents(block.handle, block.size))
+        << "handle " << block.handle;
+  }
+}
+
+// A span that a class gives up during a compaction (its last blocks freed
+// by a client) goes to the cache, and a client's allocation in another
+// class can take it at once. When that class is being compacted too, blocks
+// move into the reused span; the compactor must not take the span for the
+// one it marked (its reverse map for that span has the old class's few
+// slots; writing a slot past them overwrote the reverse map of the next
+// span, and moving that span's blocks then failed a CHECK).
+TEST(SlabCompactorTest, ASpanReusedByAnotherClassMidCompactionIsNotMarked) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  const SizeClasses& classes = pool.classes();
+  const uint32_t big = classes.Get(classes.ClassFor(1000)).slots;
+  const uint32_t tiny = classes.Get(classes.ClassFor(16)).slots;
+  ASSERT_LT(big, 100u);
+  ASSERT_GT(tiny, 2100u);
+  std::vector<Block> kept;
+
+  // 16-byte class: a full span and a second one with 10 blocks high up,
+  // which becomes the class's tail (packed down into its lowest slots).
+  std::vector<uint64_t> handles;
+  for (uint32_t i = 0; i < tiny + 2010; ++i) {
+    handles.push_back(AllocateFilled(pool, 16));
+  }
+  for (uint32_t i = 0; i < handles.size(); ++i) {
+    if (i < tiny || i >= tiny + 2000) {
+      kept.push_back({handles[i], 16});
+    } else {
+      ASSERT_TRUE(pool.Free(handles[i]).ok());
+    }
+  }
+
+  // 1000-byte class: three spans. The first keeps one block, the second
+  // ten, at the slots where the overflow from the first would land; the
+  // third forty. The first two are evacuated, the third is the tail.
+  handles.clear();
+  for (uint32_t i = 0; i < 3 * big; ++i) {
+    handles.push_back(AllocateFilled(pool, 1000));
+  }
+  const uint32_t overflow = 100 - big;  // slot 100 of the first span's map
+  uint64_t doomed = 0;
+  for (uint32_t i = 0; i < 3 * big; ++i) {
+    const uint32_t span = i / big, slot = i % big;
+    const bool keep = (span == 0 && slot == 0) ||
+                      (span == 1 && slot >= overflow && slot < overflow + 10) ||
+                      (span == 2 && slot < 40);
+    if (!keep) {
+      ASSERT_TRUE(pool.Free(handles[i]).ok());
+    } else if (span == 0) {
+      doomed = handles[i];
+    } else {
+      kept.push_back({handles[i], 1000});
+    }
+  }
+
+  SlabCompactor compactor(pool);
+  // A deadline already passed: each step plans one class.
+  const absl::Time past = absl::InfinitePast();
+  ASSERT_FALSE(compactor.Step(past));  // the 16-byte class
+  ASSERT_FALSE(compactor.Step(past));  // the 1000-byte class
+
+  // Between steps, a client frees the first 1000-byte span's last block
+  // (the span is retired into the cache) and allocates a hundred 16-byte
+  // blocks: the full span has no room and the tail takes none, so they go
+  // into a new span, the cached one.
+  ASSERT_TRUE(pool.Free(doomed).ok());
+  for (int i = 0; i < 100; ++i) {
+    kept.push_back({AllocateFilled(pool, 16), 16});
+  }
+
+  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  EXPECT_EQ(compactor.spans_abandoned(), 0u);
+  ExpectIntact(pool, kept);
+  const absl::Status invariants = pool.CheckInvariants();
+  EXPECT_TRUE(invariants.ok()) << invariants;
+  EXPECT_EQ(pool.Stats(false).stats.blocks, kept.size());
+  // The reused span kept the pages its old class had committed; the next
+  // compaction returns them, and then nothing is left to reclaim.
+  SlabCompactor again(pool);
+  while (!again.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  ExpectIntact(pool, kept);
+  EXPECT_EQ(pool.Stats(false).stats.reclaimable_bytes, 0u);
+}
+
+// A step can end in the middle of a class's plan, with some of the spans it
+// chose not marked yet. If frees empty one of those meanwhile and another
+// class takes it from the cache, the rest of the plan must leave it alone.
+TEST(SlabCompactorTest, ASpanEmptiedBeforeItIsMarkedIsLeftToItsNewClass) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  const uint32_t big = pool.classes().Get(pool.classes().ClassFor(1000)).slots;
+  // 200 spans of 1000-byte blocks, one block left in each: the plan keeps
+  // the fewest that hold 200 blocks and evacuates the rest, lowest first.
+  std::vector<uint64_t> all, singles;
+  for (uint32_t i = 0; i < 200 * big; ++i) {
+    all.push_back(AllocateFilled(pool, 1000));
+  }
+  for (uint32_t i = 0; i < all.size(); ++i) {
+    if (i % big == 0) {
+      singles.push_back(all[i]);
+    } else {
+      ASSERT_TRUE(pool.Free(all[i]).ok());
+    }
+  }
+  SlabCompactor compactor(pool);
+  // With its deadline passed, the first step marks 64 spans and stops.
+  ASSERT_FALSE(compactor.Step(absl::InfinitePast()));
+
+  std::vector<Block> kept;
+  for (size_t k = 0; k < singles.size(); ++k) {
+    // Spans 100 to 109 were chosen but not marked yet: empty them.
+    if (k >= 100 && k < 110) {
+      ASSERT_TRUE(pool.Free(singles[k]).ok());
+    } else {
+      kept.push_back({singles[k], 1000});
+    }
+  }
+  // 16-byte blocks: their class has no span, so they take cached ones.
+  for (int i = 0; i < 3000; ++i) kept.push_back({AllocateFilled(pool, 16), 16});
+
+  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  ExpectIntact(pool, kept);
+  const absl::Status invariants = pool.CheckInvariants();
+  EXPECT_TRUE(invariants.ok()) << invariants;
+  const PoolStats stats = pool.Stats(true);
+  EXPECT_EQ(stats.stats.blocks, kept.size());
+  for (const auto& c : stats.classes) {
+    EXPECT_EQ(c.stats.blocks, c.slot_bytes == 16 ? 3000u : singles.size() - 10)
+        << c.slot_bytes;
+  }
+}
+
+}  // namespace
+}  // namespace poold::pools
