@@ -469,6 +469,13 @@ ModeResult RunMode(const std::string& mode) {
     result.above_idle_ratio_mean += above / result.samples.size();
   }
 
+  if (failed.load()) {
+    const std::string log = (*server)->Log();
+    std::fprintf(stderr, "poold's log (end):\n%s\n",
+                 log.substr(log.size() - std::min<size_t>(log.size(), 4000))
+                     .c_str());
+    return result;
+  }
   // Leave the server as found and stop it.
   for (const Block& block : live.TakeAll()) free_block(block);
   const absl::StatusOr<int> code = (*server)->Stop();

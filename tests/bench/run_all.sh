@@ -10,6 +10,8 @@
 #   4. pause: pause_bench               -> pause.md/.json
 #   5. whole-process memory on a mixed-size sequence: mixed_bench (poold
 #      over gRPC, glibc, jemalloc, Redis) -> mixed.md/.json/.png
+#   6. automatic defragmentation off and on under churn: churn_bench, at
+#      each of CHURN_RATES allocations per second -> churn-RATE.md/.json/.png
 #   plus machine.txt (nproc, CPU model, kernel, load before and after).
 #
 #   tests/bench/run_all.sh [--build DIR] [--out DIR] [--only LIST]
@@ -18,7 +20,7 @@
 #   cmake -S . -B build -G Ninja && ninja -C build engine_bench frag_bench
 #   service_bench pause_bench). --out: where the results go (default
 #   bench-results). --only: a comma-separated subset of frag,engine,service,
-#   pause,mixed.
+#   pause,mixed,churn.
 #
 # Scales (environment variables; with the defaults the suite took 12 minutes
 # on 2 quiet cores, half of it the fragmentation workloads; FRAG_SCALE=0.25
@@ -34,13 +36,16 @@
 #   PAUSE_BASELINE_SECONDS=3  pause_bench --baseline_seconds (per round)
 #   MIXED_LIVE_MIB=16,64,256,1024  mixed_bench --live_mib (about 8 minutes
 #                             in all; the 1024 MiB row needs ~8 GiB free)
+#   CHURN_RATES=500,2000      churn_bench --allocs_per_second, one run of
+#                             both modes per rate (about 6 minutes each)
+#   CHURN_SECONDS=150         churn_bench --seconds (per mode)
 #   PYTHON=/usr/bin/python3   Debian's Python, which has python3-matplotlib
 #                             for the plot (a pyenv python3 may not)
 set -euo pipefail
 
 build=build
 out=bench-results
-only=frag,engine,service,pause,mixed
+only=frag,engine,service,pause,mixed,churn
 while (($# > 0)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -65,6 +70,8 @@ done
 : "${PAUSE_ROUNDS:=5}"
 : "${PAUSE_BASELINE_SECONDS:=3}"
 : "${MIXED_LIVE_MIB:=16,64,256,1024}"
+: "${CHURN_RATES:=500,2000}"
+: "${CHURN_SECONDS:=150}"
 : "${PYTHON:=/usr/bin/python3}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -77,6 +84,7 @@ wanted engine && [[ ! -x "${bench}/engine_bench" ]] && missing+=(engine_bench)
 wanted service && [[ ! -x "${bench}/service_bench" ]] && missing+=(service_bench)
 wanted pause && [[ ! -x "${bench}/pause_bench" ]] && missing+=(pause_bench)
 wanted mixed && [[ ! -x "${bench}/mixed_bench" ]] && missing+=(mixed_bench)
+wanted churn && [[ ! -x "${bench}/churn_bench" ]] && missing+=(churn_bench)
 if ((${#missing[@]} > 0)); then
   echo "run_all.sh: not built in ${build}: ${missing[*]}" >&2
   echo "  build them: ninja -C ${build} ${missing[*]}" >&2
@@ -111,7 +119,8 @@ step() {
     "SERVICE_ROUNDS=${SERVICE_ROUNDS} SERVICE_SECONDS=${SERVICE_SECONDS}" \
     "SERVICE_STREAMS=${SERVICE_STREAMS} PAUSE_FILL_MIB=${PAUSE_FILL_MIB}" \
     "PAUSE_ROUNDS=${PAUSE_ROUNDS} PAUSE_BASELINE_SECONDS=${PAUSE_BASELINE_SECONDS}" \
-    "MIXED_LIVE_MIB=${MIXED_LIVE_MIB}"
+    "MIXED_LIVE_MIB=${MIXED_LIVE_MIB}" "CHURN_RATES=${CHURN_RATES}" \
+    "CHURN_SECONDS=${CHURN_SECONDS}"
 } > "${out}/machine.txt"
 cat "${out}/machine.txt"
 
@@ -154,6 +163,19 @@ if wanted mixed; then
   if "${PYTHON}" -c 'import matplotlib' 2>/dev/null; then
     "${PYTHON}" "${here}/plot_mixed.py" "${out}/mixed.json" "${out}/mixed.png"
   fi
+fi
+
+if wanted churn; then
+  IFS=, read -r -a rates <<< "${CHURN_RATES}"
+  for rate in "${rates[@]}"; do
+    step "6. Automatic defragmentation under churn, ${rate} allocations/s" \
+      "churn-${rate}.md" "${bench}/churn_bench" --allocs_per_second="${rate}" \
+      --seconds="${CHURN_SECONDS}" --json="${out}/churn-${rate}.json"
+    if "${PYTHON}" -c 'import matplotlib' 2>/dev/null; then
+      "${PYTHON}" "${here}/plot_churn.py" "${out}/churn-${rate}.json" \
+        "${out}/churn-${rate}.png"
+    fi
+  done
 fi
 
 echo "uptime after: $(uptime)" >> "${out}/machine.txt"

@@ -74,7 +74,7 @@ class ProcessMemoryE2eTest : public ::testing::Test {
 };
 
 TEST_F(ProcessMemoryE2eTest, StatsAndReportShowTheProcessBesideThePools) {
-  Start({});
+  ASSERT_NO_FATAL_FAILURE(Start({}));
   TestBlock block{.seed = 1, .size = 5000};
   std::vector<TestBlock> blocks = {block};
   POOLD_ASSERT_OK(client_->AllocateAll(blocks, 1));
@@ -98,7 +98,7 @@ TEST_F(ProcessMemoryE2eTest, StatsAndReportShowTheProcessBesideThePools) {
 
 TEST_F(ProcessMemoryE2eTest, LargeMessagesLeaveNothingAfterADefragmentation) {
   if (kSanitizerBuild) GTEST_SKIP() << "needs glibc's malloc";
-  Start({});
+  ASSERT_NO_FATAL_FAILURE(Start({}));
   const uint64_t idle = Stats().process().rss_bytes();
   LargeMessages();
   v1::DefragReport report;
@@ -113,7 +113,7 @@ TEST_F(ProcessMemoryE2eTest, IdleServerTrimsTheHeapWithoutADefragmentation) {
   if (kSanitizerBuild) GTEST_SKIP() << "needs glibc's malloc";
   // glibc's adaptive threshold keeps the buffers in the heap: only the trim
   // when the server goes idle returns them.
-  Start({"--heap_mmap_threshold_bytes=0"});
+  ASSERT_NO_FATAL_FAILURE(Start({"--heap_mmap_threshold_bytes=0"}));
   const uint64_t idle = Stats().process().rss_bytes();
   const uint64_t trims_before = Stats().worker().heap_trims();
   LargeMessages();

@@ -48,7 +48,7 @@ class RpcTest : public ::testing::Test {
 };
 
 TEST_F(RpcTest, EveryRpcIsServedByTheEngine) {
-  Start({});
+  ASSERT_NO_FATAL_FAILURE(Start({}));
   std::vector<std::pair<std::string, grpc::Status>> results;
   {
     grpc::ClientContext c;
@@ -122,7 +122,7 @@ TEST_F(RpcTest, EveryRpcIsServedByTheEngine) {
 TEST_F(RpcTest, InvalidRequestsGetTheirCodes) {
   PooldProcess::Options options;
   options.extra_flags = {"--max_block_bytes=1024"};
-  Start(options);
+  ASSERT_NO_FATAL_FAILURE(Start(options));
 
   auto allocate = [&](uint64_t size, const std::string& data) {
     grpc::ClientContext c;
@@ -180,7 +180,7 @@ TEST_F(RpcTest, InvalidRequestsGetTheirCodes) {
 TEST_F(RpcTest, FullChannelAnswersResourceExhausted) {
   PooldProcess::Options options;
   options.extra_flags = {"--channel_capacity=1", "--testing_hold_worker"};
-  Start(options);
+  ASSERT_NO_FATAL_FAILURE(Start(options));
   EXPECT_THAT(poold_->Log(), HasSubstr("TESTING ONLY"));
 
   struct Call {
