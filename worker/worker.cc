@@ -108,6 +108,10 @@ void Worker::Run() {
     }
     MaybeMaintain();
   }
+  // The channel closed while an automatic run waited for its next slice.
+  if (auto_session_.has_value()) {
+    EndAutoDefrag(pools::DefragStopReason::kShutdown);
+  }
   VLOG(1) << "worker: channel closed and drained";
 }
 

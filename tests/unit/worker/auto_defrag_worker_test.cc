@@ -250,6 +250,20 @@ TEST(AutoDefragWorkerTest, GivesWayToATriggeredDefragmentation) {
   ExpectIntact(worker, kept);
 }
 
+// Shutdown while an automatic run waits for its next slice (at 0.1% of a
+// core it spends nearly all its time waiting) ends the run with the reason
+// shutdown; poold used to abort on the session dropped without an end.
+TEST(AutoDefragWorkerTest, ShutdownDuringAnAutomaticRunEndsIt) {
+  std::vector<uint64_t> kept;
+  auto worker =
+      std::make_unique<Worker>(AutoOptions(0.001), Fragmented(100000, &kept));
+  StatsWhen(*worker, [](const StatsSnapshot& s) {
+    return s.auto_defrag.state == AutoDefragState::kRunning;
+  });
+  worker->Stop();
+  worker.reset();
+}
+
 TEST(AutoDefragWorkerTest, DisabledDoesNothing) {
   std::vector<uint64_t> kept;
   Worker::Options options = AutoOptions(0.5);
