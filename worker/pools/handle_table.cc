@@ -339,7 +339,9 @@ void HandleTable::Densify(uint32_t page) {
 
 int64_t HandleTable::SparsePassGain() const {
   // After a pass, one store holds every live sparse entry, packed; the
-  // candidates' pages are returned.
+  // candidates' pages are returned. (Compact finishes an unfinished pass
+  // first, and packs again if records died meanwhile in what it had
+  // filled: it ends in the same state.)
   const uint64_t records_after = sparse_live_ + candidate_live_;
   const uint64_t store_after =
       OsMemory::RoundUpToPage(records_after * kSparseRecordBytes);
@@ -428,15 +430,19 @@ bool HandleTable::Compact(absl::Time deadline, uint64_t* freed) {
     if (!ReleaseEmptyPages(deadline, freed)) return false;
     release_pending_ = false;
   }
-  if (!pass_running_) {
-    if (SparsePassGain() <= 0) return true;
-    pass_running_ = true;
-    pass_page_ = 0;
-    pass_target_ = store_ ^ 1;
-    store_ = pass_target_;  // new records go to the target from now on
+  // A pass left unfinished by an earlier compaction is finished first. The
+  // records that died meanwhile in the part of its target that it had
+  // filled stay there, so a second pass may follow to pack them.
+  while (pass_running_ || SparsePassGain() > 0) {
+    if (!pass_running_) {
+      pass_running_ = true;
+      pass_page_ = 0;
+      pass_target_ = store_ ^ 1;
+      store_ = pass_target_;  // new records go to the target from now on
+    }
+    if (!SparsePass(deadline, freed)) return false;
+    pass_running_ = false;
   }
-  if (!SparsePass(deadline, freed)) return false;
-  pass_running_ = false;
   return true;
 }
 

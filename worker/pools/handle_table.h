@@ -140,14 +140,17 @@ class HandleTable {
   void StartCompaction();
   // Compacts the table as described above, in steps, until done (true) or
   // `deadline` passes (false; the next call goes on). Adds the bytes it
-  // returned to the OS to `*freed`.
+  // returned to the OS to `*freed` (gross: a pass also commits pages for
+  // the store it fills).
   bool Compact(absl::Time deadline, uint64_t* freed);
-  // All of it, whatever the time; returns the bytes returned.
+  // All of it, whatever the time; returns what resident_bytes() dropped by.
   uint64_t Compact() {
+    const uint64_t before = resident_bytes();
     StartCompaction();
     uint64_t freed = 0;
     Compact(absl::InfiniteFuture(), &freed);
-    return freed;
+    const uint64_t after = resident_bytes();
+    return before > after ? before - after : 0;
   }
   // Exactly what Compact() would return to the OS now (when no compaction
   // is under way; during one, what is left of it).

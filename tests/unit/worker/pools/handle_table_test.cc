@@ -313,6 +313,51 @@ TEST(HandleTableTest, AnUnfinishedCompactionStartsOverFromTheFirstPage) {
   ExpectKept(table, kept, removed);
 }
 
+// A pass stopped part-way leaves the pages it already moved in the other
+// store; records that die there afterwards stay until a later pass. What
+// the next compaction returns is still exactly what was projected.
+TEST(HandleTableTest, ProjectionAfterAnUnfinishedPassIsExact) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 22, kKey).ok());
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  Scatter(table, 400, 10, &kept, &removed);
+  table.Compact();
+  ASSERT_EQ(table.sparse_pages(), 400u);
+  // Half the survivors die: a pass would pack the store into fewer pages.
+  auto remove_where = [&](auto&& pick) {
+    std::vector<Kept> still;
+    for (const Kept& k : kept) {
+      if (pick(k)) {
+        table.Remove(k.index);
+        removed.push_back(k.handle);
+      } else {
+        still.push_back(k);
+      }
+    }
+    kept = std::move(still);
+  };
+  remove_where([](const Kept& k) { return k.payload / 30 % 2 == 0; });
+  ASSERT_GT(table.reclaimable_bytes(), 0u);
+  // One step of a pass, then it is abandoned: the first pages' records
+  // are in the other store now, and most of them die there.
+  uint64_t freed = 0;
+  table.StartCompaction();
+  ASSERT_FALSE(table.Compact(absl::InfinitePast(), &freed));
+  remove_where([](const Kept& k) {
+    return HandleTable::PageOf(k.index) < 64 && k.payload / 30 % 5 != 0;
+  });
+  const uint64_t resident = table.resident_bytes();
+  const uint64_t reclaimable = table.reclaimable_bytes();
+  const uint64_t returned = table.Compact();
+  EXPECT_EQ(resident - table.resident_bytes(), reclaimable);
+  EXPECT_EQ(returned, reclaimable);
+  // The dead records went too: nothing is left to gain.
+  EXPECT_EQ(table.reclaimable_bytes(), 0u);
+  EXPECT_EQ(table.sparse_entries(), table.live());
+  ExpectKept(table, kept, removed);
+}
+
 TEST(HandleTableTest, FullTableIsResourceExhausted) {
   HandleTable table;
   ASSERT_TRUE(table.Init(PoolKind::kLarge, 1024, kKey).ok());

@@ -169,8 +169,8 @@ class Model {
   // The size classes that a compaction could still shrink, for messages.
   std::string ClassesWithRoom(PoolKind pool) {
     std::string out;
-    for (const ClassStats& c :
-         pools_->Stats(true).pools[PoolIndex(pool)].classes) {
+    const PoolSetStats stats = pools_->Stats(true);
+    for (const ClassStats& c : stats.pools[PoolIndex(pool)].classes) {
       if (c.stats.reclaimable_bytes == 0) continue;
       absl::StrAppend(&out, "class ", c.slot_bytes, ": ", c.stats.blocks,
                       " blocks in ", c.stats.spans, " spans, ",
