@@ -149,6 +149,7 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
                 (options.max_cpu_share - options.min_cpu_share) * t;
   d.run = true;
   d.state = AutoDefragState::kRunning;
+  history.fragmentation_at_start = fragmentation;
   d.reason = absl::StrCat(
       "fragmentation ", Percent(fragmentation), " at or above the ",
       Percent(threshold), " ", threshold_name, " threshold and ",
@@ -186,8 +187,10 @@ void RecordAutoDefragRun(const AutoDefragOptions& options,
   const bool reached_target =
       report.stop_reason == DefragStopReason::kTargetReached;
   const bool returned_little = report.bytes_reclaimed < aimed_bytes / 2;
+  const double fragmentation = after.FragmentationRatio();
   const bool refragmented =
-      after.FragmentationRatio() >= options.start_fragmentation &&
+      fragmentation >= history.fragmentation_at_start &&
+      fragmentation >= options.start_fragmentation &&
       after.reclaimable_bytes >= options.min_reclaimable_bytes;
   if (!reached_target && (returned_little || refragmented)) {
     history.last_poor_reason =
@@ -201,7 +204,9 @@ void RecordAutoDefragRun(const AutoDefragOptions& options,
                            HumanBytes(report.bytes_reclaimed),
                            " but clients refragmented as fast: fragmentation "
                            "right after it was ",
-                           Percent(after.FragmentationRatio()), " with ",
+                           Percent(fragmentation), " (",
+                           Percent(history.fragmentation_at_start),
+                           " when it started) with ",
                            HumanBytes(after.reclaimable_bytes), " reclaimable");
     ++history.poor_runs;
     history.backoff_until = now + Backoff(options, history.poor_runs);

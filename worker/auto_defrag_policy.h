@@ -65,6 +65,9 @@ struct AutoDefragHistory {
   // A run stopped before it was done (it gave way to a requested one): the
   // next look restarts it down to the stop threshold, not the start one.
   bool unfinished = false;
+  // Fragmentation (all pools) when the last run was decided: a run after
+  // which it is no lower made no headway against the clients.
+  double fragmentation_at_start = 0;
   // What the last run aimed at and what it returned, for the reasons.
   uint64_t last_aimed_bytes = 0;
   uint64_t last_reclaimed_bytes = 0;
@@ -115,8 +118,12 @@ std::string AutoDefragStopReason(const AutoDefragOptions& options,
 // After a run ended (`report`, which aimed at `aimed_bytes`; `after` is the
 // pools' total statistics then): counts it, and backs off when it returned
 // little: less than half of what it aimed at, or when clients refragmented
-// as fast as it cleaned (still at or above the start threshold with at least
-// the minimum reclaimable). Each such run in a row doubles the wait before
+// as fast as it cleaned (fragmentation no lower than when the run was
+// decided, and still at or above the start threshold with at least the
+// minimum reclaimable). A run that left fragmentation lower, even above the
+// start threshold, is not poor: the next look follows at once, as the churn
+// of clients that keep changing sizes needs. Each such run in a row doubles
+// the wait before
 // the next look, from `interval` up to `max_backoff`; a run that pays resets
 // it. A run that gave way or stopped for shutdown counts as neither.
 void RecordAutoDefragRun(const AutoDefragOptions& options,
