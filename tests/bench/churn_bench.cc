@@ -471,9 +471,9 @@ ModeResult RunMode(const std::string& mode) {
 
   if (failed.load()) {
     const std::string log = (*server)->Log();
-    std::fprintf(stderr, "poold's log (end):\n%s\n",
-                 log.substr(log.size() - std::min<size_t>(log.size(), 4000))
-                     .c_str());
+    std::fprintf(
+        stderr, "poold's log (end):\n%s\n",
+        log.substr(log.size() - std::min<size_t>(log.size(), 4000)).c_str());
     return result;
   }
   // Leave the server as found and stop it.
