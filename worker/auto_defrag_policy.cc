@@ -77,10 +77,10 @@ absl::string_view AutoDefragStateName(AutoDefragState state) {
 }
 
 bool AutoDefragWantsLook(const AutoDefragOptions& options,
-                         const AutoDefragHistory& history, uint64_t mutations,
-                         absl::Time now) {
+                         const AutoDefragHistory& history, uint64_t mutations) {
   if (!options.enabled) return false;
-  if (now < history.backoff_until) return false;
+  // (Also while backing off: a look may find fragmentation climbing past
+  // twice the start threshold, which ends the back-off.)
   if (!history.looked || history.unfinished) return true;
   return mutations != history.mutations_at_last_look;
 }
@@ -98,18 +98,33 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
   history.looked = true;
   history.mutations_at_last_look = input.mutations;
   d.next_look = input.now + options.interval;
-  if (input.now < history.backoff_until) {
-    d.state = AutoDefragState::kBackingOff;
-    d.next_look = history.backoff_until;
-    d.reason =
-        absl::StrCat("backing off after ", history.poor_runs,
-                     " poor run(s) in a row: ", history.last_poor_reason);
-    return d;
-  }
-  d.state = AutoDefragState::kIdle;
   const pools::FragmentationStats& total = input.stats.total;
   const double fragmentation = total.FragmentationRatio();
   const uint64_t reclaimable = total.reclaimable_bytes;
+  std::string escalation;
+  if (input.now < history.backoff_until) {
+    // Fragmentation that climbs past twice the start threshold (where the
+    // CPU share reaches its ceiling) and above where the poor run left it
+    // costs more memory than a run at the ceiling costs CPU: a change in
+    // the clients' sizes is outrunning the back-off.
+    const double ceiling = 2 * options.start_fragmentation;
+    if (fragmentation < ceiling ||
+        fragmentation <= history.fragmentation_after_poor ||
+        reclaimable < options.min_reclaimable_bytes) {
+      d.state = AutoDefragState::kBackingOff;
+      d.next_look = std::min(d.next_look, history.backoff_until);
+      d.reason =
+          absl::StrCat("backing off after ", history.poor_runs,
+                       " poor run(s) in a row: ", history.last_poor_reason);
+      return d;
+    }
+    escalation = absl::StrCat(
+        "backing off ended early: fragmentation ", Percent(fragmentation),
+        " rose past twice the start threshold (", Percent(ceiling),
+        ") and above the ", Percent(history.fragmentation_after_poor),
+        " the last poor run left; ");
+  }
+  d.state = AutoDefragState::kIdle;
   const double threshold = history.unfinished ? options.stop_fragmentation
                                               : options.start_fragmentation;
   const char* threshold_name = history.unfinished ? "stop" : "start";
@@ -151,7 +166,7 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
   d.state = AutoDefragState::kRunning;
   history.fragmentation_at_start = fragmentation;
   d.reason = absl::StrCat(
-      "fragmentation ", Percent(fragmentation), " at or above the ",
+      escalation, "fragmentation ", Percent(fragmentation), " at or above the ",
       Percent(threshold), " ", threshold_name, " threshold and ",
       HumanBytes(reclaimable), " reclaimable (minimum ",
       HumanBytes(options.min_reclaimable_bytes), "): defragmenting ",
@@ -210,6 +225,7 @@ void RecordAutoDefragRun(const AutoDefragOptions& options,
                            HumanBytes(after.reclaimable_bytes), " reclaimable");
     ++history.poor_runs;
     history.backoff_until = now + Backoff(options, history.poor_runs);
+    history.fragmentation_after_poor = fragmentation;
   } else {
     history.last_poor_reason.clear();
     history.poor_runs = 0;

@@ -44,7 +44,7 @@ enum class AutoDefragState : uint8_t {
   kDisabled,    // --auto_defrag=false
   kIdle,        // looking, nothing worth a run
   kRunning,     // a run is in progress
-  kBackingOff,  // recent runs returned little; waiting before the next look
+  kBackingOff,  // recent runs returned little; no run before the back-off ends
 };
 
 // "disabled", "idle", "running", "backing off".
@@ -58,6 +58,8 @@ struct AutoDefragHistory {
   // when the back-off they caused ends.
   int poor_runs = 0;
   absl::Time backoff_until = absl::InfinitePast();
+  // Fragmentation (all pools) right after the last poor run.
+  double fragmentation_after_poor = 0;
   // The worker's count of allocations and frees at the last look and at the
   // end of the last run: when it has not moved, nothing can have changed.
   uint64_t mutations_at_last_look = 0;
@@ -98,14 +100,16 @@ struct AutoDefragDecision {
 };
 
 // Whether the worker needs the statistics for a look at `now`: false while
-// disabled, backing off, or when no allocation or free happened since the
-// last look (an idle server costs nothing); true for the first look after a
-// run.
+// disabled, or when no allocation or free happened since the last look (an
+// idle server costs nothing); true for the first look after a run. Looks go
+// on while backing off (see DecideAutoDefrag).
 bool AutoDefragWantsLook(const AutoDefragOptions& options,
-                         const AutoDefragHistory& history, uint64_t mutations,
-                         absl::Time now);
+                         const AutoDefragHistory& history, uint64_t mutations);
 
-// The decision at a look. Also records the look in `history`.
+// The decision at a look. Also records the look in `history`. While backing
+// off, no run, unless fragmentation has climbed to twice the start
+// threshold or more, above where the last poor run left it, with at least
+// the minimum reclaimable: then a run at the CPU ceiling.
 AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
                                     AutoDefragHistory& history,
                                     const AutoDefragInput& input);
@@ -122,10 +126,10 @@ std::string AutoDefragStopReason(const AutoDefragOptions& options,
 // decided, and still at or above the start threshold with at least the
 // minimum reclaimable). A run that left fragmentation lower, even above the
 // start threshold, is not poor: the next look follows at once, as the churn
-// of clients that keep changing sizes needs. Each such run in a row doubles
-// the wait before
-// the next look, from `interval` up to `max_backoff`; a run that pays resets
-// it. A run that gave way or stopped for shutdown counts as neither.
+// of clients that keep changing sizes needs. Each poor run in a row doubles
+// the wait before the next run, from `interval` up to `max_backoff`; a run
+// that pays resets it. A run that gave way or stopped for shutdown counts
+// as neither.
 void RecordAutoDefragRun(const AutoDefragOptions& options,
                          AutoDefragHistory& history,
                          const pools::DefragReport& report,

@@ -433,7 +433,7 @@ void Worker::MaybeStartAutoDefrag(absl::Time now) {
       now < next_auto_look_ || channel_.closed()) {
     return;
   }
-  if (!AutoDefragWantsLook(policy, auto_history_, mutations_, now)) return;
+  if (!AutoDefragWantsLook(policy, auto_history_, mutations_)) return;
   auto_decision_ = DecideAutoDefrag(
       policy, auto_history_,
       AutoDefragInput{
@@ -497,11 +497,13 @@ void Worker::EndAutoDefrag(pools::DefragStopReason reason) {
         absl::StrCat("backing off after ", auto_history_.poor_runs,
                      " poor run(s) in a row: ", auto_history_.last_poor_reason);
     LOG(INFO) << "automatic defragmentation: " << auto_decision_.reason
-              << "; next look at "
-              << absl::FormatTime(auto_history_.backoff_until);
+              << "; no run before "
+              << absl::FormatTime(auto_history_.backoff_until)
+              << " unless fragmentation climbs past twice the start threshold";
   }
-  // Look again at the next tick, unless it backs off.
-  next_auto_look_ = std::max(now, auto_history_.backoff_until);
+  // Look again at the next tick: a look says where the run left things,
+  // and (backing off) whether fragmentation is climbing past the ceiling.
+  next_auto_look_ = now;
 }
 
 AutoDefragStats Worker::SnapshotAutoDefrag() const {
@@ -520,9 +522,7 @@ AutoDefragStats Worker::SnapshotAutoDefrag() const {
   stats.last_decision_ran = auto_decision_.run;
   stats.last_decision_at = auto_decision_.decided_at;
   stats.next_look_at =
-      options_.auto_defrag.enabled
-          ? std::max(next_auto_look_, auto_history_.backoff_until)
-          : absl::InfiniteFuture();
+      options_.auto_defrag.enabled ? next_auto_look_ : absl::InfiniteFuture();
   stats.runs = auto_history_.runs;
   stats.bytes_reclaimed = auto_bytes_reclaimed_;
   stats.cpu_time = auto_cpu_;

@@ -70,7 +70,7 @@ TEST(AutoDefragPolicyTest, DisabledNeverLooksNorRuns) {
   AutoDefragOptions options = On();
   options.enabled = false;
   AutoDefragHistory history;
-  EXPECT_FALSE(AutoDefragWantsLook(options, history, 5, kNow));
+  EXPECT_FALSE(AutoDefragWantsLook(options, history, 5));
   const AutoDefragDecision d = DecideAutoDefrag(
       options, history, Input(100 * kMiB, 200 * kMiB, 90 * kMiB));
   EXPECT_FALSE(d.run);
@@ -81,7 +81,7 @@ TEST(AutoDefragPolicyTest, DisabledNeverLooksNorRuns) {
 
 TEST(AutoDefragPolicyTest, RunsWhenFragmentedAndWorthIt) {
   AutoDefragHistory history;
-  ASSERT_TRUE(AutoDefragWantsLook(On(), history, 1, kNow));
+  ASSERT_TRUE(AutoDefragWantsLook(On(), history, 1));
   // 40 MiB resident for 30 MiB live: 25% fragmentation, 9 MiB reclaimable.
   const AutoDefragDecision d =
       DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
@@ -146,8 +146,8 @@ TEST(AutoDefragPolicyTest, BelowTheStartThresholdIsNoRun) {
 TEST(AutoDefragPolicyTest, AnIdleServerIsNotLookedAtAgain) {
   AutoDefragHistory history;
   DecideAutoDefrag(On(), history, Input(90 * kMiB, 100 * kMiB, 1 * kMiB, 7));
-  EXPECT_FALSE(AutoDefragWantsLook(On(), history, 7, kNow + absl::Hours(1)));
-  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 8, kNow + absl::Seconds(1)));
+  EXPECT_FALSE(AutoDefragWantsLook(On(), history, 7));
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 8));
 }
 
 TEST(AutoDefragPolicyTest, StopsBelowTheStopThreshold) {
@@ -163,7 +163,7 @@ TEST(AutoDefragPolicyTest, ARunThatPaysKeepsLookingAtTheInterval) {
                       Total(30 * kMiB, 31 * kMiB, 0), kNow);
   EXPECT_EQ(history.runs, 1u);
   EXPECT_EQ(history.poor_runs, 0);
-  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 2, kNow + absl::Seconds(1)));
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 2));
 }
 
 TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
@@ -178,20 +178,22 @@ TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
                         Report(DefragStopReason::kFinished, 1 * kMiB), 8 * kMiB,
                         Total(30 * kMiB, 31 * kMiB, 0), now);
     EXPECT_EQ(history.backoff_until, now + wait);
-    EXPECT_FALSE(AutoDefragWantsLook(On(), history, 99, now + wait / 2));
-    const AutoDefragDecision d =
-        DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
+    // It still looks (15% fragmentation, below twice the start threshold),
+    // but runs nothing before the back-off ends.
+    AutoDefragInput look = Input(34 * kMiB, 40 * kMiB, 6 * kMiB);
+    look.now = now + wait / 2;
+    const AutoDefragDecision d = DecideAutoDefrag(On(), history, look);
     EXPECT_FALSE(d.run);
     EXPECT_EQ(d.state, AutoDefragState::kBackingOff);
-    EXPECT_EQ(d.next_look, now + wait);
+    EXPECT_EQ(d.next_look, std::min(look.now + absl::Seconds(1), now + wait));
     EXPECT_THAT(d.reason,
                 HasSubstr("poor run(s) in a row: the last returned 1.0 MiB "
                           "of the 8.0 MiB it aimed at"));
     now += wait;
-    EXPECT_TRUE(AutoDefragWantsLook(On(), history, 100, now));
+    EXPECT_TRUE(AutoDefragWantsLook(On(), history, 100));
   }
   EXPECT_EQ(history.poor_runs, 5);
-  AutoDefragInput later = Input(30 * kMiB, 40 * kMiB, 9 * kMiB);
+  AutoDefragInput later = Input(34 * kMiB, 40 * kMiB, 6 * kMiB);
   later.now = now;
   EXPECT_TRUE(DecideAutoDefrag(On(), history, later).run);
   // A run that pays ends the back-off.
@@ -199,7 +201,7 @@ TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
                       Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
                       Total(30 * kMiB, 31 * kMiB, 0), now);
   EXPECT_EQ(history.poor_runs, 0);
-  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 101, now));
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 101));
 }
 
 TEST(AutoDefragPolicyTest, ClientsThatRefragmentAsFastAsItCleansBackItOff) {
@@ -214,15 +216,50 @@ TEST(AutoDefragPolicyTest, ClientsThatRefragmentAsFastAsItCleansBackItOff) {
                       Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
                       Total(30 * kMiB, 40 * kMiB, 9 * kMiB), kNow);
   EXPECT_EQ(history.poor_runs, 1);
-  EXPECT_FALSE(AutoDefragWantsLook(On(), history, 5, kNow));
+  // 25% fragmentation, past twice the start threshold, but no higher than
+  // the run left it: it keeps backing off.
   const AutoDefragDecision d =
       DecideAutoDefrag(On(), history, Input(30 * kMiB, 40 * kMiB, 9 * kMiB));
+  EXPECT_FALSE(d.run);
   EXPECT_EQ(d.state, AutoDefragState::kBackingOff);
   EXPECT_EQ(d.reason,
             "backing off after 1 poor run(s) in a row: the last returned "
             "9.0 MiB but clients refragmented as fast: fragmentation right "
             "after it was 25.0% (20.0% when it started) with 9.0 MiB "
             "reclaimable");
+}
+
+// A change of the clients' sizes can outrun a back-off: once fragmentation
+// climbs past twice the start threshold and above where the poor run left
+// it, a run starts at the CPU ceiling before the back-off ends.
+TEST(AutoDefragPolicyTest, FragmentationClimbingPastTheCeilingEndsABackOff) {
+  AutoDefragHistory history;
+  ASSERT_TRUE(
+      DecideAutoDefrag(On(), history, Input(34 * kMiB, 40 * kMiB, 6 * kMiB))
+          .run);
+  // 15% when decided, 17.5% after: poor.
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kFinished, 5 * kMiB), 6 * kMiB,
+                      Total(33 * kMiB, 40 * kMiB, 6 * kMiB), kNow);
+  ASSERT_EQ(history.poor_runs, 1);
+  ASSERT_GT(history.backoff_until, kNow + absl::Milliseconds(500));
+  // Half a second later, still backing off, but fragmentation is at 30%.
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 5));
+  AutoDefragInput look = Input(28 * kMiB, 40 * kMiB, 11 * kMiB);
+  look.now = kNow + absl::Milliseconds(500);
+  const AutoDefragDecision d = DecideAutoDefrag(On(), history, look);
+  EXPECT_TRUE(d.run);
+  EXPECT_EQ(d.state, AutoDefragState::kRunning);
+  EXPECT_DOUBLE_EQ(d.cpu_share, 0.25);
+  EXPECT_THAT(d.reason,
+              HasSubstr("backing off ended early: fragmentation 30.0% rose "
+                        "past twice the start threshold (20.0%) and above the "
+                        "17.5% the last poor run left"));
+  // At 19%, below the ceiling, the back-off holds.
+  AutoDefragInput lower = Input(33200 * 1024, 40 * kMiB, 7 * kMiB);
+  lower.now = kNow + absl::Milliseconds(500);
+  history.looked = false;
+  EXPECT_FALSE(DecideAutoDefrag(On(), history, lower).run);
 }
 
 // Under a churn that keeps changing sizes, a run that leaves fragmentation
@@ -242,7 +279,7 @@ TEST(AutoDefragPolicyTest, ARunThatGainsGroundOnTheClientsIsNotPoor) {
                       Total(32 * kMiB, 40 * kMiB, 8 * kMiB), kNow);
   EXPECT_EQ(history.poor_runs, 0);
   EXPECT_EQ(history.backoff_until, absl::InfinitePast());
-  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 5, kNow));
+  EXPECT_TRUE(AutoDefragWantsLook(On(), history, 5));
   const AutoDefragDecision d =
       DecideAutoDefrag(On(), history, Input(32 * kMiB, 40 * kMiB, 8 * kMiB));
   EXPECT_TRUE(d.run);
@@ -266,7 +303,7 @@ TEST(AutoDefragPolicyTest, ARunThatGaveWayResumesDownToTheStopThreshold) {
   EXPECT_TRUE(history.unfinished);
   // 8% is below the start threshold but above the stop one: it goes on.
   EXPECT_TRUE(
-      AutoDefragWantsLook(On(), history, history.mutations_at_last_look, kNow));
+      AutoDefragWantsLook(On(), history, history.mutations_at_last_look));
   const AutoDefragDecision d =
       DecideAutoDefrag(On(), history, Input(92 * kMiB, 100 * kMiB, 7 * kMiB));
   EXPECT_TRUE(d.run);
