@@ -80,11 +80,10 @@ ABSL_FLAG(double, auto_defrag_min_cpu, kDefaults.auto_defrag.min_cpu_share,
           "that fragmentation.");
 ABSL_FLAG(double, auto_defrag_max_cpu, kDefaults.auto_defrag.max_cpu_share,
           "Share of one core (0..1) an automatic run may use at most.");
-ABSL_FLAG(
-    absl::Duration, auto_defrag_interval, kDefaults.auto_defrag.interval,
-    "Time between two looks at the pools' statistics; runs that "
-    "return little double the wait before the next run, up to 64 times "
-    "(fragmentation at twice the start threshold ends the wait).");
+ABSL_FLAG(absl::Duration, auto_defrag_interval, kDefaults.auto_defrag.interval,
+          "Time between two looks at the pools' statistics; runs that "
+          "return little double the wait before the next run, up to 64 times "
+          "(fragmentation at twice the start threshold ends the wait).");
 ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
