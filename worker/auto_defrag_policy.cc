@@ -77,11 +77,17 @@ absl::string_view AutoDefragStateName(AutoDefragState state) {
 }
 
 bool AutoDefragWantsLook(const AutoDefragOptions& options,
-                         const AutoDefragHistory& history, uint64_t mutations) {
+                         const AutoDefragHistory& history, uint64_t mutations,
+                         absl::Time now) {
   if (!options.enabled) return false;
   // (Also while backing off: a look may find fragmentation climbing past
   // twice the start threshold, which ends the back-off.)
   if (!history.looked || history.unfinished) return true;
+  // A look during the back-off saw what a run would face but could not
+  // start one: the first look after it ends may, changes or not.
+  if (history.looked_while_backing_off && now >= history.backoff_until) {
+    return true;
+  }
   return mutations != history.mutations_at_last_look;
 }
 
@@ -102,6 +108,7 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
   const double fragmentation = total.FragmentationRatio();
   const uint64_t reclaimable = total.reclaimable_bytes;
   std::string escalation;
+  history.looked_while_backing_off = false;
   if (input.now < history.backoff_until) {
     // Fragmentation that climbs past twice the start threshold (where the
     // CPU share reaches its ceiling) and above where the poor run left it
@@ -113,6 +120,7 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
         reclaimable < options.min_reclaimable_bytes) {
       d.state = AutoDefragState::kBackingOff;
       d.next_look = std::min(d.next_look, history.backoff_until);
+      history.looked_while_backing_off = true;
       d.reason =
           absl::StrCat("backing off after ", history.poor_runs,
                        " poor run(s) in a row: ", history.last_poor_reason);

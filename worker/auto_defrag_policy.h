@@ -60,6 +60,8 @@ struct AutoDefragHistory {
   absl::Time backoff_until = absl::InfinitePast();
   // Fragmentation (all pools) right after the last poor run.
   double fragmentation_after_poor = 0;
+  // The last look fell within a back-off (and so could not run).
+  bool looked_while_backing_off = false;
   // The worker's count of allocations and frees at the last look and at the
   // end of the last run: when it has not moved, nothing can have changed.
   uint64_t mutations_at_last_look = 0;
@@ -101,10 +103,12 @@ struct AutoDefragDecision {
 
 // Whether the worker needs the statistics for a look at `now`: false while
 // disabled, or when no allocation or free happened since the last look (an
-// idle server costs nothing); true for the first look after a run. Looks go
-// on while backing off (see DecideAutoDefrag).
+// idle server costs nothing); true for the first look after a run, and for
+// the first once a back-off has ended if the last look fell within it.
+// Looks go on while backing off (see DecideAutoDefrag).
 bool AutoDefragWantsLook(const AutoDefragOptions& options,
-                         const AutoDefragHistory& history, uint64_t mutations);
+                         const AutoDefragHistory& history, uint64_t mutations,
+                         absl::Time now);
 
 // The decision at a look. Also records the look in `history`. While backing
 // off, no run, unless fragmentation has climbed to twice the start

@@ -433,7 +433,7 @@ void Worker::MaybeStartAutoDefrag(absl::Time now) {
       now < next_auto_look_ || channel_.closed()) {
     return;
   }
-  if (!AutoDefragWantsLook(policy, auto_history_, mutations_)) return;
+  if (!AutoDefragWantsLook(policy, auto_history_, mutations_, now)) return;
   auto_decision_ = DecideAutoDefrag(
       policy, auto_history_,
       AutoDefragInput{
