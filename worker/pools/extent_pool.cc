@@ -16,7 +16,11 @@ namespace poold::pools {
 ExtentPool::~ExtentPool() {
   for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
     if (chunks_[k].base != nullptr) {
-      OsMemory::Unmap(chunks_[k].base, uint64_t{chunks_[k].pages} * page_);
+      if (absl::Status s = options_.os->Unmap(
+              chunks_[k].base, uint64_t{chunks_[k].pages} * page_);
+          !s.ok()) {
+        LOG(WARNING) << "a large chunk stays mapped: " << s;
+      }
     }
   }
 }
@@ -25,10 +29,12 @@ absl::Status ExtentPool::Init(const ExtentPoolOptions& options) {
   options_ = options;
   start_ = absl::Now();
   page_ = OsMemory::PageSize();
-  if (absl::Status s = extents_.Init(options.max_extents); !s.ok()) return s;
-  if (absl::Status s = chunks_.Init(options.max_chunks); !s.ok()) return s;
+  if (absl::Status s = extents_.Init(options.max_extents, *options.os); !s.ok())
+    return s;
+  if (absl::Status s = chunks_.Init(options.max_chunks, *options.os); !s.ok())
+    return s;
   return handles_.Init(PoolKind::kLarge, options.max_handles,
-                       options.handle_key);
+                       options.handle_key, *options.os);
 }
 
 int ExtentPool::BinFor(uint64_t pages) {
@@ -69,7 +75,8 @@ void ExtentPool::SetMapEntry(uint32_t chunk, uint32_t page, uint32_t value) {
   Chunk& c = chunks_[chunk];
   const uint32_t map_page = MapPageOf(page);
   if (!MapPageCommitted(c, map_page)) {
-    OsMemory::Commit(c.base + uint64_t{map_page} * page_, page_);
+    options_.os->Commit(c.base + uint64_t{map_page} * page_, page_)
+        .IgnoreError();
     c.map_committed |= uint64_t{1} << map_page;
     ++c.map_pages;
     header_bytes_ += page_;
@@ -199,11 +206,11 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
                      chunks_.capacity(), ")"));
   }
   const uint64_t total = ChunkPagesFor(pages);
-  absl::StatusOr<char*> base = OsMemory::Reserve(total * page_);
+  absl::StatusOr<char*> base = options_.os->Reserve(total * page_);
   if (!base.ok()) return base.status();
   absl::StatusOr<uint32_t> id = NewRecord();
   if (!id.ok()) {
-    OsMemory::Unmap(*base, total * page_);
+    options_.os->Unmap(*base, total * page_).IgnoreError();
     return id.status();
   }
   if (k == chunk_slots_used_) ++chunk_slots_used_;
@@ -212,7 +219,7 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
       Chunk{*base, static_cast<uint32_t>(total), header, 0, 0, 0, 0, 0};
   if (header > kLazyMapPages) {
     // A map this large belongs to a chunk of one huge block: all of it.
-    OsMemory::Commit(*base, uint64_t{header} * page_);
+    options_.os->Commit(*base, uint64_t{header} * page_).IgnoreError();
     chunks_[k].map_committed = ~uint64_t{0};
     chunks_[k].map_pages = header;
     header_bytes_ += uint64_t{header} * page_;
@@ -235,7 +242,7 @@ void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
   if (e.state != kClean || e.pages != c.pages - c.header_pages) return;
   RemoveFree(id);
   FreeRecord(id);
-  OsMemory::Unmap(c.base, uint64_t{c.pages} * page_);
+  options_.os->Unmap(c.base, uint64_t{c.pages} * page_).IgnoreError();
   header_bytes_ -= uint64_t{c.map_pages} * page_;
   --chunks_mapped_;
   c = Chunk{};
@@ -319,7 +326,7 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
   char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
   if (state == kClean) {
     // Fresh zero pages: make them resident now, as counted.
-    OsMemory::Commit(block, pages * page_);
+    options_.os->Commit(block, pages * page_).IgnoreError();
   } else {
     std::memset(block + data.size(), 0, size - data.size());
   }
@@ -364,7 +371,8 @@ void ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
   DCHECK_EQ(e.state, kDirty);
   const uint32_t chunk = e.chunk;
   const uint64_t bytes = uint64_t{e.pages} * page_;
-  OsMemory::Purge(chunks_[chunk].base + uint64_t{e.first} * page_, bytes);
+  options_.os->Purge(chunks_[chunk].base + uint64_t{e.first} * page_, bytes)
+      .IgnoreError();
   RemoveFree(id);
   InsertFree(id, kClean);
   Coalesce(id);

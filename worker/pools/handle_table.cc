@@ -17,12 +17,18 @@ constexpr uint32_t kPagesPerClockCheck = 32;
 }  // namespace
 
 HandleTable::~HandleTable() {
-  OsMemory::Unmap(reinterpret_cast<char*>(entries_), reserved_bytes_);
+  if (entries_ == nullptr) return;
+  if (absl::Status s =
+          os_->Unmap(reinterpret_cast<char*>(entries_), reserved_bytes_);
+      !s.ok()) {
+    LOG(WARNING) << "the handle table's address space stays mapped: " << s;
+  }
 }
 
 absl::Status HandleTable::Init(PoolKind pool, uint32_t max_entries,
-                               uint64_t key) {
+                               uint64_t key, OsInterface& os) {
   CHECK(entries_ == nullptr);
+  os_ = &os;
   static_assert(kEntriesPerPage * kEntryBytes < kPageBytes,
                 "DenseEntry reads one byte past an entry");
   CHECK_EQ(OsMemory::PageSize(), kPageBytes);
@@ -32,18 +38,18 @@ absl::Status HandleTable::Init(PoolKind pool, uint32_t max_entries,
       (uint64_t{max_entries} + kEntriesPerPage - 1) / kEntriesPerPage,
       uint32_t{1} << (kMaxIndexBits - kSlotBits));
   reserved_bytes_ = uint64_t{max_pages_} * kPageBytes;
-  absl::StatusOr<char*> base = OsMemory::Reserve(reserved_bytes_);
+  absl::StatusOr<char*> base = os_->Reserve(reserved_bytes_);
   if (!base.ok()) return base.status();
   entries_ = reinterpret_cast<uint64_t*>(*base);
-  if (absl::Status s = pages_.Init(max_pages_); !s.ok()) return s;
-  if (absl::Status s = pages_with_room_.Init(max_pages_); !s.ok()) return s;
-  if (absl::Status s = revivable_.Init(max_pages_); !s.ok()) return s;
-  if (absl::Status s = empty_.Init(max_pages_); !s.ok()) return s;
-  if (absl::Status s = sparse_.Init(max_pages_); !s.ok()) return s;
+  if (absl::Status s = pages_.Init(max_pages_, os); !s.ok()) return s;
+  if (absl::Status s = pages_with_room_.Init(max_pages_, os); !s.ok()) return s;
+  if (absl::Status s = revivable_.Init(max_pages_, os); !s.ok()) return s;
+  if (absl::Status s = empty_.Init(max_pages_, os); !s.ok()) return s;
+  if (absl::Status s = sparse_.Init(max_pages_, os); !s.ok()) return s;
   // A store holds at most every sparse page's records.
   const size_t records = size_t{max_pages_} * kSparseMaxLive;
   for (SparseStore& store : stores_) {
-    if (absl::Status s = store.records.Init(records); !s.ok()) return s;
+    if (absl::Status s = store.records.Init(records, os); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -76,7 +82,7 @@ uint64_t HandleTable::InsertGrowthBytes() const {
 
 void HandleTable::OpenPage(uint32_t page) {
   PageInfo& info = pages_[page];
-  OsMemory::Commit(EntryAddress((page << kSlotBits)), kPageBytes);
+  os_->Commit(EntryAddress((page << kSlotBits)), kPageBytes).IgnoreError();
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     const uint16_t next = slot + 1 < kEntriesPerPage ? slot + 2 : 0;
     SetDenseEntry((page << kSlotBits) + slot,
@@ -304,7 +310,7 @@ void HandleTable::Densify(uint32_t page) {
   PageInfo& info = pages_[page];
   DCHECK_EQ(info.state, kSparse);
   const uint32_t first = (page << kSlotBits);
-  OsMemory::Commit(EntryAddress(first), kPageBytes);
+  os_->Commit(EntryAddress(first), kPageBytes).IgnoreError();
   const bool reusable = info.base_generation != kMaxGeneration;
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     SetDenseEntry(first + slot, FreeEntry(info.base_generation, 0));
@@ -365,8 +371,9 @@ bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
       ReleasePage(end);
       ++end;
     }
-    OsMemory::Purge(EntryAddress(first << kSlotBits),
-                    uint64_t{end - first} * kPageBytes);
+    os_->Purge(EntryAddress(first << kSlotBits),
+               uint64_t{end - first} * kPageBytes)
+        .IgnoreError();
     *freed += uint64_t{end - first} * kPageBytes;
     if (absl::Now() >= deadline) return !empty_.Lowest().has_value();
   }
@@ -375,8 +382,9 @@ bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
 
 void HandleTable::FlushPurge(uint64_t* freed) {
   if (purge_end_ == purge_first_) return;
-  OsMemory::Purge(EntryAddress(purge_first_ << kSlotBits),
-                  uint64_t{purge_end_ - purge_first_} * kPageBytes);
+  os_->Purge(EntryAddress(purge_first_ << kSlotBits),
+             uint64_t{purge_end_ - purge_first_} * kPageBytes)
+      .IgnoreError();
   *freed += uint64_t{purge_end_ - purge_first_} * kPageBytes;
   purge_first_ = purge_end_ = 0;
 }

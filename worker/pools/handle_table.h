@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "worker/pools/index_set.h"
+#include "worker/pools/os_interface.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/reserved_array.h"
 
@@ -63,8 +64,9 @@ class HandleTable {
 
   // Sets up a table for `pool` holding at most `max_entries` handles
   // (rounded up to whole pages; at most 2^20 pages). `key` salts the check
-  // tags.
-  absl::Status Init(PoolKind pool, uint32_t max_entries, uint64_t key);
+  // tags. The table's memory goes through `os`, which must outlive it.
+  absl::Status Init(PoolKind pool, uint32_t max_entries, uint64_t key,
+                    OsInterface& os = OsInterface::System());
 
   // The pool a handle names, or nullopt if its pool bits are invalid.
   static std::optional<PoolKind> PoolOf(uint64_t handle);
@@ -311,6 +313,7 @@ class HandleTable {
   uint64_t key_ = 0;
   uint32_t max_pages_ = 0;
   uint32_t pages_used_ = 0;  // pages ever opened: [0, pages_used_)
+  OsInterface* os_ = &OsInterface::System();
   uint64_t* entries_ = nullptr;
   uint64_t reserved_bytes_ = 0;
   uint64_t present_pages_ = 0;

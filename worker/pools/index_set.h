@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "absl/status/status.h"
+#include "worker/pools/os_interface.h"
 #include "worker/pools/reserved_array.h"
 
 namespace poold::pools {
@@ -18,12 +19,13 @@ class IndexSet {
  public:
   IndexSet() = default;
 
-  // REQUIRES: called once before use.
-  absl::Status Init(size_t capacity) {
+  // Reserves room for `capacity` indices through `os`, which must outlive
+  // the set. REQUIRES: called once before use.
+  absl::Status Init(size_t capacity, OsInterface& os = OsInterface::System()) {
     capacity_ = capacity;
     const size_t words = (capacity + 63) / 64;
-    if (absl::Status s = words_.Init(words); !s.ok()) return s;
-    return summary_.Init((words + 63) / 64);
+    if (absl::Status s = words_.Init(words, os); !s.ok()) return s;
+    return summary_.Init((words + 63) / 64, os);
   }
 
   // Makes [0, count) storable. Returns false beyond the capacity.

@@ -1,16 +1,11 @@
-// OsMemory on Linux: mmap, madvise, munmap, /proc/self/statm and mincore.
+// OsMemory on Linux: sysconf, /proc/self/statm and mincore.
 #include "worker/pools/os_memory.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <vector>
-
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 
 namespace poold::pools {
 namespace {
@@ -30,41 +25,6 @@ size_t OsMemory::PageSize() {
 uint64_t OsMemory::RoundUpToPage(uint64_t bytes) {
   const uint64_t page = PageSize();
   return (bytes + page - 1) / page * page;
-}
-
-absl::StatusOr<char*> OsMemory::Reserve(uint64_t bytes) {
-  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "mmap of ", bytes, " bytes failed: ", std::strerror(errno)));
-  }
-  // Best effort: with THP on "always", a touched byte could make 2 MiB
-  // resident and purging part of it would split pages behind our back.
-  madvise(base, bytes, MADV_NOHUGEPAGE);
-  return static_cast<char*>(base);
-}
-
-void OsMemory::Unmap(char* base, uint64_t bytes) {
-  if (bytes > 0) munmap(base, bytes);
-}
-
-void OsMemory::Commit(char* base, uint64_t bytes) {
-  if (bytes == 0) return;
-#ifdef MADV_POPULATE_WRITE
-  if (madvise(base, bytes, MADV_POPULATE_WRITE) == 0) return;
-#endif
-  // Older kernels: touch one byte per page. Reading then writing back keeps
-  // the contents while forcing a private writable page.
-  const size_t page = PageSize();
-  for (uint64_t offset = 0; offset < bytes; offset += page) {
-    volatile char* p = base + offset;
-    *p = *p;
-  }
-}
-
-void OsMemory::Purge(char* base, uint64_t bytes) {
-  if (bytes > 0) madvise(base, bytes, MADV_DONTNEED);
 }
 
 uint64_t OsMemory::ProcessRssBytes() {

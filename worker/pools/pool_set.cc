@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<PoolSet>> PoolSet::Create(
   small.bitmap_in_span = true;
   small.max_handles = 1u << 30;
   small.handle_key = key;
+  small.os = options.os[static_cast<size_t>(PoolKind::kSmall)];
   if (absl::Status s = set->small_.Init(small); !s.ok()) return s;
 
   SlabPoolOptions medium;
@@ -63,11 +64,13 @@ absl::StatusOr<std::unique_ptr<PoolSet>> PoolSet::Create(
   medium.bitmap_in_span = false;
   medium.max_handles = 1u << 26;
   medium.handle_key = key;
+  medium.os = options.os[static_cast<size_t>(PoolKind::kMedium)];
   if (absl::Status s = set->medium_.Init(medium); !s.ok()) return s;
 
   ExtentPoolOptions large;
   large.retained_bytes = options.large_retained_bytes;
   large.handle_key = key;
+  large.os = options.os[static_cast<size_t>(PoolKind::kLarge)];
   if (absl::Status s = set->large_.Init(large); !s.ok()) return s;
   return set;
 }

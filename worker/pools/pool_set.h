@@ -6,6 +6,7 @@
 #ifndef POOLD_WORKER_POOLS_POOL_SET_H_
 #define POOLD_WORKER_POOLS_POOL_SET_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "worker/pools/extent_pool.h"
 #include "worker/pools/fragmentation_stats.h"
 #include "worker/pools/memory_limit_error.h"
+#include "worker/pools/os_interface.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/slab_compactor.h"
@@ -44,6 +46,10 @@ struct PoolSetOptions {
   // Salt of the handles' check tags; 0 picks a random one, so handles of an
   // earlier process are rejected.
   uint64_t handle_key = 0;
+  // Each pool's way to the OS, by PoolKind (tests make one pool's calls
+  // fail); each must outlive the set.
+  std::array<OsInterface*, kPoolCount> os = {
+      &OsInterface::System(), &OsInterface::System(), &OsInterface::System()};
 };
 
 class PoolSet {

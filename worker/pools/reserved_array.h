@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "glog/logging.h"
+#include "worker/pools/os_interface.h"
 #include "worker/pools/os_memory.h"
 
 namespace poold::pools {
@@ -23,15 +24,23 @@ class ReservedArray {
   ReservedArray() = default;
   ReservedArray(const ReservedArray&) = delete;
   ReservedArray& operator=(const ReservedArray&) = delete;
-  ~ReservedArray() { OsMemory::Unmap(reinterpret_cast<char*>(data_), bytes_); }
+  ~ReservedArray() {
+    if (data_ == nullptr || bytes_ == 0) return;
+    if (absl::Status s = os_->Unmap(reinterpret_cast<char*>(data_), bytes_);
+        !s.ok()) {
+      LOG(WARNING) << "an array's address space stays mapped: " << s;
+    }
+  }
 
-  // Reserves room for `capacity` elements. New elements read as all-zero
-  // bytes, so T must treat zero bytes as its initial state.
-  // REQUIRES: called once, before any other use.
-  absl::Status Init(size_t capacity) {
+  // Reserves room for `capacity` elements through `os`, which must outlive
+  // the array. New elements read as all-zero bytes, so T must treat zero
+  // bytes as its initial state. REQUIRES: called once, before any other use.
+  absl::Status Init(size_t capacity, OsInterface& os = OsInterface::System()) {
     CHECK(data_ == nullptr);
+    os_ = &os;
     bytes_ = OsMemory::RoundUpToPage(capacity * sizeof(T));
-    auto base = OsMemory::Reserve(bytes_);
+    if (bytes_ == 0) return absl::OkStatus();
+    auto base = os_->Reserve(bytes_);
     if (!base.ok()) return base.status();
     data_ = reinterpret_cast<T*>(*base);
     capacity_ = capacity;
@@ -45,8 +54,9 @@ class ReservedArray {
     if (count <= size_) return true;
     const uint64_t needed = OsMemory::RoundUpToPage(count * sizeof(T));
     if (needed > committed_) {
-      OsMemory::Commit(reinterpret_cast<char*>(data_) + committed_,
-                       needed - committed_);
+      os_->Commit(reinterpret_cast<char*>(data_) + committed_,
+                  needed - committed_)
+          .IgnoreError();
       committed_ = needed;
     }
     size_ = count;
@@ -56,7 +66,7 @@ class ReservedArray {
   // Empties the array and returns its pages to the OS (the address space
   // stays reserved, and new elements read as zero again).
   void Clear() {
-    OsMemory::Purge(reinterpret_cast<char*>(data_), committed_);
+    os_->Purge(reinterpret_cast<char*>(data_), committed_).IgnoreError();
     size_ = 0;
     committed_ = 0;
   }
@@ -84,6 +94,7 @@ class ReservedArray {
   uint64_t resident_bytes() const { return committed_; }
 
  private:
+  OsInterface* os_ = nullptr;
   T* data_ = nullptr;
   uint64_t bytes_ = 0;
   size_t capacity_ = 0;

@@ -76,7 +76,7 @@ void SlabCompactor::ReleaseBookkeeping() {
   std::vector<uint32_t>().swap(offset_by_span_);
   std::vector<uint32_t*>().swap(owners_);
   for (const OwnerBlock& block : owner_blocks_) {
-    OsMemory::Unmap(block.base, block.bytes);
+    pool_.options_.os->Unmap(block.base, block.bytes).IgnoreError();
   }
   std::vector<OwnerBlock>().swap(owner_blocks_);
   std::vector<uint32_t>().swap(plan_spans_);
@@ -115,7 +115,7 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
         // pages are touched only where blocks are and unmapping it is cheap.
         const uint64_t bytes = OsMemory::RoundUpToPage(
             plan_spans_.size() * c.slots * sizeof(uint32_t));
-        absl::StatusOr<char*> base = OsMemory::Reserve(bytes);
+        absl::StatusOr<char*> base = pool_.options_.os->Reserve(bytes);
         if (!base.ok()) {
           LOG(ERROR) << "compaction of the " << PoolName(pool_.pool())
                      << " pool skips a class: " << base.status();

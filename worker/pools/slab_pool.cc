@@ -15,8 +15,13 @@ namespace poold::pools {
 SlabPool::~SlabPool() {
   for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
     if (chunks_[k].base != nullptr) {
-      OsMemory::Unmap(chunks_[k].base,
-                      uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+      if (absl::Status s = options_.os->Unmap(
+              chunks_[k].base,
+              uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+          !s.ok()) {
+        LOG(WARNING) << "a " << PoolName(options_.pool)
+                     << " chunk stays mapped: " << s;
+      }
     }
   }
 }
@@ -41,15 +46,18 @@ absl::Status SlabPool::Init(const SlabPoolOptions& options) {
   const uint32_t max_spans = std::min(options.max_spans, 1u << 20);
   const uint32_t max_chunks = std::max(1u, max_spans / options.spans_per_chunk);
   const size_t span_capacity = size_t{max_chunks} * options.spans_per_chunk;
-  if (absl::Status s = spans_.Init(span_capacity); !s.ok()) return s;
-  if (absl::Status s = chunks_.Init(max_chunks); !s.ok()) return s;
-  if (absl::Status s = clean_.Init(span_capacity); !s.ok()) return s;
+  if (absl::Status s = spans_.Init(span_capacity, *options.os); !s.ok())
+    return s;
+  if (absl::Status s = chunks_.Init(max_chunks, *options.os); !s.ok()) return s;
+  if (absl::Status s = clean_.Init(span_capacity, *options.os); !s.ok())
+    return s;
   if (!options.bitmap_in_span) {
-    absl::Status s =
-        side_bitmaps_.Init(span_capacity * classes_->max_bitmap_words());
+    absl::Status s = side_bitmaps_.Init(
+        span_capacity * classes_->max_bitmap_words(), *options.os);
     if (!s.ok()) return s;
   }
-  return handles_.Init(options.pool, options.max_handles, options.handle_key);
+  return handles_.Init(options.pool, options.max_handles, options.handle_key,
+                       *options.os);
 }
 
 uint64_t* SlabPool::Bitmap(uint32_t id) {
@@ -106,7 +114,8 @@ void SlabPool::GrowSpan(uint32_t id, uint64_t end, uint64_t max_growth) {
     target =
         std::max(OsMemory::RoundUpToPage(end), span.committed + max_growth);
   }
-  OsMemory::Commit(SpanBase(id) + span.committed, target - span.committed);
+  options_.os->Commit(SpanBase(id) + span.committed, target - span.committed)
+      .IgnoreError();
   ++span_os_calls_;
   SetCommitted(id, static_cast<uint32_t>(target));
 }
@@ -115,7 +124,7 @@ void SlabPool::TrimSpan(uint32_t id, uint64_t end) {
   const Span& span = spans_[id];
   const uint64_t keep = OsMemory::RoundUpToPage(end);
   if (keep >= span.committed) return;
-  OsMemory::Purge(SpanBase(id) + keep, span.committed - keep);
+  options_.os->Purge(SpanBase(id) + keep, span.committed - keep).IgnoreError();
   ++span_os_calls_;
   SetCommitted(id, static_cast<uint32_t>(keep));
 }
@@ -238,7 +247,7 @@ absl::Status SlabPool::MapChunk() {
   }
   const uint64_t bytes =
       uint64_t{options_.spans_per_chunk} * options_.span_bytes;
-  absl::StatusOr<char*> base = OsMemory::Reserve(bytes);
+  absl::StatusOr<char*> base = options_.os->Reserve(bytes);
   if (!base.ok()) return base.status();
   chunks_[k] = Chunk{*base, 0, 0};
   const uint32_t first = k * options_.spans_per_chunk;
@@ -258,8 +267,10 @@ void SlabPool::UnmapChunk(uint32_t chunk) {
     clean_.Erase(id);
     spans_[id].state = kUnmapped;
   }
-  OsMemory::Unmap(chunks_[chunk].base,
-                  uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+  options_.os
+      ->Unmap(chunks_[chunk].base,
+              uint64_t{options_.spans_per_chunk} * options_.span_bytes)
+      .IgnoreError();
   chunks_[chunk].base = nullptr;
   --chunks_mapped_;
 }
@@ -274,8 +285,10 @@ absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
     // Keep what the new class can use of the committed part.
     committed = spans_[id].committed;
     if (committed > c.committed_bytes) {
-      OsMemory::Purge(SpanBase(id) + c.committed_bytes,
-                      committed - c.committed_bytes);
+      options_.os
+          ->Purge(SpanBase(id) + c.committed_bytes,
+                  committed - c.committed_bytes)
+          .IgnoreError();
       committed = c.committed_bytes;
     }
   } else {
@@ -488,7 +501,7 @@ void SlabPool::TrimCachedSpans() {
 }
 
 void SlabPool::PurgeSpan(uint32_t id) {
-  OsMemory::Purge(SpanBase(id), spans_[id].committed);
+  options_.os->Purge(SpanBase(id), spans_[id].committed).IgnoreError();
   MarkPurged(id);
 }
 
@@ -539,7 +552,8 @@ bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
              batch[j] / per_chunk == batch[i] / per_chunk) {
         ++j;
       }
-      OsMemory::Purge(SpanBase(batch[i]), (j - i) * options_.span_bytes);
+      options_.os->Purge(SpanBase(batch[i]), (j - i) * options_.span_bytes)
+          .IgnoreError();
       for (size_t k = i; k < j; ++k) MarkPurged(batch[k]);
       *purged += j - i;
       i = j;

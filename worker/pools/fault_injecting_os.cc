@@ -1,0 +1,76 @@
+// FaultInjectingOs: counts each kind of call and fails the chosen one with
+// the status the real OsInterface would return for the same errno.
+#include "worker/pools/fault_injecting_os.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace poold::pools {
+
+absl::string_view OsCallName(OsCall call) {
+  switch (call) {
+    case OsCall::kReserve:
+      return "mmap";
+    case OsCall::kUnmap:
+      return "munmap";
+    case OsCall::kCommit:
+      return "madvise(MADV_POPULATE_WRITE)";
+    case OsCall::kPurge:
+      return "madvise(MADV_DONTNEED)";
+  }
+  return "?";
+}
+
+FaultInjectingOs::FaultInjectingOs(OsInterface& os) : os_(os) {}
+
+void FaultInjectingOs::FailAt(OsCall call, uint64_t nth, int error,
+                              bool repeat) {
+  const size_t k = static_cast<size_t>(call);
+  faults_[k] = Fault{nth == 0 ? 0 : calls_[k] + nth, error, repeat};
+}
+
+void FaultInjectingOs::Heal() { faults_ = {}; }
+
+absl::Status FaultInjectingOs::Count(OsCall call, uint64_t bytes) {
+  const size_t k = static_cast<size_t>(call);
+  const uint64_t n = ++calls_[k];
+  const Fault& fault = faults_[k];
+  if (fault.at == 0 || n < fault.at || (n > fault.at && !fault.repeat)) {
+    return absl::OkStatus();
+  }
+  ++failures_;
+  std::string message = absl::StrCat(
+      OsCallName(call), " of ", bytes,
+      " bytes failed: ", std::strerror(fault.error), " (injected)");
+  if (call == OsCall::kReserve || fault.error == ENOMEM ||
+      fault.error == EAGAIN) {
+    return absl::ResourceExhaustedError(std::move(message));
+  }
+  return absl::InternalError(std::move(message));
+}
+
+absl::StatusOr<char*> FaultInjectingOs::Reserve(uint64_t bytes) {
+  if (absl::Status s = Count(OsCall::kReserve, bytes); !s.ok()) return s;
+  return os_.Reserve(bytes);
+}
+
+absl::Status FaultInjectingOs::Unmap(char* base, uint64_t bytes) {
+  if (absl::Status s = Count(OsCall::kUnmap, bytes); !s.ok()) return s;
+  return os_.Unmap(base, bytes);
+}
+
+absl::Status FaultInjectingOs::Commit(char* base, uint64_t bytes) {
+  if (absl::Status s = Count(OsCall::kCommit, bytes); !s.ok()) return s;
+  return os_.Commit(base, bytes);
+}
+
+absl::Status FaultInjectingOs::Purge(char* base, uint64_t bytes) {
+  if (absl::Status s = Count(OsCall::kPurge, bytes); !s.ok()) return s;
+  return os_.Purge(base, bytes);
+}
+
+}  // namespace poold::pools
