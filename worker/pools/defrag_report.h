@@ -16,7 +16,8 @@ enum class DefragOutcome : uint8_t {
   kCleaned,  // compacted completely
   kSkipped,  // nothing to gain
   kPartial,  // stopped early; consistent, and says what it did
-  kFailed,   // could not run; `reason` says why
+  kFailed,   // stopped by an OS failure; `reason` says which and what was
+             // done before it (the pool is consistent)
 };
 
 absl::string_view DefragOutcomeName(DefragOutcome outcome);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -316,6 +317,18 @@ bool PoolSet::StepPool(absl::Time deadline) {
     if (!progress.done) return false;
   } else if (!run.compactor->Step(deadline)) {
     return false;
+  } else if (const absl::Status& failure = run.compactor->failure();
+             !failure.ok()) {
+    const std::string reason =
+        absl::StrCat(failure.message(), "; stopped after moving ",
+                     run.compactor->blocks_moved(), " blocks (",
+                     run.compactor->bytes_moved(), " bytes) and releasing ",
+                     run.compactor->spans_released(),
+                     " spans; every block is in place and readable");
+    LOG(WARNING) << "defragmentation of the " << PoolName(pool)
+                 << " pool failed: " << reason;
+    FinishPool(DefragOutcome::kFailed, reason);
+    return true;
   }
   FinishPool(DefragOutcome::kCleaned, "");
   return true;

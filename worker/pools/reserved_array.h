@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "absl/status/status.h"
@@ -48,15 +49,24 @@ class ReservedArray {
   }
 
   // Makes elements [0, count) usable (committing pages as needed).
-  // Returns false when count exceeds the capacity. Never shrinks.
+  // Returns false, changing nothing, when count exceeds the capacity or the
+  // OS refuses the pages (logged). Never shrinks.
   bool Grow(size_t count) {
     if (count > capacity_) return false;
     if (count <= size_) return true;
     const uint64_t needed = OsMemory::RoundUpToPage(count * sizeof(T));
     if (needed > committed_) {
-      os_->Commit(reinterpret_cast<char*>(data_) + committed_,
-                  needed - committed_)
-          .IgnoreError();
+      char* const start = reinterpret_cast<char*>(data_) + committed_;
+      if (absl::Status s = os_->Commit(start, needed - committed_); !s.ok()) {
+        LOG_EVERY_N(WARNING, 100) << "metadata cannot grow: " << s;
+        // What the failed call made resident goes back, to keep the count.
+        if (absl::Status undo = os_->Purge(start, needed - committed_);
+            !undo.ok()) {
+          LOG_EVERY_N(WARNING, 100)
+              << "pages of a failed commit stay resident: " << undo;
+        }
+        return false;
+      }
       committed_ = needed;
     }
     size_ = count;
@@ -65,8 +75,16 @@ class ReservedArray {
 
   // Empties the array and returns its pages to the OS (the address space
   // stays reserved, and new elements read as zero again).
+  // When the OS refuses the purge, the elements are cleared but their pages
+  // stay committed (and counted).
   void Clear() {
-    os_->Purge(reinterpret_cast<char*>(data_), committed_).IgnoreError();
+    if (absl::Status s = os_->Purge(reinterpret_cast<char*>(data_), committed_);
+        !s.ok()) {
+      LOG_EVERY_N(WARNING, 100) << "metadata pages stay resident: " << s;
+      std::memset(static_cast<void*>(data_), 0, committed_);
+      size_ = 0;
+      return;
+    }
     size_ = 0;
     committed_ = 0;
   }

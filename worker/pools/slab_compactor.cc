@@ -26,6 +26,16 @@ SlabCompactor::~SlabCompactor() {
 }
 
 bool SlabCompactor::Step(absl::Time deadline) {
+  const bool done = Advance(deadline);
+  if (failure_.ok()) return done;
+  // The OS refused a call: every block stays where it is now (readable,
+  // counted), marked spans go back to service, and the pool's compaction
+  // ends here.
+  if (phase_ != Phase::kDone) Stop();
+  return true;
+}
+
+bool SlabCompactor::Advance(absl::Time deadline) {
   while (true) {
     switch (phase_) {
       case Phase::kPlan:
@@ -44,7 +54,15 @@ bool SlabCompactor::Step(absl::Time deadline) {
         break;
       case Phase::kPurge:
         // Emptied sources and previously cached spans, in batched calls.
-        if (!pool_.PurgeCachedSpans(deadline, &spans_released_)) return false;
+        {
+          absl::StatusOr<bool> purged =
+              pool_.PurgeCachedSpans(deadline, &spans_released_);
+          if (!purged.ok()) {
+            failure_ = purged.status();
+            return false;
+          }
+          if (!*purged) return false;
+        }
         if (!pool_.handles_.Compact(deadline, &table_bytes_)) {
           return false;
         }
@@ -218,7 +236,7 @@ uint32_t SlabCompactor::MarkedTail(uint32_t class_index) const {
   return tail;
 }
 
-void SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
+bool SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
                               uint32_t dest) {
   HandleTable& table = pool_.handles_;
   SlabPool::Span& span = pool_.spans_[id];
@@ -227,7 +245,12 @@ void SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
   const uint64_t payload = table.Payload(index);
   CHECK(SlabPool::SpanOf(payload) == id && pool_.SlotOf(payload) == slot)
       << "reverse map out of date";
-  const uint32_t dest_slot = pool_.TakeSlot(dest);
+  absl::StatusOr<uint32_t> taken = pool_.TakeSlot(dest);
+  if (!taken.ok()) {
+    failure_ = taken.status();
+    return false;
+  }
+  const uint32_t dest_slot = *taken;
   std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
               pool_.SlotAddress(id, c, slot), c.slot_bytes);
   table.SetPayload(index, pool_.Pack(dest, dest_slot, pool_.DeltaOf(payload)));
@@ -243,6 +266,7 @@ void SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
   --span.live;
   ++blocks_moved_;
   bytes_moved_ += c.slot_bytes;
+  return true;
 }
 
 bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
@@ -290,7 +314,7 @@ bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
         return true;
       }
     }
-    MoveBlock(id, slot, owners[slot], dest);
+    if (!MoveBlock(id, slot, owners[slot], dest)) return false;
     if (span.live == 0) {
       pool_.RetireSpan(id);  // cached; the purge phase returns it
       return true;
@@ -324,12 +348,13 @@ bool SlabCompactor::PackTail(uint32_t id, absl::Time deadline) {
     uint32_t dest = pool_.FindAllocSpan(class_index);
     if (dest == SlabPool::kNoSpan) {
       if (top < pool_.PackedSlots(c, span.live)) {
-        pool_.TrimSpan(id, SlabPool::SlotsEnd(c, top + uint64_t{1}));
+        failure_ = pool_.TrimSpan(id, SlabPool::SlotsEnd(c, top + uint64_t{1}));
+        if (!failure_.ok()) return false;
         break;
       }
       dest = id;  // its lowest free slot is below `top`
     }
-    MoveBlock(id, top, owners[top], dest);
+    if (!MoveBlock(id, top, owners[top], dest)) return false;
     if (span.live == 0) break;  // retired below, before any pause
     // Every kMovesPerClockCheck moves, and after any move that made a
     // system call (a span grew): one can take milliseconds.

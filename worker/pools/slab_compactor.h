@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "worker/pools/slab_pool.h"
 
@@ -44,7 +45,10 @@ class SlabCompactor {
   ~SlabCompactor();
 
   // Advances until done or `deadline` passes (checked often enough that a
-  // step overruns it by microseconds). Returns true when done.
+  // step overruns it by microseconds). Returns true when done. When the OS
+  // refuses a call (a commit for a destination slot, a trim, a purge), the
+  // compaction stops as Stop() does and is done, with failure() saying why:
+  // every block is where it was last moved to, readable and counted.
   bool Step(absl::Time deadline);
 
   // Stops early: spans still marked for evacuation return to service, with
@@ -52,6 +56,8 @@ class SlabCompactor {
   void Stop();
 
   bool done() const { return phase_ == Phase::kDone; }
+  // OK, or the OS call that stopped the compaction.
+  const absl::Status& failure() const { return failure_; }
   uint64_t blocks_moved() const { return blocks_moved_; }
   uint64_t bytes_moved() const { return bytes_moved_; }
   uint64_t spans_released() const { return spans_released_; }
@@ -64,6 +70,9 @@ class SlabCompactor {
   // Moves between the prefetch of a handle-table entry and its use.
   static constexpr size_t kPrefetchDistance = 16;
 
+  // Step() without the handling of a failure: true when done, false at the
+  // deadline or at a failure (failure_ set).
+  bool Advance(absl::Time deadline);
   // Returns true when the phase finished before the deadline.
   bool PlanClasses(absl::Time deadline);
   bool Scan(absl::Time deadline);
@@ -75,7 +84,9 @@ class SlabCompactor {
   bool PackTail(uint32_t id, absl::Time deadline);
   // Copies the block in `slot` of marked span `id`, owned by handle-table
   // entry `index`, into the next slot of span `dest`, and repoints it.
-  void MoveBlock(uint32_t id, uint32_t slot, uint32_t index, uint32_t dest);
+  // False, with nothing changed and failure_ set, when the OS refused the
+  // destination's pages.
+  bool MoveBlock(uint32_t id, uint32_t slot, uint32_t index, uint32_t dest);
   // The class's tail if it is still marked, else kNoSpan.
   uint32_t MarkedTail(uint32_t class_index) const;
   // Puts an evacuating span back into its class's active lists.
@@ -86,6 +97,7 @@ class SlabCompactor {
 
   SlabPool& pool_;
   Phase phase_ = Phase::kPlan;
+  absl::Status failure_;
   uint32_t next_class_ = 0;
   uint32_t scan_index_ = 0;
   size_t move_source_ = 0;

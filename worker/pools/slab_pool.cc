@@ -105,28 +105,48 @@ void SlabPool::SetCommitted(uint32_t id, uint32_t committed) {
   span.committed = committed;
 }
 
-void SlabPool::GrowSpan(uint32_t id, uint64_t end, uint64_t max_growth) {
+absl::Status SlabPool::GrowSpan(uint32_t id, uint64_t end,
+                                uint64_t max_growth) {
   const Span& span = spans_[id];
-  if (end <= span.committed) return;
+  if (end <= span.committed) return absl::OkStatus();
   const SizeClass& c = classes_->Get(span.class_index);
   uint64_t target = GrowthTarget(c, span.committed, end);
   if (target - span.committed > max_growth) {
     target =
         std::max(OsMemory::RoundUpToPage(end), span.committed + max_growth);
   }
-  options_.os->Commit(SpanBase(id) + span.committed, target - span.committed)
-      .IgnoreError();
+  char* const start = SpanBase(id) + span.committed;
+  const uint64_t bytes = target - span.committed;
   ++span_os_calls_;
+  if (absl::Status s = options_.os->Commit(start, bytes); !s.ok()) {
+    // Pages the call made resident before it failed go back, so that
+    // residency stays what we count.
+    if (absl::Status undo = options_.os->Purge(start, bytes); !undo.ok()) {
+      LOG(WARNING) << PoolName(options_.pool)
+                   << " pool: pages of a failed commit stay resident: " << undo;
+    }
+    return absl::Status(s.code(),
+                        absl::StrCat(PoolName(options_.pool),
+                                     " pool: growing a span: ", s.message()));
+  }
   SetCommitted(id, static_cast<uint32_t>(target));
+  return absl::OkStatus();
 }
 
-void SlabPool::TrimSpan(uint32_t id, uint64_t end) {
+absl::Status SlabPool::TrimSpan(uint32_t id, uint64_t end) {
   const Span& span = spans_[id];
   const uint64_t keep = OsMemory::RoundUpToPage(end);
-  if (keep >= span.committed) return;
-  options_.os->Purge(SpanBase(id) + keep, span.committed - keep).IgnoreError();
+  if (keep >= span.committed) return absl::OkStatus();
   ++span_os_calls_;
+  if (absl::Status s =
+          options_.os->Purge(SpanBase(id) + keep, span.committed - keep);
+      !s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat(PoolName(options_.pool),
+                                     " pool: trimming a span: ", s.message()));
+  }
   SetCommitted(id, static_cast<uint32_t>(keep));
+  return absl::OkStatus();
 }
 
 void SlabPool::ListPush(uint32_t id, uint8_t list) {
@@ -239,9 +259,13 @@ absl::Status SlabPool::MapChunk() {
                        chunks_.capacity(), " chunks)"));
     }
     const size_t spans = size_t{k + 1} * options_.spans_per_chunk;
-    CHECK(chunks_.Grow(k + 1) && spans_.Grow(spans) && clean_.Grow(spans));
-    if (!options_.bitmap_in_span) {
-      CHECK(side_bitmaps_.Grow(spans * classes_->max_bitmap_words()));
+    // (Each Grow is kept if a later one fails; a retry finds it done.)
+    if (!chunks_.Grow(k + 1) || !spans_.Grow(spans) || !clean_.Grow(spans) ||
+        (!options_.bitmap_in_span &&
+         !side_bitmaps_.Grow(spans * classes_->max_bitmap_words()))) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the ", PoolName(options_.pool),
+                       " pool could not commit the records of a new chunk"));
     }
     ++chunk_slots_used_;
   }
@@ -261,16 +285,22 @@ absl::Status SlabPool::MapChunk() {
 }
 
 void SlabPool::UnmapChunk(uint32_t chunk) {
+  if (absl::Status s = options_.os->Unmap(
+          chunks_[chunk].base,
+          uint64_t{options_.spans_per_chunk} * options_.span_bytes);
+      !s.ok()) {
+    // Its spans stay clean (purged) and in service; only address space is
+    // held.
+    LOG_EVERY_N(WARNING, 100) << PoolName(options_.pool)
+                              << " pool: an empty chunk stays mapped: " << s;
+    return;
+  }
   const uint32_t first = chunk * options_.spans_per_chunk;
   for (uint32_t id = first; id < first + options_.spans_per_chunk; ++id) {
     DCHECK_EQ(spans_[id].state, kClean);
     clean_.Erase(id);
     spans_[id].state = kUnmapped;
   }
-  options_.os
-      ->Unmap(chunks_[chunk].base,
-              uint64_t{options_.spans_per_chunk} * options_.span_bytes)
-      .IgnoreError();
   chunks_[chunk].base = nullptr;
   --chunks_mapped_;
 }
@@ -279,19 +309,29 @@ absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
   uint32_t id;
   const SizeClass& c = classes_->Get(class_index);
   uint32_t committed = 0;
+  bool reused = false;
   if (dirty_head_ != 0) {
     id = dirty_head_ - 1;  // still resident: no page faults
     RemoveDirty(id);
+    reused = true;
     // Keep what the new class can use of the committed part.
     committed = spans_[id].committed;
     if (committed > c.committed_bytes) {
-      options_.os
-          ->Purge(SpanBase(id) + c.committed_bytes,
-                  committed - c.committed_bytes)
-          .IgnoreError();
-      committed = c.committed_bytes;
+      if (absl::Status s = options_.os->Purge(SpanBase(id) + c.committed_bytes,
+                                              committed - c.committed_bytes);
+          !s.ok()) {
+        // It stays cached as it was; the class takes a clean span instead.
+        LOG_EVERY_N(WARNING, 100) << PoolName(options_.pool)
+                                  << " pool: a cached span stays whole: " << s;
+        PushDirty(id);
+        reused = false;
+        committed = 0;
+      } else {
+        committed = c.committed_bytes;
+      }
     }
-  } else {
+  }
+  if (!reused) {
     std::optional<size_t> clean = clean_.Lowest();
     if (!clean.has_value()) {
       if (absl::Status s = MapChunk(); !s.ok()) return s;
@@ -311,7 +351,13 @@ absl::StatusOr<uint32_t> SlabPool::NewSpan(uint32_t class_index) {
   SetCommitted(id, committed);
   // The header and the first slot, committed now (so resident memory is what
   // we count); later slots as they are taken.
-  GrowSpan(id, SlotsEnd(c, 1));
+  if (absl::Status s = GrowSpan(id, SlotsEnd(c, 1)); !s.ok()) {
+    // Back to the cache with what it held (a clean span holds nothing).
+    SetCommitted(id, 0);
+    spans_[id].committed = committed;
+    PushDirty(id);
+    return s;
+  }
   uint64_t* bitmap = Bitmap(id);
   std::memset(bitmap, 0, size_t{c.bitmap_words} * 8);
   if (c.slots % 64 != 0) {
@@ -369,7 +415,7 @@ uint64_t SlabPool::TakeSlotGrowthBytes(uint32_t id) {
   return OsMemory::RoundUpToPage(end) - span.committed;
 }
 
-uint32_t SlabPool::TakeSlot(uint32_t id, uint64_t max_growth) {
+absl::StatusOr<uint32_t> SlabPool::TakeSlot(uint32_t id, uint64_t max_growth) {
   Span& span = spans_[id];
   uint64_t* bitmap = Bitmap(id);
   uint32_t word = span.hint;
@@ -379,7 +425,7 @@ uint32_t SlabPool::TakeSlot(uint32_t id, uint64_t max_growth) {
   const SizeClass& c = classes_->Get(span.class_index);
   const uint64_t end = SlotsEnd(c, slot + uint64_t{1});
   if (end > span.committed) [[unlikely]] {
-    GrowSpan(id, end, max_growth);
+    if (absl::Status s = GrowSpan(id, end, max_growth); !s.ok()) return s;
   }
   bitmap[word] |= uint64_t{1} << (slot % 64);
   ++span.live;
@@ -419,9 +465,15 @@ absl::StatusOr<BlockInfo> SlabPool::Allocate(uint64_t size,
     id = *span;
   }
   // Under a memory limit, growth steps stop short of it.
-  const uint32_t slot = TakeSlot(
+  absl::StatusOr<uint32_t> taken = TakeSlot(
       id, headroom == UINT64_MAX ? UINT64_MAX
                                  : headroom - std::min(headroom, growth));
+  if (!taken.ok()) {
+    handles_.Remove(entry->index);
+    if (spans_[id].live == 0) RetireSpan(id);  // the span opened for it
+    return taken.status();
+  }
+  const uint32_t slot = *taken;
   const uint32_t delta = c.slot_bytes - static_cast<uint32_t>(size);
   handles_.SetPayload(entry->index, Pack(id, slot, delta));
   ClassCounters& counters = counters_[class_index];
@@ -496,13 +548,20 @@ void SlabPool::TrimCachedSpans() {
   while (dirty_bytes_ > options_.retained_bytes) {
     const uint32_t oldest = dirty_tail_ - 1;
     RemoveDirty(oldest);
-    PurgeSpan(oldest);
+    if (!PurgeSpan(oldest).ok()) return;  // cached again; a later call retries
   }
 }
 
-void SlabPool::PurgeSpan(uint32_t id) {
-  options_.os->Purge(SpanBase(id), spans_[id].committed).IgnoreError();
+absl::Status SlabPool::PurgeSpan(uint32_t id) {
+  if (absl::Status s = options_.os->Purge(SpanBase(id), spans_[id].committed);
+      !s.ok()) {
+    LOG_EVERY_N(WARNING, 100) << PoolName(options_.pool)
+                              << " pool: a cached span stays resident: " << s;
+    PushDirty(id);
+    return s;
+  }
   MarkPurged(id);
+  return absl::OkStatus();
 }
 
 void SlabPool::MarkPurged(uint32_t id) {
@@ -523,14 +582,16 @@ uint64_t SlabPool::PurgeStaleCachedSpans(absl::Time now, absl::Duration age) {
   // The list's tail is the span cached longest ago.
   while (dirty_tail_ != 0 && now_ms - spans_[dirty_tail_ - 1].hint >= age_ms) {
     const uint32_t oldest = dirty_tail_ - 1;
-    released += spans_[oldest].committed;
+    const uint64_t bytes = spans_[oldest].committed;
     RemoveDirty(oldest);
-    PurgeSpan(oldest);
+    if (!PurgeSpan(oldest).ok()) break;  // cached again, as new
+    released += bytes;
   }
   return released;
 }
 
-bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
+absl::StatusOr<bool> SlabPool::PurgeCachedSpans(absl::Time deadline,
+                                                uint64_t* purged) {
   // Batches of spans sorted by address, so that neighbours go back to the OS
   // in one madvise (each call costs a TLB shootdown).
   // About 4 MiB per batch keeps a batch well under a millisecond.
@@ -552,8 +613,16 @@ bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
              batch[j] / per_chunk == batch[i] / per_chunk) {
         ++j;
       }
-      options_.os->Purge(SpanBase(batch[i]), (j - i) * options_.span_bytes)
-          .IgnoreError();
+      if (absl::Status s = options_.os->Purge(SpanBase(batch[i]),
+                                              (j - i) * options_.span_bytes);
+          !s.ok()) {
+        // These spans and the rest of the batch stay cached, as they were.
+        for (size_t k = i; k < batch.size(); ++k) PushDirty(batch[k]);
+        return absl::Status(
+            s.code(),
+            absl::StrCat(PoolName(options_.pool),
+                         " pool: purging cached spans: ", s.message()));
+      }
       for (size_t k = i; k < j; ++k) MarkPurged(batch[k]);
       *purged += j - i;
       i = j;
@@ -572,8 +641,12 @@ bool SlabPool::PurgeCachedSpans(absl::Time deadline, uint64_t* purged) {
 uint64_t SlabPool::PurgeCaches() {
   const uint64_t cached = dirty_bytes_;
   uint64_t spans = 0;
-  PurgeCachedSpans(absl::InfiniteFuture(), &spans);
-  return cached + handles_.Compact();
+  if (absl::StatusOr<bool> done =
+          PurgeCachedSpans(absl::InfiniteFuture(), &spans);
+      !done.ok()) {
+    LOG_EVERY_N(WARNING, 100) << done.status();
+  }
+  return cached - dirty_bytes_ + handles_.Compact();
 }
 
 uint64_t SlabPool::SpanBytesResidentPerOs() const {

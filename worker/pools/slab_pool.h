@@ -107,18 +107,21 @@ class SlabPool {
   absl::Status CheckInvariants() const;
 
   // Returns every cached empty span and empty handle-table page to the OS.
-  // Returns the bytes released.
+  // Returns the bytes released (a span whose purge failed stays cached and
+  // is not counted).
   uint64_t PurgeCaches();
 
   // Returns cached empty spans that have been cached for at least `age` to
   // the OS (unless a compaction is running; it purges them itself). Returns
-  // the bytes released.
+  // the bytes released. A failed purge is logged; its span stays cached, as
+  // if just emptied, and the rest waits for the next call.
   uint64_t PurgeStaleCachedSpans(absl::Time now, absl::Duration age);
 
   // Returns cached empty spans to the OS, neighbours in one call, until none
   // is left (true) or `deadline` passes (false). Adds the spans purged to
-  // `*purged`.
-  bool PurgeCachedSpans(absl::Time deadline, uint64_t* purged);
+  // `*purged`. When the OS refuses a purge, the spans not yet purged stay
+  // cached (resident, counted) and the error is returned.
+  absl::StatusOr<bool> PurgeCachedSpans(absl::Time deadline, uint64_t* purged);
 
   // A span's committed prefix doubles when it grows, by at least this much
   // (and at most to the end of its class's slots), so that filling a span
@@ -261,10 +264,13 @@ class SlabPool {
   uint64_t TakeSlotGrowthBytes(uint32_t id);
   // Grows span `id`'s committed prefix to hold `end` bytes: by a growth step
   // (GrowthTarget), but by no more than `max_growth` beyond what `end`
-  // needs, so that a memory limit is not spent on room not yet used.
-  void GrowSpan(uint32_t id, uint64_t end, uint64_t max_growth = UINT64_MAX);
+  // needs, so that a memory limit is not spent on room not yet used. When
+  // the OS refuses the commit, nothing changes and its error is returned.
+  absl::Status GrowSpan(uint32_t id, uint64_t end,
+                        uint64_t max_growth = UINT64_MAX);
   // Returns span `id`'s pages past `end` (rounded up to a page) to the OS.
-  void TrimSpan(uint32_t id, uint64_t end);
+  // When the OS refuses, nothing changes and its error is returned.
+  absl::Status TrimSpan(uint32_t id, uint64_t end);
   // Sets the committed bytes of in-use span `id`, keeping its class's
   // counters and the pool's total exact (the memory itself is the
   // caller's business).
@@ -283,13 +289,18 @@ class SlabPool {
   uint32_t HighestLiveSlot(uint32_t id) const;
   // Live slots of span `id` at index `first` or above.
   uint32_t LiveSlotsFrom(uint32_t id, uint32_t first) const;
-  // Takes a span for the class (cache, purged span, new chunk).
+  // Takes a span for the class (cache, purged span, new chunk). On error
+  // (the OS refused memory) nothing changes.
   absl::StatusOr<uint32_t> NewSpan(uint32_t class_index);
   absl::Status MapChunk();
+  // Unmaps an empty chunk; when the OS refuses, it stays mapped and in use.
   void UnmapChunk(uint32_t chunk);
   // Takes the lowest free slot of a span, committing its pages (growing by at
   // most `max_growth` beyond what the slot needs). REQUIRES: span not full.
-  uint32_t TakeSlot(uint32_t id, uint64_t max_growth = UINT64_MAX);
+  // When the OS refuses the pages, nothing changes and its error is
+  // returned.
+  absl::StatusOr<uint32_t> TakeSlot(uint32_t id,
+                                    uint64_t max_growth = UINT64_MAX);
   // Clears a slot's bit and updates counters; releases the span when empty.
   void ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size);
   // An active or evacuating span with no live slot leaves its class for the
@@ -299,9 +310,12 @@ class SlabPool {
   // Marks a cached span purged (its memory already returned) and unmaps its
   // chunk when nothing else in it is held.
   void MarkPurged(uint32_t id);
-  // Purges the oldest cached spans beyond the retained amount.
+  // Purges the oldest cached spans beyond the retained amount (stopping at
+  // the first purge the OS refuses).
   void TrimCachedSpans();
-  void PurgeSpan(uint32_t id);
+  // Purges cached span `id` (already off the cache list) and marks it
+  // purged; when the OS refuses, logs it and caches the span again.
+  absl::Status PurgeSpan(uint32_t id);
   uint64_t SideMetadataBytes() const;
   uint32_t MillisSinceStart(absl::Time now) const {
     return static_cast<uint32_t>(absl::ToInt64Milliseconds(now - start_));
