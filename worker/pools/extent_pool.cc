@@ -210,7 +210,12 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
   if (!base.ok()) return base.status();
   absl::StatusOr<uint32_t> id = NewRecord();
   if (!id.ok()) {
-    options_.os->Unmap(*base, total * page_).IgnoreError();
+    if (absl::Status undo = options_.os->Unmap(*base, total * page_);
+        !undo.ok()) {
+      LOG_EVERY_N(WARNING, 100)
+          << "large pool: a chunk that could not be set up stays mapped: "
+          << undo;
+    }
     return id.status();
   }
   if (k == chunk_slots_used_) ++chunk_slots_used_;
@@ -219,7 +224,19 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
       Chunk{*base, static_cast<uint32_t>(total), header, 0, 0, 0, 0, 0};
   if (header > kLazyMapPages) {
     // A map this large belongs to a chunk of one huge block: all of it.
-    options_.os->Commit(*base, uint64_t{header} * page_).IgnoreError();
+    if (absl::Status s = options_.os->Commit(*base, uint64_t{header} * page_);
+        !s.ok()) {
+      FreeRecord(*id);
+      if (absl::Status undo = options_.os->Unmap(*base, total * page_);
+          !undo.ok()) {
+        LOG_EVERY_N(WARNING, 100)
+            << "large pool: a chunk that could not be set up stays mapped: "
+            << undo;
+      }
+      return absl::Status(
+          s.code(),
+          absl::StrCat("large pool: committing a chunk's map: ", s.message()));
+    }
     chunks_[k].map_committed = ~uint64_t{0};
     chunks_[k].map_pages = header;
     header_bytes_ += uint64_t{header} * page_;
@@ -240,9 +257,15 @@ void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
   const uint32_t id = MapEntry(chunk, c.header_pages) - 1;
   const Extent& e = extents_[id];
   if (e.state != kClean || e.pages != c.pages - c.header_pages) return;
+  if (absl::Status s = options_.os->Unmap(c.base, uint64_t{c.pages} * page_);
+      !s.ok()) {
+    // It stays mapped and in service, its map pages counted.
+    LOG_EVERY_N(WARNING, 100)
+        << "large pool: an empty chunk stays mapped: " << s;
+    return;
+  }
   RemoveFree(id);
   FreeRecord(id);
-  options_.os->Unmap(c.base, uint64_t{c.pages} * page_).IgnoreError();
   header_bytes_ -= uint64_t{c.map_pages} * page_;
   --chunks_mapped_;
   c = Chunk{};
@@ -297,6 +320,24 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
     found = *fresh + 1;
   }
   uint32_t id = found - 1;
+  if (extents_[id].state == kClean) {
+    // Fresh zero pages: make them resident now, as counted, before anything
+    // changes, so that a refusal leaves the pool as it was.
+    const Extent& e = extents_[id];
+    char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
+    if (absl::Status s = options_.os->Commit(block, pages * page_); !s.ok()) {
+      if (absl::Status undo = options_.os->Purge(block, pages * page_);
+          !undo.ok()) {
+        LOG_EVERY_N(WARNING, 100)
+            << "large pool: pages of a failed commit stay resident: " << undo;
+      }
+      handles_.Remove(entry->index);
+      MaybeUnmapChunk(e.chunk);  // a chunk mapped for this block goes back
+      return absl::Status(
+          s.code(), absl::StrCat("large pool: committing a block's pages: ",
+                                 s.message()));
+    }
+  }
   uint32_t rest = 0;
   if (extents_[id].pages > pages) {
     absl::StatusOr<uint32_t> record = NewRecord();
@@ -324,12 +365,7 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
   SetBoundary(id);
   ++chunks_[e.chunk].used;
   char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
-  if (state == kClean) {
-    // Fresh zero pages: make them resident now, as counted.
-    options_.os->Commit(block, pages * page_).IgnoreError();
-  } else {
-    std::memset(block + data.size(), 0, size - data.size());
-  }
+  if (state != kClean) std::memset(block + data.size(), 0, size - data.size());
   if (!data.empty()) std::memcpy(block, data.data(), data.size());
   handles_.SetPayload(entry->index, id);
   ++blocks_;
@@ -362,17 +398,26 @@ absl::Status ExtentPool::Free(uint64_t handle) {
   e.size = 0;
   InsertFree(id, kDirty);
   id = Coalesce(id);
-  if (dirty_bytes_ > options_.retained_bytes) PurgeExtent(id, nullptr);
+  if (dirty_bytes_ > options_.retained_bytes) {
+    if (absl::Status s = PurgeExtent(id, nullptr); !s.ok()) {
+      LOG_EVERY_N(WARNING, 100) << s;  // the free stands; the pages wait
+    }
+  }
   return absl::OkStatus();
 }
 
-void ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
+absl::Status ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
   Extent& e = extents_[id];
   DCHECK_EQ(e.state, kDirty);
   const uint32_t chunk = e.chunk;
   const uint64_t bytes = uint64_t{e.pages} * page_;
-  options_.os->Purge(chunks_[chunk].base + uint64_t{e.first} * page_, bytes)
-      .IgnoreError();
+  if (absl::Status s = options_.os->Purge(
+          chunks_[chunk].base + uint64_t{e.first} * page_, bytes);
+      !s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat("large pool: purging ", bytes,
+                                     " bytes of free pages: ", s.message()));
+  }
   RemoveFree(id);
   InsertFree(id, kClean);
   Coalesce(id);
@@ -382,6 +427,7 @@ void ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
     progress->bytes_purged += bytes;
     progress->chunks_unmapped += mapped - chunks_mapped_;
   }
+  return absl::OkStatus();
 }
 
 uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age) {
@@ -398,7 +444,11 @@ uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age) {
   const uint64_t before = resident_bytes();
   for (uint32_t id : stale) {
     // An earlier purge may have merged or recycled this record.
-    if (extents_[id].state == kDirty) PurgeExtent(id, nullptr);
+    if (extents_[id].state != kDirty) continue;
+    if (absl::Status s = PurgeExtent(id, nullptr); !s.ok()) {
+      LOG_EVERY_N(WARNING, 100) << s;  // they stay cached; a later call retries
+      break;
+    }
   }
   return before - resident_bytes();  // with page maps of unmapped chunks
 }
@@ -429,7 +479,11 @@ PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
         InsertFree(id, kDirty);
       }
     }
-    PurgeExtent(id, &progress);
+    if (absl::Status s = PurgeExtent(id, &progress); !s.ok()) {
+      progress.failure = std::move(s);
+      progress.done = true;
+      return progress;
+    }
     if (absl::Now() >= deadline) return progress;
   }
   progress.done = handles_.Compact(deadline, &progress.bytes_purged);

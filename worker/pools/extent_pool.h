@@ -48,6 +48,9 @@ struct PurgeProgress {
   bool done = false;
   uint64_t bytes_purged = 0;
   uint64_t chunks_unmapped = 0;
+  // Not OK when the OS refused a purge: the step ended there (done is set),
+  // the extent it was purging still dirty and counted.
+  absl::Status failure;
 };
 
 class ExtentPool {
@@ -93,7 +96,7 @@ class ExtentPool {
 
   // Purges dirty free extents (unmapping chunks left empty) until none is
   // left or `deadline` passes, then compacts the handle table. Call
-  // StartPurge() first, then PurgeStep() until it is done.
+  // StartPurge() first, then PurgeStep() until it is done (or failed).
   void StartPurge() { handles_.StartCompaction(); }
   PurgeProgress PurgeStep(absl::Time deadline);
 
@@ -176,7 +179,9 @@ class ExtentPool {
   uint64_t ChunkPagesFor(uint64_t pages) const;
   absl::StatusOr<uint32_t> MapChunk(uint64_t pages);
   void MaybeUnmapChunk(uint32_t chunk);
-  void PurgeExtent(uint32_t id, PurgeProgress* progress);
+  // When the OS refuses the purge, nothing changes (the extent stays dirty,
+  // resident and counted) and its error is returned.
+  absl::Status PurgeExtent(uint32_t id, PurgeProgress* progress);
   uint64_t SideMetadataBytes() const;
   uint64_t LargestFree() const;
 

@@ -314,24 +314,40 @@ bool PoolSet::StepPool(absl::Time deadline) {
   if (pool == PoolKind::kLarge) {
     const PurgeProgress progress = large_.PurgeStep(deadline);
     run.pool_report.spans_released += progress.chunks_unmapped;
+    if (!progress.failure.ok()) {
+      FailPool(progress.failure);
+      return true;
+    }
     if (!progress.done) return false;
   } else if (!run.compactor->Step(deadline)) {
     return false;
-  } else if (const absl::Status& failure = run.compactor->failure();
-             !failure.ok()) {
-    const std::string reason =
-        absl::StrCat(failure.message(), "; stopped after moving ",
-                     run.compactor->blocks_moved(), " blocks (",
-                     run.compactor->bytes_moved(), " bytes) and releasing ",
-                     run.compactor->spans_released(),
-                     " spans; every block is in place and readable");
-    LOG(WARNING) << "defragmentation of the " << PoolName(pool)
-                 << " pool failed: " << reason;
-    FinishPool(DefragOutcome::kFailed, reason);
+  } else if (!run.compactor->failure().ok()) {
+    FailPool(run.compactor->failure());
     return true;
   }
   FinishPool(DefragOutcome::kCleaned, "");
   return true;
+}
+
+void PoolSet::FailPool(const absl::Status& failure) {
+  DefragRun& run = *run_;
+  const PoolKind pool = run.pools[run.current];
+  const uint64_t resident = StatsOf(pool, false).stats.resident_bytes;
+  const uint64_t before = run.pool_report.before.resident_bytes;
+  const std::string done =
+      run.compactor.has_value()
+          ? absl::StrCat("moving ", run.compactor->blocks_moved(), " blocks (",
+                         run.compactor->bytes_moved(), " bytes) and releasing ",
+                         run.compactor->spans_released(), " spans")
+          : absl::StrCat("unmapping ", run.pool_report.spans_released,
+                         " chunks");
+  const std::string reason =
+      absl::StrCat(failure.message(), "; stopped after ", done, ", ",
+                   before > resident ? before - resident : 0,
+                   " bytes returned; every block is in place and readable");
+  LOG(WARNING) << "defragmentation of the " << PoolName(pool)
+               << " pool failed: " << reason;
+  FinishPool(DefragOutcome::kFailed, reason);
 }
 
 void PoolSet::FinishPool(DefragOutcome outcome, absl::string_view reason) {

@@ -155,6 +155,9 @@ class PoolSet {
   // Advances the current pool of `run_`; true when that pool is finished.
   bool StepPool(absl::Time deadline);
   void FinishPool(DefragOutcome outcome, absl::string_view reason);
+  // Finishes the current pool as FAILED: the OS refused `failure`'s call.
+  // The reason says which, and what was done before it; logged at WARNING.
+  void FailPool(const absl::Status& failure);
 
   PoolSetOptions options_;
   SlabPool small_;
