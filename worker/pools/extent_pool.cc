@@ -75,8 +75,14 @@ void ExtentPool::SetMapEntry(uint32_t chunk, uint32_t page, uint32_t value) {
   Chunk& c = chunks_[chunk];
   const uint32_t map_page = MapPageOf(page);
   if (!MapPageCommitted(c, map_page)) {
-    options_.os->Commit(c.base + uint64_t{map_page} * page_, page_)
-        .IgnoreError();
+    if (absl::Status s =
+            options_.os->Commit(c.base + uint64_t{map_page} * page_, page_);
+        !s.ok()) {
+      // The write below faults the page in as the commit would have: it is
+      // resident, and counted, either way (or the kernel's OOM killer acts).
+      LOG_EVERY_N(WARNING, 100)
+          << "large pool: a page of a chunk's map was not prefaulted: " << s;
+    }
     c.map_committed |= uint64_t{1} << map_page;
     ++c.map_pages;
     header_bytes_ += page_;
@@ -487,6 +493,7 @@ PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
     if (absl::Now() >= deadline) return progress;
   }
   progress.done = handles_.Compact(deadline, &progress.bytes_purged);
+  if (!handles_.failure().ok()) progress.failure = handles_.failure();
   return progress;
 }
 

@@ -54,6 +54,30 @@ absl::Status HandleTable::Init(PoolKind pool, uint32_t max_entries,
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status CommitFailed(PoolKind pool, const absl::Status& s) {
+  return absl::Status(s.code(),
+                      absl::StrCat("the ", PoolName(pool),
+                                   " pool's handle table: ", s.message()));
+}
+
+absl::Status PurgeFailed(PoolKind pool, const absl::Status& s) {
+  return absl::Status(
+      s.code(),
+      absl::StrCat("the ", PoolName(pool),
+                   " pool's handle table: returning pages: ", s.message()));
+}
+
+absl::Status StoreCannotGrow(PoolKind pool) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the ", PoolName(pool),
+                   " pool's handle table could not commit pages for its "
+                   "sparse store"));
+}
+
+}  // namespace
+
 std::optional<PoolKind> HandleTable::PoolOf(uint64_t handle) {
   const uint64_t bits = (handle >> kMaxIndexBits) & 3;
   if (bits > PoolIndex(PoolKind::kLarge)) return std::nullopt;
@@ -80,9 +104,12 @@ uint64_t HandleTable::InsertGrowthBytes() const {
   return bytes;
 }
 
-void HandleTable::OpenPage(uint32_t page) {
+absl::Status HandleTable::OpenPage(uint32_t page) {
+  if (absl::Status s = os_->Commit(EntryAddress(page << kSlotBits), kPageBytes);
+      !s.ok()) {
+    return CommitFailed(pool_, s);
+  }
   PageInfo& info = pages_[page];
-  os_->Commit(EntryAddress((page << kSlotBits)), kPageBytes).IgnoreError();
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     const uint16_t next = slot + 1 < kEntriesPerPage ? slot + 2 : 0;
     SetDenseEntry((page << kSlotBits) + slot,
@@ -95,6 +122,7 @@ void HandleTable::OpenPage(uint32_t page) {
   pages_with_room_.Insert(page);
   empty_.Insert(page);  // until its first Insert
   ++empty_pages_;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<HandleTable::Inserted> HandleTable::Insert(uint64_t payload) {
@@ -105,12 +133,12 @@ absl::StatusOr<HandleTable::Inserted> HandleTable::Insert(uint64_t payload) {
   } else if (std::optional<size_t> s = sparse_.Lowest()) {
     // A page of scattered survivors: its free entries are the cheapest room.
     page = static_cast<uint32_t>(*s);
-    Densify(page);
+    if (absl::Status st = Densify(page); !st.ok()) return st;
     if (pages_[page].free_head == 0) return Insert(payload);  // all retired
   } else if (std::optional<size_t> r = revivable_.Lowest()) {
     page = static_cast<uint32_t>(*r);
+    if (absl::Status st = OpenPage(page); !st.ok()) return st;
     revivable_.Erase(page);
-    OpenPage(page);
   } else {
     if (pages_used_ >= max_pages_) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -119,10 +147,16 @@ absl::StatusOr<HandleTable::Inserted> HandleTable::Insert(uint64_t payload) {
     }
     page = pages_used_;
     const uint32_t count = page + 1;
-    CHECK(pages_.Grow(count) && pages_with_room_.Grow(count) &&
-          revivable_.Grow(count) && empty_.Grow(count) && sparse_.Grow(count));
+    // (Each Grow is kept if a later one fails; a retry finds it done.)
+    if (!pages_.Grow(count) || !pages_with_room_.Grow(count) ||
+        !revivable_.Grow(count) || !empty_.Grow(count) ||
+        !sparse_.Grow(count)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the ", PoolName(pool_),
+                       " pool's handle table could not commit its records"));
+    }
+    if (absl::Status st = OpenPage(page); !st.ok()) return st;
     ++pages_used_;
-    OpenPage(page);
   }
   PageInfo& info = pages_[page];
   DCHECK_NE(info.free_head, 0);
@@ -234,13 +268,17 @@ void HandleTable::Remove(uint32_t index) {
   }
 }
 
-void HandleTable::ReleasePage(uint32_t page) {
-  PageInfo& info = pages_[page];
-  uint16_t max_generation = info.base_generation;
+uint16_t HandleTable::MaxGenerationOf(uint32_t page) const {
+  uint16_t max_generation = pages_[page].base_generation;
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     max_generation = std::max(
         max_generation, GenerationOf(DenseEntry((page << kSlotBits) + slot)));
   }
+  return max_generation;
+}
+
+void HandleTable::ReleasePage(uint32_t page, uint16_t max_generation) {
+  PageInfo& info = pages_[page];
   // Reopened entries start above every generation handed out here, so no
   // handle issued before the release can match an entry after it.
   info.base_generation = max_generation;
@@ -253,12 +291,15 @@ void HandleTable::ReleasePage(uint32_t page) {
   --present_pages_;
 }
 
-void HandleTable::Sparsify(uint32_t page) {
+bool HandleTable::Sparsify(uint32_t page) {
   PageInfo& info = pages_[page];
   DCHECK(SparseCandidate(info.state, info.live));
   SparseStore& store = stores_[store_];
   const uint32_t begin = static_cast<uint32_t>(store.records.size());
-  CHECK(store.records.Grow(begin + info.live));
+  if (!store.records.Grow(begin + info.live)) {
+    failure_ = StoreCannotGrow(pool_);
+    return false;
+  }
   uint16_t max_generation = info.base_generation;
   uint32_t k = begin;
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
@@ -284,15 +325,19 @@ void HandleTable::Sparsify(uint32_t page) {
   sparse_.Insert(page);
   pages_with_room_.Erase(page);
   --present_pages_;
+  return true;
 }
 
-void HandleTable::MoveRecords(uint32_t page, uint8_t target) {
+bool HandleTable::MoveRecords(uint32_t page, uint8_t target) {
   PageInfo& info = pages_[page];
   DCHECK_EQ(info.state, kSparse);
   SparseStore& from = stores_[info.store];
   SparseStore& to = stores_[target];
   const uint32_t begin = static_cast<uint32_t>(to.records.size());
-  CHECK(to.records.Grow(begin + info.live));
+  if (!to.records.Grow(begin + info.live)) {
+    failure_ = StoreCannotGrow(pool_);
+    return false;
+  }
   uint32_t k = begin;
   for (uint32_t i = 0; i < info.sparse_count; ++i) {
     const SparseRecord& r = from.records[info.sparse_begin + i];
@@ -304,13 +349,19 @@ void HandleTable::MoveRecords(uint32_t page, uint8_t target) {
   info.store = target;
   info.sparse_begin = begin;
   info.sparse_count = info.live;
+  return true;
 }
 
-void HandleTable::Densify(uint32_t page) {
+absl::Status HandleTable::Densify(uint32_t page, bool resident) {
   PageInfo& info = pages_[page];
   DCHECK_EQ(info.state, kSparse);
   const uint32_t first = (page << kSlotBits);
-  os_->Commit(EntryAddress(first), kPageBytes).IgnoreError();
+  if (!resident) {
+    if (absl::Status s = os_->Commit(EntryAddress(first), kPageBytes);
+        !s.ok()) {
+      return CommitFailed(pool_, s);
+    }
+  }
   const bool reusable = info.base_generation != kMaxGeneration;
   for (uint32_t slot = 0; slot < kEntriesPerPage; ++slot) {
     SetDenseEntry(first + slot, FreeEntry(info.base_generation, 0));
@@ -341,6 +392,7 @@ void HandleTable::Densify(uint32_t page) {
   ++present_pages_;
   if (info.free_head != 0) pages_with_room_.Insert(page);
   CountCandidate(0, info.live);
+  return absl::OkStatus();
 }
 
 int64_t HandleTable::SparsePassGain() const {
@@ -367,13 +419,21 @@ bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
     // A run of neighbouring empty pages goes back in one madvise.
     const uint32_t first = static_cast<uint32_t>(*lowest);
     uint32_t end = first;
+    // Their generations are read before the purge zeroes them.
+    max_generations_.clear();
     while (end < pages_used_ && empty_.Contains(end) && end - first < 1024) {
-      ReleasePage(end);
+      max_generations_.push_back(MaxGenerationOf(end));
       ++end;
     }
-    os_->Purge(EntryAddress(first << kSlotBits),
-               uint64_t{end - first} * kPageBytes)
-        .IgnoreError();
+    if (absl::Status s = os_->Purge(EntryAddress(first << kSlotBits),
+                                    uint64_t{end - first} * kPageBytes);
+        !s.ok()) {
+      failure_ = PurgeFailed(pool_, s);  // the pages stay as they are
+      return true;
+    }
+    for (uint32_t page = first; page < end; ++page) {
+      ReleasePage(page, max_generations_[page - first]);
+    }
     *freed += uint64_t{end - first} * kPageBytes;
     if (absl::Now() >= deadline) return !empty_.Lowest().has_value();
   }
@@ -382,11 +442,21 @@ bool HandleTable::ReleaseEmptyPages(absl::Time deadline, uint64_t* freed) {
 
 void HandleTable::FlushPurge(uint64_t* freed) {
   if (purge_end_ == purge_first_) return;
-  os_->Purge(EntryAddress(purge_first_ << kSlotBits),
-             uint64_t{purge_end_ - purge_first_} * kPageBytes)
-      .IgnoreError();
-  *freed += uint64_t{purge_end_ - purge_first_} * kPageBytes;
+  const uint32_t first = purge_first_;
+  const uint32_t end = purge_end_;
   purge_first_ = purge_end_ = 0;
+  if (absl::Status s = os_->Purge(EntryAddress(first << kSlotBits),
+                                  uint64_t{end - first} * kPageBytes);
+      !s.ok()) {
+    // The pages are still resident with their entries: back into service.
+    for (uint32_t page = first; page < end; ++page) {
+      const absl::Status densified = Densify(page, /*resident=*/true);
+      CHECK(densified.ok()) << densified;  // commits nothing: cannot fail
+    }
+    failure_ = PurgeFailed(pool_, s);
+    return;
+  }
+  *freed += uint64_t{end - first} * kPageBytes;
 }
 
 bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
@@ -398,26 +468,40 @@ bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
     const uint32_t page = pass_page_;
     PageInfo& info = pages_[page];
     if (SparseCandidate(info.state, info.live)) {
-      Sparsify(page);
-      if (purge_end_ != page && purge_end_ != purge_first_) {
+      if (!Sparsify(page)) {
         FlushPurge(freed);
+        return true;  // failed: the pass stays unfinished
+      }
+      if (purge_end_ != page && purge_end_ != purge_first_) {
+        // (The page just moved is not in this run.)
+        FlushPurge(freed);
+        if (!failure_.ok()) {
+          purge_first_ = page;
+          purge_end_ = page + 1;
+          FlushPurge(freed);  // alone: returned, or back into service
+          return true;
+        }
         since_check = kPagesPerClockCheck - 1;  // a system call: look now
       }
       if (purge_end_ == purge_first_) purge_first_ = page;
       purge_end_ = page + 1;
     } else if (info.state == kSparse && info.store != target) {
-      MoveRecords(page, target);
+      if (!MoveRecords(page, target)) {
+        FlushPurge(freed);
+        return true;
+      }
     }
     if (++since_check == kPagesPerClockCheck) {
       since_check = 0;
       if (absl::Now() >= deadline) {
         FlushPurge(freed);
         ++pass_page_;
-        return false;
+        return !failure_.ok();
       }
     }
   }
   FlushPurge(freed);
+  if (!failure_.ok()) return true;
   SparseStore& old = stores_[target ^ 1];
   DCHECK_EQ(old.live, 0u);
   *freed += old.records.resident_bytes();
@@ -426,6 +510,7 @@ bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
 }
 
 void HandleTable::StartCompaction() {
+  failure_ = absl::OkStatus();
   release_pending_ = true;
   // Pages before the cursor of an unfinished pass may have become candidates
   // meanwhile: it looks at every page again (those already in the target
@@ -434,8 +519,10 @@ void HandleTable::StartCompaction() {
 }
 
 bool HandleTable::Compact(absl::Time deadline, uint64_t* freed) {
+  if (!failure_.ok()) return true;
   if (release_pending_) {
     if (!ReleaseEmptyPages(deadline, freed)) return false;
+    if (!failure_.ok()) return true;
     release_pending_ = false;
   }
   // A pass left unfinished by an earlier compaction is finished first. The
@@ -449,9 +536,24 @@ bool HandleTable::Compact(absl::Time deadline, uint64_t* freed) {
       store_ = pass_target_;  // new records go to the target from now on
     }
     if (!SparsePass(deadline, freed)) return false;
+    if (!failure_.ok()) return true;  // the pass stays unfinished
     pass_running_ = false;
   }
   return true;
+}
+
+absl::Status HandleTable::CheckResidency() const {
+  if (entries_ == nullptr) return absl::OkStatus();
+  const uint64_t resident =
+      OsMemory::ResidentBytesIn(reinterpret_cast<const char*>(entries_),
+                                uint64_t{pages_used_} * kPageBytes);
+  if (resident != present_pages_ * kPageBytes) {
+    return absl::InternalError(
+        absl::StrCat("the ", PoolName(pool_), " pool's handle table counts ",
+                     present_pages_ * kPageBytes,
+                     " bytes of entry pages; the OS has ", resident));
+  }
+  return absl::OkStatus();
 }
 
 uint64_t HandleTable::resident_bytes() const {

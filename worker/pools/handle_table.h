@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -157,6 +158,10 @@ class HandleTable {
   // Exactly what Compact() would return to the OS now (when no compaction
   // is under way; during one, what is left of it).
   uint64_t reclaimable_bytes() const;
+  // OK, or the OS call that stopped the last compaction (cleared by
+  // StartCompaction): Compact() then returned true early, with every
+  // entry intact and every page it could not return still counted.
+  const absl::Status& failure() const { return failure_; }
 
   uint64_t live() const { return live_; }
   // Live entries in the sparse store, and the pages they belong to.
@@ -164,6 +169,12 @@ class HandleTable {
   uint64_t sparse_pages() const { return sparse_pages_; }
   // Everything this table holds from the OS.
   uint64_t resident_bytes() const;
+  // For tests and checks (slow: mincore(2) over every page ever opened):
+  // INTERNAL unless the entry pages the OS has resident are exactly the
+  // pages the table counts as present. Reading an entry of a returned page
+  // maps the zero page, which the OS reports as resident: call it before
+  // looking up handles of sparse pages.
+  absl::Status CheckResidency() const;
 
  private:
   static constexpr uint64_t kLiveBit = 1;
@@ -279,16 +290,25 @@ class HandleTable {
   // Find() for a handle whose entry is not live in its page.
   std::optional<uint32_t> FindSparse(uint64_t handle) const;
   void SetSparsePayload(uint32_t index, uint64_t payload);
-  void OpenPage(uint32_t page);
-  // Forgets a page whose memory is (about to be) returned to the OS.
-  void ReleasePage(uint32_t page);
+  // Commits page `page` and makes its entries free. When the OS refuses the
+  // page, nothing changes and its error is returned.
+  absl::Status OpenPage(uint32_t page);
+  // The highest generation of any entry of present page `page`.
+  uint16_t MaxGenerationOf(uint32_t page) const;
+  // Forgets a page whose memory has been returned to the OS; its entries
+  // had generations up to `max_generation`.
+  void ReleasePage(uint32_t page, uint16_t max_generation);
   // Moves the live entries of present page `page` into store `store_`.
-  void Sparsify(uint32_t page);
+  // False, with failure_ set and nothing changed, when the store's pages
+  // cannot be committed.
+  bool Sparsify(uint32_t page);
   // Copies the live records of sparse page `page` into store `target`.
-  void MoveRecords(uint32_t page, uint8_t target);
-  // Brings sparse page `page` back into its page (which it commits), so it
-  // takes new entries again.
-  void Densify(uint32_t page);
+  // False as for Sparsify.
+  bool MoveRecords(uint32_t page, uint8_t target);
+  // Brings sparse page `page` back into its page (which it commits unless
+  // `resident`: a page whose purge failed), so it takes new entries again.
+  // When the OS refuses the page, nothing changes and its error is returned.
+  absl::Status Densify(uint32_t page, bool resident = false);
   // Whether page `page` (with `live` entries) would go to the sparse store.
   static bool SparseCandidate(uint8_t state, uint32_t live) {
     return state == kPresent && live > 0 && live <= kSparseMaxLive;
@@ -307,6 +327,8 @@ class HandleTable {
   bool ReleaseEmptyPages(absl::Time deadline, uint64_t* freed);
   bool SparsePass(absl::Time deadline, uint64_t* freed);
   // Purges the run of pages [purge_first_, purge_end_) collected by a pass.
+  // When the OS refuses, the pages (still resident, entries intact) are
+  // brought back into service and failure_ is set.
   void FlushPurge(uint64_t* freed);
 
   PoolKind pool_ = PoolKind::kSmall;
@@ -342,6 +364,8 @@ class HandleTable {
   uint32_t pass_page_ = 0;
   uint32_t purge_first_ = 0;
   uint32_t purge_end_ = 0;
+  absl::Status failure_;
+  std::vector<uint16_t> max_generations_;  // scratch of ReleaseEmptyPages
 };
 
 template <typename F>

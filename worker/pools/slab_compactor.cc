@@ -66,6 +66,10 @@ bool SlabCompactor::Advance(absl::Time deadline) {
         if (!pool_.handles_.Compact(deadline, &table_bytes_)) {
           return false;
         }
+        if (!pool_.handles_.failure().ok()) {
+          failure_ = pool_.handles_.failure();
+          return false;
+        }
         ReleaseBookkeeping();
         pool_.hold_cached_spans_ = false;
         phase_ = Phase::kDone;
@@ -94,7 +98,14 @@ void SlabCompactor::ReleaseBookkeeping() {
   std::vector<uint32_t>().swap(offset_by_span_);
   std::vector<uint32_t*>().swap(owners_);
   for (const OwnerBlock& block : owner_blocks_) {
-    pool_.options_.os->Unmap(block.base, block.bytes).IgnoreError();
+    if (absl::Status s = pool_.options_.os->Unmap(block.base, block.bytes);
+        !s.ok()) {
+      // Address space only: the scan wrote owners into it, the pool counts
+      // none of it.
+      LOG_EVERY_N(WARNING, 100)
+          << PoolName(pool_.options_.pool)
+          << " pool: a compaction's owner map stays mapped: " << s;
+    }
   }
   std::vector<OwnerBlock>().swap(owner_blocks_);
   std::vector<uint32_t>().swap(plan_spans_);

@@ -1,13 +1,17 @@
 // Tests of HandleTable: handles resolve while live and never afterwards;
 // forged, stale and foreign handles are rejected; pages are reused and
-// released.
+// released; when the OS refuses a page, nothing is lost or miscounted.
 #include "worker/pools/handle_table.h"
 
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/pools/fault_injecting_os.h"
 
 namespace poold::pools {
 namespace {
@@ -367,6 +371,111 @@ TEST(HandleTableTest, FullTableIsResourceExhausted) {
   }
   auto more = table.Insert(1);
   EXPECT_EQ(more.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+// A new page that the OS refuses: the Insert fails, nothing changes, and
+// once the OS gives memory again the next Insert succeeds.
+TEST(HandleTableTest, ARefusedPageFailsTheInsertAndChangesNothing) {
+  FaultInjectingOs os;
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 20, kKey, os).ok());
+  std::vector<Kept> kept;
+  for (uint32_t i = 0; i < HandleTable::kEntriesPerPage; ++i) {
+    absl::StatusOr<HandleTable::Inserted> in = table.Insert(i);
+    ASSERT_TRUE(in.ok()) << in.status();
+    kept.push_back({in->handle, in->index, i});
+  }
+  const uint64_t resident = table.resident_bytes();
+  os.FailAt(OsCall::kCommit, 1, ENOMEM, /*repeat=*/true);
+  const absl::StatusOr<HandleTable::Inserted> refused = table.Insert(7);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("handle table"));
+  EXPECT_EQ(table.resident_bytes(), resident);
+  EXPECT_EQ(table.live(), kept.size());
+  EXPECT_TRUE(table.CheckResidency().ok()) << table.CheckResidency();
+  os.Heal();
+  absl::StatusOr<HandleTable::Inserted> in = table.Insert(7);
+  ASSERT_TRUE(in.ok()) << in.status();
+  kept.push_back({in->handle, in->index, 7});
+  ExpectKept(table, kept, {});
+}
+
+// Purges refused while a compaction moves scattered survivors to the
+// sparse store: the pages go back into service with every entry, nothing
+// is counted as returned, and the compaction says why. Once the OS purges
+// again, a compaction returns exactly its projection.
+TEST(HandleTableTest, ARefusedPurgeOfSparsifiedPagesKeepsThemInService) {
+  FaultInjectingOs os;
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 22, kKey, os).ok());
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  Scatter(table, 40, 10, &kept, &removed);
+  ASSERT_GT(table.reclaimable_bytes(), 0u);
+  os.FailAt(OsCall::kPurge, 1, EIO, /*repeat=*/true);
+  uint64_t freed = 0;
+  table.StartCompaction();
+  EXPECT_TRUE(table.Compact(absl::InfiniteFuture(), &freed));
+  EXPECT_THAT(table.failure().message(),
+              ::testing::AllOf(::testing::HasSubstr("returning pages"),
+                               ::testing::HasSubstr(std::strerror(EIO))));
+  EXPECT_EQ(freed, 0u);
+  EXPECT_EQ(table.sparse_pages(), 0u);
+  EXPECT_TRUE(table.CheckResidency().ok()) << table.CheckResidency();
+  ExpectKept(table, kept, removed);
+
+  os.Heal();
+  const uint64_t resident = table.resident_bytes();
+  const uint64_t reclaimable = table.reclaimable_bytes();
+  ASSERT_GT(reclaimable, 0u);
+  EXPECT_EQ(table.Compact(), reclaimable);
+  EXPECT_TRUE(table.failure().ok()) << table.failure();
+  EXPECT_EQ(resident - table.resident_bytes(), reclaimable);
+  EXPECT_EQ(table.reclaimable_bytes(), 0u);
+  EXPECT_TRUE(table.CheckResidency().ok()) << table.CheckResidency();
+  ExpectKept(table, kept, removed);
+}
+
+// A purge of empty pages refused: they stay present and counted, and are
+// returned by the next compaction once the OS purges again.
+TEST(HandleTableTest, ARefusedPurgeOfEmptyPagesKeepsThemCounted) {
+  FaultInjectingOs os;
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kSmall, 1 << 20, kKey, os).ok());
+  std::vector<Kept> kept;
+  std::vector<uint64_t> removed;
+  std::vector<HandleTable::Inserted> all;
+  for (uint32_t i = 0; i < 8 * HandleTable::kEntriesPerPage; ++i) {
+    absl::StatusOr<HandleTable::Inserted> in = table.Insert(i);
+    ASSERT_TRUE(in.ok()) << in.status();
+    all.push_back(*in);
+  }
+  for (uint32_t i = 0; i < all.size(); ++i) {
+    const uint32_t page = HandleTable::PageOf(all[i].index);
+    if (page >= 2 && page < 6) {
+      table.Remove(all[i].index);
+      removed.push_back(all[i].handle);
+    } else {
+      kept.push_back({all[i].handle, all[i].index, i});
+    }
+  }
+  const uint64_t resident = table.resident_bytes();
+  const uint64_t reclaimable = table.reclaimable_bytes();
+  ASSERT_EQ(reclaimable, 4 * HandleTable::kPageBytes);
+  os.FailAt(OsCall::kPurge, 1, EIO, /*repeat=*/true);
+  uint64_t freed = 0;
+  table.StartCompaction();
+  EXPECT_TRUE(table.Compact(absl::InfiniteFuture(), &freed));
+  EXPECT_FALSE(table.failure().ok());
+  EXPECT_EQ(freed, 0u);
+  EXPECT_EQ(table.resident_bytes(), resident);
+  EXPECT_EQ(table.reclaimable_bytes(), reclaimable);
+  EXPECT_TRUE(table.CheckResidency().ok()) << table.CheckResidency();
+
+  os.Heal();
+  EXPECT_EQ(table.Compact(), reclaimable);
+  EXPECT_TRUE(table.CheckResidency().ok()) << table.CheckResidency();
+  ExpectKept(table, kept, removed);
 }
 
 }  // namespace
