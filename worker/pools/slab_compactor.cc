@@ -146,12 +146,16 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
             plan_spans_.size() * c.slots * sizeof(uint32_t));
         absl::StatusOr<char*> base = pool_.options_.os->Reserve(bytes);
         if (!base.ok()) {
-          LOG(ERROR) << "compaction of the " << PoolName(pool_.pool())
-                     << " pool skips a class: " << base.status();
+          // The spans planned so far are marked; Step() stops the
+          // compaction (and reinstates them) and the pool is FAILED.
           plan_spans_.clear();
           tail_by_class_[next_class_] = SlabPool::kNoSpan;
-          ++next_class_;
-          continue;
+          failure_ = absl::Status(
+              base.status().code(),
+              absl::StrCat(PoolName(pool_.pool()),
+                           " pool: reserving a compaction's owner map: ",
+                           base.status().message()));
+          return false;
         }
         owner_blocks_.push_back({*base, bytes});
         owner_slots_ += plan_spans_.size() * c.slots;

@@ -112,8 +112,10 @@ absl::Status SlabPool::GrowSpan(uint32_t id, uint64_t end,
   const SizeClass& c = classes_->Get(span.class_index);
   uint64_t target = GrowthTarget(c, span.committed, end);
   if (target - span.committed > max_growth) {
-    target =
-        std::max(OsMemory::RoundUpToPage(end), span.committed + max_growth);
+    // Whole pages only: the committed prefix stays page-aligned.
+    const uint64_t page = OsMemory::PageSize();
+    target = std::max(OsMemory::RoundUpToPage(end),
+                      span.committed + max_growth / page * page);
   }
   char* const start = SpanBase(id) + span.committed;
   const uint64_t bytes = target - span.committed;

@@ -3,8 +3,13 @@
 // interleaved, checked against a plain model (handle -> bytes): every read
 // against the model, after every compaction step a sample of blocks (all of
 // them every 32nd step) and the counters, and after every defragmentation
-// every live block.
+// every live block. Variants run under a memory limit, and with the OS
+// refusing calls at random (a FaultInjectingOs per pool): a refused
+// allocation must change nothing, a failed pool must keep every block, and
+// the counters must match the OS throughout.
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,24 +17,65 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "glog/logging.h"
 #include "gtest/gtest.h"
+#include "worker/pools/fault_injecting_os.h"
+#include "worker/pools/memory_limit_error.h"
 #include "worker/pools/pool_set.h"
 
 namespace poold::pools {
 namespace {
 
+struct ModelOptions {
+  uint64_t seed = 1;
+  // Refuse OS calls at random.
+  bool faults = false;
+  // PoolSetOptions::memory_limit_bytes (0 = none).
+  uint64_t memory_limit_bytes = 0;
+};
+
 class Model {
  public:
-  explicit Model(uint64_t seed) : gen_(std::seed_seq{seed}) {
+  explicit Model(const ModelOptions& model)
+      : model_(model), gen_(std::seed_seq{model.seed}) {
     PoolSetOptions options;
-    options.handle_key = seed + 1;
+    options.handle_key = model.seed + 1;
     options.max_block_bytes = 1 << 20;
     // Small retained amounts so the free-span cache and purging are
     // exercised often.
     options.small_retained_bytes = 128 << 10;
     options.medium_retained_bytes = 2 << 20;
     options.large_retained_bytes = 1 << 20;
+    options.memory_limit_bytes = model.memory_limit_bytes;
+    if (model.faults) {
+      for (PoolKind p : kAllPools)
+        options.os[PoolIndex(p)] = &os_[PoolIndex(p)];
+    }
     pools_ = *PoolSet::Create(options);
+  }
+
+  // OS calls refused so far, in all pools.
+  uint64_t os_failures() const {
+    uint64_t n = 0;
+    for (const FaultInjectingOs& os : os_) n += os.failures();
+    return n;
+  }
+
+  // With faults on: now and then, one pool's Nth next call of some kind
+  // fails (and sometimes every later one, for a while); now and then the OS
+  // heals.
+  void MaybeArmFault() {
+    if (!model_.faults) return;
+    if (absl::Bernoulli(gen_, 0.3)) {
+      for (FaultInjectingOs& os : os_) os.Heal();
+    }
+    FaultInjectingOs& os = os_[absl::Uniform<size_t>(gen_, 0, kPoolCount)];
+    const OsCall call =
+        static_cast<OsCall>(absl::Uniform<int>(gen_, 0, kOsCallCount));
+    os.FailAt(call, absl::Uniform<uint64_t>(gen_, 1, 30),
+              absl::Bernoulli(gen_, 0.5) ? ENOMEM : EIO,
+              /*repeat=*/absl::Bernoulli(gen_, 0.2));
+    ++faults_armed_;
   }
 
   // Most blocks fall in one small and one medium class, so those classes
@@ -55,8 +101,21 @@ class Model {
     const uint64_t size = RandomSize();
     const uint64_t filled = absl::Uniform<uint64_t>(gen_, 0, size + 1);
     std::string data = RandomBytes(filled);
+    const uint64_t failures = os_failures();
     auto block = pools_->Allocate(size, data);
-    ASSERT_TRUE(block.ok()) << block.status();
+    if (!block.ok()) {
+      // Only the memory limit or a refusal by the OS may fail it, and then
+      // nothing changes (CheckCounters compares with the model).
+      const bool limit = MemoryLimitGrowth(block.status()).has_value();
+      ASSERT_TRUE(limit || os_failures() > failures) << block.status();
+      ASSERT_TRUE(block.status().code() ==
+                      absl::StatusCode::kResourceExhausted ||
+                  block.status().code() == absl::StatusCode::kInternal)
+          << block.status();
+      ++refused_;
+      CheckCounters();
+      return;
+    }
     ASSERT_EQ(block->size, size);
     ASSERT_EQ(block->pool, PoolForSize(size));
     ASSERT_FALSE(blocks_.contains(block->handle));
@@ -192,6 +251,8 @@ class Model {
     const bool quiet = ops_between_slices == 0 && !stop_early;
     std::vector<PoolAnalysis> projected;
     for (PoolKind p : kAllPools) projected.push_back(pools_->Analyze(p));
+    if (absl::Bernoulli(gen_, 0.5)) MaybeArmFault();
+    const uint64_t failures = os_failures();
     ASSERT_TRUE(pools_->BeginDefrag(which).ok());
     int slices = 0;
     uint64_t moved_by_slices = 0;
@@ -222,7 +283,14 @@ class Model {
     EXPECT_EQ(report.slices, static_cast<uint64_t>(slices));
     const size_t expected_pools = which.empty() ? kPoolCount : which.size();
     EXPECT_EQ(report.pools.size(), expected_pools);
-    if (quiet) {
+    const bool refused = os_failures() > failures;
+    for (const PoolDefragReport& r : report.pools) {
+      if (r.outcome == DefragOutcome::kFailed) {
+        EXPECT_TRUE(refused) << r.reason;
+        ++pools_failed_;
+      }
+    }
+    if (quiet && !refused) {
       EXPECT_TRUE(report.complete);
       for (const PoolDefragReport& r : report.pools) {
         const PoolAnalysis& p = projected[PoolIndex(r.pool)];
@@ -254,8 +322,10 @@ class Model {
       Write();
     } else if (op < 990) {
       Read();
-    } else if (op < 999) {
+    } else if (op < 998) {
       UseFreedHandle();
+    } else if (op < 999) {
+      MaybeArmFault();
     } else if (allow_defrag) {
       Defragment(absl::Bernoulli(gen_, 0.3) ? 0 : absl::Uniform(gen_, 1, 20));
     }
@@ -273,11 +343,18 @@ class Model {
   }
 
   int defrags() const { return defrags_; }
+  uint64_t refused() const { return refused_; }
+  uint64_t pools_failed() const { return pools_failed_; }
   uint64_t max_sparse_handles() const { return max_sparse_handles_; }
   uint64_t blocks_moved() const { return blocks_moved_; }
 
  private:
+  ModelOptions model_;
   absl::BitGen gen_;
+  std::array<FaultInjectingOs, kPoolCount> os_;
+  uint64_t faults_armed_ = 0;
+  uint64_t refused_ = 0;
+  uint64_t pools_failed_ = 0;
   std::unique_ptr<PoolSet> pools_;
   absl::flat_hash_map<uint64_t, std::string> blocks_;
   std::vector<uint64_t> handles_;
@@ -291,7 +368,7 @@ class Model {
 class ModelTest : public ::testing::TestWithParam<uint64_t> {};
 
 TEST_P(ModelTest, RandomOperationsMatchTheModel) {
-  Model model(GetParam());
+  Model model({.seed = GetParam()});
   model.Run(500000);
   EXPECT_GT(model.defrags(), 100);
   EXPECT_GT(model.blocks_moved(), 10000u);
@@ -301,6 +378,27 @@ TEST_P(ModelTest, RandomOperationsMatchTheModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, ModelTest, ::testing::Values(1, 2, 3, 4));
+
+// The OS refuses calls at random, under a memory limit that the growing
+// phases reach: allocations are refused (by the limit and by the OS) and
+// defragmentations fail pools, and still every block and counter matches.
+class FaultModelTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(FaultModelTest, RefusedCallsLoseNothing) {
+  Model model({.seed = GetParam(),
+               .faults = true,
+               .memory_limit_bytes = uint64_t{24} << 20});
+  model.Run(300000);
+  LOG(INFO) << model.defrags() << " defragmentations, " << model.refused()
+            << " allocations refused, " << model.pools_failed()
+            << " pools failed, " << model.os_failures() << " calls refused";
+  EXPECT_GT(model.defrags(), 100);
+  EXPECT_GT(model.refused(), 300u);
+  EXPECT_GT(model.pools_failed(), 20u);
+  EXPECT_GT(model.os_failures(), 300u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, FaultModelTest, ::testing::Values(5, 6));
 
 }  // namespace
 }  // namespace poold::pools
