@@ -1,9 +1,13 @@
 // libFuzzer target: drives the pool engine with arbitrary operation
 // sequences (allocate, write, read, free, forged handles, defragmentation
 // steps with operations in between) and checks every answer against a plain
-// model (handle -> bytes). Any divergence or crash is a finding.
+// model (handle -> bytes), under a memory limit, with the OS refusing calls
+// where the input says (a FaultInjectingOs per pool). Any divergence or
+// crash is a finding.
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <array>
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -11,10 +15,14 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "worker/pools/fault_injecting_os.h"
+#include "worker/pools/memory_limit_error.h"
 #include "worker/pools/pool_set.h"
 
 namespace {
 
+using poold::pools::FaultInjectingOs;
+using poold::pools::OsCall;
 using poold::pools::PoolKind;
 using poold::pools::PoolSet;
 using poold::pools::PoolSetOptions;
@@ -35,10 +43,17 @@ class Harness {
     options.small_retained_bytes = 64 << 10;
     options.medium_retained_bytes = 1 << 20;
     options.large_retained_bytes = 256 << 10;
+    // Reached by 512 blocks of up to 300 KiB.
+    options.memory_limit_bytes = 16 << 20;
+    for (PoolKind p : poold::pools::kAllPools) {
+      options.os[poold::pools::PoolIndex(p)] = &os_[poold::pools::PoolIndex(p)];
+    }
     pools_ = *PoolSet::Create(options);
   }
 
   ~Harness() {
+    // A refused unmap at teardown would leak address space run after run.
+    for (FaultInjectingOs& os : os_) os.Heal();
     if (pools_->defrag_running())
       pools_->EndDefrag(poold::pools::DefragStopReason::kShutdown);
     CheckAll();
@@ -46,7 +61,7 @@ class Harness {
 
   void Run(FuzzedDataProvider& in) {
     while (in.remaining_bytes() > 0) {
-      switch (in.ConsumeIntegralInRange<int>(0, 9)) {
+      switch (in.ConsumeIntegralInRange<int>(0, 11)) {
         case 0:
         case 1:
           Allocate(in);
@@ -81,6 +96,18 @@ class Harness {
             CheckAll();
           }
           break;
+        case 10: {
+          FaultInjectingOs& os = os_[in.ConsumeIntegralInRange<size_t>(
+              0, poold::pools::kPoolCount - 1)];
+          const auto call = static_cast<OsCall>(in.ConsumeIntegralInRange<int>(
+              0, poold::pools::kOsCallCount - 1));
+          os.FailAt(call, in.ConsumeIntegralInRange<uint64_t>(1, 16),
+                    in.ConsumeBool() ? ENOMEM : EIO, in.ConsumeBool());
+          break;
+        }
+        case 11:
+          for (FaultInjectingOs& os : os_) os.Heal();
+          break;
       }
     }
   }
@@ -105,12 +132,20 @@ class Harness {
     const size_t data_len = in.ConsumeIntegralInRange<size_t>(0, 2048);
     std::string data(data_len,
                      static_cast<char>(in.ConsumeIntegral<uint8_t>()));
+    const uint64_t failures = OsFailures();
     auto block = pools_->Allocate(size, data);
     const uint64_t effective = size == 0 ? data.size() : size;
     const bool valid =
         effective > 0 && data.size() <= effective && effective <= (256 << 10);
-    Check(block.ok() == valid, "allocate validity");
-    if (!block.ok()) return;
+    Check(block.ok() == valid ||
+              (valid &&
+               (poold::pools::MemoryLimitGrowth(block.status()).has_value() ||
+                OsFailures() > failures)),
+          "allocate validity");
+    if (!block.ok()) {
+      CheckAll();  // a refused allocation changes nothing
+      return;
+    }
     Check(block->size == effective, "allocate size");
     Check(!model_.contains(block->handle), "handle reused while live");
     data.resize(effective, '\0');
@@ -211,6 +246,12 @@ class Harness {
     }
   }
 
+  uint64_t OsFailures() const {
+    uint64_t n = 0;
+    for (const FaultInjectingOs& os : os_) n += os.failures();
+    return n;
+  }
+
   void CheckAll() {
     uint64_t live = 0;
     for (const auto& [handle, model] : model_) {
@@ -232,6 +273,8 @@ class Harness {
     Check(pools_->CheckInvariants().ok(), "span records agree with counters");
   }
 
+  // Before pools_: they must outlive it.
+  std::array<FaultInjectingOs, poold::pools::kPoolCount> os_;
   std::unique_ptr<PoolSet> pools_;
   absl::flat_hash_map<uint64_t, std::string> model_;
   std::vector<uint64_t> handles_;
