@@ -28,6 +28,14 @@ constexpr mode_t kUnixSocketMode = 0660;
 }  // namespace
 
 absl::Status PooldServer::ValidateOptions(const Options& options) {
+  if (!options.testing_os_fault.empty()) {
+    if (absl::StatusOr<pools::OsFaultSpec> spec =
+            pools::ParseOsFaultSpec(options.testing_os_fault);
+        !spec.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--testing_os_fault: ", spec.status().message()));
+    }
+  }
   if (options.listen.empty() && options.unix_socket.empty()) {
     return absl::InvalidArgumentError(
         "nothing to listen on: --listen and --unix_socket are both empty");
@@ -113,6 +121,14 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
   pool_options.max_block_bytes = options.max_block_bytes;
   pool_options.memory_limit_bytes = options.memory_limit_bytes;
   pool_options.cache_decay = options.cache_decay;
+  std::unique_ptr<pools::FaultInjectingOs> testing_os;
+  if (!options.testing_os_fault.empty()) {
+    const pools::OsFaultSpec spec =
+        *pools::ParseOsFaultSpec(options.testing_os_fault);
+    testing_os = std::make_unique<pools::FaultInjectingOs>();
+    testing_os->FailAt(spec.call, spec.nth, EIO, spec.repeat);
+    pool_options.os[pools::PoolIndex(spec.pool)] = testing_os.get();
+  }
   absl::StatusOr<std::unique_ptr<pools::PoolSet>> pools =
       pools::PoolSet::Create(pool_options);
   if (!pools.ok()) {
@@ -127,7 +143,8 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
                  << "; large messages may stay in the heap until it is "
                     "trimmed";
   }
-  auto server = absl::WrapUnique(new PooldServer(options, *std::move(pools)));
+  auto server = absl::WrapUnique(
+      new PooldServer(options, std::move(testing_os), *std::move(pools)));
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
 
   LOG(INFO) << "poold started: listen=\"" << options.listen
@@ -160,12 +177,19 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
     LOG(WARNING) << "TESTING ONLY (--testing_hold_worker): the worker takes "
                     "no commands until shutdown";
   }
+  if (!options.testing_os_fault.empty()) {
+    LOG(WARNING) << "TESTING ONLY (--testing_os_fault="
+                 << options.testing_os_fault
+                 << "): calls of that pool to the OS are made to fail";
+  }
   return server;
 }
 
 PooldServer::PooldServer(const Options& options,
+                         std::unique_ptr<pools::FaultInjectingOs> testing_os,
                          std::unique_ptr<pools::PoolSet> pools)
     : options_(options),
+      testing_os_(std::move(testing_os)),
       worker_(
           Worker::Options{
               .channel_capacity = options.channel_capacity,

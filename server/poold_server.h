@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/pool_service_impl.h"
+#include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
 
 namespace poold {
@@ -57,6 +58,10 @@ class PooldServer {
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
+    // TESTING ONLY: a fault to inject into one pool's calls to the OS, as
+    // pools::ParseOsFaultSpec reads it ("medium:purge:1:always": every
+    // purge of the medium pool fails with EIO). Empty: none.
+    std::string testing_os_fault;
     // More services to serve beside PoolService on the same server, threads
     // and listeners (poold itself has none; the benchmarks add a no-op
     // service so gRPC's own cost can be measured on the same build).
@@ -118,14 +123,18 @@ class PooldServer {
   void Shutdown();
 
  private:
-  PooldServer(const Options& options, std::unique_ptr<pools::PoolSet> pools);
+  PooldServer(const Options& options,
+              std::unique_ptr<pools::FaultInjectingOs> testing_os,
+              std::unique_ptr<pools::PoolSet> pools);
 
   // Builds and starts the gRPC server; fills targets_.
   absl::Status StartGrpc();
 
   const Options options_;
   // Destroyed in reverse order: the gRPC server before the service, the
-  // service before the worker it submits to.
+  // service before the worker it submits to, the worker (and its pools)
+  // before the testing fault's OsInterface they call.
+  std::unique_ptr<pools::FaultInjectingOs> testing_os_;
   Worker worker_;
   PoolServiceImpl service_;
   std::unique_ptr<grpc::Server> server_;

@@ -89,6 +89,13 @@ ABSL_FLAG(bool, testing_hold_worker, false,
           "until shutdown, so the command channel fills up (used by the "
           "end-to-end test of RESOURCE_EXHAUSTED).");
 
+ABSL_FLAG(std::string, testing_os_fault, "",
+          "TESTING ONLY, never in production: POOL:CALL:N[:always] makes "
+          "that pool's Nth call of that kind to the OS fail with EIO (and "
+          "every later one with :always); POOL is small, medium or large, "
+          "CALL map, unmap, commit or purge (used by the end-to-end test of "
+          "a pool that fails its defragmentation).");
+
 namespace poold {
 
 PooldServer::Options ServerOptionsFromFlags() {
@@ -118,6 +125,7 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.auto_defrag.interval = absl::GetFlag(FLAGS_auto_defrag_interval);
   options.auto_defrag.max_backoff = 64 * options.auto_defrag.interval;
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
+  options.testing_os_fault = absl::GetFlag(FLAGS_testing_os_fault);
   return options;
 }
 

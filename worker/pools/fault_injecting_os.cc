@@ -6,8 +6,11 @@
 #include <cstring>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace poold::pools {
 
@@ -23,6 +26,46 @@ absl::string_view OsCallName(OsCall call) {
       return "madvise(MADV_DONTNEED)";
   }
   return "?";
+}
+
+absl::StatusOr<OsFaultSpec> ParseOsFaultSpec(absl::string_view text) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  const auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fault \"", text, "\": ", why,
+                     " (want POOL:CALL:N[:always], POOL small|medium|large, "
+                     "CALL map|unmap|commit|purge, N >= 1)"));
+  };
+  if (parts.size() != 3 && parts.size() != 4) return bad("wrong shape");
+  OsFaultSpec spec;
+  if (parts[0] == "small") {
+    spec.pool = PoolKind::kSmall;
+  } else if (parts[0] == "medium") {
+    spec.pool = PoolKind::kMedium;
+  } else if (parts[0] == "large") {
+    spec.pool = PoolKind::kLarge;
+  } else {
+    return bad("unknown pool");
+  }
+  if (parts[1] == "map") {
+    spec.call = OsCall::kReserve;
+  } else if (parts[1] == "unmap") {
+    spec.call = OsCall::kUnmap;
+  } else if (parts[1] == "commit") {
+    spec.call = OsCall::kCommit;
+  } else if (parts[1] == "purge") {
+    spec.call = OsCall::kPurge;
+  } else {
+    return bad("unknown call");
+  }
+  if (!absl::SimpleAtoi(parts[2], &spec.nth) || spec.nth == 0) {
+    return bad("N is not a positive number");
+  }
+  if (parts.size() == 4) {
+    if (parts[3] != "always") return bad("the fourth part can only be always");
+    spec.repeat = true;
+  }
+  return spec;
 }
 
 FaultInjectingOs::FaultInjectingOs(OsInterface& os) : os_(os) {}

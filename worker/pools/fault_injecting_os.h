@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "worker/pools/os_interface.h"
+#include "worker/pools/pool_kind.h"
 
 namespace poold::pools {
 
@@ -22,6 +23,21 @@ inline constexpr size_t kOsCallCount = 4;
 
 // "mmap", "munmap", "madvise(MADV_POPULATE_WRITE)", "madvise(MADV_DONTNEED)".
 absl::string_view OsCallName(OsCall call);
+
+// A fault to inject into one pool, as poold's --testing_os_fault gives it:
+// "POOL:CALL:N" or "POOL:CALL:N:always", POOL one of small, medium, large,
+// CALL one of map, unmap, commit, purge, N >= 1: that pool's Nth call of
+// that kind from start-up fails with EIO (with "always", so does every
+// later one).
+struct OsFaultSpec {
+  PoolKind pool = PoolKind::kSmall;
+  OsCall call = OsCall::kPurge;
+  uint64_t nth = 1;
+  bool repeat = false;
+};
+
+// Parses the text above; INVALID_ARGUMENT saying what is wrong.
+absl::StatusOr<OsFaultSpec> ParseOsFaultSpec(absl::string_view text);
 
 class FaultInjectingOs final : public OsInterface {
  public:

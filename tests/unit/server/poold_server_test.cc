@@ -47,6 +47,12 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
   EXPECT_THAT(Validate(options).message(), HasSubstr("--channel_capacity"));
 
   options = PooldServer::Options();
+  options.testing_os_fault = "medium:purge";
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--testing_os_fault"));
+  options.testing_os_fault = "medium:purge:1:always";
+  EXPECT_TRUE(Validate(options).ok());
+
+  options = PooldServer::Options();
   options.max_block_bytes = 0;
   EXPECT_THAT(Validate(options).message(), HasSubstr("--max_block_bytes"));
 

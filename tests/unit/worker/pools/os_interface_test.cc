@@ -87,5 +87,26 @@ TEST(FaultInjectingOsTest, RepeatsUntilHealed) {
   EXPECT_TRUE(os.Unmap(*base, kBytes).ok());
 }
 
+TEST(OsFaultSpecTest, ReadsPoolCallCountAndRepeat) {
+  absl::StatusOr<OsFaultSpec> spec = ParseOsFaultSpec("medium:purge:3");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->pool, PoolKind::kMedium);
+  EXPECT_EQ(spec->call, OsCall::kPurge);
+  EXPECT_EQ(spec->nth, 3u);
+  EXPECT_FALSE(spec->repeat);
+  spec = ParseOsFaultSpec("large:map:1:always");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->pool, PoolKind::kLarge);
+  EXPECT_EQ(spec->call, OsCall::kReserve);
+  EXPECT_TRUE(spec->repeat);
+  for (const char* bad : {"", "medium", "medium:purge", "huge:purge:1",
+                          "small:mmap:1", "small:purge:0", "small:purge:x",
+                          "small:purge:1:often", "small:purge:1:always:x"}) {
+    EXPECT_EQ(ParseOsFaultSpec(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
 }  // namespace
 }  // namespace poold::pools
