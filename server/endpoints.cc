@@ -129,7 +129,20 @@ absl::Status ClaimUnixSocketPath(const std::string& path) {
   return absl::OkStatus();
 }
 
-void RemoveUnixSocketFile(const std::string& path) {
+absl::StatusOr<FileId> UnixSocketFileId(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot inspect ", path, ": ", ErrnoText(errno)));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " is not a socket"));
+  }
+  return FileId{st.st_dev, st.st_ino};
+}
+
+void RemoveUnixSocketFile(const std::string& path, const FileId& id) {
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) {
     if (errno != ENOENT) {
@@ -139,6 +152,13 @@ void RemoveUnixSocketFile(const std::string& path) {
   }
   if (!S_ISSOCK(st.st_mode)) {
     LOG(WARNING) << path << " is no longer a socket; leaving it alone";
+    return;
+  }
+  if (st.st_dev != id.device || st.st_ino != id.inode) {
+    LOG(WARNING) << path
+                 << " is no longer the socket this poold created (another "
+                    "process, perhaps a newer poold, listens there now); "
+                    "leaving it alone";
     return;
   }
   if (unlink(path.c_str()) != 0 && errno != ENOENT) {

@@ -4,6 +4,8 @@
 #ifndef POOLD_SERVER_ENDPOINTS_H_
 #define POOLD_SERVER_ENDPOINTS_H_
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "absl/status/status.h"
@@ -33,8 +35,20 @@ absl::Status ValidateUnixSocketPath(const std::string& path);
 // and the file is left alone.
 absl::Status ClaimUnixSocketPath(const std::string& path);
 
-// Removes `path` if it is a socket file; logs other failures.
-void RemoveUnixSocketFile(const std::string& path);
+// Which file a path names: its device and inode.
+struct FileId {
+  dev_t device = 0;
+  ino_t inode = 0;
+};
+
+// The identity of the socket file at `path`; FAILED_PRECONDITION when there
+// is none (or it is not a socket).
+absl::StatusOr<FileId> UnixSocketFileId(const std::string& path);
+
+// Removes `path` if it is still the socket file `id` (the one this process
+// created). Anything else there (a newer poold's socket that replaced ours,
+// another file) is left alone, with a log line; so are failures.
+void RemoveUnixSocketFile(const std::string& path, const FileId& id);
 
 // Tries to bind a TCP socket to `address` (as gRPC would, without
 // SO_REUSEPORT) and returns why that fails, or OK. For error messages only:

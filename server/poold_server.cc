@@ -2,8 +2,10 @@
 #include "server/poold_server.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <optional>
 #include <system_error>
 #include <utility>
@@ -229,8 +231,18 @@ absl::Status PooldServer::StartGrpc() {
   }
   const std::string unix_target =
       options_.unix_socket.empty() ? "" : "unix:" + options_.unix_socket;
+  // gRPC binds the socket under a name of this process's, and poold renames
+  // it into place once it listens: at shutdown gRPC unlinks the path it
+  // bound, which by then names nothing, rather than --unix_socket, which a
+  // newer poold may hold by then. (A path too long for the suffix is bound
+  // directly.)
+  std::string bind_path = absl::StrCat(options_.unix_socket, ".", getpid());
+  if (!ValidateUnixSocketPath(bind_path).ok()) {
+    bind_path = options_.unix_socket;
+  }
   if (!unix_target.empty()) {
-    builder.AddListeningPort(unix_target, grpc::InsecureServerCredentials());
+    builder.AddListeningPort("unix:" + bind_path,
+                             grpc::InsecureServerCredentials());
   }
   builder.RegisterService(&service_);
   for (grpc::Service* service : options_.extra_services) {
@@ -262,8 +274,27 @@ absl::Status PooldServer::StartGrpc() {
   if (tcp.has_value()) {
     targets_.push_back(FormatHostPort(tcp->host, selected_port));
   }
+  if (!unix_target.empty() && bind_path != options_.unix_socket &&
+      rename(bind_path.c_str(), options_.unix_socket.c_str()) != 0) {
+    const std::string error =
+        std::error_code(errno, std::generic_category()).message();
+    server_->Shutdown();
+    server_->Wait();
+    server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot move unix socket ", bind_path, " to ",
+                     options_.unix_socket, ": ", error));
+  }
   if (!unix_target.empty()) {
-    owns_unix_socket_ = true;
+    // Ours to remove at shutdown only while it is this very file.
+    if (absl::StatusOr<FileId> id = UnixSocketFileId(options_.unix_socket);
+        id.ok()) {
+      owns_unix_socket_ = true;
+      unix_socket_id_ = *id;
+    } else {
+      LOG(WARNING) << "the unix socket will not be removed at shutdown: "
+                   << id.status();
+    }
     if (chmod(options_.unix_socket.c_str(), kUnixSocketMode) != 0) {
       LOG(WARNING) << "chmod 0660 " << options_.unix_socket << ": "
                    << std::error_code(errno, std::generic_category()).message();
@@ -301,7 +332,9 @@ void PooldServer::Shutdown() {
         absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
     server_->Wait();
   }
-  if (owns_unix_socket_) RemoveUnixSocketFile(options_.unix_socket);
+  if (owns_unix_socket_) {
+    RemoveUnixSocketFile(options_.unix_socket, unix_socket_id_);
+  }
   if (server_ != nullptr) LOG(INFO) << "poold stopped";
 }
 

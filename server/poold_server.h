@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "server/endpoints.h"
 #include "server/pool_service_impl.h"
 #include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
@@ -140,6 +141,7 @@ class PooldServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> targets_;
   bool owns_unix_socket_ = false;
+  FileId unix_socket_id_;  // when owns_unix_socket_
   bool draining_ = false;
   bool shut_down_ = false;
 };

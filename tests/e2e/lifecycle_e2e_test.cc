@@ -275,6 +275,32 @@ TEST_F(SocketPathTest, OtherFileAtTheSocketPathIsLeftAlone) {
   EXPECT_EQ(content, "precious");
 }
 
+// A poold whose socket path was taken over by a newer poold (its file
+// replaced) leaves the newer one's socket alone when it stops.
+TEST_F(SocketPathTest, AStoppingPooldLeavesANewerOnesSocketAlone) {
+  PooldProcess::Options options;
+  options.listen = "";
+  options.unix_socket = true;
+  options.unix_socket_path = path_;
+  std::unique_ptr<PooldProcess> older = StartPoold(options);
+  ASSERT_NE(older, nullptr);
+  const std::string moved = path_ + ".older";
+  ASSERT_EQ(rename(path_.c_str(), moved.c_str()), 0);
+  std::unique_ptr<PooldProcess> newer = StartPoold(options);
+  ASSERT_NE(newer, nullptr);
+
+  EXPECT_EQ(older->Stop().value_or(-1), 0);
+  EXPECT_THAT(older->Log(), HasSubstr("no longer the socket this poold"));
+  struct stat st;
+  EXPECT_EQ(lstat(path_.c_str(), &st), 0) << "the newer socket was removed";
+  EXPECT_EQ(PooldProcess::CheckHealth("unix:" + path_)
+                .value_or(HealthCheckResponse::UNKNOWN),
+            HealthCheckResponse::SERVING);
+  EXPECT_EQ(newer->Stop().value_or(-1), 0);
+  EXPECT_NE(lstat(path_.c_str(), &st), 0) << "its own socket stays behind";
+  unlink(moved.c_str());
+}
+
 TEST(LifecycleTest, BadFlagsExitNonZero) {
   std::string log;
   PooldProcess::Options zero_capacity;

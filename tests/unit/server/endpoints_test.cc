@@ -127,15 +127,33 @@ TEST_F(UnixSocketFileTest, RegularFileIsRefusedAndKept) {
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(status.message(), HasSubstr("not a socket"));
   EXPECT_TRUE(Exists());
-  RemoveUnixSocketFile(path_);  // not a socket: left alone
+  EXPECT_FALSE(UnixSocketFileId(path_).ok());
+  RemoveUnixSocketFile(path_, FileId{});  // not a socket: left alone
   EXPECT_TRUE(Exists());
 }
 
-TEST_F(UnixSocketFileTest, RemoveDeletesSocketFiles) {
+TEST_F(UnixSocketFileTest, RemoveDeletesItsOwnSocketFile) {
   BindSocket(/*listen_on_it=*/false);
-  RemoveUnixSocketFile(path_);
+  absl::StatusOr<FileId> id = UnixSocketFileId(path_);
+  ASSERT_TRUE(id.ok()) << id.status();
+  RemoveUnixSocketFile(path_, *id);
   EXPECT_FALSE(Exists());
-  RemoveUnixSocketFile(path_);  // nothing there: fine
+  RemoveUnixSocketFile(path_, *id);  // nothing there: fine
+}
+
+// A socket that replaced ours at the same path (a newer poold's) stays.
+TEST_F(UnixSocketFileTest, RemoveLeavesAReplacementAlone) {
+  BindSocket(/*listen_on_it=*/false);
+  absl::StatusOr<FileId> ours = UnixSocketFileId(path_);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  const std::string moved = path_ + ".old";
+  ASSERT_EQ(rename(path_.c_str(), moved.c_str()), 0);
+  close(fd_);
+  fd_ = -1;
+  BindSocket(/*listen_on_it=*/false);
+  RemoveUnixSocketFile(path_, *ours);
+  EXPECT_TRUE(Exists());
+  unlink(moved.c_str());
 }
 
 TEST(ProbeTcpBindTest, ReportsAPortInUse) {
