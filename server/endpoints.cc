@@ -100,7 +100,9 @@ absl::Status ClaimUnixSocketPath(const std::string& path) {
     return absl::FailedPreconditionError(absl::StrCat(
         path, " exists and is not a socket; refusing to replace it"));
   }
-  ScopedFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking: a listener that never accepts, with its backlog full,
+  // must not hang the start-up.
+  ScopedFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) {
     return absl::InternalError(
         absl::StrCat("socket(AF_UNIX): ", ErrnoText(errno)));
@@ -109,10 +111,17 @@ absl::Status ClaimUnixSocketPath(const std::string& path) {
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.data(), path.size());
   if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr),
-              sizeof(addr)) == 0) {
+              sizeof(addr)) == 0 ||
+      errno == EINPROGRESS) {
     return absl::AlreadyExistsError(absl::StrCat(
         "unix socket ", path,
         " is in use: another process (another poold?) listens on it"));
+  }
+  if (errno == EAGAIN) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("unix socket ", path,
+                     " is in use: a process listens on it but does not accept "
+                     "connections (its backlog is full)"));
   }
   if (errno != ECONNREFUSED) {
     return absl::FailedPreconditionError(

@@ -7,9 +7,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -119,6 +121,32 @@ TEST_F(UnixSocketFileTest, LiveSocketIsRefusedAndKept) {
   EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(status.message(), HasSubstr("in use"));
   EXPECT_TRUE(Exists());
+}
+
+// A listener that never accepts, its backlog full: a blocking connect would
+// wait forever; the check answers at once that the socket is in use.
+TEST_F(UnixSocketFileTest, AListenerWithAFullBacklogIsInUseAndDoesNotHang) {
+  BindSocket(/*listen_on_it=*/true);
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path_.data(), path_.size());
+  std::vector<int> clients;
+  // Fill the backlog with connections nobody accepts.
+  while (clients.size() < 64) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    clients.push_back(fd);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      break;
+    }
+  }
+  ASSERT_LT(clients.size(), 64u) << "the backlog never filled";
+  const absl::Status status = ClaimUnixSocketPath(path_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(status.message(), HasSubstr("does not accept"));
+  EXPECT_TRUE(Exists());
+  for (int fd : clients) close(fd);
 }
 
 TEST_F(UnixSocketFileTest, RegularFileIsRefusedAndKept) {
