@@ -2,8 +2,7 @@
 // the status the real OsInterface would return for the same errno.
 #include "worker/pools/fault_injecting_os.h"
 
-#include <cerrno>
-#include <cstring>
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,15 +37,11 @@ absl::StatusOr<OsFaultSpec> ParseOsFaultSpec(absl::string_view text) {
   };
   if (parts.size() != 3 && parts.size() != 4) return bad("wrong shape");
   OsFaultSpec spec;
-  if (parts[0] == "small") {
-    spec.pool = PoolKind::kSmall;
-  } else if (parts[0] == "medium") {
-    spec.pool = PoolKind::kMedium;
-  } else if (parts[0] == "large") {
-    spec.pool = PoolKind::kLarge;
-  } else {
-    return bad("unknown pool");
-  }
+  const auto* pool =
+      std::find_if(kAllPools.begin(), kAllPools.end(),
+                   [&](PoolKind p) { return PoolName(p) == parts[0]; });
+  if (pool == kAllPools.end()) return bad("unknown pool");
+  spec.pool = *pool;
   if (parts[1] == "map") {
     spec.call = OsCall::kReserve;
   } else if (parts[1] == "unmap") {
@@ -86,14 +81,8 @@ absl::Status FaultInjectingOs::Count(OsCall call, uint64_t bytes) {
     return absl::OkStatus();
   }
   ++failures_;
-  std::string message = absl::StrCat(
-      OsCallName(call), " of ", bytes,
-      " bytes failed: ", std::strerror(fault.error), " (injected)");
-  if (call == OsCall::kReserve || fault.error == ENOMEM ||
-      fault.error == EAGAIN) {
-    return absl::ResourceExhaustedError(std::move(message));
-  }
-  return absl::InternalError(std::move(message));
+  return OsCallFailed(OsCallName(call), bytes, fault.error,
+                      /*exhausted=*/call == OsCall::kReserve, " (injected)");
 }
 
 absl::StatusOr<char*> FaultInjectingOs::Reserve(uint64_t bytes) {

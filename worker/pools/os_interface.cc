@@ -12,16 +12,17 @@
 #include "worker/pools/os_memory.h"
 
 namespace poold::pools {
-namespace {
-
-absl::Status CallFailed(absl::string_view call, uint64_t bytes, int error) {
-  std::string message = absl::StrCat(call, " of ", bytes,
-                                     " bytes failed: ", std::strerror(error));
-  if (error == ENOMEM || error == EAGAIN) {
+absl::Status OsCallFailed(absl::string_view call, uint64_t bytes, int error,
+                          bool exhausted, absl::string_view suffix) {
+  std::string message = absl::StrCat(
+      call, " of ", bytes, " bytes failed: ", std::strerror(error), suffix);
+  if (exhausted || error == ENOMEM || error == EAGAIN) {
     return absl::ResourceExhaustedError(std::move(message));
   }
   return absl::InternalError(std::move(message));
 }
+
+namespace {
 
 class SystemOs final : public OsInterface {
  public:
@@ -30,8 +31,7 @@ class SystemOs final : public OsInterface {
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
       // Any refusal of fresh address space is a lack of resources to us.
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "mmap of ", bytes, " bytes failed: ", std::strerror(errno)));
+      return OsCallFailed("mmap", bytes, errno, /*exhausted=*/true);
     }
     // Best effort, and harmless when refused: with THP on "always", a
     // touched byte could make 2 MiB resident and purging part of it would
@@ -42,7 +42,7 @@ class SystemOs final : public OsInterface {
 
   absl::Status Unmap(char* base, uint64_t bytes) override {
     if (bytes == 0) return absl::OkStatus();
-    if (munmap(base, bytes) != 0) return CallFailed("munmap", bytes, errno);
+    if (munmap(base, bytes) != 0) return OsCallFailed("munmap", bytes, errno);
     return absl::OkStatus();
   }
 
@@ -55,7 +55,7 @@ class SystemOs final : public OsInterface {
     // EINVAL: a kernel older than 5.14. Anything else is a real failure
     // (ENOMEM: no memory for the pages; touching them would OOM-kill us).
     if (errno != EINVAL) {
-      return CallFailed("madvise(MADV_POPULATE_WRITE)", bytes, errno);
+      return OsCallFailed("madvise(MADV_POPULATE_WRITE)", bytes, errno);
     }
 #endif
     // Older kernels: touch one byte per page. Reading then writing back keeps
@@ -71,7 +71,7 @@ class SystemOs final : public OsInterface {
   absl::Status Purge(char* base, uint64_t bytes) override {
     if (bytes == 0) return absl::OkStatus();
     if (madvise(base, bytes, MADV_DONTNEED) != 0) {
-      return CallFailed("madvise(MADV_DONTNEED)", bytes, errno);
+      return OsCallFailed("madvise(MADV_DONTNEED)", bytes, errno);
     }
     return absl::OkStatus();
   }

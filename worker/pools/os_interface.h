@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace poold::pools {
 
@@ -41,6 +42,13 @@ class OsInterface {
   // are as they were: resident, contents unchanged.
   virtual absl::Status Purge(char* base, uint64_t bytes) = 0;
 };
+
+// The status of a failed OS call of `bytes`: "CALL of N bytes failed:
+// <errno text><suffix>", RESOURCE_EXHAUSTED for a lack of memory (ENOMEM,
+// EAGAIN) or when `exhausted` (a refused mapping), INTERNAL otherwise.
+absl::Status OsCallFailed(absl::string_view call, uint64_t bytes, int error,
+                          bool exhausted = false,
+                          absl::string_view suffix = "");
 
 }  // namespace poold::pools
 
