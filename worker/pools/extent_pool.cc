@@ -257,24 +257,34 @@ absl::StatusOr<uint32_t> ExtentPool::MapChunk(uint64_t pages) {
   return *id;
 }
 
-void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
+absl::Status ExtentPool::UnmapChunkIfEmpty(uint32_t chunk) {
   Chunk& c = chunks_[chunk];
-  if (c.used != 0 || c.free_extents != 1) return;
+  if (c.used != 0 || c.free_extents != 1) return absl::OkStatus();
   const uint32_t id = MapEntry(chunk, c.header_pages) - 1;
   const Extent& e = extents_[id];
-  if (e.state != kClean || e.pages != c.pages - c.header_pages) return;
+  if (e.state != kClean || e.pages != c.pages - c.header_pages) {
+    return absl::OkStatus();
+  }
   if (absl::Status s = options_.os->Unmap(c.base, uint64_t{c.pages} * page_);
       !s.ok()) {
-    // It stays mapped and in service, its map pages counted.
-    LOG_EVERY_N(WARNING, 100)
-        << "large pool: an empty chunk stays mapped: " << s;
-    return;
+    return absl::Status(
+        s.code(),
+        absl::StrCat("large pool: unmapping an empty chunk: ", s.message()));
   }
   RemoveFree(id);
   FreeRecord(id);
   header_bytes_ -= uint64_t{c.map_pages} * page_;
   --chunks_mapped_;
   c = Chunk{};
+  return absl::OkStatus();
+}
+
+void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
+  if (absl::Status s = UnmapChunkIfEmpty(chunk); !s.ok()) {
+    // It stays mapped and in service, its map pages counted; the next
+    // defragmentation tries again.
+    LOG_EVERY_N(WARNING, 100) << s;
+  }
 }
 
 absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
@@ -491,6 +501,18 @@ PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
       return progress;
     }
     if (absl::Now() >= deadline) return progress;
+  }
+  // Empty chunks that a refused unmap left mapped (the analysis counts their
+  // maps as reclaimable).
+  for (uint32_t k = 0; k < chunk_slots_used_; ++k) {
+    if (chunks_[k].base == nullptr || chunks_[k].used != 0) continue;
+    const uint64_t mapped = chunks_mapped_;
+    if (absl::Status s = UnmapChunkIfEmpty(k); !s.ok()) {
+      progress.failure = std::move(s);
+      progress.done = true;
+      return progress;
+    }
+    progress.chunks_unmapped += mapped - chunks_mapped_;
   }
   progress.done = handles_.Compact(deadline, &progress.bytes_purged);
   if (!handles_.failure().ok()) progress.failure = handles_.failure();

@@ -178,6 +178,10 @@ class ExtentPool {
   static uint64_t HeaderPagesFor(uint64_t total_pages);
   uint64_t ChunkPagesFor(uint64_t pages) const;
   absl::StatusOr<uint32_t> MapChunk(uint64_t pages);
+  // Unmaps `chunk` if it holds nothing (one clean free extent); the OS's
+  // error when it refuses (the chunk then stays mapped, in service).
+  absl::Status UnmapChunkIfEmpty(uint32_t chunk);
+  // The same, logging a refusal.
   void MaybeUnmapChunk(uint32_t chunk);
   // When the OS refuses the purge, nothing changes (the extent stays dirty,
   // resident and counted) and its error is returned.

@@ -504,8 +504,14 @@ bool HandleTable::SparsePass(absl::Time deadline, uint64_t* freed) {
   if (!failure_.ok()) return true;
   SparseStore& old = stores_[target ^ 1];
   DCHECK_EQ(old.live, 0u);
-  *freed += old.records.resident_bytes();
-  old.records.Clear();
+  const uint64_t store_bytes = old.records.resident_bytes();
+  if (absl::Status s = old.records.Clear(); !s.ok()) {
+    // Its pages stay counted; the pass stays unfinished (else the gain it
+    // leaves would start pass after pass).
+    failure_ = PurgeFailed(pool_, s);
+    return true;
+  }
+  *freed += store_bytes;
   return true;
 }
 

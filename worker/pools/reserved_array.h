@@ -76,17 +76,17 @@ class ReservedArray {
   // Empties the array and returns its pages to the OS (the address space
   // stays reserved, and new elements read as zero again).
   // When the OS refuses the purge, the elements are cleared but their pages
-  // stay committed (and counted).
-  void Clear() {
+  // stay committed (and counted), and the OS's error is returned.
+  absl::Status Clear() {
     if (absl::Status s = os_->Purge(reinterpret_cast<char*>(data_), committed_);
         !s.ok()) {
-      LOG_EVERY_N(WARNING, 100) << "metadata pages stay resident: " << s;
       std::memset(static_cast<void*>(data_), 0, committed_);
       size_ = 0;
-      return;
+      return s;
     }
     size_ = 0;
     committed_ = 0;
+    return absl::OkStatus();
   }
 
   // Bytes the next Grow(count) would commit.

@@ -392,10 +392,13 @@ TEST_P(FaultModelTest, RefusedCallsLoseNothing) {
   LOG(INFO) << model.defrags() << " defragmentations, " << model.refused()
             << " allocations refused, " << model.pools_failed()
             << " pools failed, " << model.os_failures() << " calls refused";
+  // The generator is not seeded reproducibly (absl::BitGen), so these
+  // bounds sit well below the lowest counts seen (refused calls 206 .. 4150
+  // over 60 runs): they check that faults happened, not how many.
   EXPECT_GT(model.defrags(), 100);
-  EXPECT_GT(model.refused(), 300u);
-  EXPECT_GT(model.pools_failed(), 20u);
-  EXPECT_GT(model.os_failures(), 300u);
+  EXPECT_GT(model.refused(), 50u);
+  EXPECT_GT(model.pools_failed(), 10u);
+  EXPECT_GT(model.os_failures(), 50u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, FaultModelTest, ::testing::Values(5, 6));
