@@ -405,19 +405,45 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   const pools::DefragStopReason stop_reason =
       RunSlices(session, StopTime(start, command.deadline), &command);
   pools::DefragReport report = FinishSession(session, stop_reason);
+  const bool trim_after =
+      report.stop_reason == pools::DefragStopReason::kDeadline;
   if (command.IsCancelled()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(absl::CancelledError(
                        "the client cancelled; the defragmentation stopped at "
                        "a slice boundary")));
-    return;
+  } else {
+    CompleteOp(op, absl::StatusOr<pools::DefragReport>(std::move(report)));
   }
-  CompleteOp(op, absl::StatusOr<pools::DefragReport>(std::move(report)));
+  // Stopped for its deadline, it answered before returning what it emptied.
+  if (trim_after) ReturnEmptiedAfterTheAnswer();
+}
+
+void Worker::ReturnEmptiedAfterTheAnswer() {
+  const uint64_t released = pools_->TrimCaches();
+  if (released == 0) return;
+  stats_.total_bytes_reclaimed += released;
+  LOG(INFO) << "defragmentation stopped at its deadline: returned " << released
+            << " more bytes it had emptied, after answering (counted in "
+               "total_bytes_reclaimed, not in its report)";
 }
 
 pools::DefragReport Worker::FinishSession(DefragSession& session,
                                           pools::DefragStopReason reason) {
+  // A run stopped by its deadline answers at once: trimming the heap can
+  // take longer than the time kept in hand, and the idle maintenance trims
+  // it soon after anyway.
   pools::DefragReport report = session.End(
-      reason, [this] { return TrimHeap(); }, stats_);
+      reason,
+      [this, reason]() -> uint64_t {
+        return reason == pools::DefragStopReason::kDeadline ? 0 : TrimHeap();
+      },
+      stats_);
+  // Nobody waits for the report of a run of another origin: return what it
+  // emptied now (an RPC's run does so after answering).
+  if (report.stop_reason == pools::DefragStopReason::kDeadline &&
+      session.origin() != pools::DefragOrigin::kRpc) {
+    stats_.total_bytes_reclaimed += pools_->TrimCaches();
+  }
   if (options_.report_history > 0) {
     if (recent_reports_.size() >= options_.report_history) {
       recent_reports_.pop_front();

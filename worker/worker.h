@@ -102,6 +102,9 @@ class Worker {
   // Idempotent. Call from the owning thread, not from a completion callback.
   void Stop();
 
+  // True once Stop() began (every later Submit is refused). Thread-safe.
+  bool stopping() const { return channel_.closed(); }
+
   // Commands waiting now, and the channel's capacity. Thread-safe.
   size_t queue_depth() const { return channel_.size(); }
   size_t channel_capacity() const { return channel_.capacity(); }
@@ -156,6 +159,9 @@ class Worker {
   // `limit`; queues defragmentations in pending_defrags_.
   void ServeBetweenSlices(absl::Time limit);
 
+  // Returns to the OS what a run stopped at its deadline emptied but left
+  // cached so that it could answer in time; counts it in the stats.
+  void ReturnEmptiedAfterTheAnswer();
   // Ends `session` (see DefragSession::End) and keeps its report in
   // recent_reports_. Every defragmentation ends here.
   pools::DefragReport FinishSession(DefragSession& session,

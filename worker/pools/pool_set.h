@@ -117,6 +117,12 @@ class PoolSet {
   // Returns the bytes released.
   uint64_t ReleaseStaleCaches(absl::Time now);
 
+  // Returns to the OS the empty memory cached beyond the pools' retained
+  // amounts. A defragmentation stopped for its deadline leaves the spans it
+  // emptied cached, so that its report is answered in time; the caller
+  // trims them after answering. Returns the bytes released.
+  uint64_t TrimCaches();
+
   // Everything the pools hold from the OS.
   uint64_t resident_bytes() const;
 

@@ -403,14 +403,14 @@ bool SlabCompactor::Move(absl::Time deadline) {
   return true;
 }
 
-void SlabCompactor::Stop() {
+void SlabCompactor::Stop(bool trim_cache) {
   for (uint32_t id : sources_) {
     // (No marked span is ever left empty between steps; a span is retired
     // as soon as its last block moves.)
     if (pool_.spans_[id].state == SlabPool::kEvacuating) Reinstate(id);
   }
   pool_.hold_cached_spans_ = false;
-  pool_.TrimCachedSpans();
+  if (trim_cache) pool_.TrimCachedSpans();
   ReleaseBookkeeping();
   phase_ = Phase::kDone;
 }

@@ -52,8 +52,12 @@ class SlabCompactor {
   bool Step(absl::Time deadline);
 
   // Stops early: spans still marked for evacuation return to service, with
-  // the blocks not yet moved where they are. Memory stays consistent.
-  void Stop();
+  // the blocks not yet moved where they are. Memory stays consistent. The
+  // spans it emptied go back to the OS down to the pool's retained amount,
+  // unless `trim_cache` is false: then they stay cached until the pool's
+  // next trim (SlabPool::TrimCachedSpans, or the cache decay), which lets a
+  // caller short of time answer first.
+  void Stop(bool trim_cache = true);
 
   bool done() const { return phase_ == Phase::kDone; }
   // OK, or the OS call that stopped the compaction.

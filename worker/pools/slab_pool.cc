@@ -576,6 +576,13 @@ void SlabPool::MarkPurged(uint32_t id) {
   if (--chunks_[chunk].in_use == 0) UnmapChunk(chunk);
 }
 
+uint64_t SlabPool::TrimCache() {
+  if (hold_cached_spans_) return 0;
+  const uint64_t before = dirty_bytes_;
+  TrimCachedSpans();
+  return before > dirty_bytes_ ? before - dirty_bytes_ : 0;
+}
+
 uint64_t SlabPool::PurgeStaleCachedSpans(absl::Time now, absl::Duration age) {
   if (hold_cached_spans_) return 0;
   const uint32_t now_ms = MillisSinceStart(now);

@@ -117,6 +117,11 @@ class SlabPool {
   // if just emptied, and the rest waits for the next call.
   uint64_t PurgeStaleCachedSpans(absl::Time now, absl::Duration age);
 
+  // Returns cached empty spans to the OS until the cache holds no more than
+  // the retained amount (a compaction stopped without trimming leaves more).
+  // Returns the bytes released; a failed purge keeps its span cached.
+  uint64_t TrimCache();
+
   // Returns cached empty spans to the OS, neighbours in one call, until none
   // is left (true) or `deadline` passes (false). Adds the spans purged to
   // `*purged`. When the OS refuses a purge, the spans not yet purged stay
