@@ -105,6 +105,13 @@ class Channel {
 
   size_t capacity() const { return slots_.size(); }
 
+  // True while the consumer is inside Receive or ReceiveFor, waiting for a
+  // message (a snapshot; tests use it to know the consumer is blocked).
+  bool receiver_waiting() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return receiver_waiting_;
+  }
+
  private:
   // REQUIRES: mu_ held.
   std::optional<T> PopLocked() {

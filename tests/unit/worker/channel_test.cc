@@ -19,6 +19,12 @@ namespace {
 
 using ::testing::ElementsAre;
 
+// Returns once the consumer of `channel` is blocked in a receive.
+template <typename T>
+void WaitUntilReceiverWaits(const Channel<T>& channel) {
+  while (!channel.receiver_waiting()) std::this_thread::yield();
+}
+
 TEST(ChannelTest, AcceptsUpToCapacityThenRefuses) {
   Channel<int> channel(3);
   EXPECT_EQ(channel.capacity(), 3u);
@@ -86,7 +92,7 @@ TEST(ChannelTest, ReceiveForTimesOutThenDeliversAndEndsWhenClosed) {
   EXPECT_EQ(channel.ReceiveFor(absl::Milliseconds(20)), std::nullopt);
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(19));
   std::thread sender([&] {
-    absl::SleepFor(absl::Milliseconds(10));
+    WaitUntilReceiverWaits(channel);
     int v = 7;
     EXPECT_TRUE(channel.TrySend(v));
   });
@@ -130,7 +136,7 @@ TEST(ChannelTest, CloseWakesABlockedReceiver) {
     returned.store(true);
   });
   // The receiver blocks on the empty channel until Close.
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  WaitUntilReceiverWaits(channel);
   EXPECT_FALSE(returned.load());
   channel.Close();
   receiver.join();
@@ -141,7 +147,7 @@ TEST(ChannelTest, BlockedReceiverGetsALaterMessage) {
   Channel<int> channel(1);
   std::optional<int> result;
   std::thread receiver([&] { result = channel.Receive(); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  WaitUntilReceiverWaits(channel);
   int value = 5;
   ASSERT_TRUE(channel.TrySend(value));
   receiver.join();
