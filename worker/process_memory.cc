@@ -3,6 +3,7 @@
 #include "worker/process_memory.h"
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -28,13 +29,18 @@ void ReadStatus(ProcessMemoryStats* stats) {
   std::fclose(file);
 }
 
-uint64_t RssBytes() {
-  ProcessMemoryStats stats;
-  ReadStatus(&stats);
-  return stats.rss_bytes;
-}
-
 }  // namespace
+
+uint64_t ProcessMemory::RssBytes() {
+  FILE* file = std::fopen("/proc/self/statm", "r");
+  if (file == nullptr) return 0;
+  unsigned long long size = 0;
+  unsigned long long resident = 0;
+  const int read = std::fscanf(file, "%llu %llu", &size, &resident);
+  std::fclose(file);
+  if (read != 2) return 0;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
 
 ProcessMemoryStats ProcessMemory::Read() {
   ProcessMemoryStats stats;

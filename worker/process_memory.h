@@ -29,6 +29,10 @@ class ProcessMemory {
   // it for statistics, not on a hot path.
   static ProcessMemoryStats Read();
 
+  // The process's resident bytes, from /proc/self/statm (cheap: one short
+  // read, no locks); 0 when unreadable.
+  static uint64_t RssBytes();
+
   // Makes glibc's malloc serve every allocation of at least `bytes` with its
   // own mapping, returned to the OS when freed, and keeps the threshold
   // fixed (glibc otherwise raises it after large frees, so later large

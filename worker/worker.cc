@@ -43,6 +43,8 @@ Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
       options_(options),
       pools_(std::move(pools)),
       next_maintenance_(absl::Now() + options.maintenance_interval),
+      outside_pools_floor_(OutsidePoolsBytes()),
+      outside_trim_wait_(options.maintenance_interval),
       next_auto_look_(absl::Now() + options.auto_defrag.interval),
       thread_([this] { Run(); }) {
   CHECK(pools_ != nullptr);
@@ -138,6 +140,24 @@ void Worker::MaybeMaintain() {
     const uint64_t trimmed = TrimHeap();
     VLOG(1) << "worker: idle; trimming the heap returned " << trimmed
             << " bytes to the OS";
+  } else if (!ran_since_maintenance_ && options_.trim_heap &&
+             now >= next_outside_trim_ &&
+             OutsidePoolsBytes() >
+                 outside_pools_floor_ + kOutsideGrowthBeforeTrim) {
+    // Idle, and yet the process grew outside the pools: gRPC's heap after
+    // calls that never reached the worker (streams a client reset at once,
+    // calls refused before a command was made). Hand it back too. While
+    // that memory is still in use, trimming returns nothing: wait twice as
+    // long before each next try, up to kMaxOutsideTrimWait.
+    const uint64_t trimmed = TrimHeap();
+    outside_trim_wait_ =
+        trimmed >= kOutsideGrowthBeforeTrim / 16
+            ? options_.maintenance_interval
+            : std::min(2 * outside_trim_wait_, kMaxOutsideTrimWait);
+    next_outside_trim_ = now + outside_trim_wait_;
+    VLOG(1) << "worker: idle; the process grew outside the pools; trimming "
+               "the heap returned "
+            << trimmed << " bytes to the OS";
   }
   ran_since_maintenance_ = false;
   MaybeStartAutoDefrag(now);
@@ -149,7 +169,14 @@ uint64_t Worker::TrimHeap() {
   const uint64_t released = ProcessMemory::TrimHeap();
   ++stats_.heap_trims;
   stats_.heap_bytes_released += released;
+  outside_pools_floor_ = std::min(outside_pools_floor_, OutsidePoolsBytes());
   return released;
+}
+
+uint64_t Worker::OutsidePoolsBytes() const {
+  const uint64_t rss = ProcessMemory::RssBytes();
+  const uint64_t pools = pools_->resident_bytes();
+  return rss > pools ? rss - pools : 0;
 }
 
 void Worker::WaitWhilePaused() {

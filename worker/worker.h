@@ -119,6 +119,9 @@ class Worker {
   // Trims the process's malloc heap (when options_.trim_heap) and counts
   // it; returns the RSS it released.
   uint64_t TrimHeap();
+  // The process's resident bytes outside the pools (gRPC, protobuf, code,
+  // stacks) now.
+  uint64_t OutsidePoolsBytes() const;
   void WaitWhilePaused();
   // Completes `command` exactly once: here, or, for an allocation that
   // waits for room under the memory limit, later (it is moved out of
@@ -200,6 +203,14 @@ class Worker {
   // Commands ran since the last maintenance tick / since the last heap trim.
   bool ran_since_maintenance_ = false;
   bool ran_since_trim_ = false;
+  // The least RSS outside the pools seen after a heap trim (or at start):
+  // an idle worker trims when the process grew kOutsideGrowthBeforeTrim
+  // above it, at most once per outside_trim_wait_.
+  uint64_t outside_pools_floor_;
+  absl::Duration outside_trim_wait_;
+  absl::Time next_outside_trim_ = absl::InfinitePast();
+  static constexpr uint64_t kOutsideGrowthBeforeTrim = 16 << 20;
+  static constexpr absl::Duration kMaxOutsideTrimWait = absl::Seconds(10);
   // Allocate and Free commands run: the policy's sign of change.
   uint64_t mutations_ = 0;
   std::deque<pools::DefragReport> recent_reports_;
