@@ -10,7 +10,7 @@ packages=(
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   grpc-proto
-  python3 python3-grpcio python3-protobuf python3-yaml
+  python3 python3-grpcio python3-protobuf python3-yaml python3-h2
   "$@"
 )
 

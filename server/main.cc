@@ -1,6 +1,7 @@
 // poold: the memory-pool gRPC server. Parses flags, starts the server, and
 // shuts it down gracefully on SIGTERM or SIGINT.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -70,7 +71,9 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
 
-  const poold::PooldServer::Options options = poold::ServerOptionsFromFlags();
+  poold::PooldServer::Options options = poold::ServerOptionsFromFlags();
+  // A listener that stopped accepting: stop as on SIGTERM, then exit 1.
+  options.on_listener_failure = [] { kill(getpid(), SIGTERM); };
 
   absl::StatusOr<std::unique_ptr<poold::PooldServer>> server =
       poold::PooldServer::Start(options);
@@ -93,5 +96,9 @@ int main(int argc, char** argv) {
     if (!second.empty()) LOG(INFO) << "poold received " << second;
   }
   (*server)->Shutdown();
+  if ((*server)->listener_failed()) {
+    LOG(ERROR) << "poold exits 1: a listener stopped accepting connections";
+    return EXIT_FAILURE;
+  }
   return EXIT_SUCCESS;
 }

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "poold/v1/pool_service.grpc.pb.h"
+#include "server/payload_budget.h"
 #include "worker/worker.h"
 
 namespace poold {
@@ -17,11 +18,17 @@ namespace poold {
 class UnaryCall;
 
 // Handlers never block: a full channel answers RESOURCE_EXHAUSTED at once,
-// and after StartDraining every RPC answers UNAVAILABLE.
+// and after StartDraining every RPC answers UNAVAILABLE. The block bytes that
+// calls in flight hold (an Allocate's or a Write's data from the handler on,
+// a Read's data from its answer on, each until gRPC is done with the call)
+// stay within `max_payload_bytes_in_flight`: a call that would pass it
+// answers RESOURCE_EXHAUSTED, unless nothing is held at all.
 class PoolServiceImpl final : public v1::PoolService::CallbackService {
  public:
   // `worker` must outlive every RPC of this service.
-  PoolServiceImpl(Worker* worker, uint64_t max_block_bytes);
+  // `max_payload_bytes_in_flight` == 0: no limit.
+  PoolServiceImpl(Worker* worker, uint64_t max_block_bytes,
+                  uint64_t max_payload_bytes_in_flight = 0);
 
   PoolServiceImpl(const PoolServiceImpl&) = delete;
   PoolServiceImpl& operator=(const PoolServiceImpl&) = delete;
@@ -29,6 +36,16 @@ class PoolServiceImpl final : public v1::PoolService::CallbackService {
   // From now on every RPC answers UNAVAILABLE ("server is shutting down").
   // Thread-safe.
   void StartDraining();
+
+  // Block bytes held by calls in flight now, and their limit. Thread-safe.
+  uint64_t payload_bytes_in_flight() const { return payload_budget_.held(); }
+  uint64_t max_payload_bytes_in_flight() const {
+    return payload_budget_.limit();
+  }
+  // Calls refused so far because the payload budget was spent. Thread-safe.
+  uint64_t payload_refusals() const {
+    return payload_refusals_.load(std::memory_order_relaxed);
+  }
 
   grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* context,
                                      const v1::AllocateRequest* request,
@@ -62,9 +79,15 @@ class PoolServiceImpl final : public v1::PoolService::CallbackService {
   grpc::ServerUnaryReactor* Dispatch(grpc::CallbackServerContext* context,
                                      UnaryCall* call, absl::StatusOr<OpT> op);
 
+  // Takes `bytes` of the payload budget for `call` (given back when gRPC is
+  // done with it); on refusal, RESOURCE_EXHAUSTED saying why.
+  absl::Status HoldPayload(UnaryCall* call, uint64_t bytes);
+
   Worker* const worker_;
   const uint64_t max_block_bytes_;
   std::atomic<bool> draining_{false};
+  PayloadBudget payload_budget_;
+  std::atomic<uint64_t> payload_refusals_{0};
 };
 
 }  // namespace poold

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <system_error>
 #include <utility>
@@ -18,7 +19,9 @@
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "server/endpoints.h"
+#include "server/open_files_limit.h"
 #include "worker/process_memory.h"
 
 namespace poold {
@@ -26,6 +29,15 @@ namespace {
 
 // The socket file's mode: owner and group may connect.
 constexpr mode_t kUnixSocketMode = 0660;
+
+// `d` as a gRPC channel argument in milliseconds; INT_MAX (gRPC's "no
+// limit") when infinite or too long.
+int ChannelArgMillis(absl::Duration d) {
+  if (d >= absl::Milliseconds(std::numeric_limits<int>::max())) {
+    return std::numeric_limits<int>::max();
+  }
+  return static_cast<int>(absl::ToInt64Milliseconds(d));
+}
 
 }  // namespace
 
@@ -76,6 +88,40 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
                      ") must be at least --max_block_bytes (",
                      options.max_block_bytes, ") + ", kMessageOverheadBytes,
                      ", or a whole block could not be written or read"));
+  }
+  if (options.max_concurrent_streams == 0) {
+    return absl::InvalidArgumentError(
+        "--max_concurrent_streams must be at least 1");
+  }
+  if (options.max_metadata_bytes < kMinMetadataBytes ||
+      options.max_metadata_bytes > kMaxMetadataBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_metadata_bytes must be from ", kMinMetadataBytes, " to ",
+        kMaxMetadataBytes, ", not ", options.max_metadata_bytes));
+  }
+  if (options.grpc_memory_bytes != 0 &&
+      options.grpc_memory_bytes < 2 * options.max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--grpc_memory_bytes (", options.grpc_memory_bytes,
+        ") must be 0 (no quota) or at least twice --max_message_bytes (",
+        options.max_message_bytes, "), or a largest message could not pass"));
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, absl::Duration>{"--keepalive_time",
+                                               options.keepalive_time},
+        {"--keepalive_timeout", options.keepalive_timeout},
+        {"--min_client_ping_interval", options.min_client_ping_interval},
+        {"--max_connection_idle", options.max_connection_idle},
+        {"--max_connection_age", options.max_connection_age},
+        {"--max_connection_age_grace", options.max_connection_age_grace}}) {
+    if (value <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be above 0 (\"inf\": no limit)"));
+    }
+  }
+  if (options.listener_check_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--listener_check_interval must not be negative (0: no checks)");
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
@@ -145,33 +191,54 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
                  << "; large messages may stay in the heap until it is "
                     "trimmed";
   }
+  // More connections before accept() runs out of descriptors (which stops
+  // gRPC 1.51's listener for good: the watchdog below catches that).
+  if (absl::StatusOr<OpenFilesLimit> files = RaiseOpenFilesLimit();
+      !files.ok()) {
+    LOG(WARNING) << "open files limit unchanged: " << files.status();
+  } else if (files->soft != files->soft_before) {
+    LOG(INFO) << "open files limit raised from " << files->soft_before
+              << " to the hard limit, " << files->soft;
+  }
   auto server = absl::WrapUnique(
       new PooldServer(options, std::move(testing_os), *std::move(pools)));
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
+  if (options.listener_check_interval > absl::ZeroDuration()) {
+    PooldServer* self = server.get();
+    server->watchdog_ = std::make_unique<ListenerWatchdog>(
+        server->targets_, options.listener_check_interval,
+        kListenerChecksBeforeFailure,
+        [self](const std::string& target, const std::string& error) {
+          self->OnListenerDead(target, error);
+        });
+  }
 
-  LOG(INFO) << "poold started: listen=\"" << options.listen
-            << "\" unix_socket=\"" << options.unix_socket
-            << "\" channel_capacity=" << options.channel_capacity
-            << " max_message_bytes=" << options.max_message_bytes
-            << " max_block_bytes=" << options.max_block_bytes
-            << " memory_limit_bytes=" << options.memory_limit_bytes
-            << " defrag_slice=" << absl::FormatDuration(options.defrag_slice)
-            << " cache_decay=" << absl::FormatDuration(options.cache_decay)
-            << " heap_mmap_threshold_bytes="
-            << options.heap_mmap_threshold_bytes << " shutdown_grace="
-            << absl::FormatDuration(options.shutdown_grace)
-            << " shutdown_drain="
-            << absl::FormatDuration(options.shutdown_drain) << " auto_defrag="
-            << (options.auto_defrag.enabled ? "true" : "false")
-            << " auto_defrag_min_reclaimable_bytes="
-            << options.auto_defrag.min_reclaimable_bytes
-            << " auto_defrag_start_fragmentation="
-            << options.auto_defrag.start_fragmentation
-            << " auto_defrag_stop_fragmentation="
-            << options.auto_defrag.stop_fragmentation
-            << " auto_defrag_cpu=" << options.auto_defrag.min_cpu_share << ".."
-            << options.auto_defrag.max_cpu_share << " auto_defrag_interval="
-            << absl::FormatDuration(options.auto_defrag.interval);
+  LOG(INFO)
+      << "poold started: listen=\"" << options.listen << "\" unix_socket=\""
+      << options.unix_socket
+      << "\" channel_capacity=" << options.channel_capacity
+      << " max_message_bytes=" << options.max_message_bytes
+      << " max_block_bytes=" << options.max_block_bytes
+      << " max_payload_bytes_in_flight=" << options.max_payload_bytes_in_flight
+      << " max_concurrent_streams=" << options.max_concurrent_streams
+      << " max_metadata_bytes=" << options.max_metadata_bytes
+      << " grpc_memory_bytes=" << options.grpc_memory_bytes
+      << " memory_limit_bytes=" << options.memory_limit_bytes
+      << " defrag_slice=" << absl::FormatDuration(options.defrag_slice)
+      << " cache_decay=" << absl::FormatDuration(options.cache_decay)
+      << " heap_mmap_threshold_bytes=" << options.heap_mmap_threshold_bytes
+      << " shutdown_grace=" << absl::FormatDuration(options.shutdown_grace)
+      << " shutdown_drain=" << absl::FormatDuration(options.shutdown_drain)
+      << " auto_defrag=" << (options.auto_defrag.enabled ? "true" : "false")
+      << " auto_defrag_min_reclaimable_bytes="
+      << options.auto_defrag.min_reclaimable_bytes
+      << " auto_defrag_start_fragmentation="
+      << options.auto_defrag.start_fragmentation
+      << " auto_defrag_stop_fragmentation="
+      << options.auto_defrag.stop_fragmentation
+      << " auto_defrag_cpu=" << options.auto_defrag.min_cpu_share << ".."
+      << options.auto_defrag.max_cpu_share << " auto_defrag_interval="
+      << absl::FormatDuration(options.auto_defrag.interval);
   for (const std::string& target : server->targets_) {
     LOG(INFO) << "poold listening on " << target;
   }
@@ -200,7 +267,8 @@ PooldServer::PooldServer(const Options& options,
               .auto_defrag = options.auto_defrag,
           },
           std::move(pools)),
-      service_(&worker_, options.max_block_bytes) {}
+      service_(&worker_, options.max_block_bytes,
+               options.max_payload_bytes_in_flight) {}
 
 PooldServer::~PooldServer() { Shutdown(); }
 
@@ -219,6 +287,32 @@ absl::Status PooldServer::StartGrpc() {
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+  // What one client may make gRPC hold (docs/SECURITY.md).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(options_.max_concurrent_streams));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
+                             static_cast<int>(options_.max_metadata_bytes));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             ChannelArgMillis(options_.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             ChannelArgMillis(options_.keepalive_timeout));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      ChannelArgMillis(options_.min_client_ping_interval));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             ChannelArgMillis(options_.max_connection_idle));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                             ChannelArgMillis(options_.max_connection_age));
+  builder.AddChannelArgument(
+      GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+      ChannelArgMillis(options_.max_connection_age_grace));
+  if (options_.grpc_memory_bytes > 0) {
+    grpc::ResourceQuota quota("poold");
+    quota.Resize(static_cast<size_t>(options_.grpc_memory_bytes));
+    builder.SetResourceQuota(quota);
+  }
 
   std::optional<HostPort> tcp;
   int selected_port = 0;
@@ -306,7 +400,20 @@ absl::Status PooldServer::StartGrpc() {
   return absl::OkStatus();
 }
 
+void PooldServer::OnListenerDead(const std::string& target,
+                                 const std::string& error) {
+  LOG(ERROR) << "poold no longer accepts connections on " << target << ": "
+             << error << " (" << kListenerChecksBeforeFailure
+             << " checks in a row); health goes NOT_SERVING and poold "
+                "stops, so that it can be restarted";
+  listener_failed_.store(true, std::memory_order_release);
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  if (options_.on_listener_failure) options_.on_listener_failure();
+}
+
 void PooldServer::BeginShutdown() {
+  // (Its thread may be in OnListenerDead: this waits for it.)
+  watchdog_.reset();
   if (draining_) return;
   draining_ = true;
   if (server_ != nullptr) {

@@ -3,7 +3,9 @@
 #ifndef POOLD_SERVER_POOLD_SERVER_H_
 #define POOLD_SERVER_POOLD_SERVER_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +15,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/endpoints.h"
+#include "server/listener_watchdog.h"
 #include "server/pool_service_impl.h"
 #include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
@@ -35,6 +38,33 @@ class PooldServer {
     uint64_t max_message_bytes = (64 + 1) << 20;
     // Largest block Allocate accepts.
     uint64_t max_block_bytes = 64 << 20;
+    // Block bytes that calls in flight may hold: an Allocate's or a Write's
+    // data, a Read's response, each until gRPC is done with the call (a
+    // client that does not read its responses holds them). A call beyond it
+    // answers RESOURCE_EXHAUSTED, unless nothing is held. 0: no limit.
+    uint64_t max_payload_bytes_in_flight = 128 << 20;
+    // Streams (calls) one HTTP/2 connection may have open at once; a client
+    // with more waits inside its own gRPC library. Kept below
+    // channel_capacity, one connection never fills the channel.
+    uint32_t max_concurrent_streams = 100;
+    // Largest header block (metadata) of a call.
+    uint32_t max_metadata_bytes = 16 << 10;
+    // Memory gRPC may use for its connections and calls (a resource quota);
+    // beyond it gRPC shrinks its buffers and windows. 0: no quota.
+    uint64_t grpc_memory_bytes = 1 << 30;
+    // How often poold pings a client connection without traffic, and how
+    // long it waits for the answer before closing it (dead peers).
+    absl::Duration keepalive_time = absl::Minutes(1);
+    absl::Duration keepalive_timeout = absl::Seconds(20);
+    // Clients may ping at most this often (also without calls); faster
+    // pingers are told "too many pings" and disconnected.
+    absl::Duration min_client_ping_interval = absl::Seconds(10);
+    // A connection without calls for this long is closed (infinite: never).
+    absl::Duration max_connection_idle = absl::Minutes(30);
+    // A connection older than this is asked to reconnect; calls in flight
+    // get max_connection_age_grace to finish (infinite: never).
+    absl::Duration max_connection_age = absl::InfiniteDuration();
+    absl::Duration max_connection_age_grace = absl::Seconds(30);
     // How long Shutdown waits for RPCs in flight before cancelling them.
     absl::Duration shutdown_grace = absl::Seconds(10);
     // How long main() keeps the drain stage (between BeginShutdown and
@@ -56,6 +86,14 @@ class PooldServer {
     uint64_t heap_mmap_threshold_bytes = 64 << 10;
     // Automatic defragmentation (see AutoDefragOptions); on by default.
     AutoDefragOptions auto_defrag = DefaultAutoDefrag();
+    // How often poold checks, over a new connection to each of its own
+    // addresses, that its listeners still accept (zero: never). After three
+    // failed checks in a row: health NOT_SERVING, on_listener_failure, and
+    // listener_failed() is true.
+    absl::Duration listener_check_interval = absl::Seconds(10);
+    // Called once (from the checking thread) when a listener stopped
+    // accepting; poold's main() stops the process, which then exits 1.
+    std::function<void()> on_listener_failure;
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
@@ -77,6 +115,10 @@ class PooldServer {
     options.enabled = true;
     return options;
   }
+
+  // Bounds of max_metadata_bytes.
+  static constexpr uint32_t kMinMetadataBytes = 1 << 10;
+  static constexpr uint32_t kMaxMetadataBytes = 1 << 20;
 
   // Largest accepted values of channel_capacity and max_message_bytes.
   static constexpr uint64_t kMaxChannelCapacity = uint64_t{1} << 20;
@@ -107,6 +149,15 @@ class PooldServer {
   PooldServer(const PooldServer&) = delete;
   PooldServer& operator=(const PooldServer&) = delete;
 
+  // True once a listener was found to accept no more connections.
+  // Thread-safe.
+  bool listener_failed() const {
+    return listener_failed_.load(std::memory_order_acquire);
+  }
+
+  // The service (for its counters). Valid while this server lives.
+  const PoolServiceImpl& service() const { return service_; }
+
   // The addresses served, as gRPC targets: "127.0.0.1:50051" (with the port
   // the OS picked for port 0), "unix:/run/poold.sock".
   const std::vector<std::string>& targets() const { return targets_; }
@@ -130,6 +181,11 @@ class PooldServer {
 
   // Builds and starts the gRPC server; fills targets_.
   absl::Status StartGrpc();
+  // The watchdog found `target` dead: logs, NOT_SERVING, tells the owner.
+  void OnListenerDead(const std::string& target, const std::string& error);
+
+  // Failed listener checks in a row that mean a dead listener.
+  static constexpr int kListenerChecksBeforeFailure = 3;
 
   const Options options_;
   // Destroyed in reverse order: the gRPC server before the service, the
@@ -144,6 +200,9 @@ class PooldServer {
   FileId unix_socket_id_;  // when owns_unix_socket_
   bool draining_ = false;
   bool shut_down_ = false;
+  std::atomic<bool> listener_failed_{false};
+  // Destroyed before server_ (BeginShutdown resets it first).
+  std::unique_ptr<ListenerWatchdog> watchdog_;
 };
 
 }  // namespace poold

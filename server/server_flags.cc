@@ -27,6 +27,47 @@ ABSL_FLAG(uint64_t, max_message_bytes, kDefaults.max_message_bytes,
           "+ 4096.");
 ABSL_FLAG(uint64_t, max_block_bytes, kDefaults.max_block_bytes,
           "Largest block Allocate accepts.");
+ABSL_FLAG(uint64_t, max_payload_bytes_in_flight,
+          kDefaults.max_payload_bytes_in_flight,
+          "Block bytes that calls in flight may hold: Allocate and Write data "
+          "until answered, Read responses until the client has read them. A "
+          "call beyond it answers RESOURCE_EXHAUSTED (one call of any size "
+          "passes when nothing is held); 0: no limit.");
+ABSL_FLAG(uint32_t, max_concurrent_streams, kDefaults.max_concurrent_streams,
+          "Calls one client connection may have open at once; the client's "
+          "gRPC queues the rest, so one connection cannot fill the command "
+          "channel while this stays below --channel_capacity.");
+ABSL_FLAG(uint32_t, max_metadata_bytes, kDefaults.max_metadata_bytes,
+          "Largest header block (metadata) of a call, 1024 to 1048576.");
+ABSL_FLAG(uint64_t, grpc_memory_bytes, kDefaults.grpc_memory_bytes,
+          "Memory gRPC may use for connections and calls (its resource "
+          "quota): past it gRPC shrinks its buffers and flow-control "
+          "windows. At least twice --max_message_bytes; 0: no quota.");
+ABSL_FLAG(absl::Duration, keepalive_time, kDefaults.keepalive_time,
+          "poold pings a client connection quiet for this long...");
+ABSL_FLAG(absl::Duration, keepalive_timeout, kDefaults.keepalive_timeout,
+          "...and closes it when the ping is not answered within this.");
+ABSL_FLAG(absl::Duration, min_client_ping_interval,
+          kDefaults.min_client_ping_interval,
+          "Clients may send keepalive pings this often at most (also without "
+          "calls); faster pingers are disconnected (\"too_many_pings\").");
+ABSL_FLAG(absl::Duration, max_connection_idle, kDefaults.max_connection_idle,
+          "A client connection without calls for this long is closed; "
+          "\"inf\": never.");
+ABSL_FLAG(absl::Duration, max_connection_age, kDefaults.max_connection_age,
+          "A client connection older than this is asked to reconnect "
+          "(GOAWAY); \"inf\": never.");
+ABSL_FLAG(absl::Duration, max_connection_age_grace,
+          kDefaults.max_connection_age_grace,
+          "Time the calls of a connection past --max_connection_age get to "
+          "finish before it is closed.");
+ABSL_FLAG(absl::Duration, listener_check_interval,
+          kDefaults.listener_check_interval,
+          "How often poold health-checks its own addresses over new "
+          "connections; after 3 failures in a row (a listener that stopped "
+          "accepting, e.g. when accept() ran out of file descriptors) health "
+          "goes NOT_SERVING and poold exits 1 so that it is restarted. 0: no "
+          "checks.");
 ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
           "On SIGTERM/SIGINT, how long RPCs in flight may still finish "
           "before they are cancelled.");
@@ -105,6 +146,21 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.channel_capacity = absl::GetFlag(FLAGS_channel_capacity);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
+  options.max_payload_bytes_in_flight =
+      absl::GetFlag(FLAGS_max_payload_bytes_in_flight);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
+  options.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_bytes);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.min_client_ping_interval =
+      absl::GetFlag(FLAGS_min_client_ping_interval);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  options.max_connection_age_grace =
+      absl::GetFlag(FLAGS_max_connection_age_grace);
+  options.listener_check_interval =
+      absl::GetFlag(FLAGS_listener_check_interval);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.shutdown_drain = absl::GetFlag(FLAGS_shutdown_drain);
   options.memory_limit_bytes = absl::GetFlag(FLAGS_memory_limit_bytes);

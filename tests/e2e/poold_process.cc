@@ -49,8 +49,9 @@ absl::StatusOr<std::unique_ptr<PooldProcess>> PooldProcess::Spawn(
   absl::StatusOr<std::string> temp_dir = MakeTempDir();
   if (!temp_dir.ok()) return temp_dir.status();
 
-  std::vector<std::string> argv = {BinaryPath(),
-                                   absl::StrCat("--listen=", options.listen)};
+  std::vector<std::string> argv = options.command_prefix;
+  argv.push_back(BinaryPath());
+  argv.push_back(absl::StrCat("--listen=", options.listen));
   std::string socket_path;
   if (options.unix_socket) {
     socket_path = options.unix_socket_path.empty()

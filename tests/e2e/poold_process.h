@@ -32,6 +32,9 @@ class PooldProcess {
     bool auto_defrag = false;
     // More flags, e.g. "--channel_capacity=1".
     std::vector<std::string> extra_flags;
+    // A command that runs poold, e.g. {"/usr/bin/prlimit", "--nofile=64"};
+    // empty: poold is started directly.
+    std::vector<std::string> command_prefix;
   };
 
   // Generous for sanitizer builds on a busy machine.

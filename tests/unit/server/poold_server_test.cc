@@ -67,6 +67,37 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
   EXPECT_THAT(Validate(options).message(), HasSubstr("--shutdown_grace"));
 
   options = PooldServer::Options();
+  options.max_concurrent_streams = 0;
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--max_concurrent_streams"));
+
+  options = PooldServer::Options();
+  options.max_metadata_bytes = PooldServer::kMinMetadataBytes - 1;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--max_metadata_bytes"));
+  options.max_metadata_bytes = PooldServer::kMaxMetadataBytes + 1;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--max_metadata_bytes"));
+
+  options = PooldServer::Options();
+  options.grpc_memory_bytes = 2 * options.max_message_bytes - 1;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--grpc_memory_bytes"));
+  options.grpc_memory_bytes = 0;  // no quota
+  EXPECT_TRUE(Validate(options).ok());
+
+  options = PooldServer::Options();
+  options.keepalive_time = absl::ZeroDuration();
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--keepalive_time"));
+  options = PooldServer::Options();
+  options.max_connection_idle = absl::Seconds(-1);
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--max_connection_idle"));
+  options.max_connection_idle = absl::InfiniteDuration();
+  EXPECT_TRUE(Validate(options).ok());
+
+  options = PooldServer::Options();
+  options.listener_check_interval = absl::Seconds(-1);
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--listener_check_interval"));
+
+  options = PooldServer::Options();
   options.listen = "";
   options.unix_socket = "/tmp/poold.sock";
   EXPECT_TRUE(Validate(options).ok());
