@@ -183,8 +183,11 @@ TEST(TransportLimitsE2eTest, UnreadResponsesHoldAtMostTheLimitAndComeBack) {
   EXPECT_EQ(held.transport().max_payload_bytes_in_flight(), 64 * kMiB);
   const uint64_t rss_held = poold->RssBytes().value_or(0);
   // Each held response is in memory about twice: the response message and
-  // its serialized copy in gRPC's buffers.
-  EXPECT_LE(rss_held, rss_before + 2 * 64 * kMiB + 32 * kMiB);
+  // its serialized copy in gRPC's buffers. (A sanitizer's allocator keeps
+  // freed memory in quarantine: RSS says little there.)
+  if (!kSanitizerBuild) {
+    EXPECT_LE(rss_held, rss_before + 2 * 64 * kMiB + 32 * kMiB);
+  }
 
   std::string data;
   const grpc::Status refused = client.Read(block.handle(), 0, 0, &data);
@@ -204,10 +207,14 @@ TEST(TransportLimitsE2eTest, UnreadResponsesHoldAtMostTheLimitAndComeBack) {
   EXPECT_EQ(released.transport().payload_bytes_in_flight(), 0u);
   ASSERT_TRUE(client.Read(block.handle(), 0, 0, &data).ok());
   EXPECT_TRUE(data == contents);
-  const uint64_t rss_after = RssWhenAtMost(*poold, rss_before + 8 * kMiB);
-  EXPECT_LE(rss_after, rss_before + 8 * kMiB)
-      << "before " << FormatBytes(rss_before) << ", holding "
-      << FormatBytes(rss_held) << ", after " << FormatBytes(rss_after);
+  const uint64_t rss_after = kSanitizerBuild
+                                 ? poold->RssBytes().value_or(0)
+                                 : RssWhenAtMost(*poold, rss_before + 8 * kMiB);
+  if (!kSanitizerBuild) {
+    EXPECT_LE(rss_after, rss_before + 8 * kMiB)
+        << "before " << FormatBytes(rss_before) << ", holding "
+        << FormatBytes(rss_held) << ", after " << FormatBytes(rss_after);
+  }
   std::fprintf(stderr,
                "unread responses: RSS %s before, %s while 64 MiB of "
                "responses were held, %s after\n",
@@ -223,6 +230,7 @@ TEST(TransportLimitsE2eTest, UnreadResponsesHoldAtMostTheLimitAndComeBack) {
 // the heap back. A second flood leaves RSS where the first did (nothing
 // accumulates), and another client is served throughout.
 TEST(TransportLimitsE2eTest, MemoryOfStreamsResetAtOnceGoesBack) {
+  if (kSanitizerBuild) GTEST_SKIP() << "needs glibc's malloc and its trim";
   std::unique_ptr<PooldProcess> poold = StartPoold({});
   ASSERT_NE(poold, nullptr);
   PoolTestClient client(poold->NewChannel());
