@@ -1,25 +1,31 @@
 // PoolServiceImpl: request -> Command -> worker -> response.
 #include "server/pool_service_impl.h"
 
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "google/protobuf/message.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/support/proto_buffer_writer.h"
 #include "server/proto_convert.h"
 #include "server/status_mapping.h"
 
 namespace poold {
 
 // The reactor of one unary RPC. It owns the cancellation flag its Command
-// points to and deletes itself when gRPC is done with the call, which is
-// after Finish: so it outlives the Command until the completion callback.
-// It also holds the call's share of the payload budget until gRPC is done
-// with the call: only then are its request and response freed.
+// points to, and the parsed request whose bytes the Command reads in place,
+// and deletes itself when gRPC is done with the call, which is after Finish:
+// so it outlives the Command until the completion callback. It also holds
+// the call's share of the payload budget until then: only then are its
+// request and response freed.
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  explicit UnaryCall(PayloadBudget* budget) : budget_(budget) {}
+  UnaryCall(PayloadBudget* budget, grpc::ByteBuffer* raw_response)
+      : budget_(budget), raw_response_(raw_response) {}
 
   void OnCancel() override {
     cancelled_.store(true, std::memory_order_release);
@@ -31,6 +37,13 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   const std::atomic<bool>* cancelled_flag() const { return &cancelled_; }
 
+  // Keeps the request and the response message until the call is done.
+  void Own(std::unique_ptr<google::protobuf::Message> request,
+           std::unique_ptr<google::protobuf::Message> response) {
+    request_ = std::move(request);
+    response_ = std::move(response);
+  }
+
   // Takes `bytes` of the budget for this call. One thread at a time: the
   // handler's, then (for a Read) the worker's.
   bool Hold(uint64_t bytes) {
@@ -39,10 +52,29 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
     return true;
   }
 
-  void FinishWith(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  // Finishes the call with `status`; when OK, with the response message
+  // serialized as the answer.
+  void FinishWith(const absl::Status& status) {
+    if (status.ok() && response_ != nullptr) {
+      bool own_buffer = false;
+      const grpc::Status serialized =
+          grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+              *response_, raw_response_, &own_buffer);
+      if (!serialized.ok()) {
+        Finish(grpc::Status(
+            grpc::StatusCode::INTERNAL,
+            "cannot serialize the response: " + serialized.error_message()));
+        return;
+      }
+    }
+    Finish(ToGrpcStatus(status));
+  }
 
  private:
   PayloadBudget* const budget_;
+  grpc::ByteBuffer* const raw_response_;
+  std::unique_ptr<google::protobuf::Message> request_;
+  std::unique_ptr<google::protobuf::Message> response_;
   uint64_t held_bytes_ = 0;
   std::atomic<bool> cancelled_{false};
 };
@@ -71,6 +103,32 @@ void PoolServiceImpl::StartDraining() {
   draining_.store(true, std::memory_order_release);
 }
 
+template <typename RequestT, typename ResponseT>
+grpc::ServerUnaryReactor* PoolServiceImpl::Serve(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response,
+    grpc::ServerUnaryReactor* (PoolServiceImpl::*serve)(
+        grpc::CallbackServerContext*, UnaryCall*, const RequestT*,
+        ResponseT*)) {
+  auto* call = new UnaryCall(&payload_budget_, raw_response);
+  auto request = std::make_unique<RequestT>();
+  grpc::ByteBuffer bytes(*raw_request);  // shares the slices; parsing eats it
+  if (const grpc::Status parsed =
+          grpc::SerializationTraits<RequestT>::Deserialize(&bytes,
+                                                           request.get());
+      !parsed.ok()) {
+    call->FinishWith(absl::InvalidArgumentError(absl::StrCat(
+        "the request is not a valid ", RequestT::descriptor()->full_name(),
+        " (protobuf): ", parsed.error_message())));
+    return call;
+  }
+  auto response = std::make_unique<ResponseT>();
+  const RequestT* typed_request = request.get();
+  ResponseT* typed_response = response.get();
+  call->Own(std::move(request), std::move(response));
+  return (this->*serve)(context, call, typed_request, typed_response);
+}
+
 template <typename OpT>
 grpc::ServerUnaryReactor* PoolServiceImpl::Dispatch(
     grpc::CallbackServerContext* context, UnaryCall* call,
@@ -94,9 +152,14 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Dispatch(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::Allocate(
-    grpc::CallbackServerContext* context, const v1::AllocateRequest* request,
-    v1::AllocateResponse* response) {
-  auto* call = new UnaryCall(&payload_budget_);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response, &PoolServiceImpl::ServeAllocate);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeAllocate(
+    grpc::CallbackServerContext* context, UnaryCall* call,
+    const v1::AllocateRequest* request, v1::AllocateResponse* response) {
   absl::StatusOr<AllocateOp> op =
       AllocateOpFromProto(*request, max_block_bytes_);
   if (op.ok()) {
@@ -114,9 +177,14 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Allocate(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::Write(
-    grpc::CallbackServerContext* context, const v1::WriteRequest* request,
-    v1::WriteResponse* /*response*/) {
-  auto* call = new UnaryCall(&payload_budget_);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response, &PoolServiceImpl::ServeWrite);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeWrite(
+    grpc::CallbackServerContext* context, UnaryCall* call,
+    const v1::WriteRequest* request, v1::WriteResponse* /*response*/) {
   absl::StatusOr<WriteOp> op = WriteOpFromProto(*request);
   if (op.ok()) {
     if (absl::Status s = HoldPayload(call, request->data().size()); !s.ok()) {
@@ -130,9 +198,14 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Write(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::Read(
-    grpc::CallbackServerContext* context, const v1::ReadRequest* request,
-    v1::ReadResponse* response) {
-  auto* call = new UnaryCall(&payload_budget_);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response, &PoolServiceImpl::ServeRead);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeRead(
+    grpc::CallbackServerContext* context, UnaryCall* call,
+    const v1::ReadRequest* request, v1::ReadResponse* response) {
   absl::StatusOr<ReadOp> op = ReadOpFromProto(*request);
   if (op.ok()) {
     op->done = [this, call, response](absl::StatusOr<absl::string_view> data) {
@@ -153,9 +226,14 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Read(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::Free(
-    grpc::CallbackServerContext* context, const v1::FreeRequest* request,
-    v1::FreeResponse* /*response*/) {
-  auto* call = new UnaryCall(&payload_budget_);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response, &PoolServiceImpl::ServeFree);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeFree(
+    grpc::CallbackServerContext* context, UnaryCall* call,
+    const v1::FreeRequest* request, v1::FreeResponse* /*response*/) {
   absl::StatusOr<FreeOp> op = FreeOpFromProto(*request);
   if (op.ok()) {
     op->done = [call](absl::Status status) { call->FinishWith(status); };
@@ -164,9 +242,14 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Free(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::GetStats(
-    grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
-    v1::GetStatsResponse* response) {
-  auto* call = new UnaryCall(&payload_budget_);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response, &PoolServiceImpl::ServeGetStats);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeGetStats(
+    grpc::CallbackServerContext* context, UnaryCall* call,
+    const v1::GetStatsRequest* request, v1::GetStatsResponse* response) {
   absl::StatusOr<StatsOp> op = StatsOpFromProto(*request);
   if (op.ok()) {
     op->done = [this, call, response](absl::StatusOr<StatsSnapshot> snapshot) {
@@ -185,10 +268,16 @@ grpc::ServerUnaryReactor* PoolServiceImpl::GetStats(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::AnalyzeFragmentation(
-    grpc::CallbackServerContext* context,
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response,
+               &PoolServiceImpl::ServeAnalyzeFragmentation);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeAnalyzeFragmentation(
+    grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::AnalyzeFragmentationRequest* request,
     v1::FragmentationReport* response) {
-  auto* call = new UnaryCall(&payload_budget_);
   absl::StatusOr<AnalyzeOp> op = AnalyzeOpFromProto(*request);
   if (op.ok()) {
     op->done = [call, response](
@@ -201,10 +290,16 @@ grpc::ServerUnaryReactor* PoolServiceImpl::AnalyzeFragmentation(
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::TriggerDefragmentation(
-    grpc::CallbackServerContext* context,
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, request, response,
+               &PoolServiceImpl::ServeTriggerDefragmentation);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeTriggerDefragmentation(
+    grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::TriggerDefragmentationRequest* request,
     v1::DefragReport* response) {
-  auto* call = new UnaryCall(&payload_budget_);
   absl::StatusOr<DefragOp> op = DefragOpFromProto(*request);
   if (op.ok()) {
     op->done = [call, response](absl::StatusOr<pools::DefragReport> report) {

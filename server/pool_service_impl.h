@@ -23,7 +23,18 @@ class UnaryCall;
 // a Read's data from its answer on, each until gRPC is done with the call)
 // stay within `max_payload_bytes_in_flight`: a call that would pass it
 // answers RESOURCE_EXHAUSTED, unless nothing is held at all.
-class PoolServiceImpl final : public v1::PoolService::CallbackService {
+// PoolService with every method taking raw bytes (see Allocate below).
+using RawPoolService = v1::PoolService::WithRawCallbackMethod_Allocate<
+    v1::PoolService::WithRawCallbackMethod_Write<
+        v1::PoolService::WithRawCallbackMethod_Read<
+            v1::PoolService::WithRawCallbackMethod_Free<
+                v1::PoolService::WithRawCallbackMethod_GetStats<
+                    v1::PoolService::WithRawCallbackMethod_AnalyzeFragmentation<
+                        v1::PoolService::
+                            WithRawCallbackMethod_TriggerDefragmentation<
+                                v1::PoolService::Service>>>>>>>;
+
+class PoolServiceImpl final : public RawPoolService {
  public:
   // `worker` must outlive every RPC of this service.
   // `max_payload_bytes_in_flight` == 0: no limit.
@@ -47,31 +58,73 @@ class PoolServiceImpl final : public v1::PoolService::CallbackService {
     return payload_refusals_.load(std::memory_order_relaxed);
   }
 
+  // Each RPC takes its request as bytes and parses it here, so that bytes
+  // that are no valid message get INVALID_ARGUMENT with a message (gRPC
+  // 1.51's typed callback handlers answer UNIMPLEMENTED, without one).
   grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* context,
-                                     const v1::AllocateRequest* request,
-                                     v1::AllocateResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* context,
-                                  const v1::WriteRequest* request,
-                                  v1::WriteResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* context,
-                                 const v1::ReadRequest* request,
-                                 v1::ReadResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Free(grpc::CallbackServerContext* context,
-                                 const v1::FreeRequest* request,
-                                 v1::FreeResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
-                                     const v1::GetStatsRequest* request,
-                                     v1::GetStatsResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* AnalyzeFragmentation(
-      grpc::CallbackServerContext* context,
-      const v1::AnalyzeFragmentationRequest* request,
-      v1::FragmentationReport* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* TriggerDefragmentation(
-      grpc::CallbackServerContext* context,
-      const v1::TriggerDefragmentationRequest* request,
-      v1::DefragReport* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
 
  private:
+  // Parses `raw_request` as RequestT (INVALID_ARGUMENT when it is not
+  // one), then runs `serve` with a reactor that owns both messages and
+  // serializes the response into `raw_response` when it finishes OK.
+  template <typename RequestT, typename ResponseT>
+  grpc::ServerUnaryReactor* Serve(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+      grpc::ByteBuffer* raw_response,
+      grpc::ServerUnaryReactor* (PoolServiceImpl::*serve)(
+          grpc::CallbackServerContext*, UnaryCall*, const RequestT*,
+          ResponseT*));
+
+  // The RPCs on parsed messages; each finishes `call`.
+  grpc::ServerUnaryReactor* ServeAllocate(grpc::CallbackServerContext* context,
+                                          UnaryCall* call,
+                                          const v1::AllocateRequest* request,
+                                          v1::AllocateResponse* response);
+  grpc::ServerUnaryReactor* ServeWrite(grpc::CallbackServerContext* context,
+                                       UnaryCall* call,
+                                       const v1::WriteRequest* request,
+                                       v1::WriteResponse* response);
+  grpc::ServerUnaryReactor* ServeRead(grpc::CallbackServerContext* context,
+                                      UnaryCall* call,
+                                      const v1::ReadRequest* request,
+                                      v1::ReadResponse* response);
+  grpc::ServerUnaryReactor* ServeFree(grpc::CallbackServerContext* context,
+                                      UnaryCall* call,
+                                      const v1::FreeRequest* request,
+                                      v1::FreeResponse* response);
+  grpc::ServerUnaryReactor* ServeGetStats(grpc::CallbackServerContext* context,
+                                          UnaryCall* call,
+                                          const v1::GetStatsRequest* request,
+                                          v1::GetStatsResponse* response);
+  grpc::ServerUnaryReactor* ServeAnalyzeFragmentation(
+      grpc::CallbackServerContext* context, UnaryCall* call,
+      const v1::AnalyzeFragmentationRequest* request,
+      v1::FragmentationReport* response);
+  grpc::ServerUnaryReactor* ServeTriggerDefragmentation(
+      grpc::CallbackServerContext* context, UnaryCall* call,
+      const v1::TriggerDefragmentationRequest* request,
+      v1::DefragReport* response);
+
   // Finishes `call` at once when draining or when `op` is an error;
   // otherwise submits `op` (whose `done` finishes `call`) to the worker,
   // which completes it exactly once. Returns `call`.

@@ -188,10 +188,9 @@ grpc::Status DefragmentWithExpiredDeadline(Env& env) {
 }
 
 // Raw bytes that are no AllocateRequest: field 1 (size) as a varint cut
-// short. gRPC fails to parse them before poold sees the call, and its
-// callback API (gRPC 1.51, server_callback_handlers.h) then answers
-// UNIMPLEMENTED with no message, not the INVALID_ARGUMENT that DESIGN.md
-// lists for a malformed request: poold never gets to say anything.
+// short. poold parses requests itself (gRPC 1.51's typed callback handlers
+// would answer UNIMPLEMENTED with no message), so it answers
+// INVALID_ARGUMENT and names the message it expected.
 grpc::Status AllocateUnparsableBytes(Env& env) {
   grpc::GenericStub stub(env.poold->NewChannel());
   grpc::ClientContext context;
@@ -367,8 +366,9 @@ const std::vector<BadInputCase>& Cases() {
       {"allocate data longer than size", Config::kLimits,
        StatusCode::INVALID_ARGUMENT, "longer than size",
        [](Env& env) { return Allocate(env, 3, "four"); }},
-      {"allocate unparsable request bytes (gRPC answers)", Config::kLimits,
-       StatusCode::UNIMPLEMENTED, "", AllocateUnparsableBytes},
+      {"allocate unparsable request bytes", Config::kLimits,
+       StatusCode::INVALID_ARGUMENT, "not a valid poold.v1.AllocateRequest",
+       AllocateUnparsableBytes},
       {"allocate message over --max_message_bytes", Config::kLimits,
        StatusCode::RESOURCE_EXHAUSTED, "larger than max",
        [](Env& env) {
