@@ -205,6 +205,15 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
   pools.AddRow(StatsCells("total", stats.total()));
   std::string out = pools.Render();
 
+  // Only pools whose defragmentation the OS made fail.
+  for (const v1::PoolStats& pool : stats.pools()) {
+    if (pool.defrag_failures() == 0) continue;
+    absl::StrAppend(&out, "\n", PoolName(pool.pool()), " pool: FAILED in ",
+                    pool.defrag_failures(),
+                    " defragmentations; last: ", pool.last_defrag_failure(),
+                    "\n");
+  }
+
   for (const v1::PoolStats& pool : stats.pools()) {
     if (pool.pool() != v1::POOL_LARGE) continue;
     const v1::FragmentationStats& s = pool.stats();

@@ -217,6 +217,10 @@ void StatsSnapshotToProto(const StatsSnapshot& snapshot,
     v1::PoolStats* entry = response->add_pools();
     entry->set_pool(PoolToProto(pool.pool));
     FragmentationStatsToProto(pool.stats, entry->mutable_stats());
+    entry->set_defrag_failures(
+        snapshot.worker.pool_defrag_failures[pools::PoolIndex(pool.pool)]);
+    entry->set_last_defrag_failure(
+        snapshot.worker.last_pool_defrag_failure[pools::PoolIndex(pool.pool)]);
     for (const pools::ClassStats& size_class : pool.classes) {
       v1::SizeClassStats* class_entry = entry->add_classes();
       class_entry->set_slot_bytes(size_class.slot_bytes);

@@ -95,6 +95,11 @@ pools::DefragReport DefragSession::End(pools::DefragStopReason reason,
       break;
   }
   stats.total_bytes_reclaimed += report.bytes_reclaimed;
+  for (const pools::PoolDefragReport& pool : report.pools) {
+    if (pool.outcome != pools::DefragOutcome::kFailed) continue;
+    ++stats.pool_defrag_failures[pools::PoolIndex(pool.pool)];
+    stats.last_pool_defrag_failure[pools::PoolIndex(pool.pool)] = pool.reason;
+  }
 
   LOG(INFO) << "defragmentation "
             << (report.complete

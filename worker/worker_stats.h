@@ -68,6 +68,10 @@ struct WorkerStats {
   uint64_t allocations_waiting_for_room = 0;   // when the snapshot was taken
   uint64_t heap_trims = 0;           // malloc heap handed back to the OS
   uint64_t heap_bytes_released = 0;  // RSS those trims returned
+  // Per pool (by PoolIndex): defragmentations in which it FAILED, and the
+  // reason of the last one.
+  std::array<uint64_t, pools::kPoolCount> pool_defrag_failures = {};
+  std::array<std::string, pools::kPoolCount> last_pool_defrag_failure;
 
   uint64_t& completed_of(CommandType type) {
     return completed[static_cast<size_t>(type)];

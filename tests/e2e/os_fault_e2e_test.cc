@@ -61,9 +61,21 @@ TEST_F(OsFaultE2eTest, APoolWhosePurgesFailIsReportedAndTheOthersAreCleaned) {
   EXPECT_THAT(poold_->Log(),
               HasSubstr("defragmentation of the medium pool failed"));
 
-  // The server goes on serving.
+  // The server goes on serving, and its statistics say which pool failed
+  // and why.
   v1::GetStatsResponse stats;
   ASSERT_TRUE(client_->GetStats(false, &stats).ok());
+  for (const v1::PoolStats& pool : stats.pools()) {
+    SCOPED_TRACE(v1::Pool_Name(pool.pool()));
+    if (pool.pool() == v1::POOL_MEDIUM) {
+      EXPECT_EQ(pool.defrag_failures(), 1u);
+      EXPECT_THAT(pool.last_defrag_failure(),
+                  HasSubstr("madvise(MADV_DONTNEED)"));
+    } else {
+      EXPECT_EQ(pool.defrag_failures(), 0u);
+      EXPECT_EQ(pool.last_defrag_failure(), "");
+    }
+  }
 }
 
 }  // namespace

@@ -116,6 +116,17 @@ TEST(ReportFormatterTest, StatsShowTheMemoryLimitOnlyOnceReached) {
                         "allocations waiting for room\n"));
 }
 
+TEST(ReportFormatterTest, StatsShowPoolFailuresOnlyWhenThereWereSome) {
+  v1::GetStatsResponse stats = MakeGetStats();
+  const ReportFormatter formatter(OutputFormat::kTable);
+  EXPECT_THAT(formatter.Stats(stats).value(), Not(HasSubstr("FAILED")));
+  stats.mutable_pools(0)->set_defrag_failures(2);
+  stats.mutable_pools(0)->set_last_defrag_failure("madvise failed");
+  EXPECT_THAT(formatter.Stats(stats).value(),
+              HasSubstr(" pool: FAILED in 2 defragmentations; last: madvise "
+                        "failed\n"));
+}
+
 TEST(ReportFormatterTest, StatsWithoutClassesHasNoClassTables) {
   v1::GetStatsResponse stats = MakeGetStats();
   stats.mutable_pools(0)->clear_classes();

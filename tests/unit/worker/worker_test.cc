@@ -593,10 +593,14 @@ TEST(WorkerDefragTest, LongSlicesStillAnswerBeforeTheDeadline) {
   EXPECT_EQ(report->pools[0].outcome, pools::DefragOutcome::kPartial);
   EXPECT_EQ(report->pools[0].reason, "deadline exceeded");
   EXPECT_EQ(data, std::string(100, static_cast<char>(3)));
-  // Right after answering it returned the spans it had emptied.
+  // Right after answering it returned the spans it had emptied. (Under a
+  // sanitizer the run may not get past planning in its slice: nothing
+  // emptied, nothing to return.)
   const StatsSnapshot stats = StatsNow(worker);
-  EXPECT_LT(stats.pools.total.resident_bytes,
-            report->pools_resident_after_bytes);
+  if (!kSanitized) {
+    EXPECT_LT(stats.pools.total.resident_bytes,
+              report->pools_resident_after_bytes);
+  }
   EXPECT_EQ(stats.worker.total_bytes_reclaimed,
             report->bytes_reclaimed + report->pools_resident_after_bytes -
                 stats.pools.total.resident_bytes);
