@@ -32,7 +32,6 @@ ListenerWatchdog::ListenerWatchdog(
     std::function<void(const std::string&, const std::string&)> on_dead)
     : targets_(std::move(targets)),
       interval_(interval),
-      timeout_(std::min(interval, absl::Seconds(5))),
       failures_in_a_row_(failures_in_a_row),
       on_dead_(std::move(on_dead)),
       thread_([this] { Run(); }) {}
@@ -41,6 +40,7 @@ ListenerWatchdog::~ListenerWatchdog() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    if (checking_ != nullptr) checking_->TryCancel();
   }
   stop_cv_.notify_all();
   thread_.join();
@@ -67,20 +67,30 @@ void ListenerWatchdog::Run() {
   }
 }
 
-std::string ListenerWatchdog::Check(const std::string& target) const {
+std::string ListenerWatchdog::Check(const std::string& target) {
   std::unique_ptr<grpc::health::v1::Health::Stub> stub =
       grpc::health::v1::Health::NewStub(FreshChannel(target));
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kCheckTimeout));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return "";
+    checking_ = &context;
+  }
   // Wait for the connection within the deadline instead of failing fast.
   context.set_wait_for_ready(true);
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status =
       stub->Check(&context, grpc::health::v1::HealthCheckRequest(), &response);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    checking_ = nullptr;
+    if (stop_) return "";  // cancelled by the destructor: not a failure
+  }
   if (status.ok()) return "";
   return absl::StrCat("a health check over a new connection got ",
                       status.error_code(), " (", status.error_message(),
-                      ") within ", absl::FormatDuration(timeout_));
+                      ") within ", absl::FormatDuration(kCheckTimeout));
 }
 
 }  // namespace poold

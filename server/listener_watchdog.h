@@ -14,23 +14,29 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
 
 namespace poold {
 
 class ListenerWatchdog {
  public:
   // Every `interval`, makes a health check (grpc.health.v1) over a new
-  // connection to each of `targets`, with a deadline of min(interval, 5 s).
-  // When `failures_in_a_row` checks of one target fail in a row, calls
-  // `on_dead(target, last error)` once, from the watchdog's thread, and
-  // stops checking. REQUIRES: interval > 0, failures_in_a_row > 0.
+  // connection to each of `targets`, with a deadline of kCheckTimeout (a
+  // connection and a call on a loaded host can take a while; the interval
+  // does not shorten it). When `failures_in_a_row` checks of one target fail
+  // in a row, calls `on_dead(target, last error)` once, from the watchdog's
+  // thread, and stops checking. `on_dead` must not destroy the watchdog (it
+  // runs on its thread): signal someone who does.
+  // REQUIRES: interval > 0, failures_in_a_row > 0.
   ListenerWatchdog(
       std::vector<std::string> targets, absl::Duration interval,
       int failures_in_a_row,
       std::function<void(const std::string&, const std::string&)> on_dead);
 
-  // Stops the thread (waits for a check in progress).
+  // Stops the thread; a check in progress is cancelled, not waited for.
   ~ListenerWatchdog();
+
+  static constexpr absl::Duration kCheckTimeout = absl::Seconds(5);
 
   ListenerWatchdog(const ListenerWatchdog&) = delete;
   ListenerWatchdog& operator=(const ListenerWatchdog&) = delete;
@@ -38,16 +44,17 @@ class ListenerWatchdog {
  private:
   void Run();
   // "" when `target` answered a health check in time; else why not.
-  std::string Check(const std::string& target) const;
+  std::string Check(const std::string& target);
 
   const std::vector<std::string> targets_;
   const absl::Duration interval_;
-  const absl::Duration timeout_;
   const int failures_in_a_row_;
   const std::function<void(const std::string&, const std::string&)> on_dead_;
   std::mutex mu_;
   std::condition_variable stop_cv_;
-  bool stop_ = false;   // guarded by mu_
+  bool stop_ = false;  // guarded by mu_
+  // The check in progress, cancelled by the destructor; guarded by mu_.
+  grpc::ClientContext* checking_ = nullptr;
   std::thread thread_;  // last: starts after everything above is built
 };
 

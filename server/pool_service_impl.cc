@@ -55,19 +55,23 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   // Finishes the call with `status`; when OK, with the response message
   // serialized as the answer.
   void FinishWith(const absl::Status& status) {
+    grpc::Status answer = ToGrpcStatus(status);
     if (status.ok() && response_ != nullptr) {
       bool own_buffer = false;
       const grpc::Status serialized =
           grpc::SerializationTraits<google::protobuf::Message>::Serialize(
               *response_, raw_response_, &own_buffer);
       if (!serialized.ok()) {
-        Finish(grpc::Status(
+        answer = grpc::Status(
             grpc::StatusCode::INTERNAL,
-            "cannot serialize the response: " + serialized.error_message()));
-        return;
+            "cannot serialize the response: " + serialized.error_message());
       }
     }
-    Finish(ToGrpcStatus(status));
+    // From here on only gRPC's copies (the request's bytes, the serialized
+    // answer) are needed: a client slow to read its answer holds no more.
+    response_.reset();
+    request_.reset();
+    Finish(answer);
   }
 
  private:

@@ -89,9 +89,12 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
                      options.max_block_bytes, ") + ", kMessageOverheadBytes,
                      ", or a whole block could not be written or read"));
   }
-  if (options.max_concurrent_streams == 0) {
+  if (options.max_concurrent_streams == 0 ||
+      options.max_concurrent_streams >
+          static_cast<uint32_t>(std::numeric_limits<int>::max())) {
     return absl::InvalidArgumentError(
-        "--max_concurrent_streams must be at least 1");
+        absl::StrCat("--max_concurrent_streams must be from 1 to ",
+                     std::numeric_limits<int>::max()));
   }
   if (options.max_metadata_bytes < kMinMetadataBytes ||
       options.max_metadata_bytes > kMaxMetadataBytes) {
@@ -119,9 +122,12 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
           absl::StrCat(name, " must be above 0 (\"inf\": no limit)"));
     }
   }
-  if (options.listener_check_interval < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        "--listener_check_interval must not be negative (0: no checks)");
+  if (options.listener_check_interval < absl::ZeroDuration() ||
+      (options.listener_check_interval > absl::ZeroDuration() &&
+       options.listener_check_interval < kMinListenerCheckInterval)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listener_check_interval must be 0 (no checks) or at least ",
+        absl::FormatDuration(kMinListenerCheckInterval)));
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
@@ -241,6 +247,13 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
       << absl::FormatDuration(options.auto_defrag.interval);
   for (const std::string& target : server->targets_) {
     LOG(INFO) << "poold listening on " << target;
+  }
+  if (options.max_concurrent_streams > options.channel_capacity) {
+    LOG(WARNING) << "--max_concurrent_streams="
+                 << options.max_concurrent_streams
+                 << " is above --channel_capacity=" << options.channel_capacity
+                 << ": one client connection can fill the command channel and "
+                    "see RESOURCE_EXHAUSTED";
   }
   if (options.testing_hold_worker) {
     LOG(WARNING) << "TESTING ONLY (--testing_hold_worker): the worker takes "

@@ -92,7 +92,8 @@ class PooldServer {
     // listener_failed() is true.
     absl::Duration listener_check_interval = absl::Seconds(10);
     // Called once (from the checking thread) when a listener stopped
-    // accepting; poold's main() stops the process, which then exits 1.
+    // accepting; poold's main() signals itself to stop, then exits 1. It
+    // must not shut the server down itself (it would join its own thread).
     std::function<void()> on_listener_failure;
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
@@ -116,6 +117,8 @@ class PooldServer {
     return options;
   }
 
+  // Shortest listener_check_interval (a check may take up to 5 s).
+  static constexpr absl::Duration kMinListenerCheckInterval = absl::Seconds(1);
   // Bounds of max_metadata_bytes.
   static constexpr uint32_t kMinMetadataBytes = 1 << 10;
   static constexpr uint32_t kMaxMetadataBytes = 1 << 20;

@@ -53,6 +53,14 @@ ProcessMemoryStats ProcessMemory::Read() {
   return stats;
 }
 
+uint64_t ProcessMemory::HeapFreeBytes() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+  return mallinfo2().fordblks;
+#else
+  return 0;
+#endif
+}
+
 bool ProcessMemory::SetMmapThreshold(uint64_t bytes) {
 #if defined(__GLIBC__)
   return mallopt(M_MMAP_THRESHOLD, static_cast<int>(bytes)) == 1;

@@ -29,6 +29,10 @@ class ProcessMemory {
   // it for statistics, not on a hot path.
   static ProcessMemoryStats Read();
 
+  // Free bytes malloc keeps in its arenas (mallinfo2's fordblks; 0 under
+  // another malloc). Takes each arena's lock briefly.
+  static uint64_t HeapFreeBytes();
+
   // The process's resident bytes, from /proc/self/statm (cheap: one short
   // read, no locks); 0 when unreadable.
   static uint64_t RssBytes();

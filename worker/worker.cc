@@ -43,7 +43,8 @@ Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
       options_(options),
       pools_(std::move(pools)),
       next_maintenance_(absl::Now() + options.maintenance_interval),
-      outside_pools_floor_(OutsidePoolsBytes()),
+      outside_pools_after_trim_(OutsidePoolsBytes()),
+      heap_free_after_trim_(ProcessMemory::HeapFreeBytes()),
       outside_trim_wait_(options.maintenance_interval),
       next_auto_look_(absl::Now() + options.auto_defrag.interval),
       thread_([this] { Run(); }) {
@@ -141,23 +142,30 @@ void Worker::MaybeMaintain() {
     VLOG(1) << "worker: idle; trimming the heap returned " << trimmed
             << " bytes to the OS";
   } else if (!ran_since_maintenance_ && options_.trim_heap &&
-             now >= next_outside_trim_ &&
-             OutsidePoolsBytes() >
-                 outside_pools_floor_ + kOutsideGrowthBeforeTrim) {
-    // Idle, and yet the process grew outside the pools: gRPC's heap after
-    // calls that never reached the worker (streams a client reset at once,
-    // calls refused before a command was made). Hand it back too. While
-    // that memory is still in use, trimming returns nothing: wait twice as
-    // long before each next try, up to kMaxOutsideTrimWait.
-    const uint64_t trimmed = TrimHeap();
-    outside_trim_wait_ =
-        trimmed >= kOutsideGrowthBeforeTrim / 16
-            ? options_.maintenance_interval
-            : std::min(2 * outside_trim_wait_, kMaxOutsideTrimWait);
+             now >= next_outside_trim_) {
+    // Idle, and yet the process grew outside the pools since the last trim,
+    // or malloc holds more free memory than then: gRPC's heap after calls
+    // that never reached the worker (streams a client reset at once, calls
+    // refused before a command was made). Hand it back too. While that
+    // memory is still in use a trim returns nothing: then the baseline moves
+    // up to it (no trim again for the same memory), the free memory malloc
+    // reports tells when it is freed, and looks get rarer, up to
+    // kMaxOutsideTrimWait apart.
     next_outside_trim_ = now + outside_trim_wait_;
-    VLOG(1) << "worker: idle; the process grew outside the pools; trimming "
-               "the heap returned "
-            << trimmed << " bytes to the OS";
+    if (OutsidePoolsBytes() >
+            outside_pools_after_trim_ + kOutsideGrowthBeforeTrim ||
+        ProcessMemory::HeapFreeBytes() >
+            heap_free_after_trim_ + kOutsideGrowthBeforeTrim) {
+      const uint64_t trimmed = TrimHeap();
+      outside_trim_wait_ =
+          trimmed >= kOutsideGrowthBeforeTrim / 16
+              ? options_.maintenance_interval
+              : std::min(2 * outside_trim_wait_, kMaxOutsideTrimWait);
+      next_outside_trim_ = now + outside_trim_wait_;
+      VLOG(1) << "worker: idle; the process grew outside the pools; "
+                 "trimming the heap returned "
+              << trimmed << " bytes to the OS";
+    }
   }
   ran_since_maintenance_ = false;
   MaybeStartAutoDefrag(now);
@@ -169,7 +177,8 @@ uint64_t Worker::TrimHeap() {
   const uint64_t released = ProcessMemory::TrimHeap();
   ++stats_.heap_trims;
   stats_.heap_bytes_released += released;
-  outside_pools_floor_ = std::min(outside_pools_floor_, OutsidePoolsBytes());
+  outside_pools_after_trim_ = OutsidePoolsBytes();
+  heap_free_after_trim_ = ProcessMemory::HeapFreeBytes();
   return released;
 }
 

@@ -203,10 +203,11 @@ class Worker {
   // Commands ran since the last maintenance tick / since the last heap trim.
   bool ran_since_maintenance_ = false;
   bool ran_since_trim_ = false;
-  // The least RSS outside the pools seen after a heap trim (or at start):
-  // an idle worker trims when the process grew kOutsideGrowthBeforeTrim
-  // above it, at most once per outside_trim_wait_.
-  uint64_t outside_pools_floor_;
+  // The RSS outside the pools and malloc's free bytes after the last heap
+  // trim (or at start): an idle worker trims when either grew by
+  // kOutsideGrowthBeforeTrim, looking at most once per outside_trim_wait_.
+  uint64_t outside_pools_after_trim_;
+  uint64_t heap_free_after_trim_;
   absl::Duration outside_trim_wait_;
   absl::Time next_outside_trim_ = absl::InfinitePast();
   static constexpr uint64_t kOutsideGrowthBeforeTrim = 16 << 20;

@@ -96,6 +96,16 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
   options.listener_check_interval = absl::Seconds(-1);
   EXPECT_THAT(Validate(options).message(),
               HasSubstr("--listener_check_interval"));
+  options.listener_check_interval = absl::Milliseconds(300);
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--listener_check_interval"));
+  options.listener_check_interval = absl::ZeroDuration();
+  EXPECT_TRUE(Validate(options).ok());
+
+  options = PooldServer::Options();
+  options.max_concurrent_streams = uint32_t{1} << 31;
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--max_concurrent_streams"));
 
   options = PooldServer::Options();
   options.listen = "";
