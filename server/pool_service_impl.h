@@ -48,16 +48,6 @@ class PoolServiceImpl final : public RawPoolService {
   // Thread-safe.
   void StartDraining();
 
-  // Block bytes held by calls in flight now, and their limit. Thread-safe.
-  uint64_t payload_bytes_in_flight() const { return payload_budget_.held(); }
-  uint64_t max_payload_bytes_in_flight() const {
-    return payload_budget_.limit();
-  }
-  // Calls refused so far because the payload budget was spent. Thread-safe.
-  uint64_t payload_refusals() const {
-    return payload_refusals_.load(std::memory_order_relaxed);
-  }
-
   // Each RPC takes its request as bytes and parses it here, so that bytes
   // that are no valid message get INVALID_ARGUMENT with a message (gRPC
   // 1.51's typed callback handlers answer UNIMPLEMENTED, without one).

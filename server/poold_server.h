@@ -158,9 +158,6 @@ class PooldServer {
     return listener_failed_.load(std::memory_order_acquire);
   }
 
-  // The service (for its counters). Valid while this server lives.
-  const PoolServiceImpl& service() const { return service_; }
-
   // The addresses served, as gRPC targets: "127.0.0.1:50051" (with the port
   // the OS picked for port 0), "unix:/run/poold.sock".
   const std::vector<std::string>& targets() const { return targets_; }

@@ -3,10 +3,11 @@
 #include "worker/process_memory.h"
 
 #include <malloc.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+
+#include "worker/pools/os_memory.h"
 
 namespace poold {
 namespace {
@@ -30,17 +31,6 @@ void ReadStatus(ProcessMemoryStats* stats) {
 }
 
 }  // namespace
-
-uint64_t ProcessMemory::RssBytes() {
-  FILE* file = std::fopen("/proc/self/statm", "r");
-  if (file == nullptr) return 0;
-  unsigned long long size = 0;
-  unsigned long long resident = 0;
-  const int read = std::fscanf(file, "%llu %llu", &size, &resident);
-  std::fclose(file);
-  if (read != 2) return 0;
-  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-}
 
 ProcessMemoryStats ProcessMemory::Read() {
   ProcessMemoryStats stats;
@@ -72,9 +62,9 @@ bool ProcessMemory::SetMmapThreshold(uint64_t bytes) {
 
 uint64_t ProcessMemory::TrimHeap() {
 #if defined(__GLIBC__)
-  const uint64_t before = RssBytes();
+  const uint64_t before = pools::OsMemory::ProcessRssBytes();
   malloc_trim(0);
-  const uint64_t after = RssBytes();
+  const uint64_t after = pools::OsMemory::ProcessRssBytes();
   return before > after ? before - after : 0;
 #else
   return 0;

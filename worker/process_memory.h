@@ -33,10 +33,6 @@ class ProcessMemory {
   // another malloc). Takes each arena's lock briefly.
   static uint64_t HeapFreeBytes();
 
-  // The process's resident bytes, from /proc/self/statm (cheap: one short
-  // read, no locks); 0 when unreadable.
-  static uint64_t RssBytes();
-
   // Makes glibc's malloc serve every allocation of at least `bytes` with its
   // own mapping, returned to the OS when freed, and keeps the threshold
   // fixed (glibc otherwise raises it after large frees, so later large

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "worker/pools/memory_limit_error.h"
+#include "worker/pools/os_memory.h"
 #include "worker/process_memory.h"
 
 namespace poold {
@@ -45,7 +46,6 @@ Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
       next_maintenance_(absl::Now() + options.maintenance_interval),
       outside_pools_after_trim_(OutsidePoolsBytes()),
       heap_free_after_trim_(ProcessMemory::HeapFreeBytes()),
-      outside_trim_wait_(options.maintenance_interval),
       next_auto_look_(absl::Now() + options.auto_defrag.interval),
       thread_([this] { Run(); }) {
   CHECK(pools_ != nullptr);
@@ -142,31 +142,22 @@ void Worker::MaybeMaintain() {
     VLOG(1) << "worker: idle; trimming the heap returned " << trimmed
             << " bytes to the OS";
   } else if (!ran_since_maintenance_ && options_.trim_heap &&
-             now >= next_outside_trim_) {
+             (OutsidePoolsBytes() >
+                  outside_pools_after_trim_ + kOutsideGrowthBeforeTrim ||
+              ProcessMemory::HeapFreeBytes() >
+                  heap_free_after_trim_ + kOutsideGrowthBeforeTrim)) {
     // Idle, and yet the process grew outside the pools since the last trim,
     // or malloc holds more free memory than then: gRPC's heap after calls
     // that never reached the worker (streams a client reset at once, calls
     // refused before a command was made). Hand it back too. While that
-    // memory is still in use a trim returns nothing: then the baseline moves
-    // up to it (no trim again for the same memory), the free memory malloc
-    // reports tells when it is freed, and looks get rarer, up to
-    // kMaxOutsideTrimWait apart.
-    next_outside_trim_ = now + outside_trim_wait_;
-    if (OutsidePoolsBytes() >
-            outside_pools_after_trim_ + kOutsideGrowthBeforeTrim ||
-        ProcessMemory::HeapFreeBytes() >
-            heap_free_after_trim_ + kOutsideGrowthBeforeTrim) {
-      const uint64_t trimmed = TrimHeap();
-      outside_trim_wait_ =
-          trimmed >= kOutsideGrowthBeforeTrim / 16
-              ? options_.maintenance_interval
-              : std::min(2 * outside_trim_wait_, kMaxOutsideTrimWait);
-      next_outside_trim_ = now + outside_trim_wait_;
-      VLOG(1) << "worker: idle; the process grew outside the pools; "
-                 "trimming the heap returned "
-              << trimmed << " bytes to the OS";
-    }
+    // memory is still in use a trim returns nothing, and both baselines move
+    // up to it: the next trim waits for more growth, or for it to be freed.
+    const uint64_t trimmed = TrimHeap();
+    VLOG(1) << "worker: idle; the process grew outside the pools; trimming "
+               "the heap returned "
+            << trimmed << " bytes to the OS";
   }
+
   ran_since_maintenance_ = false;
   MaybeStartAutoDefrag(now);
 }
@@ -183,7 +174,7 @@ uint64_t Worker::TrimHeap() {
 }
 
 uint64_t Worker::OutsidePoolsBytes() const {
-  const uint64_t rss = ProcessMemory::RssBytes();
+  const uint64_t rss = pools::OsMemory::ProcessRssBytes();
   const uint64_t pools = pools_->resident_bytes();
   return rss > pools ? rss - pools : 0;
 }

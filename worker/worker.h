@@ -205,13 +205,10 @@ class Worker {
   bool ran_since_trim_ = false;
   // The RSS outside the pools and malloc's free bytes after the last heap
   // trim (or at start): an idle worker trims when either grew by
-  // kOutsideGrowthBeforeTrim, looking at most once per outside_trim_wait_.
+  // kOutsideGrowthBeforeTrim (looked at on each idle maintenance tick).
   uint64_t outside_pools_after_trim_;
   uint64_t heap_free_after_trim_;
-  absl::Duration outside_trim_wait_;
-  absl::Time next_outside_trim_ = absl::InfinitePast();
   static constexpr uint64_t kOutsideGrowthBeforeTrim = 16 << 20;
-  static constexpr absl::Duration kMaxOutsideTrimWait = absl::Seconds(10);
   // Allocate and Free commands run: the policy's sign of change.
   uint64_t mutations_ = 0;
   std::deque<pools::DefragReport> recent_reports_;

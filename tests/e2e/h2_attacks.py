@@ -25,7 +25,6 @@ import os
 import socket
 import struct
 import sys
-import time
 
 import h2.config
 import h2.connection
@@ -116,8 +115,6 @@ def unread_reads(target, handle, count, done_file):
             print("closed by poold", flush=True)
             return
         for event in conn.receive_data(data):
-            if isinstance(event, h2.events.TrailersReceived):
-                pass
             if isinstance(event, h2.events.ResponseReceived):
                 status = dict(event.headers).get("grpc-status")
                 if status is not None:  # trailers only: no body
@@ -178,14 +175,20 @@ def big_headers(target, size, ack_settings):
     if ack_settings:
         # A client that first takes poold's SETTINGS (and acknowledges them,
         # as h2 does on receipt), as a gRPC library does.
+        # A PING after the ACK: poold reads frames in order, so its answer
+        # means the ACK was taken.
         sock.settimeout(10)
-        acked = False
-        while not acked:
+        pinged = False
+        ponged = False
+        while not ponged:
             for event in conn.receive_data(sock.recv(65536)):
-                if isinstance(event, h2.events.RemoteSettingsChanged):
-                    acked = True
+                if (isinstance(event, h2.events.RemoteSettingsChanged) and
+                        not pinged):
+                    conn.ping(b"settings")
+                    pinged = True
+                elif isinstance(event, h2.events.PingAckReceived):
+                    ponged = True
             flush(sock, conn)
-        time.sleep(0.1)  # let poold take the ACK before the request
     # Many headers of 4 KiB each, as a client would carry bulky metadata.
     extra = [("x-pad-%d" % i, "x" * 4096) for i in range(max(1, size // 4096))]
     stream = conn.get_next_available_stream_id()

@@ -258,9 +258,11 @@ TEST(TransportLimitsE2eTest, MemoryOfStreamsResetAtOnceGoesBack) {
                  FormatBytes(settled.back()).c_str());
   }
   // gRPC keeps some tens of MiB after the first flood (see SECURITY.md);
-  // the rest, up to a GiB, went back.
+  // the rest, up to a GiB, went back. The worker trims once the process is
+  // 16 MiB above its level after the last trim, so up to that much may stay
+  // after the second flood; more would be memory that accumulates.
   EXPECT_LE(settled[0], rss_before + 96 * kMiB);
-  EXPECT_LE(settled[1], settled[0] + 8 * kMiB);
+  EXPECT_LE(settled[1], settled[0] + 16 * kMiB);
   EXPECT_EQ(poold->Stop().value_or(-1), 0) << poold->Log();
 }
 
