@@ -137,10 +137,11 @@ absl::Status PoolClient::Free(uint64_t handle) {
 }
 
 absl::StatusOr<v1::GetStatsResponse> PoolClient::GetStats(
-    bool include_classes, bool include_defrag_history) {
+    bool include_classes, bool include_defrag_history, bool consistent) {
   v1::GetStatsRequest request;
   request.set_include_classes(include_classes);
   request.set_include_defrag_history(include_defrag_history);
+  request.set_consistent(consistent);
   v1::GetStatsResponse response;
   grpc::ClientContext context;
   PrepareContext(&context);

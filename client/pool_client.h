@@ -97,9 +97,13 @@ class PoolClient {
 
   // Statistics of every pool, of the server's worker and of its automatic
   // defragmentation; per size class too when `include_classes`, and the
-  // last defragmentation reports when `include_defrag_history`.
+  // last defragmentation reports when `include_defrag_history`. From the
+  // latest snapshot the server's worker published (at once, even while it
+  // is busy), or, when `consistent`, taken by the worker after every call
+  // this client made before (see poold.v1.GetStatsRequest.consistent).
   absl::StatusOr<v1::GetStatsResponse> GetStats(
-      bool include_classes = false, bool include_defrag_history = false);
+      bool include_classes = false, bool include_defrag_history = false,
+      bool consistent = false);
 
   // Statistics plus what a defragmentation of `pools` (empty: all) would
   // move and reclaim. Changes nothing. INVALID_ARGUMENT for

@@ -20,6 +20,10 @@ ABSL_FLAG(bool, classes, false, "also print the statistics of each size class");
 ABSL_FLAG(bool, history, false,
           "also print the server's last defragmentations (any origin: RPC, "
           "memory limit, automatic), oldest first");
+ABSL_FLAG(bool, consistent, false,
+          "stats: ask the worker, after every request queued before this one "
+          "(exact after your own writes, but it waits behind them), instead "
+          "of reading its latest snapshot (at most 100 ms old)");
 ABSL_FLAG(std::string, pools, "",
           "comma-separated pools: small, medium, large; empty or all: every "
           "pool");

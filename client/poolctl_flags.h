@@ -19,6 +19,7 @@ ABSL_DECLARE_FLAG(std::string, output);
 // stats
 ABSL_DECLARE_FLAG(bool, classes);
 ABSL_DECLARE_FLAG(bool, history);
+ABSL_DECLARE_FLAG(bool, consistent);
 // analyze, defrag
 ABSL_DECLARE_FLAG(std::string, pools);
 // alloc, write

@@ -197,13 +197,70 @@ std::string HistoryTable(
   return table.Render();
 }
 
+// The bound of the first bucket by which a share `quantile` of the
+// histogram's durations had ended ("<= 250us"), "> 10s" past the last bound,
+// "-" when it is empty.
+std::string Quantile(const v1::Histogram& histogram, double quantile) {
+  if (histogram.count() == 0) return "-";
+  const double wanted = quantile * static_cast<double>(histogram.count());
+  uint64_t seen = 0;
+  for (int i = 0; i < histogram.counts_size(); ++i) {
+    seen += histogram.counts(i);
+    if (static_cast<double>(seen) < wanted) continue;
+    if (i < histogram.bounds_seconds_size()) {
+      return "<= " + HumanDuration(absl::Seconds(histogram.bounds_seconds(i)));
+    }
+    break;
+  }
+  if (histogram.bounds_seconds_size() == 0) return "-";
+  return "> " + HumanDuration(absl::Seconds(histogram.bounds_seconds(
+                    histogram.bounds_seconds_size() - 1)));
+}
+
+// Per RPC that ran: how long commands waited for the worker and how long
+// it took them, as bucket bounds of the median and the 99th percentile.
+std::string LatencyTable(const v1::WorkerStats& worker) {
+  Table table({{"rpc", Table::kLeft},
+               {"commands"},
+               {"queue p50"},
+               {"queue p99"},
+               {"service p50"},
+               {"service p99"},
+               {"mean"}});
+  bool any = false;
+  for (const v1::CommandLatency& latency : worker.latency()) {
+    const v1::Histogram& service = latency.service();
+    if (service.count() == 0) continue;
+    any = true;
+    table.AddRow(
+        {latency.method(), absl::StrCat(service.count()),
+         Quantile(latency.queue_wait(), 0.5),
+         Quantile(latency.queue_wait(), 0.99), Quantile(service, 0.5),
+         Quantile(service, 0.99),
+         HumanDuration(absl::Seconds(
+             (latency.queue_wait().sum_seconds() + service.sum_seconds()) /
+             static_cast<double>(service.count())))});
+  }
+  return any ? table.Render() : "";
+}
+
 std::string TableStats(const v1::GetStatsResponse& stats) {
   Table pools(StatsColumns("pool"));
   for (const v1::PoolStats& pool : stats.pools()) {
     pools.AddRow(StatsCells(PoolName(pool.pool()), pool.stats()));
   }
   pools.AddRow(StatsCells("total", stats.total()));
-  std::string out = pools.Render();
+  std::string out;
+  if (stats.snapshot_sequence() > 0) {
+    absl::StrAppend(
+        &out, "snapshot ", stats.snapshot_sequence(), " taken ",
+        absl::FormatTime("%Y-%m-%d %H:%M:%E3S %Z",
+                         absl::FromUnixSeconds(stats.taken_at().seconds()) +
+                             absl::Nanoseconds(stats.taken_at().nanos()),
+                         absl::UTCTimeZone()),
+        "\n");
+  }
+  absl::StrAppend(&out, pools.Render());
 
   // Only pools whose defragmentation the OS made fail.
   for (const v1::PoolStats& pool : stats.pools()) {
@@ -263,6 +320,10 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
   absl::StrAppend(&out, "completed: ",
                   parts.empty() ? "nothing yet" : absl::StrJoin(parts, ", "),
                   "\n");
+  if (std::string latency = LatencyTable(worker); !latency.empty()) {
+    absl::StrAppend(&out, "\nlatency in the worker (bucket bounds):\n",
+                    latency);
+  }
   absl::StrAppend(&out, AutoDefragLines(stats.auto_defrag()));
   if (!stats.recent_defragmentations().empty()) {
     absl::StrAppend(&out, "\nrecent defragmentations, oldest first:\n",

@@ -22,7 +22,7 @@ const std::vector<Subcommand>& Table() {
        "Fragmentation statistics of every pool (and size class), the "
        "worker's activity, what automatic defragmentation is doing and why, "
        "and (--history) the last defragmentations of any origin.",
-       {"classes", "history"},
+       {"classes", "history", "consistent"},
        0,
        0,
        &RunStats},

@@ -1,6 +1,7 @@
 // PoolServiceImpl: request -> Command -> worker -> response.
 #include "server/pool_service_impl.h"
 
+#include <iterator>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -74,6 +75,14 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
     Finish(answer);
   }
 
+  // Finishes the call OK with `bytes` as the serialized answer.
+  void FinishWithBytes(grpc::ByteBuffer bytes) {
+    *raw_response_ = std::move(bytes);
+    response_.reset();
+    request_.reset();
+    Finish(grpc::Status::OK);
+  }
+
  private:
   PayloadBudget* const budget_;
   grpc::ByteBuffer* const raw_response_;
@@ -83,9 +92,11 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   std::atomic<bool> cancelled_{false};
 };
 
-PoolServiceImpl::PoolServiceImpl(Worker* worker, uint64_t max_block_bytes,
+PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,
+                                 uint64_t max_block_bytes,
                                  uint64_t max_payload_bytes_in_flight)
     : worker_(worker),
+      board_(board),
       max_block_bytes_(max_block_bytes),
       payload_budget_(max_payload_bytes_in_flight) {}
 
@@ -251,19 +262,49 @@ grpc::ServerUnaryReactor* PoolServiceImpl::GetStats(
   return Serve(context, request, response, &PoolServiceImpl::ServeGetStats);
 }
 
+void PoolServiceImpl::TransportStatsToProto(
+    v1::TransportStats* transport) const {
+  transport->set_payload_bytes_in_flight(payload_budget_.held());
+  transport->set_max_payload_bytes_in_flight(payload_budget_.limit());
+  transport->set_payload_refusals(
+      payload_refusals_.load(std::memory_order_relaxed));
+}
+
+void PoolServiceImpl::AnswerFromBoard(UnaryCall* call,
+                                      const v1::GetStatsRequest& request) {
+  const StatsBoard::Published latest = board_->Latest();
+  if (latest.sequence == 0) {
+    call->FinishWith(absl::UnavailableError(
+        "the worker has not published statistics yet; retry, or ask for "
+        "consistent ones"));
+    return;
+  }
+  // What is read now, appended as a message of its own: protobuf merges
+  // concatenated messages, so the answer is one GetStatsResponse.
+  v1::GetStatsResponse now;
+  ProcessStatsToProto(ProcessMemory::Read(), latest.pools_resident_bytes,
+                      now.mutable_process());
+  TransportStatsToProto(now.mutable_transport());
+  const grpc::Slice parts[] = {
+      request.include_classes() ? latest.with_classes : latest.without_classes,
+      request.include_defrag_history() ? latest.history : grpc::Slice(),
+      grpc::Slice(now.SerializeAsString())};
+  call->FinishWithBytes(grpc::ByteBuffer(parts, std::size(parts)));
+}
+
 grpc::ServerUnaryReactor* PoolServiceImpl::ServeGetStats(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::GetStatsRequest* request, v1::GetStatsResponse* response) {
+  if (!request->consistent() && !draining_.load(std::memory_order_acquire)) {
+    AnswerFromBoard(call, *request);
+    return call;
+  }
   absl::StatusOr<StatsOp> op = StatsOpFromProto(*request);
   if (op.ok()) {
     op->done = [this, call, response](absl::StatusOr<StatsSnapshot> snapshot) {
       if (snapshot.ok()) {
         StatsSnapshotToProto(*snapshot, response);
-        v1::TransportStats* transport = response->mutable_transport();
-        transport->set_payload_bytes_in_flight(payload_budget_.held());
-        transport->set_max_payload_bytes_in_flight(payload_budget_.limit());
-        transport->set_payload_refusals(
-            payload_refusals_.load(std::memory_order_relaxed));
+        TransportStatsToProto(response->mutable_transport());
       }
       call->FinishWith(snapshot.status());
     };

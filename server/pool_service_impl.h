@@ -11,6 +11,7 @@
 #include "grpcpp/grpcpp.h"
 #include "poold/v1/pool_service.grpc.pb.h"
 #include "server/payload_budget.h"
+#include "server/stats_board.h"
 #include "worker/worker.h"
 
 namespace poold {
@@ -36,9 +37,12 @@ using RawPoolService = v1::PoolService::WithRawCallbackMethod_Allocate<
 
 class PoolServiceImpl final : public RawPoolService {
  public:
-  // `worker` must outlive every RPC of this service.
+  // `worker` must outlive every RPC of this service, and so must `board`,
+  // where GetStats reads the statistics the worker publishes (unless the
+  // request asks for consistent ones).
   // `max_payload_bytes_in_flight` == 0: no limit.
-  PoolServiceImpl(Worker* worker, uint64_t max_block_bytes,
+  PoolServiceImpl(Worker* worker, const StatsBoard* board,
+                  uint64_t max_block_bytes,
                   uint64_t max_payload_bytes_in_flight = 0);
 
   PoolServiceImpl(const PoolServiceImpl&) = delete;
@@ -126,7 +130,13 @@ class PoolServiceImpl final : public RawPoolService {
   // done with it); on refusal, RESOURCE_EXHAUSTED saying why.
   absl::Status HoldPayload(UnaryCall* call, uint64_t bytes);
 
+  // The transport's counters now.
+  void TransportStatsToProto(v1::TransportStats* transport) const;
+  // Answers `request` from the board's latest snapshot, at once.
+  void AnswerFromBoard(UnaryCall* call, const v1::GetStatsRequest& request);
+
   Worker* const worker_;
+  const StatsBoard* const board_;
   const uint64_t max_block_bytes_;
   std::atomic<bool> draining_{false};
   PayloadBudget payload_budget_;

@@ -278,9 +278,10 @@ PooldServer::PooldServer(const Options& options,
               .start_paused = options.testing_hold_worker,
               .defrag_slice = options.defrag_slice,
               .auto_defrag = options.auto_defrag,
+              .stats_sink = &stats_board_,
           },
           std::move(pools)),
-      service_(&worker_, options.max_block_bytes,
+      service_(&worker_, &stats_board_, options.max_block_bytes,
                options.max_payload_bytes_in_flight) {}
 
 PooldServer::~PooldServer() { Shutdown(); }

@@ -17,6 +17,7 @@
 #include "server/endpoints.h"
 #include "server/listener_watchdog.h"
 #include "server/pool_service_impl.h"
+#include "server/stats_board.h"
 #include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
 
@@ -192,6 +193,7 @@ class PooldServer {
   // service before the worker it submits to, the worker (and its pools)
   // before the testing fault's OsInterface they call.
   std::unique_ptr<pools::FaultInjectingOs> testing_os_;
+  StatsBoard stats_board_;  // the worker publishes here until it stops
   Worker worker_;
   PoolServiceImpl service_;
   std::unique_ptr<grpc::Server> server_;

@@ -195,6 +195,44 @@ void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
   proto->set_allocations_waiting_for_room(stats.allocations_waiting_for_room);
   proto->set_heap_trims(stats.heap_trims);
   proto->set_heap_bytes_released(stats.heap_bytes_released);
+  for (size_t i = 0; i < kCommandTypeCount; ++i) {
+    v1::CommandLatency* latency = proto->add_latency();
+    latency->set_method(
+        std::string(CommandTypeName(static_cast<CommandType>(i))));
+    HistogramToProto(stats.queue_wait[i], latency->mutable_queue_wait());
+    HistogramToProto(stats.service_time[i], latency->mutable_service());
+  }
+  for (size_t i = 0; i < pools::kDefragOriginCount; ++i) {
+    const DefragOriginStats& origin = stats.by_origin[i];
+    v1::DefragOriginStats* entry = proto->add_defrag_by_origin();
+    entry->set_origin(DefragOriginToProto(static_cast<pools::DefragOrigin>(i)));
+    entry->set_runs(origin.runs);
+    entry->set_bytes_reclaimed(origin.bytes_reclaimed);
+    entry->set_bytes_moved(origin.bytes_moved);
+    entry->set_blocks_moved(origin.blocks_moved);
+    for (size_t pool = 0; pool < pools::kPoolCount; ++pool) {
+      for (size_t outcome = 0; outcome < pools::kDefragOutcomeCount;
+           ++outcome) {
+        const uint64_t count = origin.pool_outcomes[pool][outcome];
+        if (count == 0) continue;
+        v1::PoolOutcomeCount* pair = entry->add_pool_outcomes();
+        pair->set_pool(PoolToProto(static_cast<pools::PoolKind>(pool)));
+        pair->set_outcome(
+            DefragOutcomeToProto(static_cast<pools::DefragOutcome>(outcome)));
+        pair->set_count(count);
+      }
+    }
+    HistogramToProto(origin.slices, entry->mutable_slice_duration());
+  }
+}
+
+void HistogramToProto(const LatencyHistogram& histogram, v1::Histogram* proto) {
+  for (int64_t bound : LatencyHistogram::kBoundsNanos) {
+    proto->add_bounds_seconds(static_cast<double>(bound) * 1e-9);
+  }
+  for (uint64_t count : histogram.counts()) proto->add_counts(count);
+  proto->set_sum_seconds(absl::ToDoubleSeconds(histogram.sum()));
+  proto->set_count(histogram.count());
 }
 
 void ProcessStatsToProto(const ProcessMemoryStats& stats,
@@ -213,6 +251,8 @@ void ProcessStatsToProto(const ProcessMemoryStats& stats,
 
 void StatsSnapshotToProto(const StatsSnapshot& snapshot,
                           v1::GetStatsResponse* response) {
+  TimeToProto(snapshot.taken_at, response->mutable_taken_at());
+  response->set_snapshot_sequence(snapshot.sequence);
   for (const pools::PoolStats& pool : snapshot.pools.pools) {
     v1::PoolStats* entry = response->add_pools();
     entry->set_pool(PoolToProto(pool.pool));

@@ -75,6 +75,7 @@ void FragmentationStatsToProto(const pools::FragmentationStats& stats,
 void StatsSnapshotToProto(const StatsSnapshot& snapshot,
                           v1::GetStatsResponse* response);
 void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto);
+void HistogramToProto(const LatencyHistogram& histogram, v1::Histogram* proto);
 // The process's memory beside the pools' `pools_resident_bytes`.
 void ProcessStatsToProto(const ProcessMemoryStats& stats,
                          uint64_t pools_resident_bytes,

@@ -90,6 +90,10 @@ struct Command {
   // The command is completed with DEADLINE_EXCEEDED when it has not run by
   // then.
   absl::Time deadline = absl::InfiniteFuture();
+  // Set by Worker::Submit, and when the worker began it: for the
+  // queue-wait and service-time histograms.
+  absl::Time queued_at = absl::InfinitePast();
+  absl::Time started_at = absl::InfinitePast();
   // Set by the RPC when the client cancels; may be null. Owned by the RPC,
   // which outlives the command until its completion callback has run.
   const std::atomic<bool>* cancelled = nullptr;

@@ -95,7 +95,14 @@ pools::DefragReport DefragSession::End(pools::DefragStopReason reason,
       break;
   }
   stats.total_bytes_reclaimed += report.bytes_reclaimed;
+  DefragOriginStats& by_origin = stats.by_origin[static_cast<size_t>(origin_)];
+  ++by_origin.runs;
+  by_origin.bytes_reclaimed += report.bytes_reclaimed;
+  by_origin.bytes_moved += report.bytes_moved;
+  by_origin.blocks_moved += report.blocks_moved;
   for (const pools::PoolDefragReport& pool : report.pools) {
+    ++by_origin.pool_outcomes[pools::PoolIndex(pool.pool)]
+                             [static_cast<size_t>(pool.outcome)];
     if (pool.outcome != pools::DefragOutcome::kFailed) continue;
     ++stats.pool_defrag_failures[pools::PoolIndex(pool.pool)];
     stats.last_pool_defrag_failure[pools::PoolIndex(pool.pool)] = pool.reason;

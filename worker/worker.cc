@@ -46,14 +46,17 @@ Worker::Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools)
       next_maintenance_(absl::Now() + options.maintenance_interval),
       outside_pools_after_trim_(OutsidePoolsBytes()),
       heap_free_after_trim_(ProcessMemory::HeapFreeBytes()),
-      next_auto_look_(absl::Now() + options.auto_defrag.interval),
-      thread_([this] { Run(); }) {
+      next_auto_look_(absl::Now() + options.auto_defrag.interval) {
   CHECK(pools_ != nullptr);
+  // Readers have a snapshot from the start, even while the worker is held.
+  Publish();
+  thread_ = std::thread([this] { Run(); });
 }
 
 Worker::~Worker() { Stop(); }
 
 bool Worker::Submit(Command command) {
+  command.queued_at = absl::Now();
   if (channel_.TrySend(command)) return true;
   // Refused: `command` is still ours and must be completed here.
   if (channel_.closed()) {
@@ -110,6 +113,7 @@ void Worker::Run() {
       break;
     }
     MaybeMaintain();
+    MaybePublish();
   }
   // The channel closed while an automatic run waited for its next slice.
   if (auto_session_.has_value()) {
@@ -186,6 +190,11 @@ void Worker::WaitWhilePaused() {
 
 void Worker::Execute(Command& command) {
   const CommandType type = command.type();
+  command.started_at = absl::Now();
+  if (command.queued_at != absl::InfinitePast()) {
+    stats_.queue_wait[static_cast<size_t>(type)].Record(command.started_at -
+                                                        command.queued_at);
+  }
   VLOG(2) << "worker: running " << CommandTypeName(type);
   if (type == CommandType::kAllocate || type == CommandType::kFree) {
     ++mutations_;
@@ -213,8 +222,25 @@ void Worker::Execute(Command& command) {
         command.op);
     if (parked) return;  // counted when it is completed
   }
-  // After completion the RPC may be gone: touch nothing but our own counters.
+  // After completion the RPC may be gone: touch nothing but our own counters
+  // (and the Command, which is ours).
+  CountCompleted(command);
+}
+
+void Worker::CountCompleted(const Command& command) {
+  const CommandType type = command.type();
   ++stats_.completed_of(type);
+  stats_.service_time[static_cast<size_t>(type)].Record(absl::Now() -
+                                                        command.started_at);
+}
+
+pools::DefragProgress Worker::StepSession(DefragSession& session,
+                                          absl::Duration budget) {
+  const absl::Time start = absl::Now();
+  const pools::DefragProgress progress = session.Step(budget);
+  stats_.by_origin[static_cast<size_t>(session.origin())].slices.Record(
+      absl::Now() - start);
+  return progress;
 }
 
 bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
@@ -269,16 +295,37 @@ void Worker::Handle(ReadOp& op) {
 void Worker::Handle(FreeOp& op) { CompleteOp(op, pools_->Free(op.handle)); }
 
 void Worker::Handle(StatsOp& op) {
-  StatsSnapshot snapshot{pools_->Stats(op.include_classes),
-                         SnapshotStats(),
-                         ProcessMemory::Read(),
-                         SnapshotAutoDefrag(),
-                         {}};
-  if (op.include_defrag_history) {
+  StatsSnapshot snapshot =
+      TakeSnapshot(op.include_classes, op.include_defrag_history);
+  snapshot.process = ProcessMemory::Read();
+  CompleteOp(op, absl::StatusOr<StatsSnapshot>(std::move(snapshot)));
+}
+
+StatsSnapshot Worker::TakeSnapshot(bool include_classes,
+                                   bool include_defrag_history) const {
+  StatsSnapshot snapshot;
+  snapshot.taken_at = absl::Now();
+  snapshot.pools = pools_->Stats(include_classes);
+  snapshot.worker = SnapshotStats();
+  snapshot.auto_defrag = SnapshotAutoDefrag();
+  if (include_defrag_history) {
     snapshot.recent_defragmentations.assign(recent_reports_.begin(),
                                             recent_reports_.end());
   }
-  CompleteOp(op, absl::StatusOr<StatsSnapshot>(std::move(snapshot)));
+  return snapshot;
+}
+
+void Worker::Publish() {
+  if (options_.stats_sink == nullptr) return;
+  StatsSnapshot snapshot = TakeSnapshot(/*include_classes=*/true,
+                                        /*include_defrag_history=*/true);
+  snapshot.sequence = ++published_;
+  options_.stats_sink->Publish(std::move(snapshot));
+  next_publish_ = absl::Now() + options_.publish_interval;
+}
+
+void Worker::MaybePublish() {
+  if (absl::Now() >= next_publish_) Publish();
 }
 
 void Worker::Handle(AnalyzeOp& op) {
@@ -321,7 +368,7 @@ pools::DefragStopReason Worker::RunSlices(DefragSession& session,
     // the partial report must still reach the client in time.
     const absl::Duration left = stop_at - absl::Now();
     if (left <= absl::ZeroDuration()) return DefragStopReason::kDeadline;
-    if (session.Step(std::min(slice, left)).done) {
+    if (StepSession(session, std::min(slice, left)).done) {
       return DefragStopReason::kFinished;
     }
     RetryWaitingForRoom(std::min(absl::Now() + options_.defrag_slice, stop_at));
@@ -336,6 +383,7 @@ pools::DefragStopReason Worker::RunSlices(DefragSession& session,
                 ? busy_slice
                 : options_.defrag_slice;
     ServeBetweenSlices(stop_at);
+    MaybePublish();
     if (command != nullptr && command->IsCancelled()) {
       return DefragStopReason::kCancelled;
     }
@@ -375,8 +423,9 @@ void Worker::MakeRoom() {
                                   "; still after a defragmentation: free "
                                   "blocks, or raise --memory_limit_bytes"))));
     }
-    ++stats_.completed_of(CommandType::kAllocate);
+    CountCompleted(command);
   }
+  Publish();
 }
 
 std::optional<absl::Status> Worker::TryAnswerWaiting(Command& command) {
@@ -409,7 +458,7 @@ void Worker::RetryWaitingForRoom(absl::Time until) {
     if (TryAnswerWaiting(command).has_value()) {
       still_waiting.push_back(std::move(command));
     } else {
-      ++stats_.completed_of(CommandType::kAllocate);
+      CountCompleted(command);
     }
   }
   // Those not tried in time keep their place behind those tried.
@@ -434,6 +483,8 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   pools::DefragReport report = FinishSession(session, stop_reason);
   const bool trim_after =
       report.stop_reason == pools::DefragStopReason::kDeadline;
+  // A client that reads the statistics after this answer sees the run.
+  Publish();
   if (command.IsCancelled()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(absl::CancelledError(
                        "the client cancelled; the defragmentation stopped at "
@@ -449,6 +500,7 @@ void Worker::ReturnEmptiedAfterTheAnswer() {
   const uint64_t released = pools_->TrimCaches();
   if (released == 0) return;
   stats_.total_bytes_reclaimed += released;
+  Publish();
   LOG(INFO) << "defragmentation stopped at its deadline: returned " << released
             << " more bytes it had emptied, after answering (counted in "
                "total_bytes_reclaimed, not in its report)";
@@ -513,7 +565,7 @@ void Worker::RunAutoSlice() {
                                                      absl::Microseconds(10)))
           : options_.defrag_slice;
   const absl::Duration cpu_before = ThreadCpuTime();
-  const pools::DefragProgress progress = auto_session_->Step(slice);
+  const pools::DefragProgress progress = StepSession(*auto_session_, slice);
   const absl::Duration cpu = ThreadCpuTime() - cpu_before;
   auto_cpu_ += cpu;
   if (progress.done) {
@@ -557,6 +609,7 @@ void Worker::EndAutoDefrag(pools::DefragStopReason reason) {
   // Look again at the next tick: a look says where the run left things,
   // and (backing off) whether fragmentation is climbing past the ceiling.
   next_auto_look_ = now;
+  Publish();
 }
 
 AutoDefragStats Worker::SnapshotAutoDefrag() const {

@@ -19,6 +19,7 @@
 #include "worker/command.h"
 #include "worker/defrag_session.h"
 #include "worker/pools/pool_set.h"
+#include "worker/stats_sink.h"
 #include "worker/worker_stats.h"
 
 namespace poold {
@@ -73,10 +74,18 @@ class Worker {
     AutoDefragOptions auto_defrag = AutoDefragOptions();
     // Defragmentation reports kept for GetStats (newest last), any origin.
     size_t report_history = 32;
+    // Where the worker publishes its statistics (classes and report history
+    // included): from the constructor, then every publish_interval while it
+    // runs (also between defragmentation slices), and at the end of every
+    // defragmentation, before its answer. Not owned; must outlive the
+    // Worker. Null: never.
+    StatsSink* stats_sink = nullptr;
+    absl::Duration publish_interval = absl::Milliseconds(100);
   };
 
-  // Takes ownership of `pools` and starts the worker thread, which from then
-  // on is the only thread that touches them.
+  // Takes ownership of `pools`, publishes the first statistics snapshot
+  // (when options.stats_sink is set) and starts the worker thread, which from
+  // then on is the only thread that touches them.
   // REQUIRES: options.channel_capacity > 0; pools != nullptr.
   Worker(const Options& options, std::unique_ptr<pools::PoolSet> pools);
 
@@ -127,6 +136,13 @@ class Worker {
   // waits for room under the memory limit, later (it is moved out of
   // `command`). Worker thread only.
   void Execute(Command& command);
+
+  // Counts `command` as completed, with its service time. Worker thread
+  // only.
+  void CountCompleted(const Command& command);
+  // session.Step(budget), with the slice's duration counted.
+  pools::DefragProgress StepSession(DefragSession& session,
+                                    absl::Duration budget);
 
   // Allocates, or, when the memory limit refuses the block and compaction
   // could make room, parks `command` in waiting_for_room_ (completed later
@@ -180,6 +196,14 @@ class Worker {
   // How long the loop may wait for a command before it has work of its own.
   absl::Duration IdleWait() const;
 
+  // Publishes a snapshot to options_.stats_sink (if any) now, or when the
+  // publish interval has passed. Worker thread (or the constructor) only.
+  void Publish();
+  void MaybePublish();
+  // Everything GetStats answers but the process's memory, now. Worker
+  // thread (or the constructor) only.
+  StatsSnapshot TakeSnapshot(bool include_classes,
+                             bool include_defrag_history) const;
   // The worker's statistics now. Worker thread only.
   WorkerStats SnapshotStats() const;
   AutoDefragStats SnapshotAutoDefrag() const;
@@ -225,7 +249,11 @@ class Worker {
   absl::Duration auto_cpu_;  // thread CPU time of every automatic slice
   uint64_t auto_bytes_reclaimed_ = 0;
 
-  std::thread thread_;  // last: starts after everything above is built
+  // Snapshots published so far, and when the next one is due.
+  uint64_t published_ = 0;
+  absl::Time next_publish_;
+
+  std::thread thread_;  // started by the constructor, after the first Publish
 };
 
 }  // namespace poold

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "worker/auto_defrag_policy.h"
+#include "worker/latency_histogram.h"
 #include "worker/pools/defrag_report.h"
 #include "worker/pools/fragmentation_stats.h"
 #include "worker/process_memory.h"
@@ -54,6 +55,22 @@ constexpr absl::string_view CommandTypeName(CommandType type) {
   return "Unknown";
 }
 
+// What the defragmentations of one origin did. Field meanings match
+// poold.v1.DefragOriginStats.
+struct DefragOriginStats {
+  uint64_t runs = 0;
+  uint64_t bytes_reclaimed = 0;
+  uint64_t bytes_moved = 0;
+  uint64_t blocks_moved = 0;
+  // [pool][outcome] (by PoolIndex and DefragOutcome): how often a run of this
+  // origin left that pool with that outcome.
+  std::array<std::array<uint64_t, pools::kDefragOutcomeCount>,
+             pools::kPoolCount>
+      pool_outcomes = {};
+  // How long each of its slices took.
+  LatencyHistogram slices;
+};
+
 // Activity of the worker thread. Field meanings match poold.v1.WorkerStats.
 struct WorkerStats {
   uint64_t queue_depth = 0;  // commands waiting when the snapshot was taken
@@ -72,6 +89,12 @@ struct WorkerStats {
   // reason of the last one.
   std::array<uint64_t, pools::kPoolCount> pool_defrag_failures = {};
   std::array<std::string, pools::kPoolCount> last_pool_defrag_failure;
+  // By DefragOrigin.
+  std::array<DefragOriginStats, pools::kDefragOriginCount> by_origin;
+  // By CommandType: time from Submit until the worker began the command,
+  // and from then until it was completed.
+  std::array<LatencyHistogram, kCommandTypeCount> queue_wait;
+  std::array<LatencyHistogram, kCommandTypeCount> service_time;
 
   uint64_t& completed_of(CommandType type) {
     return completed[static_cast<size_t>(type)];
@@ -100,6 +123,10 @@ struct AutoDefragStats {
 // the whole process's memory, automatic defragmentation, and (when asked)
 // the last defragmentation reports, oldest first.
 struct StatsSnapshot {
+  // When the worker took it, and its number: 1 for the first one a worker
+  // publishes, then one more for each (0: taken for one GetStats call).
+  absl::Time taken_at = absl::InfinitePast();
+  uint64_t sequence = 0;
   pools::PoolSetStats pools;
   WorkerStats worker;
   ProcessMemoryStats process;

@@ -1,4 +1,4 @@
-// poolctl stats [--classes] [--history]: fragmentation statistics of every
+// poolctl stats [--classes] [--history] [--consistent]: fragmentation statistics of every
 // pool, the worker's activity and its automatic defragmentation.
 #include "absl/flags/flag.h"
 #include "client/commands/commands.h"
@@ -10,7 +10,8 @@ namespace poold::client {
 int RunStats(CommandEnv& env, const Args& /*args*/) {
   if (int code = env.Connect(); code != kExitOk) return code;
   absl::StatusOr<v1::GetStatsResponse> stats = env.client().GetStats(
-      absl::GetFlag(FLAGS_classes), absl::GetFlag(FLAGS_history));
+      absl::GetFlag(FLAGS_classes), absl::GetFlag(FLAGS_history),
+      absl::GetFlag(FLAGS_consistent));
   if (!stats.ok()) return env.Failed(stats.status());
   return env.Print(env.formatter().Stats(*stats));
 }

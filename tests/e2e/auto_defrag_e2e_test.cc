@@ -77,6 +77,7 @@ class AutoDefragE2eTest : public ::testing::Test {
   v1::GetStatsResponse Stats() {
     v1::GetStatsRequest request;
     request.set_include_defrag_history(true);
+    request.set_consistent(true);
     v1::GetStatsResponse response;
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));

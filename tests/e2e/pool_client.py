@@ -160,7 +160,7 @@ def run(pool):
         pool.free(pb.FreeRequest(handle=handle), timeout=TIMEOUT)
         del blocks[handle]
     live = sum(size for seed, size in blocks.values())
-    stats = pool.get_stats(pb.GetStatsRequest(include_classes=True),
+    stats = pool.get_stats(pb.GetStatsRequest(include_classes=True, consistent=True),
                            timeout=TIMEOUT)
     check(stats.total.blocks == len(blocks), f"blocks {stats.total.blocks}")
     check(stats.total.live_bytes == live, f"live_bytes {stats.total.live_bytes}")
@@ -225,7 +225,8 @@ def run(pool):
 
     for handle in list(blocks):
         pool.free(pb.FreeRequest(handle=handle), timeout=TIMEOUT)
-    stats = pool.get_stats(pb.GetStatsRequest(), timeout=TIMEOUT)
+    stats = pool.get_stats(pb.GetStatsRequest(consistent=True),
+                           timeout=TIMEOUT)
     check(stats.total.blocks == 0 and stats.total.live_bytes == 0,
           "everything freed")
     print("ok: everything freed")

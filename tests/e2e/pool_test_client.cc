@@ -164,6 +164,7 @@ grpc::Status PoolTestClient::GetStats(bool include_classes,
   SetDeadline(&context, timeout);
   v1::GetStatsRequest request;
   request.set_include_classes(include_classes);
+  request.set_consistent(true);
   return stub_->GetStats(&context, request, response);
 }
 

@@ -76,6 +76,8 @@ class PoolTestClient {
   grpc::Status Read(uint64_t handle, uint64_t offset, uint64_t length,
                     std::string* data, absl::Duration timeout = kTimeout);
   grpc::Status Free(uint64_t handle, absl::Duration timeout = kTimeout);
+  // Consistent statistics (taken on the worker, after this client's own
+  // calls), so tests can compare them exactly.
   grpc::Status GetStats(bool include_classes, v1::GetStatsResponse* response,
                         absl::Duration timeout = kTimeout);
   grpc::Status Analyze(const std::vector<v1::Pool>& pools,

@@ -2,6 +2,7 @@
 #ifndef POOLD_WORKER_POOLS_DEFRAG_REPORT_H_
 #define POOLD_WORKER_POOLS_DEFRAG_REPORT_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@ enum class DefragOutcome : uint8_t {
              // done before it (the pool is consistent)
 };
 
+inline constexpr size_t kDefragOutcomeCount = 4;
+
 absl::string_view DefragOutcomeName(DefragOutcome outcome);
 
 // Who asked for a defragmentation.
@@ -28,6 +31,8 @@ enum class DefragOrigin : uint8_t {
   kMemoryLimit,  // allocations waiting for room under the memory limit
   kAutomatic,    // the worker's own policy (--auto_defrag)
 };
+
+inline constexpr size_t kDefragOriginCount = 3;
 
 // "rpc", "memory limit": for logs and clients.
 absl::string_view DefragOriginName(DefragOrigin origin);

@@ -79,11 +79,11 @@ TEST_F(PoolctlTest, StatsOfAFreshServer) {
 
 TEST_F(PoolctlTest, StatsWithClasses) {
   Alloc("a small block");
-  PoolctlResult r = Run({"stats", "--classes"});
+  PoolctlResult r = Run({"stats", "--classes", "--consistent"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_THAT(r.out, HasSubstr("small pool, by size class:"));
 
-  r = Run({"stats", "--classes", "--output=json"});
+  r = Run({"stats", "--classes", "--consistent", "--output=json"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   const auto stats = ParseJson<v1::GetStatsResponse>(r.out);
   const v1::PoolStats* small = FindPool(stats, v1::POOL_SMALL);
@@ -110,7 +110,7 @@ TEST_F(PoolctlTest, LoadAnalyzeDefragStatsOverTcp) {
   const std::vector<uint64_t> handles = ReadHandles(kept);
   ASSERT_THAT(handles, SizeIs(2000));
 
-  r = Run({"stats", "--output=json"});
+  r = Run({"stats", "--consistent", "--output=json"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   const auto before = ParseJson<v1::GetStatsResponse>(r.out);
   EXPECT_EQ(before.total().blocks(), 2000u);
@@ -233,8 +233,8 @@ TEST_F(PoolctlTest, LoadJsonSummary) {
                 .at("medium")
                 .number_value(),
             1000);
-  const auto stats =
-      ParseJson<v1::GetStatsResponse>(Run({"stats", "--output=json"}).out);
+  const auto stats = ParseJson<v1::GetStatsResponse>(
+      Run({"stats", "--consistent", "--output=json"}).out);
   EXPECT_EQ(stats.total().blocks(), 750u);
 }
 

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -27,9 +29,12 @@ class PoolServiceImplTest : public ::testing::Test {
   void StartServer(const Worker::Options& worker_options) {
     pools::PoolSetOptions pool_options;
     pool_options.max_block_bytes = kMaxBlock;
-    worker_ = std::make_unique<Worker>(worker_options,
+    Worker::Options options = worker_options;
+    options.stats_sink = &board_;
+    worker_ = std::make_unique<Worker>(options,
                                        *pools::PoolSet::Create(pool_options));
-    service_ = std::make_unique<PoolServiceImpl>(worker_.get(), kMaxBlock);
+    service_ =
+        std::make_unique<PoolServiceImpl>(worker_.get(), &board_, kMaxBlock);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -71,6 +76,36 @@ class PoolServiceImplTest : public ::testing::Test {
     return stub_->Read(&context, request, &response);
   }
 
+  // GetStats; `consistent` asks the worker instead of the board.
+  grpc::Status GetStats(bool consistent, bool include_classes,
+                        bool include_history, v1::GetStatsResponse* response,
+                        absl::Duration timeout = absl::Seconds(10)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::GetStatsRequest request;
+    request.set_consistent(consistent);
+    request.set_include_classes(include_classes);
+    request.set_include_defrag_history(include_history);
+    return stub_->GetStats(&context, request, response);
+  }
+
+  grpc::Status Free(uint64_t handle) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::FreeRequest request;
+    request.set_handle(handle);
+    v1::FreeResponse response;
+    return stub_->Free(&context, request, &response);
+  }
+
+  grpc::Status Defragment() {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::TriggerDefragmentationRequest request;
+    v1::DefragReport response;
+    return stub_->TriggerDefragmentation(&context, request, &response);
+  }
+
   grpc::Status Analyze(std::vector<int> pools) {
     grpc::ClientContext context;
     SetDeadline(&context);
@@ -80,6 +115,7 @@ class PoolServiceImplTest : public ::testing::Test {
     return stub_->AnalyzeFragmentation(&context, request, &response);
   }
 
+  StatsBoard board_;
   std::unique_ptr<Worker> worker_;
   std::unique_ptr<PoolServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -163,6 +199,71 @@ TEST_F(PoolServiceImplTest, FullChannelAnswersResourceExhausted) {
   EXPECT_EQ(queued->status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(PoolServiceImplTest,
+       GetStatsAnswersFromTheSnapshotWhileTheWorkerIsHeld) {
+  StartServer({.channel_capacity = 1, .start_paused = true});
+  // The worker takes no command: only the snapshot its constructor
+  // published can answer, and it does, at once.
+  v1::GetStatsResponse stats;
+  const grpc::Status status = GetStats(false, true, true, &stats);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(stats.snapshot_sequence(), 1u);
+  EXPECT_GT(stats.taken_at().seconds(), 0);
+  ASSERT_EQ(stats.pools_size(), 3);
+  EXPECT_EQ(stats.total().live_bytes(), 0u);
+  EXPECT_EQ(stats.worker().channel_capacity(), 1u);
+  // Read when answering, not by the worker.
+  EXPECT_GT(stats.process().rss_bytes(), 0u);
+  EXPECT_EQ(stats.transport().max_payload_bytes_in_flight(), 0u);
+  // A consistent one needs the worker: it waits until its deadline.
+  v1::GetStatsResponse consistent;
+  EXPECT_EQ(GetStats(true, false, false, &consistent, absl::Milliseconds(300))
+                .error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(PoolServiceImplTest, ADefragmentationIsInTheSnapshotBeforeItsAnswer) {
+  StartServer({.channel_capacity = 64,
+               // No periodic publication: only the defragmentation's.
+               .publish_interval = absl::Hours(1)});
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 200; ++i) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::AllocateRequest request;
+    request.set_size(100);
+    v1::AllocateResponse response;
+    ASSERT_TRUE(stub_->Allocate(&context, request, &response).ok());
+    handles.push_back(response.handle());
+  }
+  for (size_t i = 0; i < handles.size(); i += 2) {
+    ASSERT_TRUE(Free(handles[i]).ok());
+  }
+  v1::GetStatsResponse before;
+  ASSERT_TRUE(GetStats(false, false, false, &before).ok());
+  ASSERT_TRUE(Defragment().ok());
+  v1::GetStatsResponse after;
+  ASSERT_TRUE(GetStats(false, true, true, &after).ok());
+  v1::GetStatsResponse exact;
+  ASSERT_TRUE(GetStats(true, true, true, &exact).ok());
+  EXPECT_GT(after.snapshot_sequence(), before.snapshot_sequence());
+  EXPECT_EQ(after.worker().defragmentations(), 1u);
+  ASSERT_EQ(after.recent_defragmentations_size(), 1);
+  EXPECT_EQ(after.total().live_bytes(), 100u * 100);
+  EXPECT_EQ(after.total().live_bytes(), exact.total().live_bytes());
+  EXPECT_EQ(after.total().resident_bytes(), exact.total().resident_bytes());
+  EXPECT_EQ(after.pools(0).classes_size(), exact.pools(0).classes_size());
+  EXPECT_GT(after.pools(0).classes_size(), 0);
+  EXPECT_EQ(exact.snapshot_sequence(), 0u);
+  // Without classes and history, the same snapshot carries neither.
+  v1::GetStatsResponse plain;
+  ASSERT_TRUE(GetStats(false, false, false, &plain).ok());
+  EXPECT_EQ(plain.snapshot_sequence(), after.snapshot_sequence());
+  EXPECT_EQ(plain.pools(0).classes_size(), 0);
+  EXPECT_EQ(plain.recent_defragmentations_size(), 0);
+  EXPECT_EQ(plain.total().live_bytes(), after.total().live_bytes());
+}
+
 TEST_F(PoolServiceImplTest, DrainingAnswersUnavailable) {
   StartServer({.channel_capacity = 4});
   service_->StartDraining();
@@ -170,6 +271,9 @@ TEST_F(PoolServiceImplTest, DrainingAnswersUnavailable) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(status.error_message(), "server is shutting down");
   EXPECT_EQ(Read(0).error_code(), grpc::StatusCode::UNAVAILABLE);
+  v1::GetStatsResponse stats;
+  EXPECT_EQ(GetStats(false, false, false, &stats).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST_F(PoolServiceImplTest, StoppedWorkerAnswersUnavailable) {

@@ -327,6 +327,61 @@ TEST(ResponseConvertTest, StatsSnapshot) {
                            Pair("TriggerDefragmentation", 2)));
 }
 
+TEST(ResponseConvertTest, HistogramBucketsInSeconds) {
+  LatencyHistogram histogram;
+  histogram.Record(absl::Nanoseconds(900));  // <= 1 us
+  histogram.Record(absl::Microseconds(1));   // <= 1 us (bounds include)
+  histogram.Record(absl::Microseconds(30));  // <= 50 us
+  histogram.Record(absl::Seconds(60));       // above every bound
+  v1::Histogram proto;
+  HistogramToProto(histogram, &proto);
+  ASSERT_EQ(proto.bounds_seconds_size(), 22);
+  EXPECT_DOUBLE_EQ(proto.bounds_seconds(0), 1e-6);
+  EXPECT_DOUBLE_EQ(proto.bounds_seconds(21), 10.0);
+  ASSERT_EQ(proto.counts_size(), 23);
+  EXPECT_EQ(proto.counts(0), 2u);
+  EXPECT_EQ(proto.counts(5), 1u);  // 50 us
+  EXPECT_EQ(proto.counts(22), 1u);
+  EXPECT_EQ(proto.count(), 4u);
+  EXPECT_NEAR(proto.sum_seconds(), 60.0000319, 1e-9);
+}
+
+TEST(ResponseConvertTest, LatencyPerMethodAndDefragByOrigin) {
+  WorkerStats stats;
+  stats.queue_wait[static_cast<size_t>(CommandType::kRead)].Record(
+      absl::Microseconds(3));
+  stats.service_time[static_cast<size_t>(CommandType::kRead)].Record(
+      absl::Microseconds(7));
+  DefragOriginStats& automatic =
+      stats.by_origin[static_cast<size_t>(pools::DefragOrigin::kAutomatic)];
+  automatic.runs = 2;
+  automatic.bytes_reclaimed = 4096;
+  automatic.pool_outcomes[pools::PoolIndex(pools::PoolKind::kMedium)]
+                         [static_cast<size_t>(pools::DefragOutcome::kFailed)] =
+      1;
+  automatic.slices.Record(absl::Milliseconds(1));
+  v1::WorkerStats proto;
+  WorkerStatsToProto(stats, &proto);
+  ASSERT_EQ(proto.latency_size(), 7);
+  const v1::CommandLatency& read = proto.latency(2);
+  EXPECT_EQ(read.method(), "Read");
+  EXPECT_EQ(read.queue_wait().count(), 1u);
+  EXPECT_EQ(read.service().count(), 1u);
+  EXPECT_EQ(proto.latency(0).service().count(), 0u);
+  ASSERT_EQ(proto.defrag_by_origin_size(), 3);
+  const v1::DefragOriginStats& origin = proto.defrag_by_origin(2);
+  EXPECT_EQ(origin.origin(), v1::DefragReport::ORIGIN_AUTOMATIC);
+  EXPECT_EQ(origin.runs(), 2u);
+  EXPECT_EQ(origin.bytes_reclaimed(), 4096u);
+  ASSERT_EQ(origin.pool_outcomes_size(), 1);
+  EXPECT_EQ(origin.pool_outcomes(0).pool(), v1::POOL_MEDIUM);
+  EXPECT_EQ(origin.pool_outcomes(0).outcome(),
+            v1::PoolDefragReport::OUTCOME_FAILED);
+  EXPECT_EQ(origin.pool_outcomes(0).count(), 1u);
+  EXPECT_EQ(origin.slice_duration().count(), 1u);
+  EXPECT_EQ(proto.defrag_by_origin(0).origin(), v1::DefragReport::ORIGIN_RPC);
+}
+
 TEST(ResponseConvertTest, AnalysesWithTotals) {
   std::vector<pools::PoolAnalysis> analyses(2);
   analyses[0] = {.pool = pools::PoolKind::kSmall,

@@ -680,6 +680,125 @@ TEST(WorkerDefragTest, StatsCountDefragmentationsAndReclaimedBytes) {
   EXPECT_EQ(stats->worker.channel_capacity, 16u);
   EXPECT_EQ(stats->pools.total.blocks, kept.size());
   EXPECT_EQ(stats->pools.total.reclaimable_bytes, 0u);
+  // By origin: one RPC run, its sums, its pools' outcomes, each slice timed.
+  const DefragOriginStats& rpc =
+      stats->worker.by_origin[static_cast<size_t>(pools::DefragOrigin::kRpc)];
+  EXPECT_EQ(rpc.runs, 1u);
+  EXPECT_EQ(rpc.bytes_reclaimed, report->bytes_reclaimed);
+  EXPECT_EQ(rpc.bytes_moved, report->bytes_moved);
+  EXPECT_EQ(rpc.blocks_moved, report->blocks_moved);
+  EXPECT_EQ(rpc.slices.count(), report->slices);
+  EXPECT_GT(rpc.slices.count(), 0u);
+  const size_t small = pools::PoolIndex(pools::PoolKind::kSmall);
+  EXPECT_EQ(rpc.pool_outcomes[small][static_cast<size_t>(
+                pools::DefragOutcome::kCleaned)],
+            1u);
+  EXPECT_EQ(stats->worker
+                .by_origin[static_cast<size_t>(pools::DefragOrigin::kAutomatic)]
+                .runs,
+            0u);
+  // The run's service time is its whole duration.
+  const LatencyHistogram& service =
+      stats->worker.service_time[static_cast<size_t>(
+          CommandType::kTriggerDefragmentation)];
+  EXPECT_EQ(service.count(), 1u);
+  EXPECT_GE(service.sum(), report->duration);
+}
+
+TEST(WorkerTest, QueueWaitAndServiceTimeAreMeasuredPerCommandType) {
+  Worker worker({.channel_capacity = 16, .start_paused = true}, MakePools());
+  Completions completions(4);
+  for (size_t id = 0; id < 3; ++id) {
+    ASSERT_TRUE(
+        worker.Submit(MakeCommand(CommandType::kRead, id, &completions)));
+  }
+  // The worker is held for at least 20 ms: every Read waited that long.
+  const absl::Time submitted = absl::Now();
+  absl::SleepFor(absl::Milliseconds(20));
+  const absl::Duration held = absl::Now() - submitted;
+  worker.Resume();
+  const StatsSnapshot stats = StatsNow(worker);
+  const size_t read = static_cast<size_t>(CommandType::kRead);
+  EXPECT_EQ(stats.worker.queue_wait[read].count(), 3u);
+  EXPECT_EQ(stats.worker.service_time[read].count(), 3u);
+  EXPECT_GE(stats.worker.queue_wait[read].sum(), 3 * held);
+  // Each waited >= 20 ms: nothing in the buckets up to 10 ms.
+  const auto& counts = stats.worker.queue_wait[read].counts();
+  for (size_t i = 0; i < LatencyHistogram::kBoundsNanos.size(); ++i) {
+    if (LatencyHistogram::kBoundsNanos[i] <= 10'000'000) {
+      EXPECT_EQ(counts[i], 0u) << "bucket " << i;
+    }
+  }
+  // A Read takes microseconds, far below the wait.
+  EXPECT_LT(stats.worker.service_time[read].sum(), held);
+  EXPECT_EQ(
+      stats.worker.queue_wait[static_cast<size_t>(CommandType::kFree)].count(),
+      0u);
+}
+
+// Keeps what the worker publishes. Thread-safe.
+class RecordingSink : public StatsSink {
+ public:
+  void Publish(StatsSnapshot snapshot) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    published_.push_back(std::move(snapshot));
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return published_.size();
+  }
+  StatsSnapshot last() {
+    std::lock_guard<std::mutex> lock(mu_);
+    CHECK(!published_.empty());
+    return published_.back();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<StatsSnapshot> published_;
+};
+
+TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
+  std::vector<uint64_t> kept;
+  RecordingSink sink;
+  Worker worker({.channel_capacity = 16,
+                 .start_paused = true,
+                 .stats_sink = &sink,
+                 .publish_interval = absl::Milliseconds(5)},
+                Fragmented(20000, &kept));
+  // The constructor published, before the (held) thread ran anything.
+  ASSERT_EQ(sink.size(), 1u);
+  EXPECT_EQ(sink.last().sequence, 1u);
+  EXPECT_EQ(sink.last().pools.total.blocks, kept.size());
+  EXPECT_FALSE(sink.last().pools.pools[0].classes.empty());
+  worker.Resume();
+  // Idle, it still publishes every interval (bounded wait).
+  const absl::Time limit = absl::Now() + absl::Seconds(30);
+  while (sink.size() < 3 && absl::Now() < limit) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_GE(sink.size(), 3u);
+  // What a defragmentation's client can see when it gets its answer.
+  uint64_t defrags_seen_at_answer = 0;
+  size_t history_at_answer = 0;
+  std::atomic<bool> answered{false};
+  Command command;
+  command.op = DefragOp{.pools = {pools::PoolKind::kSmall},
+                        .done = [&](absl::StatusOr<pools::DefragReport> r) {
+                          CHECK(r.ok());
+                          const StatsSnapshot last = sink.last();
+                          defrags_seen_at_answer = last.worker.defragmentations;
+                          history_at_answer =
+                              last.recent_defragmentations.size();
+                          answered.store(true);
+                        }};
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  while (!answered.load()) absl::SleepFor(absl::Microseconds(100));
+  worker.Stop();
+  EXPECT_EQ(defrags_seen_at_answer, 1u);
+  EXPECT_EQ(history_at_answer, 1u);
+  // Numbered in order.
+  EXPECT_EQ(sink.last().sequence, sink.size());
 }
 
 // Runs one defragmentation of Fragmented(blocks) with 8 ms slices, with or
