@@ -1,5 +1,6 @@
-// poolctl stats [--classes] [--history] [--consistent]: fragmentation statistics of every
-// pool, the worker's activity and its automatic defragmentation.
+// poolctl stats [--classes] [--history] [--consistent]: fragmentation
+// statistics of every pool, the worker's activity and latency, and its
+// automatic defragmentation.
 #include "absl/flags/flag.h"
 #include "client/commands/commands.h"
 #include "client/exit_codes.h"
