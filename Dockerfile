@@ -39,10 +39,12 @@ FROM debian:bookworm-slim
 LABEL org.opencontainers.image.title="poold" \
       org.opencontainers.image.description="poold memory-pool gRPC server and poolctl"
 # Runtime libraries of poold and poolctl (their dependencies come along:
-# libgflags2.2, libunwind8, libc-ares2, libre2-9, libssl3, zlib1g).
+# libgflags2.2, libunwind8, libc-ares2, libre2-9, libssl3, zlib1g,
+# libbrotli1); libcpp-httplib0.11 serves /metrics.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libabsl20220623 libgoogle-glog0v6 libgrpc++1.51 libgrpc29 libprotobuf32 \
+      libcpp-httplib0.11 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
       /var/log/apt /var/log/dpkg.log /var/log/alternatives.log
 RUN groupadd --system --gid 65532 poold \
@@ -57,11 +59,11 @@ RUN for b in poold poolctl; do \
  && poold --version >/dev/null && poolctl --help >/dev/null
 
 USER 65532:65532
-EXPOSE 50051
+EXPOSE 50051 9741
 STOPSIGNAL SIGTERM
 # For `docker run`; Kubernetes ignores HEALTHCHECK and uses the manifest's
 # probes. Kept only by the Docker image format (buildah bud --format docker).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/poolctl", "health", "--target=unix:/run/poold/poold.sock", "--connect_timeout=2s", "--timeout=2s"]
 ENTRYPOINT ["/usr/local/bin/poold"]
-CMD ["--listen=0.0.0.0:50051", "--unix_socket=/run/poold/poold.sock"]
+CMD ["--listen=0.0.0.0:50051", "--unix_socket=/run/poold/poold.sock", "--metrics_listen=0.0.0.0:9741"]

@@ -8,9 +8,9 @@ packages=(
   build-essential cmake ninja-build pkgconf git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev libcpp-httplib-dev
   grpc-proto
-  python3 python3-grpcio python3-protobuf python3-yaml python3-h2
+  python3 python3-grpcio python3-protobuf python3-yaml python3-h2 prometheus
   "$@"
 )
 

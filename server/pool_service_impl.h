@@ -52,6 +52,10 @@ class PoolServiceImpl final : public RawPoolService {
   // Thread-safe.
   void StartDraining();
 
+  // The transport's counters (payload held by calls in flight) now.
+  // Thread-safe.
+  void TransportStatsToProto(v1::TransportStats* transport) const;
+
   // Each RPC takes its request as bytes and parses it here, so that bytes
   // that are no valid message get INVALID_ARGUMENT with a message (gRPC
   // 1.51's typed callback handlers answer UNIMPLEMENTED, without one).
@@ -130,8 +134,6 @@ class PoolServiceImpl final : public RawPoolService {
   // done with it); on refusal, RESOURCE_EXHAUSTED saying why.
   absl::Status HoldPayload(UnaryCall* call, uint64_t bytes);
 
-  // The transport's counters now.
-  void TransportStatsToProto(v1::TransportStats* transport) const;
   // Answers `request` from the board's latest snapshot, at once.
   void AnswerFromBoard(UnaryCall* call, const v1::GetStatsRequest& request);
 

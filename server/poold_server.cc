@@ -21,7 +21,10 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "server/endpoints.h"
+#include "server/metrics_renderer.h"
 #include "server/open_files_limit.h"
+#include "server/process_metrics.h"
+#include "server/proto_convert.h"
 #include "worker/process_memory.h"
 
 namespace poold {
@@ -208,6 +211,16 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
   }
   auto server = absl::WrapUnique(
       new PooldServer(options, std::move(testing_os), *std::move(pools)));
+  // Before gRPC: an address in use stops poold before it serves anything.
+  if (!options.metrics_listen.empty()) {
+    const PooldServer* self = server.get();
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics =
+        MetricsHttpServer::Start(options.metrics_listen,
+                                 [self] { return self->RenderMetrics(); });
+    if (!metrics.ok()) return metrics.status();
+    server->metrics_ = *std::move(metrics);
+    LOG(INFO) << "poold serving metrics at " << server->metrics_->url();
+  }
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
   if (options.listener_check_interval > absl::ZeroDuration()) {
     PooldServer* self = server.get();
@@ -442,10 +455,35 @@ void PooldServer::BeginShutdown() {
   worker_.Stop();
 }
 
+std::string PooldServer::RenderMetrics() const {
+  const StatsBoard::Published latest = stats_board_.Latest();
+  v1::GetStatsResponse stats;
+  const std::string bytes(latest.with_classes.begin(),
+                          latest.with_classes.end());
+  if (!stats.ParseFromString(bytes)) {
+    LOG(DFATAL) << "the published statistics do not parse";
+  }
+  ProcessStatsToProto(ProcessMemory::Read(), latest.pools_resident_bytes,
+                      stats.mutable_process());
+  service_.TransportStatsToProto(stats.mutable_transport());
+  MetricsInput input;
+  input.stats = &stats;
+  input.queue_depth = worker_.queue_depth();
+  if (absl::StatusOr<ProcessMetrics> process = ReadProcessMetrics();
+      process.ok()) {
+    input.process = *process;
+  } else {
+    LOG_EVERY_N(WARNING, 100)
+        << "metrics: no process_* metrics: " << process.status();
+  }
+  return poold::RenderMetrics(input);
+}
+
 void PooldServer::Shutdown() {
   if (shut_down_) return;
   BeginShutdown();
   shut_down_ = true;
+  if (metrics_ != nullptr) metrics_->Stop();
   if (server_ != nullptr) {
     LOG(INFO) << "poold closing the listeners; RPCs in flight get "
               << absl::FormatDuration(options_.shutdown_grace);

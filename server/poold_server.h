@@ -16,6 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/endpoints.h"
 #include "server/listener_watchdog.h"
+#include "server/metrics_http_server.h"
 #include "server/pool_service_impl.h"
 #include "server/stats_board.h"
 #include "worker/pools/fault_injecting_os.h"
@@ -96,6 +97,10 @@ class PooldServer {
     // accepting; poold's main() signals itself to stop, then exits 1. It
     // must not shut the server down itself (it would join its own thread).
     std::function<void()> on_listener_failure;
+    // Where to serve Prometheus metrics over HTTP (GET /metrics), as
+    // host:port or [ipv6]:port (port 0 picks a free one); empty: nowhere.
+    // poold's --metrics_listen defaults to 127.0.0.1:9741.
+    std::string metrics_listen;
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
@@ -163,6 +168,17 @@ class PooldServer {
   // the OS picked for port 0), "unix:/run/poold.sock".
   const std::vector<std::string>& targets() const { return targets_; }
 
+  // Where the metrics are served ("http://127.0.0.1:9741/metrics"); empty
+  // without metrics_listen.
+  std::string metrics_url() const {
+    return metrics_ != nullptr ? metrics_->url() : std::string();
+  }
+
+  // The /metrics body now: the worker's latest snapshot, with the queue, the
+  // transport and the process read now. Thread-safe; never waits for the
+  // worker.
+  std::string RenderMetrics() const;
+
   // First stage of a graceful stop: health goes NOT_SERVING (watchers are
   // told), every new PoolService RPC answers UNAVAILABLE, and every queued
   // command is completed. The listeners stay open, so clients see the drain.
@@ -205,6 +221,8 @@ class PooldServer {
   std::atomic<bool> listener_failed_{false};
   // Destroyed before server_ (BeginShutdown resets it first).
   std::unique_ptr<ListenerWatchdog> watchdog_;
+  // Destroyed first: its threads read the board, the service and the worker.
+  std::unique_ptr<MetricsHttpServer> metrics_;
 };
 
 }  // namespace poold

@@ -19,6 +19,12 @@ ABSL_FLAG(std::string, unix_socket, kDefaults.unix_socket,
           "Unix socket path to serve on as well (file mode 0660); empty: "
           "none. A stale socket file is removed; a live one makes poold "
           "refuse to start.");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9741",
+          "Where to serve Prometheus metrics over HTTP (GET /metrics): "
+          "host:port or [ipv6]:port; port 0 picks a free port; empty: no "
+          "metrics. Loopback by default; in a pod, use :9741 (all "
+          "interfaces) so that Prometheus can scrape it. An address in use "
+          "stops poold at start.");
 ABSL_FLAG(uint64_t, channel_capacity, kDefaults.channel_capacity,
           "Commands queued for the worker thread; when full, RPCs answer "
           "RESOURCE_EXHAUSTED at once.");
@@ -143,6 +149,7 @@ PooldServer::Options ServerOptionsFromFlags() {
   PooldServer::Options options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.unix_socket = absl::GetFlag(FLAGS_unix_socket);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.channel_capacity = absl::GetFlag(FLAGS_channel_capacity);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);

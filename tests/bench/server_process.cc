@@ -35,7 +35,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   const std::string temp_dir = temp_template;
   std::vector<std::string> argv = {
       options.binary,
-      absl::StrCat("--listen=", options.tcp ? "127.0.0.1:0" : "")};
+      absl::StrCat("--listen=", options.tcp ? "127.0.0.1:0" : ""),
+      // Several servers may run at once: no fixed metrics port.
+      "--metrics_listen="};
   if (options.unix_socket) {
     argv.push_back(absl::StrCat("--unix_socket=", temp_dir, "/poold.sock"));
   }

@@ -301,6 +301,40 @@ class ManifestTest(unittest.TestCase):
                     else:
                         self.fail(f"{kind} is neither exec nor grpc")
 
+    def test_metrics_port_is_exposed_and_annotated_for_prometheus(self):
+        for _, label, pod, poold in self.workloads:
+            flags = parse_flags(poold.get("args") or [])
+            with self.subTest(workload=label):
+                listen = flags.get("metrics_listen", "127.0.0.1:9741")
+                host, _, port = listen.rpartition(":")
+                # The scraper dials the pod IP, not loopback.
+                self.assertNotIn(host, ("127.0.0.1", "[::1]", "localhost"),
+                                 "--metrics_listen must not be loopback")
+                ports = {p.get("name"): p for p in poold.get("ports") or []}
+                self.assertIn("metrics", ports, "no port named metrics")
+                self.assertEqual(int(ports["metrics"]["containerPort"]),
+                                 int(port))
+                annotations = self.pod_annotations(label)
+                self.assertEqual(annotations.get("prometheus.io/scrape"),
+                                 "true")
+                self.assertEqual(annotations.get("prometheus.io/port"), port)
+                self.assertEqual(annotations.get("prometheus.io/path"),
+                                 "/metrics")
+
+    def pod_annotations(self, label):
+        """The annotations of the pods of workload `label` (kind/name)."""
+        for _, doc in self.documents:
+            if f"{doc.get('kind')}/{doc['metadata']['name']}" != label:
+                continue
+            if doc.get("kind") == "Pod":
+                return doc["metadata"].get("annotations") or {}
+            spec = doc.get("spec", {})
+            if doc.get("kind") == "CronJob":
+                spec = spec["jobTemplate"]["spec"]
+            return spec["template"].get("metadata", {}).get(
+                "annotations") or {}
+        return {}
+
     def test_restricted_security_context_everywhere(self):
         for _, label, pod, _ in self.workloads:
             self.assertIs(pod.get("automountServiceAccountToken"), False,

@@ -26,6 +26,7 @@ using ::grpc::health::v1::HealthCheckResponse;
 
 // What poold logs for each address it serves (see PooldServer::Start).
 constexpr absl::string_view kListeningMarker = "poold listening on ";
+constexpr absl::string_view kMetricsMarker = "poold serving metrics at ";
 
 // Above poold's default --max_message_bytes.
 constexpr int kClientMessageLimit = 128 << 20;
@@ -61,6 +62,7 @@ absl::StatusOr<std::unique_ptr<PooldProcess>> PooldProcess::Spawn(
   }
   argv.push_back(
       absl::StrCat("--auto_defrag=", options.auto_defrag ? "true" : "false"));
+  argv.push_back(absl::StrCat("--metrics_listen=", options.metrics_listen));
   argv.insert(argv.end(), options.extra_flags.begin(),
               options.extra_flags.end());
   const int expected_targets =
@@ -96,6 +98,11 @@ bool PooldProcess::ParseTargets() {
   unix_target_.clear();
   int found = 0;
   for (absl::string_view line : absl::StrSplit(Log(), '\n')) {
+    if (const size_t at = line.find(kMetricsMarker);
+        at != absl::string_view::npos) {
+      metrics_url_ = std::string(line.substr(at + kMetricsMarker.size()));
+      continue;
+    }
     const size_t at = line.find(kListeningMarker);
     if (at == absl::string_view::npos) continue;
     std::string target(line.substr(at + kListeningMarker.size()));

@@ -30,6 +30,9 @@ class PooldProcess {
     // --auto_defrag. Off by default here, so that tests which count
     // defragmentations or check projections see only their own.
     bool auto_defrag = false;
+    // --metrics_listen; the default picks a free loopback port (several
+    // poolds run at once); "" disables metrics.
+    std::string metrics_listen = "127.0.0.1:0";
     // More flags, e.g. "--channel_capacity=1".
     std::vector<std::string> extra_flags;
     // A command that runs poold, e.g. {"/usr/bin/prlimit", "--nofile=64"};
@@ -72,6 +75,9 @@ class PooldProcess {
     return tcp_target_.empty() ? unix_target_ : tcp_target_;
   }
   int tcp_port() const;
+  // "http://127.0.0.1:PORT/metrics", known once WaitUntilServing succeeded
+  // (poold logs it before it listens for gRPC); empty without metrics.
+  const std::string& metrics_url() const { return metrics_url_; }
   const std::string& unix_socket_path() const { return unix_socket_path_; }
   // A scratch folder owned by this process object, removed with it.
   const std::string& temp_dir() const { return temp_dir_; }
@@ -124,6 +130,7 @@ class PooldProcess {
   std::unique_ptr<Subprocess> process_;
   std::string tcp_target_;
   std::string unix_target_;
+  std::string metrics_url_;
 };
 
 }  // namespace poold::testing
