@@ -24,6 +24,10 @@ ABSL_FLAG(bool, consistent, false,
           "stats: ask the worker, after every request queued before this one "
           "(exact after your own writes, but it waits behind them), instead "
           "of reading its latest snapshot (at most 100 ms old)");
+ABSL_FLAG(absl::Duration, interval, absl::Seconds(1),
+          "watch: time between two refreshes");
+ABSL_FLAG(uint64_t, iterations, 0,
+          "watch: refreshes before exiting; 0: until interrupted");
 ABSL_FLAG(std::string, pools, "",
           "comma-separated pools: small, medium, large; empty or all: every "
           "pool");

@@ -20,6 +20,9 @@ ABSL_DECLARE_FLAG(std::string, output);
 ABSL_DECLARE_FLAG(bool, classes);
 ABSL_DECLARE_FLAG(bool, history);
 ABSL_DECLARE_FLAG(bool, consistent);
+// watch
+ABSL_DECLARE_FLAG(absl::Duration, interval);
+ABSL_DECLARE_FLAG(uint64_t, iterations);
 // analyze, defrag
 ABSL_DECLARE_FLAG(std::string, pools);
 // alloc, write

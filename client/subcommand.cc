@@ -18,7 +18,7 @@ constexpr absl::string_view kGlobalFlags[] = {"target", "timeout",
 const std::vector<Subcommand>& Table() {
   static const auto* const kTable = new std::vector<Subcommand>{
       {"stats",
-       "[--classes] [--history]",
+       "[--classes] [--history] [--consistent]",
        "Fragmentation statistics of every pool (and size class), the "
        "worker's activity, what automatic defragmentation is doing and why, "
        "and (--history) the last defragmentations of any origin.",
@@ -26,6 +26,17 @@ const std::vector<Subcommand>& Table() {
        0,
        0,
        &RunStats},
+      {"watch",
+       "[--interval=1s] [--iterations=N] [--classes]",
+       "The stats table refreshed every --interval (in place on a terminal), "
+       "with the requests per second of each RPC and the bytes reclaimed "
+       "per second since the last refresh. Runs until interrupted, or for "
+       "--iterations refreshes; a failed refresh is shown and watching goes "
+       "on.",
+       {"interval", "iterations", "classes"},
+       0,
+       0,
+       &RunWatch},
       {"analyze",
        "[--pools=small,medium,large]",
        "What a defragmentation would move, release and reclaim now; changes "

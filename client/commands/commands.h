@@ -29,6 +29,8 @@ int RunWrite(CommandEnv& env, const Args& args);
 int RunFree(CommandEnv& env, const Args& args);
 // health [--service=NAME]: grpc.health.v1.Health/Check.
 int RunHealth(CommandEnv& env, const Args& args);
+// watch [--interval=D] [--iterations=N] [--classes]: stats, refreshed.
+int RunWatch(CommandEnv& env, const Args& args);
 // load [--count --sizes --free_fraction ...]: the workload generator.
 int RunLoad(CommandEnv& env, const Args& args);
 

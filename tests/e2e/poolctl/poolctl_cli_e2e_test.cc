@@ -28,7 +28,8 @@ const std::vector<std::vector<std::string>>& EverySubcommand() {
                                                 {"write", "1", "--data=x"},
                                                 {"free", "1"},
                                                 {"health"},
-                                                {"load", "--count=10"}};
+                                                {"load", "--count=10"},
+                                                {"watch", "--iterations=1"}};
   return *kAll;
 }
 
@@ -37,8 +38,8 @@ TEST_F(PoolctlTest, HelpListsSubcommandsFlagsAndExitCodes) {
   EXPECT_EQ(r.exit_code, 0) << Describe(r);
   for (const char* word :
        {"stats", "analyze", "defrag", "alloc", "read", "write", "free",
-        "health", "load", "--target", "--timeout", "--output", "Exit codes",
-        "2  cannot connect"}) {
+        "health", "load", "watch", "--target", "--timeout", "--output",
+        "Exit codes", "2  cannot connect"}) {
     EXPECT_THAT(r.out, HasSubstr(word));
   }
   r = RunRaw({"help", "load"});

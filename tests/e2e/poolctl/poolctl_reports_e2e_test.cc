@@ -77,6 +77,30 @@ TEST_F(PoolctlTest, StatsOfAFreshServer) {
   EXPECT_GT(stats.worker().channel_capacity(), 0u);
 }
 
+TEST_F(PoolctlTest, WatchRefreshesWithRates) {
+  Alloc("a block");
+  PoolctlResult r =
+      Run({"watch", "--interval=200ms", "--iterations=3", "--classes"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  // Not a terminal: three frames one after the other, no escape codes.
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+  size_t frames = 0;
+  for (size_t at = r.out.find("poolctl watch: every 200ms");
+       at != std::string::npos;
+       at = r.out.find("poolctl watch: every 200ms", at + 1)) {
+    ++frames;
+  }
+  EXPECT_EQ(frames, 3u) << r.out;
+  // From the second frame on, the rates since the one before.
+  EXPECT_THAT(r.out, HasSubstr("rates over "));
+  EXPECT_THAT(r.out, HasSubstr("reclaimed "));
+  EXPECT_THAT(r.out, HasSubstr("small pool, by size class:"));
+  // A bad interval is a usage error.
+  r = Run({"watch", "--interval=0s"});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("--interval must be positive"));
+}
+
 TEST_F(PoolctlTest, StatsWithClasses) {
   Alloc("a small block");
   PoolctlResult r = Run({"stats", "--classes", "--consistent"});
