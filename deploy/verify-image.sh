@@ -221,6 +221,7 @@ step_inspect() {
     fail "Entrypoint is ${entrypoint}"
   [[ "${stop}" == '"SIGTERM"' ]] || fail "StopSignal is ${stop}"
   [[ "${ports}" == *'"50051/tcp"'* ]] || fail "port 50051 not exposed"
+  [[ "${ports}" == *'"9741/tcp"'* ]] || fail "metrics port 9741 not exposed"
   [[ "${health}" == *poolctl* ]] || fail "no HEALTHCHECK"
   size="$(bah images --format '{{.Size}}' "${IMAGE}")"
   log "inspect: image size ${size} (uncompressed; base bookworm-slim:" \
@@ -239,7 +240,7 @@ step_inspect() {
       if command -v "$tool" >/dev/null; then echo "  has $tool"; fi
     done
     dpkg-query -W -f "\${Package} \${Version}\n" libgrpc++1.51 libgrpc29 \
-      libprotobuf32 libabsl20220623 libgoogle-glog0v6' |
+      libprotobuf32 libabsl20220623 libgoogle-glog0v6 libcpp-httplib0.11' |
     sed 's/^/verify-image: inspect:   /'
   bah rm "${ctr}" >/dev/null
 }
