@@ -28,10 +28,15 @@ void StatsBoard::Publish(StatsSnapshot snapshot) {
   v1::GetStatsResponse stats;
   StatsSnapshotToProto(snapshot, &stats);
   stats.clear_process();  // read by each reader, when it answers
-  v1::GetStatsResponse history;
-  history.mutable_recent_defragmentations()->Swap(
-      stats.mutable_recent_defragmentations());
-  fresh.history = SerializeToSlice(history);
+  if (snapshot.history_unchanged) {
+    absl::MutexLock lock(&mu_);
+    fresh.history = latest_.history;  // a reference to the same bytes
+  } else {
+    v1::GetStatsResponse history;
+    history.mutable_recent_defragmentations()->Swap(
+        stats.mutable_recent_defragmentations());
+    fresh.history = SerializeToSlice(history);
+  }
   fresh.with_classes = SerializeToSlice(stats);
   for (v1::PoolStats& pool : *stats.mutable_pools()) pool.clear_classes();
   fresh.without_classes = SerializeToSlice(stats);

@@ -40,7 +40,9 @@ class StatsBoard final : public StatsSink {
   StatsBoard(const StatsBoard&) = delete;
   StatsBoard& operator=(const StatsBoard&) = delete;
 
-  // Serializes `snapshot` and makes it the latest. Thread-safe.
+  // Serializes `snapshot` and makes it the latest; with
+  // snapshot.history_unchanged, the latest's reports are kept. One
+  // publisher at a time (the worker); thread-safe against readers.
   void Publish(StatsSnapshot snapshot) override;
 
   // The latest snapshot (sequence 0, empty slices, before the first).

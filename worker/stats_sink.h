@@ -14,7 +14,9 @@ class StatsSink {
   virtual ~StatsSink() = default;
 
   // Takes the worker's latest statistics (snapshot.process is left empty:
-  // readers read the process's memory when they answer). Called on the
+  // readers read the process's memory when they answer; with
+  // snapshot.history_unchanged, the previous snapshot's defragmentation
+  // reports still hold). Called on the
   // worker thread, the first time from the Worker's constructor, so it must
   // not block: a lock that readers hold only to copy a handle is fine.
   virtual void Publish(StatsSnapshot snapshot) = 0;

@@ -317,8 +317,15 @@ StatsSnapshot Worker::TakeSnapshot(bool include_classes,
 
 void Worker::Publish() {
   if (options_.stats_sink == nullptr) return;
-  StatsSnapshot snapshot = TakeSnapshot(/*include_classes=*/true,
-                                        /*include_defrag_history=*/true);
+  // The reports change only when a run ends: copying and serializing them
+  // is most of a publication's cost, so they go out only then.
+  uint64_t runs = 0;
+  for (const DefragOriginStats& origin : stats_.by_origin) runs += origin.runs;
+  const bool history_changed = published_ == 0 || runs != published_runs_;
+  published_runs_ = runs;
+  StatsSnapshot snapshot =
+      TakeSnapshot(/*include_classes=*/true, history_changed);
+  snapshot.history_unchanged = !history_changed;
   snapshot.sequence = ++published_;
   options_.stats_sink->Publish(std::move(snapshot));
   next_publish_ = absl::Now() + options_.publish_interval;

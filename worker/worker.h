@@ -249,8 +249,10 @@ class Worker {
   absl::Duration auto_cpu_;  // thread CPU time of every automatic slice
   uint64_t auto_bytes_reclaimed_ = 0;
 
-  // Snapshots published so far, and when the next one is due.
+  // Snapshots published so far, when the next one is due, and the
+  // defragmentations ended when the last one was taken.
   uint64_t published_ = 0;
+  uint64_t published_runs_ = 0;
   absl::Time next_publish_;
 
   std::thread thread_;  // started by the constructor, after the first Publish

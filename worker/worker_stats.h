@@ -127,6 +127,10 @@ struct StatsSnapshot {
   // publishes, then one more for each (0: taken for one GetStats call).
   absl::Time taken_at = absl::InfinitePast();
   uint64_t sequence = 0;
+  // Only in published snapshots: true when no defragmentation ended since
+  // the previous publication, so recent_defragmentations is left empty and
+  // the previous one's still holds.
+  bool history_unchanged = false;
   pools::PoolSetStats pools;
   WorkerStats worker;
   ProcessMemoryStats process;

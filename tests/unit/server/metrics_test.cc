@@ -17,6 +17,7 @@
 #include "server/process_metrics.h"
 #include "server/prometheus_text.h"
 #include "server/proto_convert.h"
+#include "server/stats_board.h"
 
 namespace poold {
 namespace {
@@ -140,6 +141,35 @@ TEST(RenderMetricsTest, PoolsClassesWorkerDefragAndProcess) {
   // Each family once.
   EXPECT_EQ(body.find("# TYPE poold_pool_live_bytes"),
             body.rfind("# TYPE poold_pool_live_bytes"));
+}
+
+TEST(StatsBoardTest, KeepsTheReportsWhenTheWorkerSaysTheyAreUnchanged) {
+  StatsBoard board;
+  EXPECT_EQ(board.Latest().sequence, 0u);
+  StatsSnapshot snapshot;
+  snapshot.sequence = 1;
+  snapshot.recent_defragmentations.resize(2);
+  board.Publish(snapshot);
+  const StatsBoard::Published first = board.Latest();
+  EXPECT_EQ(first.sequence, 1u);
+  v1::GetStatsResponse history;
+  ASSERT_TRUE(history.ParseFromString(
+      std::string(first.history.begin(), first.history.end())));
+  EXPECT_EQ(history.recent_defragmentations_size(), 2);
+
+  snapshot.sequence = 2;
+  snapshot.recent_defragmentations.clear();
+  snapshot.history_unchanged = true;
+  board.Publish(snapshot);
+  const StatsBoard::Published second = board.Latest();
+  EXPECT_EQ(second.sequence, 2u);
+  // The same bytes, not a copy.
+  EXPECT_EQ(second.history.begin(), first.history.begin());
+
+  snapshot.sequence = 3;
+  snapshot.history_unchanged = false;  // the reports are really gone
+  board.Publish(snapshot);
+  EXPECT_EQ(board.Latest().history.size(), 0u);
 }
 
 TEST(RenderMetricsTest, WithoutProcessMetricsThereAreNoProcessFamilies) {

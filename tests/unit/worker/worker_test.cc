@@ -752,6 +752,11 @@ class RecordingSink : public StatsSink {
     CHECK(!published_.empty());
     return published_.back();
   }
+  StatsSnapshot at(size_t i) {
+    std::lock_guard<std::mutex> lock(mu_);
+    CHECK_LT(i, published_.size());
+    return published_[i];
+  }
 
  private:
   std::mutex mu_;
@@ -778,6 +783,9 @@ TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
     absl::SleepFor(absl::Milliseconds(1));
   }
   ASSERT_GE(sink.size(), 3u);
+  // No run ended since: the reports are not sent again.
+  EXPECT_FALSE(sink.at(0).history_unchanged);
+  EXPECT_TRUE(sink.at(1).history_unchanged);
   // What a defragmentation's client can see when it gets its answer.
   uint64_t defrags_seen_at_answer = 0;
   size_t history_at_answer = 0;
