@@ -11,7 +11,11 @@
 //            GET /metrics;
 //   phase B  the same observers while one TriggerDefragmentation compacts
 //            every pool; only requests sent between the request and its
-//            answer count.
+//            answer count;
+//   phase C  the same observers while a client keeps 64 Allocate and Free
+//            calls in flight (--load_blocks blocks of 100 to 150 bytes,
+//            allocated then all freed), so the worker's queue is never
+//            empty.
 //
 // Each observer has one request in flight and waits --think_us between an
 // answer and its next request. Prints a Markdown table of latencies per
@@ -55,7 +59,8 @@ ABSL_FLAG(double, free_fraction, 0.75,
 ABSL_FLAG(double, think_us, 1000,
           "Time an observer waits between an answer and its next request.");
 ABSL_FLAG(double, baseline_seconds, 2, "Length of phase A of a round.");
-ABSL_FLAG(int, rounds, 3, "Rounds of fill, phase A and phase B.");
+ABSL_FLAG(int, rounds, 3, "Rounds of fill and phases A, B and C.");
+ABSL_FLAG(uint64_t, load_blocks, 100000, "Blocks of phase C's load.");
 
 namespace poold::bench {
 namespace {
@@ -188,7 +193,8 @@ int Main() {
       absl::Microseconds(absl::GetFlag(FLAGS_think_us));
 
   // [kind][phase]
-  std::vector<int64_t> latencies[3][2];
+  constexpr int kPhases = 3;
+  std::vector<int64_t> latencies[3][kPhases];
   uint64_t failures = 0;
   double defrag_seconds = 0;
   for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
@@ -208,7 +214,7 @@ int Main() {
       std::fprintf(stderr, "round %d: the fill failed\n", round + 1);
       return 1;
     }
-    for (int phase = 0; phase < 2; ++phase) {
+    for (int phase = 0; phase < kPhases; ++phase) {
       Askers askers(target, metrics_origin);
       std::vector<std::unique_ptr<Observer>> observers;
       for (int kind = 0; kind < 3; ++kind) {
@@ -219,6 +225,20 @@ int Main() {
       const Clock::time_point from = Clock::now();
       if (phase == 0) {
         absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_baseline_seconds)));
+      } else if (phase == 2) {
+        client::LoadOptions busy;
+        busy.count = absl::GetFlag(FLAGS_load_blocks);
+        busy.sizes = *client::SizeDistribution::Parse("100:150");
+        busy.free_fraction = 1.0;
+        busy.concurrency = 64;
+        busy.seed = 100 + round;
+        absl::StatusOr<client::LoadGenerator> load =
+            client::LoadGenerator::Create(channel, busy);
+        client::LoadSummary summary;
+        if (!load.ok() || !load->Run(&summary).ok()) {
+          std::fprintf(stderr, "round %d: the load failed\n", round + 1);
+          return 1;
+        }
       } else {
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() +
@@ -267,12 +287,13 @@ int Main() {
       absl::GetFlag(FLAGS_think_us));
   std::printf("| request | phase | count | p50 | p99 | max |\n");
   std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  constexpr const char* kPhaseNames[kPhases] = {
+      "idle worker", "during a defragmentation", "64 Allocate/Free in flight"};
   for (int kind = 0; kind < 3; ++kind) {
-    for (int phase = 0; phase < 2; ++phase) {
+    for (int phase = 0; phase < kPhases; ++phase) {
       const LatencySummary s = Summarize(latencies[kind][phase]);
       std::printf("| %s | %s | %llu | %s | %s | %s |\n", kKinds[kind],
-                  phase == 0 ? "idle worker" : "during a defragmentation",
-                  static_cast<unsigned long long>(s.count),
+                  kPhaseNames[phase], static_cast<unsigned long long>(s.count),
                   FormatLatency(s.p50_ns).c_str(),
                   FormatLatency(s.p99_ns).c_str(),
                   FormatLatency(s.max_ns).c_str());
