@@ -64,6 +64,14 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
           absl::StrCat("--listen: ", address.status().message()));
     }
   }
+  if (!options.metrics_listen.empty()) {
+    if (absl::StatusOr<HostPort> address =
+            ParseListenAddress(options.metrics_listen);
+        !address.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metrics_listen: ", address.status().message()));
+    }
+  }
   if (!options.unix_socket.empty()) {
     if (absl::Status s = ValidateUnixSocketPath(options.unix_socket); !s.ok()) {
       return absl::InvalidArgumentError(
@@ -148,6 +156,11 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
   }
   if (options.cache_decay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--cache_decay must not be negative");
+  }
+  if (options.testing_slice_pause < absl::ZeroDuration() ||
+      options.testing_slice_pause > absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--testing_defrag_slice_pause must be from 0 to 1s");
   }
   if (options.heap_mmap_threshold_bytes > kMaxHeapMmapThreshold) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -272,6 +285,11 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
     LOG(WARNING) << "TESTING ONLY (--testing_hold_worker): the worker takes "
                     "no commands until shutdown";
   }
+  if (options.testing_slice_pause > absl::ZeroDuration()) {
+    LOG(WARNING) << "TESTING ONLY (--testing_defrag_slice_pause="
+                 << absl::FormatDuration(options.testing_slice_pause)
+                 << "): the worker sleeps after every defragmentation slice";
+  }
   if (!options.testing_os_fault.empty()) {
     LOG(WARNING) << "TESTING ONLY (--testing_os_fault="
                  << options.testing_os_fault
@@ -292,6 +310,7 @@ PooldServer::PooldServer(const Options& options,
               .defrag_slice = options.defrag_slice,
               .auto_defrag = options.auto_defrag,
               .stats_sink = &stats_board_,
+              .testing_slice_pause = options.testing_slice_pause,
           },
           std::move(pools)),
       service_(&worker_, &stats_board_, options.max_block_bytes,

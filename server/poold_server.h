@@ -104,6 +104,9 @@ class PooldServer {
     // TESTING ONLY: the worker takes no command until shutdown, so the
     // channel fills up and RESOURCE_EXHAUSTED can be tested deterministically.
     bool testing_hold_worker = false;
+    // TESTING ONLY: the worker sleeps this long after every defragmentation
+    // slice (zero: never), so a test's defragmentation outlasts its deadline.
+    absl::Duration testing_slice_pause = absl::ZeroDuration();
     // TESTING ONLY: a fault to inject into one pool's calls to the OS, as
     // pools::ParseOsFaultSpec reads it ("medium:purge:1:always": every
     // purge of the medium pool fails with EIO). Empty: none.

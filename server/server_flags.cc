@@ -135,6 +135,11 @@ ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
           "end-to-end test of RESOURCE_EXHAUSTED).");
+ABSL_FLAG(absl::Duration, testing_defrag_slice_pause, absl::ZeroDuration(),
+          "TESTING ONLY, never in production: the worker sleeps this long "
+          "after every defragmentation slice, serving nothing meanwhile (used "
+          "by the end-to-end test of a defragmentation stopped at its "
+          "deadline).");
 
 ABSL_FLAG(std::string, testing_os_fault, "",
           "TESTING ONLY, never in production: POOL:CALL:N[:always] makes "
@@ -188,6 +193,7 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.auto_defrag.interval = absl::GetFlag(FLAGS_auto_defrag_interval);
   options.auto_defrag.max_backoff = 64 * options.auto_defrag.interval;
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
+  options.testing_slice_pause = absl::GetFlag(FLAGS_testing_defrag_slice_pause);
   options.testing_os_fault = absl::GetFlag(FLAGS_testing_os_fault);
   return options;
 }

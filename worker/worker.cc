@@ -240,6 +240,9 @@ pools::DefragProgress Worker::StepSession(DefragSession& session,
   const pools::DefragProgress progress = session.Step(budget);
   stats_.by_origin[static_cast<size_t>(session.origin())].slices.Record(
       absl::Now() - start);
+  if (options_.testing_slice_pause > absl::ZeroDuration()) {
+    absl::SleepFor(options_.testing_slice_pause);
+  }
   return progress;
 }
 

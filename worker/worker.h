@@ -81,6 +81,10 @@ class Worker {
     // Worker. Null: never.
     StatsSink* stats_sink = nullptr;
     absl::Duration publish_interval = absl::Milliseconds(100);
+    // TESTING ONLY: the worker sleeps this long after every defragmentation
+    // slice, serving nothing meanwhile, so that an end-to-end test can make
+    // a defragmentation outlast its deadline whatever the machine's speed.
+    absl::Duration testing_slice_pause = absl::ZeroDuration();
   };
 
   // Takes ownership of `pools`, publishes the first statistics snapshot

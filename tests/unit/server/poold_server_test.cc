@@ -47,6 +47,20 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
   EXPECT_THAT(Validate(options).message(), HasSubstr("--channel_capacity"));
 
   options = PooldServer::Options();
+  options.metrics_listen = "no-port";
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--metrics_listen"));
+  options.metrics_listen = "127.0.0.1:0";
+  EXPECT_TRUE(Validate(options).ok());
+
+  options = PooldServer::Options();
+  options.testing_slice_pause = absl::Milliseconds(-1);
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--testing_defrag_slice_pause"));
+  options.testing_slice_pause = absl::Seconds(2);
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--testing_defrag_slice_pause"));
+
+  options = PooldServer::Options();
   options.testing_os_fault = "medium:purge";
   EXPECT_THAT(Validate(options).message(), HasSubstr("--testing_os_fault"));
   options.testing_os_fault = "medium:purge:1:always";
