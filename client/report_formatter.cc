@@ -1,12 +1,15 @@
 // ReportFormatter: tables and JSON for every poolctl subcommand.
 #include "client/report_formatter.h"
 
+#include <algorithm>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "client/human_units.h"
 #include "client/poolctl_args.h"
 #include "client/table.h"
@@ -506,7 +509,47 @@ google::protobuf::Struct LoadStruct(const LoadSummary& s) {
   return out;
 }
 
+absl::Time TakenAt(const v1::GetStatsResponse& stats) {
+  return absl::FromUnixSeconds(stats.taken_at().seconds()) +
+         absl::Nanoseconds(stats.taken_at().nanos());
+}
+
+uint64_t Completed(const v1::GetStatsResponse& stats,
+                   const std::string& method) {
+  const auto found = stats.worker().commands_completed().find(method);
+  return found == stats.worker().commands_completed().end() ? 0 : found->second;
+}
+
 }  // namespace
+
+std::string WatchRateLine(const v1::GetStatsResponse& before,
+                          const v1::GetStatsResponse& after) {
+  const absl::Duration elapsed = TakenAt(after) - TakenAt(before);
+  const double seconds = absl::ToDoubleSeconds(elapsed);
+  if (seconds <= 0) return "";
+  std::vector<std::pair<double, std::string>> rates;
+  for (const auto& [method, count] : after.worker().commands_completed()) {
+    const uint64_t was = Completed(before, method);
+    if (count <= was) continue;
+    rates.emplace_back(static_cast<double>(count - was) / seconds, method);
+  }
+  std::sort(rates.rbegin(), rates.rend());
+  std::vector<std::string> parts;
+  for (const auto& [rate, method] : rates) {
+    parts.push_back(
+        absl::StrCat(method, " ", static_cast<uint64_t>(rate + 0.5), "/s"));
+  }
+  const uint64_t reclaimed_before = before.worker().total_bytes_reclaimed();
+  const uint64_t reclaimed_after = after.worker().total_bytes_reclaimed();
+  const double reclaimed =
+      reclaimed_after > reclaimed_before
+          ? static_cast<double>(reclaimed_after - reclaimed_before) / seconds
+          : 0;
+  return absl::StrCat(
+      "rates over ", HumanDuration(elapsed), ": ",
+      parts.empty() ? "no requests" : absl::StrJoin(parts, ", "),
+      "; reclaimed ", HumanBytes(static_cast<uint64_t>(reclaimed)), "/s\n");
+}
 
 absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view text) {
   const std::string lower = absl::AsciiStrToLower(text);

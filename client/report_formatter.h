@@ -27,6 +27,13 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view text);
 // integers as strings, durations as "1.5s", enums by name); for `load`, an
 // object of the LoadSummary fields. INTERNAL only if protobuf cannot print
 // the message as JSON.
+// For poolctl watch: "rates over 1.0 s: Read 1520/s, Allocate 310/s;
+// reclaimed 2.0 MiB/s" between two snapshots (requests completed per second
+// by RPC, most first; bytes reclaimed per second), or "" when `after` was
+// not taken after `before`.
+std::string WatchRateLine(const v1::GetStatsResponse& before,
+                          const v1::GetStatsResponse& after);
+
 class ReportFormatter {
  public:
   explicit ReportFormatter(OutputFormat format) : format_(format) {}

@@ -40,9 +40,8 @@ double Seconds(const google::protobuf::Timestamp& time) {
 
 void WriteHistogram(PrometheusText& text, absl::string_view name,
                     const Labels& labels, const v1::Histogram& histogram) {
-  // A histogram the worker never filled has no buckets yet: write it empty
-  // with the same bounds as the others, so every series exists from the
-  // start.
+  // Every histogram the worker sends has its buckets (zeros when empty);
+  // a malformed one is left out rather than written wrong.
   if (histogram.counts_size() != histogram.bounds_seconds_size() + 1) return;
   text.Histogram(
       name, labels,

@@ -282,8 +282,6 @@ void PoolServiceImpl::AnswerFromBoard(UnaryCall* call,
   // What is read now, appended as a message of its own: protobuf merges
   // concatenated messages, so the answer is one GetStatsResponse.
   v1::GetStatsResponse now;
-  ProcessStatsToProto(ProcessMemory::Read(), latest.pools_resident_bytes,
-                      now.mutable_process());
   TransportStatsToProto(now.mutable_transport());
   const grpc::Slice parts[] = {
       request.include_classes() ? latest.with_classes : latest.without_classes,

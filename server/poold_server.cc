@@ -482,8 +482,6 @@ std::string PooldServer::RenderMetrics() const {
   if (!stats.ParseFromString(bytes)) {
     LOG(DFATAL) << "the published statistics do not parse";
   }
-  ProcessStatsToProto(ProcessMemory::Read(), latest.pools_resident_bytes,
-                      stats.mutable_process());
   service_.TransportStatsToProto(stats.mutable_transport());
   MetricsInput input;
   input.stats = &stats;
@@ -502,7 +500,6 @@ void PooldServer::Shutdown() {
   if (shut_down_) return;
   BeginShutdown();
   shut_down_ = true;
-  if (metrics_ != nullptr) metrics_->Stop();
   if (server_ != nullptr) {
     LOG(INFO) << "poold closing the listeners; RPCs in flight get "
               << absl::FormatDuration(options_.shutdown_grace);
@@ -510,6 +507,8 @@ void PooldServer::Shutdown() {
         absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
     server_->Wait();
   }
+  // After gRPC: scrapes show the drain until the listeners close.
+  if (metrics_ != nullptr) metrics_->Stop();
   if (owns_unix_socket_) {
     RemoveUnixSocketFile(options_.unix_socket, unix_socket_id_);
   }

@@ -38,9 +38,15 @@ std::string PrometheusText::FormatValue(double value) {
   if (std::abs(value) < 9007199254740992.0 && value == std::trunc(value)) {
     return absl::StrCat(static_cast<int64_t>(value));
   }
-  char buffer[64];
-  const std::to_chars_result result =
-      std::to_chars(buffer, buffer + sizeof(buffer), value);
+  // As Prometheus's Go clients write floats (strconv 'g', shortest): fixed
+  // notation for decimal exponents from -4 to 20, scientific otherwise, so
+  // that le labels read "0.0001" and "1e-06" like other exporters'.
+  const double magnitude = std::abs(value);
+  const bool fixed = magnitude >= 1e-4 && magnitude < 1e21;
+  char buffer[128];
+  const std::to_chars_result result = std::to_chars(
+      buffer, buffer + sizeof(buffer), value,
+      fixed ? std::chars_format::fixed : std::chars_format::scientific);
   return std::string(buffer, result.ptr);
 }
 

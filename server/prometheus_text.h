@@ -45,8 +45,10 @@ class PrometheusText {
   // The body written so far; the writer is empty afterwards.
   std::string Release() { return std::move(out_); }
 
-  // `value` as the format writes numbers: the shortest decimal that reads
-  // back as the same double, "+Inf", "-Inf" or "NaN".
+  // `value` as the format writes numbers: whole numbers below 2^53 as
+  // integers, others as the shortest decimal that reads back as the same
+  // double (fixed notation from 1e-4 to 1e21, like Go's clients), "+Inf",
+  // "-Inf" or "NaN".
   static std::string FormatValue(double value);
 
  private:

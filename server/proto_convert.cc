@@ -228,7 +228,9 @@ void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
 
 void HistogramToProto(const LatencyHistogram& histogram, v1::Histogram* proto) {
   for (int64_t bound : LatencyHistogram::kBoundsNanos) {
-    proto->add_bounds_seconds(static_cast<double>(bound) * 1e-9);
+    // Divided, not multiplied by 1e-9: 1000 ns is then exactly the double
+    // nearest 1e-6, which prints as "1e-06" in Prometheus's le label.
+    proto->add_bounds_seconds(static_cast<double>(bound) / 1e9);
   }
   for (uint64_t count : histogram.counts()) proto->add_counts(count);
   proto->set_sum_seconds(absl::ToDoubleSeconds(histogram.sum()));

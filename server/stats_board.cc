@@ -23,11 +23,9 @@ grpc::Slice SerializeToSlice(const google::protobuf::MessageLite& message) {
 
 void StatsBoard::Publish(StatsSnapshot snapshot) {
   Published fresh;
-  fresh.pools_resident_bytes = snapshot.pools.total.resident_bytes;
   fresh.sequence = snapshot.sequence;
   v1::GetStatsResponse stats;
   StatsSnapshotToProto(snapshot, &stats);
-  stats.clear_process();  // read by each reader, when it answers
   if (snapshot.history_unchanged) {
     absl::MutexLock lock(&mu_);
     fresh.history = latest_.history;  // a reference to the same bytes

@@ -22,16 +22,14 @@ class StatsBoard final : public StatsSink {
   // One published snapshot as three serialized parts of a
   // poold.v1.GetStatsResponse. Concatenated, serialized messages merge, so
   // an answer is `without_classes` or `with_classes`, then `history` if
-  // asked, then the fields read when answering (process, transport).
+  // asked, then the transport's counters, read when answering.
   struct Published {
-    // Every field but process, transport and recent_defragmentations;
+    // Every field but transport and recent_defragmentations;
     // pools[].classes empty / filled.
     grpc::Slice without_classes;
     grpc::Slice with_classes;
     // recent_defragmentations only.
     grpc::Slice history;
-    // The pools' resident bytes, for ProcessStats.
-    uint64_t pools_resident_bytes = 0;
     // StatsSnapshot::sequence; 0 before the first publication.
     uint64_t sequence = 0;
   };

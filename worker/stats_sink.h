@@ -13,8 +13,7 @@ class StatsSink {
  public:
   virtual ~StatsSink() = default;
 
-  // Takes the worker's latest statistics (snapshot.process is left empty:
-  // readers read the process's memory when they answer; with
+  // Takes the worker's latest statistics (with
   // snapshot.history_unchanged, the previous snapshot's defragmentation
   // reports still hold). Called on the
   // worker thread, the first time from the Worker's constructor, so it must

@@ -124,6 +124,9 @@ void Worker::Run() {
 
 absl::Duration Worker::IdleWait() const {
   absl::Duration wait = options_.maintenance_interval;
+  if (options_.stats_sink != nullptr) {
+    wait = std::min(wait, next_publish_ - absl::Now());
+  }
   if (auto_session_.has_value()) {
     wait = std::min(wait, next_auto_slice_ - absl::Now());
   }
@@ -329,6 +332,9 @@ void Worker::Publish() {
   StatsSnapshot snapshot =
       TakeSnapshot(/*include_classes=*/true, history_changed);
   snapshot.history_unchanged = !history_changed;
+  // Read here, not by each reader: mallinfo2() locks every malloc arena,
+  // which a gRPC handler must not wait for.
+  snapshot.process = ProcessMemory::Read();
   snapshot.sequence = ++published_;
   options_.stats_sink->Publish(std::move(snapshot));
   next_publish_ = absl::Now() + options_.publish_interval;

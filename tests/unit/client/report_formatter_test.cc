@@ -105,6 +105,29 @@ TEST(ReportFormatterTest, StatsTable) {
   EXPECT_THAT(text, HasSubstr("128 B "));
 }
 
+TEST(WatchRateLineTest, RatesPerRpcMostFirstAndReclaimedPerSecond) {
+  v1::GetStatsResponse before;
+  before.mutable_taken_at()->set_seconds(100);
+  (*before.mutable_worker()->mutable_commands_completed())["Read"] = 1000;
+  (*before.mutable_worker()->mutable_commands_completed())["Allocate"] = 10;
+  before.mutable_worker()->set_total_bytes_reclaimed(1 << 20);
+  v1::GetStatsResponse after = before;
+  after.mutable_taken_at()->set_seconds(102);
+  (*after.mutable_worker()->mutable_commands_completed())["Read"] = 4000;
+  (*after.mutable_worker()->mutable_commands_completed())["Allocate"] = 610;
+  (*after.mutable_worker()->mutable_commands_completed())["Free"] = 1;
+  after.mutable_worker()->set_total_bytes_reclaimed(5 << 20);
+  EXPECT_EQ(
+      WatchRateLine(before, after),
+      "rates over 2.00 s: Read 1500/s, Allocate 300/s, Free 1/s; reclaimed "
+      "2.0 MiB/s\n");
+  EXPECT_EQ(WatchRateLine(after, after), "");
+  v1::GetStatsResponse later = after;
+  later.mutable_taken_at()->set_seconds(103);
+  EXPECT_EQ(WatchRateLine(after, later),
+            "rates over 1.00 s: no requests; reclaimed 0 B/s\n");
+}
+
 TEST(ReportFormatterTest, StatsShowTheMemoryLimitOnlyOnceReached) {
   v1::GetStatsResponse stats = MakeGetStats();
   const ReportFormatter formatter(OutputFormat::kTable);

@@ -1,11 +1,19 @@
 // Tests of the /metrics pieces: the exposition-format writer, the renderer
 // (names, labels, values, histograms), the process collector and the HTTP
 // listener (bounds, errors, stop).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -41,7 +49,13 @@ TEST(PrometheusTextTest, FamiliesSamplesAndEscaping) {
 
 TEST(PrometheusTextTest, SpecialValues) {
   EXPECT_EQ(PrometheusText::FormatValue(1e-6), "1e-06");
+  EXPECT_EQ(PrometheusText::FormatValue(1000.0 / 1e9), "1e-06");
+  EXPECT_EQ(PrometheusText::FormatValue(2.5e-5), "2.5e-05");
+  EXPECT_EQ(PrometheusText::FormatValue(1e-4), "0.0001");
+  EXPECT_EQ(PrometheusText::FormatValue(0.00025), "0.00025");
   EXPECT_EQ(PrometheusText::FormatValue(2.5), "2.5");
+  EXPECT_EQ(PrometheusText::FormatValue(1700000000.0), "1700000000");
+  EXPECT_EQ(PrometheusText::FormatValue(1.5e300), "1.5e+300");
   EXPECT_EQ(PrometheusText::FormatValue(10), "10");
   EXPECT_EQ(PrometheusText::FormatValue(1.0 / 0.0), "+Inf");
   EXPECT_EQ(PrometheusText::FormatValue(-1.0 / 0.0), "-Inf");
@@ -239,6 +253,100 @@ TEST(MetricsHttpServerTest, AnAddressInUseNamesTheFlag) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A client that sends its request a byte every 100 ms and never ends it, on
+// its own thread, until destroyed.
+class Trickler {
+ public:
+  explicit Trickler(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address = {};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&address),
+                         sizeof(address)) == 0;
+    thread_ = std::thread([this] {
+      const std::string start = "GET /metrics HTTP/1.1\r\nX-Slow: ";
+      if (send(fd_, start.data(), start.size(), MSG_NOSIGNAL) < 0) return;
+      while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+        if (send(fd_, "a", 1, MSG_NOSIGNAL) < 0) {  // the server shut it down
+          cut_off_.Notify();
+          return;
+        }
+      }
+    });
+  }
+  ~Trickler() {
+    stop_.Notify();
+    thread_.join();
+    close(fd_);
+  }
+  bool connected() const { return connected_; }
+  // Notified once the server shut the connection down.
+  absl::Notification& cut_off() { return cut_off_; }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  absl::Notification stop_;
+  absl::Notification cut_off_;
+  std::thread thread_;
+};
+
+int PortOf(const std::string& url) {
+  int port = 0;
+  CHECK(absl::SimpleAtoi(
+      url.substr(url.rfind(':') + 1,
+                 url.size() - url.rfind(':') - 1 - strlen("/metrics")),
+      &port));
+  return port;
+}
+
+TEST(MetricsHttpServerTest, SlowClientsCannotHoldTheThreadsForLong) {
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server =
+      MetricsHttpServer::Start(
+          "127.0.0.1:0", [] { return std::string("poold_up 1\n"); },
+          /*max_connection_time=*/absl::Seconds(1));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = PortOf((*server)->url());
+  // Two clients that never finish their request take both threads; each
+  // byte resets cpp-httplib's read timeout.
+  Trickler first(port);
+  Trickler second(port);
+  ASSERT_TRUE(first.connected() && second.connected());
+  // Both are shut down once open for more than a second (the watcher looks
+  // every second), then a scrape is served.
+  EXPECT_TRUE(
+      first.cut_off().WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(
+      second.cut_off().WaitForNotificationWithTimeout(absl::Seconds(10)));
+  httplib::Client client(absl::StrCat("http://127.0.0.1:", port));
+  client.set_read_timeout(10, 0);
+  httplib::Result scrape = client.Get("/metrics");
+  ASSERT_TRUE(scrape) << httplib::to_string(scrape.error());
+  EXPECT_EQ(scrape->body, "poold_up 1\n");
+}
+
+TEST(MetricsHttpServerTest, StopShutsDownConnectionsInProgress) {
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server =
+      MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string(); });
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto slow = std::make_unique<Trickler>(PortOf((*server)->url()));
+  ASSERT_TRUE(slow->connected());
+  // The slow client has its thread (it sent its first bytes); Stop must not
+  // wait for it to finish, which it never does.
+  absl::SleepFor(absl::Milliseconds(300));
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    (*server)->Stop();
+    stopped.Notify();
+  });
+  const bool in_time = stopped.WaitForNotificationWithTimeout(absl::Seconds(5));
+  EXPECT_TRUE(in_time) << "Stop() still waits for a slow client";
+  slow.reset();  // if Stop() waits for it, this ends its wait
+  stopper.join();
 }
 
 TEST(MetricsHttpServerTest, StopRightAfterStartDoesNotHang) {

@@ -212,7 +212,7 @@ TEST_F(PoolServiceImplTest,
   ASSERT_EQ(stats.pools_size(), 3);
   EXPECT_EQ(stats.total().live_bytes(), 0u);
   EXPECT_EQ(stats.worker().channel_capacity(), 1u);
-  // Read when answering, not by the worker.
+  // Published with the rest; the transport is read when answering.
   EXPECT_GT(stats.process().rss_bytes(), 0u);
   EXPECT_EQ(stats.transport().max_payload_bytes_in_flight(), 0u);
   // A consistent one needs the worker: it waits until its deadline.
