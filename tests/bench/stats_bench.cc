@@ -18,6 +18,7 @@
 #include "server/proto_convert.h"
 #include "server/stats_board.h"
 #include "worker/pools/pool_set.h"
+#include "worker/process_memory.h"
 
 namespace poold {
 namespace {
@@ -99,6 +100,15 @@ BENCHMARK(BM_RenderMetrics)
     ->Arg(200)
     ->Arg(1000)
     ->Unit(benchmark::kMicrosecond);
+
+// What the worker adds to each publication: the process's memory
+// (/proc/self/status and mallinfo2(), which walks malloc's arenas).
+void BM_ProcessMemoryRead(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ProcessMemory::Read());
+  }
+}
+BENCHMARK(BM_ProcessMemoryRead)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace poold
