@@ -50,6 +50,15 @@ uint64_t SizeDistribution::Sample(std::mt19937_64& random) const {
   return std::uniform_int_distribution<uint64_t>(range.min, range.max)(random);
 }
 
+double SizeDistribution::mean_size() const {
+  double mean = 0;
+  for (const Range& range : ranges_) {
+    mean += (static_cast<double>(range.min) + static_cast<double>(range.max)) /
+            2.0 / static_cast<double>(ranges_.size());
+  }
+  return mean;
+}
+
 uint64_t SizeDistribution::max_size() const {
   uint64_t max = 0;
   for (const Range& range : ranges_) max = std::max(max, range.max);

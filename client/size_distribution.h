@@ -40,6 +40,8 @@ class SizeDistribution {
   const std::vector<Range>& ranges() const { return ranges_; }
   // The largest size Sample() can return.
   uint64_t max_size() const;
+  // The mean of Sample(): a range is drawn uniformly, then a size in it.
+  double mean_size() const;
 
  private:
   explicit SizeDistribution(std::vector<Range> ranges)

@@ -130,21 +130,19 @@ void WritePools(PrometheusText& text, const v1::GetStatsResponse& stats) {
 
 void WriteWorker(PrometheusText& text, const MetricsInput& input) {
   const v1::WorkerStats& worker = input.stats->worker();
-  text.Family("poold_queue_depth", "gauge",
-              "Commands waiting for the worker thread now.");
-  text.Sample("poold_queue_depth", {}, input.queue_depth);
-  text.Family("poold_queue_capacity", "gauge",
+  text.Single("poold_queue_depth", "gauge",
+              "Commands waiting for the worker thread now.", input.queue_depth);
+  text.Single("poold_queue_capacity", "gauge",
               "Commands the channel holds before requests are refused "
-              "(--channel_capacity).");
-  text.Sample("poold_queue_capacity", {}, worker.channel_capacity());
-  text.Family("poold_queue_refusals_total", "counter",
+              "(--channel_capacity).",
+              worker.channel_capacity());
+  text.Single("poold_queue_refusals_total", "counter",
               "Requests answered RESOURCE_EXHAUSTED because the channel was "
-              "full.");
-  text.Sample("poold_queue_refusals_total", {}, worker.commands_refused());
-  text.Family("poold_allocations_waiting_for_room", "gauge",
+              "full.",
+              worker.commands_refused());
+  text.Single("poold_allocations_waiting_for_room", "gauge",
               "Allocations waiting for a defragmentation to make room under "
-              "--memory_limit_bytes.");
-  text.Sample("poold_allocations_waiting_for_room", {},
+              "--memory_limit_bytes.",
               worker.allocations_waiting_for_room());
 
   text.Family("poold_rpc_completed_total", "counter",
@@ -170,13 +168,12 @@ void WriteWorker(PrometheusText& text, const MetricsInput& input) {
                    {{"method", latency.method()}}, latency.service());
   }
 
-  text.Family("poold_heap_trims_total", "counter",
+  text.Single("poold_heap_trims_total", "counter",
               "Times the worker handed the free pages of the malloc heap back "
-              "to the OS.");
-  text.Sample("poold_heap_trims_total", {}, worker.heap_trims());
-  text.Family("poold_heap_trimmed_bytes_total", "counter",
-              "Resident bytes those heap trims returned to the OS.");
-  text.Sample("poold_heap_trimmed_bytes_total", {},
+              "to the OS.",
+              worker.heap_trims());
+  text.Single("poold_heap_trimmed_bytes_total", "counter",
+              "Resident bytes those heap trims returned to the OS.",
               worker.heap_bytes_released());
 }
 
@@ -241,81 +238,71 @@ void WriteDefrag(PrometheusText& text, const v1::GetStatsResponse& stats) {
                             "STATE_")}},
                 uint64_t{automatic.state() == state ? 1u : 0u});
   }
-  text.Family("poold_auto_defrag_cpu_seconds_total", "counter",
+  text.Single("poold_auto_defrag_cpu_seconds_total", "counter",
               "CPU time of the worker thread in automatic defragmentation "
-              "slices.");
-  text.Sample("poold_auto_defrag_cpu_seconds_total", {},
+              "slices.",
               static_cast<double>(automatic.cpu_time().seconds()) +
                   static_cast<double>(automatic.cpu_time().nanos()) * 1e-9);
-  text.Family("poold_auto_defrag_cpu_share", "gauge",
+  text.Single("poold_auto_defrag_cpu_share", "gauge",
               "Share of one core the automatic run in progress (or the last "
-              "one) may use.");
-  text.Sample("poold_auto_defrag_cpu_share", {}, automatic.cpu_share());
-  text.Family("poold_auto_defrag_poor_runs", "gauge",
+              "one) may use.",
+              automatic.cpu_share());
+  text.Single("poold_auto_defrag_poor_runs", "gauge",
               "Automatic runs in a row that returned little (behind the "
-              "back-off).");
-  text.Sample("poold_auto_defrag_poor_runs", {}, automatic.poor_runs());
+              "back-off).",
+              automatic.poor_runs());
 }
 
 void WriteProcess(PrometheusText& text, const MetricsInput& input) {
   const v1::GetStatsResponse& stats = *input.stats;
-  text.Family("poold_process_outside_pools_bytes", "gauge",
+  text.Single("poold_process_outside_pools_bytes", "gauge",
               "Resident bytes of the process beyond the pools (gRPC, "
-              "protobuf, code, stacks).");
-  text.Sample("poold_process_outside_pools_bytes", {},
+              "protobuf, code, stacks).",
               stats.process().outside_pools_bytes());
-  text.Family("poold_heap_in_use_bytes", "gauge",
-              "Bytes glibc's malloc heap has handed out.");
-  text.Sample("poold_heap_in_use_bytes", {},
+  text.Single("poold_heap_in_use_bytes", "gauge",
+              "Bytes glibc's malloc heap has handed out.",
               stats.process().heap_in_use_bytes());
-  text.Family("poold_heap_free_bytes", "gauge",
-              "Free bytes glibc's malloc heap keeps in its arenas.");
-  text.Sample("poold_heap_free_bytes", {}, stats.process().heap_free_bytes());
+  text.Single("poold_heap_free_bytes", "gauge",
+              "Free bytes glibc's malloc heap keeps in its arenas.",
+              stats.process().heap_free_bytes());
 
   const v1::TransportStats& transport = stats.transport();
-  text.Family("poold_payload_in_flight_bytes", "gauge",
+  text.Single("poold_payload_in_flight_bytes", "gauge",
               "Block bytes that calls in flight hold (Allocate and Write data, "
-              "Read responses not yet read).");
-  text.Sample("poold_payload_in_flight_bytes", {},
+              "Read responses not yet read).",
               transport.payload_bytes_in_flight());
-  text.Family("poold_payload_in_flight_limit_bytes", "gauge",
-              "--max_payload_bytes_in_flight (0: no limit).");
-  text.Sample("poold_payload_in_flight_limit_bytes", {},
+  text.Single("poold_payload_in_flight_limit_bytes", "gauge",
+              "--max_payload_bytes_in_flight (0: no limit).",
               transport.max_payload_bytes_in_flight());
-  text.Family("poold_payload_refusals_total", "counter",
+  text.Single("poold_payload_refusals_total", "counter",
               "Calls answered RESOURCE_EXHAUSTED because the payload limit "
-              "was reached.");
-  text.Sample("poold_payload_refusals_total", {}, transport.payload_refusals());
+              "was reached.",
+              transport.payload_refusals());
 
-  text.Family("poold_stats_snapshot_timestamp_seconds", "gauge",
+  text.Single("poold_stats_snapshot_timestamp_seconds", "gauge",
               "When the worker took the statistics this scrape shows "
-              "(seconds since the epoch).");
-  text.Sample("poold_stats_snapshot_timestamp_seconds", {},
+              "(seconds since the epoch).",
               Seconds(stats.taken_at()));
-  text.Family("poold_stats_snapshots_total", "counter",
-              "Statistics snapshots the worker has published.");
-  text.Sample("poold_stats_snapshots_total", {}, stats.snapshot_sequence());
+  text.Single("poold_stats_snapshots_total", "counter",
+              "Statistics snapshots the worker has published.",
+              stats.snapshot_sequence());
 
   if (!input.process.has_value()) return;
   const ProcessMetrics& process = *input.process;
-  text.Family("process_cpu_seconds_total", "counter",
-              "Total user and system CPU time spent in seconds.");
-  text.Sample("process_cpu_seconds_total", {}, process.cpu_seconds);
-  text.Family("process_resident_memory_bytes", "gauge",
-              "Resident memory size in bytes.");
-  text.Sample("process_resident_memory_bytes", {},
-              process.resident_memory_bytes);
-  text.Family("process_virtual_memory_bytes", "gauge",
-              "Virtual memory size in bytes.");
-  text.Sample("process_virtual_memory_bytes", {}, process.virtual_memory_bytes);
-  text.Family("process_open_fds", "gauge", "Number of open file descriptors.");
-  text.Sample("process_open_fds", {}, process.open_fds);
-  text.Family("process_max_fds", "gauge",
-              "Maximum number of open file descriptors.");
-  text.Sample("process_max_fds", {}, process.max_fds);
-  text.Family("process_start_time_seconds", "gauge",
-              "Start time of the process since unix epoch in seconds.");
-  text.Sample("process_start_time_seconds", {}, process.start_time_seconds);
+  text.Single("process_cpu_seconds_total", "counter",
+              "Total user and system CPU time spent in seconds.",
+              process.cpu_seconds);
+  text.Single("process_resident_memory_bytes", "gauge",
+              "Resident memory size in bytes.", process.resident_memory_bytes);
+  text.Single("process_virtual_memory_bytes", "gauge",
+              "Virtual memory size in bytes.", process.virtual_memory_bytes);
+  text.Single("process_open_fds", "gauge", "Number of open file descriptors.",
+              process.open_fds);
+  text.Single("process_max_fds", "gauge",
+              "Maximum number of open file descriptors.", process.max_fds);
+  text.Single("process_start_time_seconds", "gauge",
+              "Start time of the process since unix epoch in seconds.",
+              process.start_time_seconds);
 }
 
 }  // namespace

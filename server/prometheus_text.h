@@ -29,6 +29,14 @@ class PrometheusText {
   void Family(absl::string_view name, absl::string_view type,
               absl::string_view help);
 
+  // A family of one sample without labels (a counter's name ends _total).
+  template <typename Value>
+  void Single(absl::string_view name, absl::string_view type,
+              absl::string_view help, Value value) {
+    Family(name, type, help);
+    Sample(name, {}, value);
+  }
+
   // One sample of the current family: `name` is the family's name (with
   // _total for a counter).
   void Sample(absl::string_view name, const Labels& labels, double value);

@@ -112,8 +112,10 @@ void Worker::Run() {
     } else if (channel_.closed() && channel_.size() == 0) {
       break;
     }
-    MaybeMaintain();
-    MaybePublish();
+    // One clock read per turn of the loop, for both.
+    const absl::Time now = absl::Now();
+    MaybeMaintain(now);
+    MaybePublish(now);
   }
   // The channel closed while an automatic run waited for its next slice.
   if (auto_session_.has_value()) {
@@ -133,8 +135,7 @@ absl::Duration Worker::IdleWait() const {
   return std::max(wait, absl::ZeroDuration());
 }
 
-void Worker::MaybeMaintain() {
-  const absl::Time now = absl::Now();
+void Worker::MaybeMaintain(absl::Time now) {
   if (now < next_maintenance_) return;
   next_maintenance_ = now + options_.maintenance_interval;
   const uint64_t released = pools_->ReleaseStaleCaches(now);
@@ -340,8 +341,8 @@ void Worker::Publish() {
   next_publish_ = absl::Now() + options_.publish_interval;
 }
 
-void Worker::MaybePublish() {
-  if (absl::Now() >= next_publish_) Publish();
+void Worker::MaybePublish(absl::Time now) {
+  if (now >= next_publish_) Publish();
 }
 
 void Worker::Handle(AnalyzeOp& op) {
@@ -399,7 +400,7 @@ pools::DefragStopReason Worker::RunSlices(DefragSession& session,
                 ? busy_slice
                 : options_.defrag_slice;
     ServeBetweenSlices(stop_at);
-    MaybePublish();
+    MaybePublish(absl::Now());
     if (command != nullptr && command->IsCancelled()) {
       return DefragStopReason::kCancelled;
     }

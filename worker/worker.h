@@ -127,8 +127,8 @@ class Worker {
   // maintenance) until the channel is closed and drained.
   void Run();
   // Releases stale cached memory when the maintenance interval has passed,
-  // and trims the heap when idle after activity.
-  void MaybeMaintain();
+  // and trims the heap when idle after activity. `now`: the time now.
+  void MaybeMaintain(absl::Time now);
   // Trims the process's malloc heap (when options_.trim_heap) and counts
   // it; returns the RSS it released.
   uint64_t TrimHeap();
@@ -201,9 +201,10 @@ class Worker {
   absl::Duration IdleWait() const;
 
   // Publishes a snapshot to options_.stats_sink (if any) now, or when the
-  // publish interval has passed. Worker thread (or the constructor) only.
+  // publish interval has passed by `now`. Worker thread (or the
+  // constructor) only.
   void Publish();
-  void MaybePublish();
+  void MaybePublish(absl::Time now);
   // Everything GetStats answers but the process's memory, now. Worker
   // thread (or the constructor) only.
   StatsSnapshot TakeSnapshot(bool include_classes,

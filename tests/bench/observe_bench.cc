@@ -163,10 +163,7 @@ int Main() {
     std::fprintf(stderr, "--sizes: %s\n", sizes.status().ToString().c_str());
     return 1;
   }
-  double mean_size = 0;
-  for (const auto& range : sizes->ranges()) {
-    mean_size += (range.min + range.max) / 2.0 / sizes->ranges().size();
-  }
+  const double mean_size = sizes->mean_size();
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
       {.binary = absl::GetFlag(FLAGS_poold),
        .extra_flags = {"--metrics_listen=127.0.0.1:0", "--auto_defrag=false"}});

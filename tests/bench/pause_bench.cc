@@ -402,10 +402,7 @@ int Main() {
     std::fprintf(stderr, "--sizes: %s\n", sizes.status().ToString().c_str());
     return 1;
   }
-  double mean_size = 0;
-  for (const auto& range : sizes->ranges()) {
-    mean_size += (range.min + range.max) / 2.0 / sizes->ranges().size();
-  }
+  const double mean_size = sizes->mean_size();
   const uint64_t fill_bytes =
       static_cast<uint64_t>(absl::GetFlag(FLAGS_fill_mib)) << 20;
   const int rounds = absl::GetFlag(FLAGS_rounds);

@@ -41,6 +41,8 @@ TEST(SizeDistributionTest, MixOfRangesWithUnits) {
   EXPECT_EQ(sizes->ranges()[1].min, 4096u);
   EXPECT_EQ(sizes->ranges()[1].max, 8192u);
   EXPECT_EQ(sizes->max_size(), 1u << 20);
+  // Each range is drawn alike: the mean of its midpoints.
+  EXPECT_DOUBLE_EQ(sizes->mean_size(), (125.0 + 6144.0 + 1048576.0) / 3.0);
   std::mt19937_64 random(3);
   int small = 0, medium = 0, large = 0;
   for (int i = 0; i < 3000; ++i) {
