@@ -24,6 +24,7 @@
 #include "worker/pools/fragmentation_stats.h"
 #include "worker/pools/handle_table.h"
 #include "worker/pools/os_interface.h"
+#include "worker/pools/sip_hash.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/reserved_array.h"
 
@@ -37,7 +38,8 @@ struct ExtentPoolOptions {
   uint32_t max_chunks = 1u << 14;
   uint32_t max_extents = 1u << 22;
   uint32_t max_handles = 1u << 22;
-  uint64_t handle_key = 0;
+  // Keys the handles' check tags.
+  SipKey handle_key;
   // Every map, commit, purge and unmap of the pool goes through it; it must
   // outlive the pool.
   OsInterface* os = &OsInterface::System();

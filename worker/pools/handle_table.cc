@@ -26,7 +26,7 @@ HandleTable::~HandleTable() {
 }
 
 absl::Status HandleTable::Init(PoolKind pool, uint32_t max_entries,
-                               uint64_t key, OsInterface& os) {
+                               const SipKey& key, OsInterface& os) {
   CHECK(entries_ == nullptr);
   os_ = &os;
   static_assert(kEntriesPerPage * kEntryBytes < kPageBytes,

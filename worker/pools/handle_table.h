@@ -1,12 +1,16 @@
 // HandleTable: the stable names of one pool's blocks. A handle is 64 bits:
-// a table index, the pool, a generation and a check tag. The entry behind it
+// a table index, the pool and a check tag. The entry behind it
 // holds a 39-bit payload that the pool uses to find the block (span and slot,
 // or extent record) and that compaction rewrites when the block moves.
 //
 // Handle layout (bit 0 = least significant):
-//   0..29 index | 30..31 pool | 32..47 generation | 48..63 check tag
-// The check tag is derived from the rest and a per-process key, so a forged
-// or stale handle (also one from an earlier poold process) is rejected.
+//   0..29 index | 30..31 pool | 32..63 check tag
+// The check tag is the keyed SipHash-1-3 of the index, the pool and the
+// entry's generation (kept in the table, not in the handle) under a random
+// per-process 128-bit key. A stale handle (its entry has a new generation), a
+// forged one, or one from an earlier poold process is rejected, and without
+// the key a tag cannot be derived from the handles a client holds: guessing
+// one takes about 2^31 tries.
 //
 // An entry is 7 bytes: 585 of them fill a 4 KiB page, committed on demand.
 // An index is page * 1024 + slot (slot < 585), so that finding an entry
@@ -38,6 +42,7 @@
 #include "worker/pools/os_interface.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/reserved_array.h"
+#include "worker/pools/sip_hash.h"
 
 namespace poold::pools {
 
@@ -64,9 +69,9 @@ class HandleTable {
   ~HandleTable();
 
   // Sets up a table for `pool` holding at most `max_entries` handles
-  // (rounded up to whole pages; at most 2^20 pages). `key` salts the check
+  // (rounded up to whole pages; at most 2^20 pages). `key` keys the check
   // tags. The table's memory goes through `os`, which must outlive it.
-  absl::Status Init(PoolKind pool, uint32_t max_entries, uint64_t key,
+  absl::Status Init(PoolKind pool, uint32_t max_entries, const SipKey& key,
                     OsInterface& os = OsInterface::System());
 
   // The pool a handle names, or nullopt if its pool bits are invalid.
@@ -199,21 +204,14 @@ class HandleTable {
     return (uint64_t{generation} << kGenerationShift) | (payload << 1) |
            kLiveBit;
   }
-  // splitmix64's finaliser: a cheap, well-mixed 64-bit hash.
-  static uint64_t Mix(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-  }
+  // The handle of `index` at `generation`. The tag is never 0, so neither
+  // is a handle.
   uint64_t MakeHandle(uint32_t index, uint16_t generation) const {
-    const uint64_t body = uint64_t{index} |
-                          (uint64_t{PoolIndex(pool_)} << kMaxIndexBits) |
-                          (uint64_t{generation} << 32);
-    const uint64_t check = Mix(body ^ key_) >> 48;
-    return body | (check << 48);
+    const uint64_t body =
+        uint64_t{index} | (uint64_t{PoolIndex(pool_)} << kMaxIndexBits);
+    uint64_t tag = SipHash13(key_, body | (uint64_t{generation} << 32)) >> 32;
+    if (tag == 0) tag = 1;
+    return body | (tag << 32);
   }
 
   enum PageState : uint8_t {
@@ -332,7 +330,7 @@ class HandleTable {
   void FlushPurge(uint64_t* freed);
 
   PoolKind pool_ = PoolKind::kSmall;
-  uint64_t key_ = 0;
+  SipKey key_;
   uint32_t max_pages_ = 0;
   uint32_t pages_used_ = 0;  // pages ever opened: [0, pages_used_)
   OsInterface* os_ = &OsInterface::System();

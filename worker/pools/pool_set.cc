@@ -35,10 +35,10 @@ PoolSet::~PoolSet() = default;
 absl::StatusOr<std::unique_ptr<PoolSet>> PoolSet::Create(
     const PoolSetOptions& options) {
   std::unique_ptr<PoolSet> set(new PoolSet(options));
-  uint64_t key = options.handle_key;
-  if (key == 0) {
-    absl::BitGen gen;
-    key = absl::Uniform<uint64_t>(gen);
+  SipKey key{options.handle_key, ~options.handle_key};
+  if (options.handle_key == 0) {
+    absl::BitGen gen;  // seeded from the OS's entropy
+    key = SipKey{absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen)};
   }
   SlabPoolOptions small;
   small.pool = PoolKind::kSmall;

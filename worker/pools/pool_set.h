@@ -43,8 +43,9 @@ struct PoolSetOptions {
   uint64_t medium_retained_bytes = uint64_t{64} << 20;
   uint64_t large_retained_bytes = uint64_t{128} << 20;
   absl::Duration cache_decay = absl::Seconds(1);
-  // Salt of the handles' check tags; 0 picks a random one, so handles of an
-  // earlier process are rejected.
+  // Seed of the handles' 128-bit tag key: 0 picks a random key, so handles
+  // of an earlier process are rejected and tags cannot be predicted; any
+  // other value gives a fixed key (tests).
   uint64_t handle_key = 0;
   // Each pool's way to the OS, by PoolKind (tests make one pool's calls
   // fail); each must outlive the set.

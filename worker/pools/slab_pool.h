@@ -39,6 +39,7 @@
 #include "worker/pools/handle_table.h"
 #include "worker/pools/index_set.h"
 #include "worker/pools/os_interface.h"
+#include "worker/pools/sip_hash.h"
 #include "worker/pools/os_memory.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/pool_kind.h"
@@ -56,7 +57,8 @@ struct SlabPoolOptions {
   uint64_t retained_bytes = 4 << 20;
   bool bitmap_in_span = true;
   uint32_t max_handles = 1u << 30;
-  uint64_t handle_key = 0;
+  // Keys the handles' check tags.
+  SipKey handle_key;
   // Every map, commit, purge and unmap of the pool goes through it; it must
   // outlive the pool.
   OsInterface* os = &OsInterface::System();

@@ -23,7 +23,7 @@ ExtentPoolOptions Options(uint64_t retained) {
   options.max_chunks = 64;
   options.max_extents = 1 << 16;
   options.max_handles = 1 << 16;
-  options.handle_key = 9;
+  options.handle_key = SipKey{9, 10};
   return options;
 }
 

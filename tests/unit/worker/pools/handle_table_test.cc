@@ -16,7 +16,7 @@
 namespace poold::pools {
 namespace {
 
-constexpr uint64_t kKey = 0x1234567890abcdefULL;
+constexpr SipKey kKey{0x1234567890abcdefULL, 0x0fedcba987654321ULL};
 
 TEST(HandleTableTest, InsertFindRemove) {
   HandleTable table;
@@ -72,11 +72,11 @@ TEST(HandleTableTest, ForgedAndForeignHandlesAreRejected) {
   }
   // The same index and generation under another key (another process).
   HandleTable other;
-  ASSERT_TRUE(other.Init(PoolKind::kMedium, 1 << 20, kKey + 1).ok());
+  ASSERT_TRUE(other.Init(PoolKind::kMedium, 1 << 20, SipKey{kKey.k0 + 1, kKey.k1}).ok());
   for (int i = 0; i < 5000; ++i) ASSERT_TRUE(other.Insert(i).ok());
   int accepted = 0;
   for (uint64_t h : live) accepted += other.Find(h).has_value();
-  EXPECT_LE(accepted, 2);  // 16-bit tag: ~5000/65536 expected collisions
+  EXPECT_EQ(accepted, 0);  // 32-bit tags: 5000/2^32 expected collisions
   // Another pool's table never accepts the handle.
   HandleTable small;
   ASSERT_TRUE(small.Init(PoolKind::kSmall, 1 << 20, kKey).ok());
@@ -136,9 +136,38 @@ TEST(HandleTableTest, ExhaustedGenerationRetiresTheEntry) {
   // Generation 0xFFFF was the last: index 0 is never handed out again.
   auto next = table.Insert(1);
   EXPECT_EQ(next->index, 1u);
+  // 65535 handles of one index differ in their tags only. With 32-bit tags
+  // about 0.5 pairs collide (a stale handle matching a later generation);
+  // with 16-bit tags, over 20,000 would.
   absl::flat_hash_set<uint64_t> unique(seen.begin(), seen.end());
-  EXPECT_EQ(unique.size(), seen.size());
+  EXPECT_GE(unique.size() + 3, seen.size());
   for (uint64_t h : seen) ASSERT_FALSE(table.Find(h).has_value());
+}
+
+TEST(HandleTableTest, TheTagFillsTheUpper32BitsAndDependsOnTheKey) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kLarge, 1 << 20, kKey).ok());
+  HandleTable rekeyed;
+  ASSERT_TRUE(
+      rekeyed.Init(PoolKind::kLarge, 1 << 20, SipKey{kKey.k0, kKey.k1 ^ 1})
+          .ok());
+  uint64_t any_set = 0;
+  uint64_t all_set = ~uint64_t{0};
+  int same_under_other_key = 0;
+  for (int i = 0; i < 4096; ++i) {
+    const auto e = table.Insert(1);
+    const auto r = rekeyed.Insert(1);
+    ASSERT_TRUE(e.ok() && r.ok());
+    ASSERT_EQ(e->index, r->index);
+    // The lower 32 bits are the index and the pool; the tag is the rest.
+    EXPECT_EQ(e->handle & 0xFFFFFFFFu, r->handle & 0xFFFFFFFFu);
+    same_under_other_key += e->handle == r->handle;
+    any_set |= e->handle;
+    all_set &= e->handle;
+  }
+  EXPECT_EQ(any_set >> 32, 0xFFFFFFFFu);  // every tag bit varies
+  EXPECT_EQ(all_set >> 32, 0u);
+  EXPECT_EQ(same_under_other_key, 0);  // one bit of the key changes all tags
 }
 
 // A table of `pages` full pages with every `keep`th entry kept: scattered

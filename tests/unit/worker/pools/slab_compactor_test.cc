@@ -21,7 +21,7 @@ SlabPoolOptions Options() {
   options.max_spans = 1 << 12;
   options.retained_bytes = 1 << 20;  // emptied spans stay cached, reusable
   options.max_handles = 1 << 20;
-  options.handle_key = 3;
+  options.handle_key = SipKey{3, 4};
   return options;
 }
 

@@ -23,7 +23,7 @@ SlabPoolOptions SmallOptions(uint64_t retained) {
   options.max_spans = 1 << 12;
   options.retained_bytes = retained;
   options.max_handles = 1 << 20;
-  options.handle_key = 3;
+  options.handle_key = SipKey{3, 4};
   return options;
 }
 
