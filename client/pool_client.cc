@@ -1,6 +1,10 @@
 // PoolClient: channel set-up, connection, and one blocking call per RPC.
 #include "client/pool_client.h"
 
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +23,44 @@ using ::grpc::health::v1::HealthCheckResponse;
 // failed connection. It fails at once in practice: the channel is in
 // TRANSIENT_FAILURE, so the call is not even sent.
 constexpr absl::Duration kReasonTimeout = absl::Seconds(1);
+
+// The contents of `file` (named by `flag` in errors).
+absl::StatusOr<std::string> ReadPem(absl::string_view flag,
+                                    const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, "=", file, ": cannot be read: ",
+        std::error_code(errno ? errno : ENOENT, std::generic_category())
+            .message()));
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(
+    const PoolClient::Options::Tls& tls) {
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file and --tls_key_file go together (mutual TLS)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!tls.ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem("tls_ca_file", tls.ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!tls.cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadPem("tls_cert_file", tls.cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem("tls_key_file", tls.key_file);
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
 
 }  // namespace
 
@@ -40,8 +82,18 @@ absl::StatusOr<PoolClient> PoolClient::Create(const std::string& target,
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  return PoolClient(grpc::CreateCustomChannel(
-                        target, grpc::InsecureChannelCredentials(), args),
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options.tls.enabled()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
+        TlsCredentials(options.tls);
+    if (!tls.ok()) return tls.status();
+    credentials = *std::move(tls);
+    if (!options.tls.server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls.server_name);
+    }
+  }
+  return PoolClient(grpc::CreateCustomChannel(target, credentials, args),
                     target, options);
 }
 

@@ -47,11 +47,28 @@ class PoolClient {
     absl::Duration timeout = absl::Seconds(30);
     // Largest message sent or received. Must be positive.
     int max_message_bytes = kDefaultMaxMessageBytes;
+    // TLS (poolctl's --tls_ca_file and friends). All empty: plaintext.
+    // ca_file: PEM CAs that sign the server's certificate (empty: the
+    // system's); cert_file and key_file: this client's certificate and key
+    // for mutual TLS; server_name: the name expected in the server's
+    // certificate when the target's host is not it (an IP address, say).
+    struct Tls {
+      std::string ca_file;
+      std::string cert_file;
+      std::string key_file;
+      std::string server_name;
+      bool enabled() const {
+        return !ca_file.empty() || !cert_file.empty() || !key_file.empty() ||
+               !server_name.empty();
+      }
+    } tls;
   };
 
   // A client of the poold at `target`: "host:port", "[ipv6]:port",
   // "unix:/path/to/socket" or any other gRPC target name. Does not connect
-  // yet. INVALID_ARGUMENT for an empty target, "unix:" without a path, or
+  // yet (the TLS files are read now). INVALID_ARGUMENT for an empty target,
+  // an unreadable TLS file, a certificate without its key, "unix:" without
+  // a path, or
   // invalid options.
   static absl::StatusOr<PoolClient> Create(const std::string& target,
                                            const Options& options);

@@ -12,6 +12,16 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
           "how long to wait for the connection to poold before giving up "
           "(exit code 2)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "connect over TLS, trusting the CAs in this PEM file for the "
+          "server's certificate");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "this client's PEM certificate, for mutual TLS (with "
+          "--tls_key_file)");
+ABSL_FLAG(std::string, tls_key_file, "", "the PEM key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "the name to expect in the server's certificate, when --target's "
+          "host is not that name (an IP address, say); implies TLS");
 ABSL_FLAG(std::string, output, "table",
           "table (readable) or json (the protobuf JSON mapping of the "
           "response, for scripts)");

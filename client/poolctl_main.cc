@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
     return UsageError("--connect_timeout must be positive", subcommand);
   }
   PoolClient::Options options;
+  options.tls.ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
   options.timeout = absl::GetFlag(FLAGS_timeout);
   if (options.timeout <= absl::ZeroDuration()) {
     return UsageError("--timeout must be positive", subcommand);
@@ -104,8 +108,12 @@ int main(int argc, char** argv) {
   absl::StatusOr<PoolClient> client =
       PoolClient::Create(absl::GetFlag(FLAGS_target), options);
   if (!client.ok()) {
-    return UsageError(absl::StrCat("bad --target: ", client.status().message()),
-                      subcommand);
+    const absl::string_view message = client.status().message();
+    return UsageError(
+        absl::StrCat(absl::StartsWith(message, "--tls") ? "cannot set up TLS: "
+                                                        : "bad --target: ",
+                     message),
+        subcommand);
   }
   CommandEnv env(*std::move(client), ReportFormatter(*format), connect_timeout,
                  subcommand->UsageLine());

@@ -9,6 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev libcpp-httplib-dev
+  libssl-dev openssl
   grpc-proto
   python3 python3-grpcio python3-protobuf python3-yaml python3-h2 prometheus
   "$@"

@@ -16,6 +16,24 @@
 #include "server/status_mapping.h"
 
 namespace poold {
+namespace {
+
+// Clients with an unknown-handle budget of their own; the rest share one.
+constexpr size_t kMaxLimitedClients = 4096;
+
+// Points `op` at the handle as the engine knows it: the caller's owner mask
+// taken off, or (an operator) left for the worker to match against every
+// owner.
+template <typename OpT>
+void NameHandle(const Caller& caller, OpT& op) {
+  if (caller.is_operator) {
+    op.any_owner = true;
+  } else {
+    op.handle ^= uint64_t{caller.owner} << 32;
+  }
+}
+
+}  // namespace
 
 // The reactor of one unary RPC. It owns the cancellation flag its Command
 // points to, and the parsed request whose bytes the Command reads in place,
@@ -94,11 +112,49 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
 PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,
                                  uint64_t max_block_bytes,
-                                 uint64_t max_payload_bytes_in_flight)
+                                 uint64_t max_payload_bytes_in_flight,
+                                 const HandleRules& handle_rules)
     : worker_(worker),
       board_(board),
       max_block_bytes_(max_block_bytes),
-      payload_budget_(max_payload_bytes_in_flight) {}
+      payload_budget_(max_payload_bytes_in_flight),
+      identity_(handle_rules.identities, handle_rules.operators),
+      operators_only_(handle_rules.identities &&
+                      !handle_rules.operators.empty()),
+      unknown_handles_(handle_rules.unknown_handles_per_second,
+                       10 * handle_rules.unknown_handles_per_second,
+                       kMaxLimitedClients) {}
+
+absl::StatusOr<Caller> PoolServiceImpl::HandleCaller(
+    grpc::CallbackServerContext* context) {
+  Caller caller = identity_.Of(*context);
+  if (!unknown_handles_.Admit(caller.limiter_key, absl::Now())) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many unknown handles from ", caller.limiter_key,
+                     ": handle calls are refused until its budget refills (",
+                     unknown_handles_.per_second(),
+                     " per second, --max_unknown_handles_per_second)"));
+  }
+  return caller;
+}
+
+absl::Status PoolServiceImpl::RequireOperator(
+    grpc::CallbackServerContext& context, absl::string_view rpc) const {
+  if (!operators_only_) return absl::OkStatus();
+  const Caller caller = identity_.Of(context);
+  if (caller.is_operator || caller.local) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      rpc, " is for operators (--operator_identities); ",
+      caller.owner != 0 ? caller.limiter_key : "a client without a certificate",
+      " is not one"));
+}
+
+void PoolServiceImpl::CountUnknown(const std::string& limiter_key,
+                                   const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kNotFound) {
+    unknown_handles_.RecordUnknown(limiter_key, absl::Now());
+  }
+}
 
 absl::Status PoolServiceImpl::HoldPayload(UnaryCall* call, uint64_t bytes) {
   if (bytes == 0 || call->Hold(bytes)) return absl::OkStatus();
@@ -183,8 +239,13 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeAllocate(
     }
   }
   if (op.ok()) {
-    op->done = [call, response](absl::StatusOr<pools::BlockInfo> info) {
-      if (info.ok()) BlockInfoToProto(*info, response);
+    const uint32_t owner = identity_.Of(*context).owner;
+    op->owner = owner;
+    op->done = [call, response, owner](absl::StatusOr<pools::BlockInfo> info) {
+      if (info.ok()) {
+        info->handle ^= uint64_t{owner} << 32;
+        BlockInfoToProto(*info, response);
+      }
       call->FinishWith(info.status());
     };
   }
@@ -201,13 +262,20 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeWrite(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::WriteRequest* request, v1::WriteResponse* /*response*/) {
   absl::StatusOr<WriteOp> op = WriteOpFromProto(*request);
+  absl::StatusOr<Caller> caller = HandleCaller(context);
+  if (op.ok() && !caller.ok()) op = caller.status();
   if (op.ok()) {
     if (absl::Status s = HoldPayload(call, request->data().size()); !s.ok()) {
       op = s;
     }
   }
   if (op.ok()) {
-    op->done = [call](absl::Status status) { call->FinishWith(status); };
+    NameHandle(*caller, *op);
+    op->done = [this, call,
+                key = std::move(caller->limiter_key)](absl::Status status) {
+      CountUnknown(key, status);
+      call->FinishWith(status);
+    };
   }
   return Dispatch(context, call, std::move(op));
 }
@@ -222,9 +290,14 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeRead(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::ReadRequest* request, v1::ReadResponse* response) {
   absl::StatusOr<ReadOp> op = ReadOpFromProto(*request);
+  absl::StatusOr<Caller> caller = HandleCaller(context);
+  if (op.ok() && !caller.ok()) op = caller.status();
   if (op.ok()) {
-    op->done = [this, call, response](absl::StatusOr<absl::string_view> data) {
+    NameHandle(*caller, *op);
+    op->done = [this, call, response, key = std::move(caller->limiter_key)](
+                   absl::StatusOr<absl::string_view> data) {
       if (!data.ok()) {
+        CountUnknown(key, data.status());
         call->FinishWith(data.status());
         return;
       }
@@ -250,8 +323,15 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeFree(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::FreeRequest* request, v1::FreeResponse* /*response*/) {
   absl::StatusOr<FreeOp> op = FreeOpFromProto(*request);
+  absl::StatusOr<Caller> caller = HandleCaller(context);
+  if (op.ok() && !caller.ok()) op = caller.status();
   if (op.ok()) {
-    op->done = [call](absl::Status status) { call->FinishWith(status); };
+    NameHandle(*caller, *op);
+    op->done = [this, call,
+                key = std::move(caller->limiter_key)](absl::Status status) {
+      CountUnknown(key, status);
+      call->FinishWith(status);
+    };
   }
   return Dispatch(context, call, std::move(op));
 }
@@ -268,6 +348,8 @@ void PoolServiceImpl::TransportStatsToProto(
   transport->set_max_payload_bytes_in_flight(payload_budget_.limit());
   transport->set_payload_refusals(
       payload_refusals_.load(std::memory_order_relaxed));
+  transport->set_unknown_handle_answers(unknown_handles_.unknown_answers());
+  transport->set_unknown_handle_refusals(unknown_handles_.refusals());
 }
 
 void PoolServiceImpl::AnswerFromBoard(UnaryCall* call,
@@ -293,6 +375,10 @@ void PoolServiceImpl::AnswerFromBoard(UnaryCall* call,
 grpc::ServerUnaryReactor* PoolServiceImpl::ServeGetStats(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::GetStatsRequest* request, v1::GetStatsResponse* response) {
+  if (absl::Status s = RequireOperator(*context, "GetStats"); !s.ok()) {
+    call->FinishWith(s);
+    return call;
+  }
   if (!request->consistent() && !draining_.load(std::memory_order_acquire)) {
     AnswerFromBoard(call, *request);
     return call;
@@ -322,6 +408,10 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeAnalyzeFragmentation(
     const v1::AnalyzeFragmentationRequest* request,
     v1::FragmentationReport* response) {
   absl::StatusOr<AnalyzeOp> op = AnalyzeOpFromProto(*request);
+  if (absl::Status s = RequireOperator(*context, "AnalyzeFragmentation");
+      !s.ok()) {
+    op = s;
+  }
   if (op.ok()) {
     op->done = [call, response](
                    absl::StatusOr<std::vector<pools::PoolAnalysis>> analyses) {
@@ -344,6 +434,10 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeTriggerDefragmentation(
     const v1::TriggerDefragmentationRequest* request,
     v1::DefragReport* response) {
   absl::StatusOr<DefragOp> op = DefragOpFromProto(*request);
+  if (absl::Status s = RequireOperator(*context, "TriggerDefragmentation");
+      !s.ok()) {
+    op = s;
+  }
   if (op.ok()) {
     op->done = [call, response](absl::StatusOr<pools::DefragReport> report) {
       // An error status carries no response message, so a defragmentation

@@ -6,12 +6,16 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "poold/v1/pool_service.grpc.pb.h"
+#include "server/caller_identity.h"
 #include "server/payload_budget.h"
 #include "server/stats_board.h"
+#include "server/unknown_handle_limiter.h"
 #include "worker/worker.h"
 
 namespace poold {
@@ -35,6 +39,21 @@ using RawPoolService = v1::PoolService::WithRawCallbackMethod_Allocate<
                             WithRawCallbackMethod_TriggerDefragmentation<
                                 v1::PoolService::Service>>>>>>>;
 
+// Who may name which handle:
+struct HandleRules {
+  // Calls may carry TLS client certificates (mutual TLS): a block belongs to
+  // the identity that allocated it.
+  bool identities = false;
+  // Identities that may name every block; when not empty (and identities),
+  // only they and unix socket clients may call GetStats,
+  // AnalyzeFragmentation and TriggerDefragmentation.
+  std::vector<std::string> operators;
+  // Unknown handles a client may name per second in the long run (after a
+  // burst of 10 s worth); past that its handle calls answer
+  // RESOURCE_EXHAUSTED. 0: no limit.
+  double unknown_handles_per_second = 0;
+};
+
 class PoolServiceImpl final : public RawPoolService {
  public:
   // `worker` must outlive every RPC of this service, and so must `board`,
@@ -43,7 +62,8 @@ class PoolServiceImpl final : public RawPoolService {
   // `max_payload_bytes_in_flight` == 0: no limit.
   PoolServiceImpl(Worker* worker, const StatsBoard* board,
                   uint64_t max_block_bytes,
-                  uint64_t max_payload_bytes_in_flight = 0);
+                  uint64_t max_payload_bytes_in_flight = 0,
+                  const HandleRules& handle_rules = HandleRules());
 
   PoolServiceImpl(const PoolServiceImpl&) = delete;
   PoolServiceImpl& operator=(const PoolServiceImpl&) = delete;
@@ -134,6 +154,16 @@ class PoolServiceImpl final : public RawPoolService {
   // done with it); on refusal, RESOURCE_EXHAUSTED saying why.
   absl::Status HoldPayload(UnaryCall* call, uint64_t bytes);
 
+  // Who `context`'s call comes from; RESOURCE_EXHAUSTED when it used up its
+  // unknown-handle budget.
+  absl::StatusOr<Caller> HandleCaller(grpc::CallbackServerContext* context);
+  // OK unless only operators may call `rpc` and `context`'s caller is none
+  // (PERMISSION_DENIED).
+  absl::Status RequireOperator(grpc::CallbackServerContext& context,
+                               absl::string_view rpc) const;
+  // Counts `status` against `caller` when it says the handle is unknown.
+  void CountUnknown(const std::string& limiter_key, const absl::Status& status);
+
   // Answers `request` from the board's latest snapshot, at once.
   void AnswerFromBoard(UnaryCall* call, const v1::GetStatsRequest& request);
 
@@ -142,6 +172,9 @@ class PoolServiceImpl final : public RawPoolService {
   const uint64_t max_block_bytes_;
   std::atomic<bool> draining_{false};
   PayloadBudget payload_budget_;
+  const CallerIdentity identity_;
+  const bool operators_only_;
+  UnknownHandleLimiter unknown_handles_;
   std::atomic<uint64_t> payload_refusals_{0};
 };
 

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/memory/memory.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -57,12 +58,33 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
     return absl::InvalidArgumentError(
         "nothing to listen on: --listen and --unix_socket are both empty");
   }
+  if (absl::Status s = ValidateTlsSettings(options.tls); !s.ok()) return s;
   if (!options.listen.empty()) {
     absl::StatusOr<HostPort> address = ParseListenAddress(options.listen);
     if (!address.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--listen: ", address.status().message()));
     }
+    if (absl::Status s =
+            CheckPlaintextListener(address->host, options.tls.enabled(),
+                                   options.allow_insecure_remote);
+        !s.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--listen=", options.listen, ": ", s.message()));
+    }
+  } else if (options.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file serves TLS on the TCP listener, but --listen is "
+        "empty (the unix socket is always plaintext)");
+  }
+  if (!(options.max_unknown_handles_per_second >= 0)) {
+    return absl::InvalidArgumentError(
+        "--max_unknown_handles_per_second must be 0 (no limit) or more");
+  }
+  if (!options.operator_identities.empty() && !options.tls.asks_client_cert()) {
+    return absl::InvalidArgumentError(
+        "--operator_identities needs mutual TLS (--tls_client_ca_file): "
+        "without client certificates there are no identities");
   }
   if (!options.metrics_listen.empty()) {
     if (absl::StatusOr<HostPort> address =
@@ -237,8 +259,13 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
   if (options.listener_check_interval > absl::ZeroDuration()) {
     PooldServer* self = server.get();
+    std::vector<ListenerWatchdog::Target> targets;
+    for (const std::string& target : server->targets_) {
+      targets.push_back({target, options.tls.enabled() &&
+                                     !absl::StartsWith(target, "unix:")});
+    }
     server->watchdog_ = std::make_unique<ListenerWatchdog>(
-        server->targets_, options.listener_check_interval,
+        std::move(targets), options.listener_check_interval,
         kListenerChecksBeforeFailure,
         [self](const std::string& target, const std::string& error) {
           self->OnListenerDead(target, error);
@@ -314,7 +341,13 @@ PooldServer::PooldServer(const Options& options,
           },
           std::move(pools)),
       service_(&worker_, &stats_board_, options.max_block_bytes,
-               options.max_payload_bytes_in_flight) {}
+               options.max_payload_bytes_in_flight,
+               HandleRules{
+                   .identities = options.tls.asks_client_cert(),
+                   .operators = options.operator_identities,
+                   .unknown_handles_per_second =
+                       options.max_unknown_handles_per_second,
+               }) {}
 
 PooldServer::~PooldServer() { Shutdown(); }
 
@@ -367,7 +400,10 @@ absl::Status PooldServer::StartGrpc() {
     if (!address.ok()) return address.status();
     tcp = *address;
     builder.AddListeningPort(FormatHostPort(tcp->host, tcp->port),
-                             grpc::InsecureServerCredentials(), &selected_port);
+                             options_.tls.enabled()
+                                 ? MakeTlsServerCredentials(options_.tls)
+                                 : grpc::InsecureServerCredentials(),
+                             &selected_port);
   }
   const std::string unix_target =
       options_.unix_socket.empty() ? "" : "unix:" + options_.unix_socket;

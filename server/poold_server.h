@@ -19,6 +19,7 @@
 #include "server/metrics_http_server.h"
 #include "server/pool_service_impl.h"
 #include "server/stats_board.h"
+#include "server/tls_settings.h"
 #include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
 
@@ -32,8 +33,25 @@ class PooldServer {
     // TCP address, host:port or [ipv6]:port; port 0 picks a free port;
     // empty disables TCP.
     std::string listen = "127.0.0.1:50051";
-    // Unix socket path (file mode 0660); empty: none.
+    // Unix socket path (file mode 0660); empty: none. Always plaintext (the
+    // pod's own app and probes).
     std::string unix_socket;
+    // TLS on the TCP listener; off by default.
+    TlsSettings tls;
+    // Plaintext TCP on an address other than loopback is refused unless
+    // this is set (the network itself is trusted).
+    bool allow_insecure_remote = false;
+    // Under mutual TLS, the operators' identities: they may name the blocks
+    // of every identity (each block belongs to the identity that allocated
+    // it), and when the list is not empty only they (and unix socket
+    // clients) may call TriggerDefragmentation, AnalyzeFragmentation and
+    // GetStats over TCP; other clients get PERMISSION_DENIED.
+    std::vector<std::string> operator_identities;
+    // Unknown handles (NOT_FOUND) one client (its identity, or its address)
+    // may name per second in the long run, after a burst of ten times as
+    // many; past that its Read, Write and Free calls answer
+    // RESOURCE_EXHAUSTED. 0: no limit.
+    double max_unknown_handles_per_second = 100;
     // Commands queued for the worker before RPCs are refused.
     uint64_t channel_capacity = 1024;
     // Largest gRPC message received or sent.

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
@@ -19,6 +20,41 @@ ABSL_FLAG(std::string, unix_socket, kDefaults.unix_socket,
           "Unix socket path to serve on as well (file mode 0660); empty: "
           "none. A stale socket file is removed; a live one makes poold "
           "refuse to start.");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the server: the TCP listener speaks TLS "
+          "(with --tls_key_file). Reread every --tls_reload_interval, so "
+          "rotated certificates serve new connections without a restart.");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key (unencrypted) of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM bundle of the CAs whose client certificates poold accepts; "
+          "clients are asked for a certificate (mutual TLS). Empty: they are "
+          "not.");
+ABSL_FLAG(bool, tls_require_client_cert, false,
+          "Refuse, in the TLS handshake, clients without a certificate "
+          "signed by --tls_client_ca_file.");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
+          "How often poold rereads the TLS files (at least 1s).");
+ABSL_FLAG(bool, allow_insecure_remote, false,
+          "Serve plaintext on a --listen address other than loopback. "
+          "Without it poold refuses: anyone who reaches the port could read, "
+          "overwrite and free every block. Prefer TLS.");
+ABSL_FLAG(std::vector<std::string>, operator_identities, {},
+          "Under mutual TLS, the operators: client identities (a URI or DNS "
+          "SAN, the subject, or the common name of the certificate), comma "
+          "separated. A block belongs to the identity that allocated it and "
+          "other identities get NOT_FOUND for it, except operators. When the "
+          "list is not empty, only operators and unix socket clients may "
+          "call TriggerDefragmentation, AnalyzeFragmentation and GetStats; "
+          "other TCP clients get PERMISSION_DENIED.");
+ABSL_FLAG(double, max_unknown_handles_per_second,
+          kDefaults.max_unknown_handles_per_second,
+          "Unknown, freed or other identities' handles (NOT_FOUND) one "
+          "client may name per second in the long run, after a burst of ten "
+          "times as many; past that its Read, Write and Free calls answer "
+          "RESOURCE_EXHAUSTED until its budget refills. A client is its TLS "
+          "identity, or its IP address (all unix socket clients are one). "
+          "Slows handle guessers down; 0: no limit.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9741",
           "Where to serve Prometheus metrics over HTTP (GET /metrics): "
           "host:port or [ipv6]:port; port 0 picks a free port; empty: no "
@@ -154,6 +190,16 @@ PooldServer::Options ServerOptionsFromFlags() {
   PooldServer::Options options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.unix_socket = absl::GetFlag(FLAGS_unix_socket);
+  options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.tls.require_client_cert =
+      absl::GetFlag(FLAGS_tls_require_client_cert);
+  options.tls.reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  options.allow_insecure_remote = absl::GetFlag(FLAGS_allow_insecure_remote);
+  options.operator_identities = absl::GetFlag(FLAGS_operator_identities);
+  options.max_unknown_handles_per_second =
+      absl::GetFlag(FLAGS_max_unknown_handles_per_second);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.channel_capacity = absl::GetFlag(FLAGS_channel_capacity);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);

@@ -32,15 +32,24 @@ using Done = absl::AnyInvocable<void(Result) &&>;
 
 // Allocates a block of `size` bytes (> 0) and copies `data` (at most `size`
 // bytes) to its start.
+//
+// Owners: a caller with an identity (mutual TLS) sees handles whose upper
+// 32 bits are XORed with its owner mask (the server applies it both ways),
+// so another identity's handles are unknown to it. `owner` records the mask
+// so that operators (`any_owner` below) can reach the block.
 struct AllocateOp {
   uint64_t size = 0;
   absl::string_view data;  // points into the RPC request
+  uint32_t owner = 0;
   Done<absl::StatusOr<pools::BlockInfo>> done;
 };
 
 // Overwrites bytes [offset, offset + data.size()) of a block.
 struct WriteOp {
   uint64_t handle = 0;
+  // The handle may carry the mask of any owner that allocated (an
+  // operator's call); the worker finds the block whatever the mask.
+  bool any_owner = false;
   uint64_t offset = 0;
   absl::string_view data;  // points into the RPC request
   Done<absl::Status> done;
@@ -50,6 +59,9 @@ struct WriteOp {
 // passed to `done` points into pool memory and is valid only during the call.
 struct ReadOp {
   uint64_t handle = 0;
+  // The handle may carry the mask of any owner that allocated (an
+  // operator's call); the worker finds the block whatever the mask.
+  bool any_owner = false;
   uint64_t offset = 0;
   uint64_t length = 0;
   Done<absl::StatusOr<absl::string_view>> done;
@@ -58,6 +70,9 @@ struct ReadOp {
 // Frees a block.
 struct FreeOp {
   uint64_t handle = 0;
+  // The handle may carry the mask of any owner that allocated (an
+  // operator's call); the worker finds the block whatever the mask.
+  bool any_owner = false;
   Done<absl::Status> done;
 };
 

@@ -251,6 +251,16 @@ pools::DefragProgress Worker::StepSession(DefragSession& session,
 }
 
 bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
+  if (op.owner != 0 && !owners_.contains(op.owner)) {
+    if (owners_.size() < kMaxOwners) {
+      owners_.insert(op.owner);
+    } else {
+      LOG_EVERY_T(WARNING, 60)
+          << "worker: more than " << kMaxOwners
+          << " client identities allocated; operators cannot reach the "
+             "blocks of the newer ones";
+    }
+  }
   absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
   const std::optional<uint64_t> growth =
       pools::MemoryLimitGrowth(block.status());
@@ -289,17 +299,37 @@ bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
   return true;
 }
 
+uint64_t Worker::Resolve(uint64_t handle, bool any_owner) const {
+  if (!any_owner) return handle;
+  // An operator's handle: the block's own handle XOR its owner's mask. The
+  // mask must be one an Allocate recorded (or none), so that a stale or
+  // forged handle stays unknown.
+  const std::optional<uint64_t> live = pools_->LiveHandleAt(handle);
+  if (!live.has_value()) return handle;
+  const uint64_t difference = *live ^ handle;
+  const uint32_t mask = static_cast<uint32_t>(difference >> 32);
+  if ((difference & 0xFFFFFFFFu) == 0 &&
+      (mask == 0 || owners_.contains(mask))) {
+    return *live;
+  }
+  return handle;
+}
+
 void Worker::Handle(WriteOp& op) {
-  CompleteOp(op, pools_->Write(op.handle, op.offset, op.data));
+  CompleteOp(
+      op, pools_->Write(Resolve(op.handle, op.any_owner), op.offset, op.data));
 }
 
 void Worker::Handle(ReadOp& op) {
   // The view points into pool memory; the callback copies it out before the
   // worker runs anything else.
-  CompleteOp(op, pools_->Read(op.handle, op.offset, op.length));
+  CompleteOp(
+      op, pools_->Read(Resolve(op.handle, op.any_owner), op.offset, op.length));
 }
 
-void Worker::Handle(FreeOp& op) { CompleteOp(op, pools_->Free(op.handle)); }
+void Worker::Handle(FreeOp& op) {
+  CompleteOp(op, pools_->Free(Resolve(op.handle, op.any_owner)));
+}
 
 void Worker::Handle(StatsOp& op) {
   StatsSnapshot snapshot =

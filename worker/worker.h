@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
 #include "worker/auto_defrag_policy.h"
 #include "worker/channel.h"
@@ -156,6 +157,10 @@ class Worker {
   void Handle(WriteOp& op);
   void Handle(ReadOp& op);
   void Handle(FreeOp& op);
+  // The handle to look up for `handle`: itself, or for an operator's call
+  // (`any_owner`) the live block's handle when `handle` is it under a
+  // recorded owner's mask.
+  uint64_t Resolve(uint64_t handle, bool any_owner) const;
   void Handle(StatsOp& op);
   void Handle(AnalyzeOp& op);
   // A defragmentation, in slices, serving other commands between them.
@@ -259,6 +264,11 @@ class Worker {
   uint64_t published_ = 0;
   uint64_t published_runs_ = 0;
   absl::Time next_publish_;
+
+  // Owner masks of the identities that allocated (AllocateOp::owner), for
+  // operators' calls; at most kMaxOwners.
+  static constexpr size_t kMaxOwners = 1 << 16;
+  absl::flat_hash_set<uint32_t> owners_;
 
   std::thread thread_;  // started by the constructor, after the first Publish
 };

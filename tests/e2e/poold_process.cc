@@ -75,8 +75,10 @@ absl::StatusOr<std::unique_ptr<PooldProcess>> PooldProcess::Spawn(
     std::filesystem::remove_all(*temp_dir, ignored);
     return process.status();
   }
-  return std::unique_ptr<PooldProcess>(new PooldProcess(
+  std::unique_ptr<PooldProcess> poold(new PooldProcess(
       *temp_dir, socket_path, expected_targets, *std::move(process)));
+  poold->tcp_credentials_ = options.tcp_credentials;
+  return poold;
 }
 
 absl::StatusOr<std::unique_ptr<PooldProcess>> PooldProcess::Start(
@@ -131,7 +133,8 @@ absl::Status PooldProcess::WaitUntilServing(absl::Duration timeout) {
     if (target->empty()) continue;
     while (true) {
       absl::StatusOr<HealthCheckResponse::ServingStatus> health =
-          CheckHealth(*target, "", absl::Seconds(2));
+          CheckHealth(*target, "", absl::Seconds(2),
+                      target == &tcp_target_ ? tcp_credentials_ : nullptr);
       if (health.ok() && *health == HealthCheckResponse::SERVING) break;
       if (!Running()) return failed("exited before serving");
       if (absl::Now() >= deadline) {
@@ -158,15 +161,21 @@ std::shared_ptr<grpc::Channel> PooldProcess::NewChannel(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kClientMessageLimit);
   args.SetMaxSendMessageSize(kClientMessageLimit);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(
+      target,
+      target == tcp_target_ && tcp_credentials_ != nullptr
+          ? tcp_credentials_
+          : grpc::InsecureChannelCredentials(),
+      args);
 }
 
 absl::StatusOr<HealthCheckResponse::ServingStatus> PooldProcess::CheckHealth(
     const std::string& target, const std::string& service,
-    absl::Duration timeout) {
-  auto stub = Health::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+    absl::Duration timeout,
+    std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto stub = Health::NewStub(grpc::CreateChannel(
+      target, credentials != nullptr ? credentials
+                                     : grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   HealthCheckRequest request;

@@ -38,6 +38,9 @@ class PooldProcess {
     // A command that runs poold, e.g. {"/usr/bin/prlimit", "--nofile=64"};
     // empty: poold is started directly.
     std::vector<std::string> command_prefix;
+    // How the health checks and NewChannel reach the TCP listener (TLS
+    // credentials when poold serves TLS); null: plaintext.
+    std::shared_ptr<grpc::ChannelCredentials> tcp_credentials;
   };
 
   // Generous for sanitizer builds on a busy machine.
@@ -92,7 +95,8 @@ class PooldProcess {
   // One grpc.health.v1.Health/Check call.
   static absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
   CheckHealth(const std::string& target, const std::string& service = "",
-              absl::Duration timeout = absl::Seconds(5));
+              absl::Duration timeout = absl::Seconds(5),
+              std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
   pid_t pid() const { return process_->pid(); }
   // poold's resident set size as the OS reports it (/proc/<pid>/statm,
@@ -128,6 +132,7 @@ class PooldProcess {
   const std::string unix_socket_path_;
   const int expected_targets_;
   std::unique_ptr<Subprocess> process_;
+  std::shared_ptr<grpc::ChannelCredentials> tcp_credentials_;
   std::string tcp_target_;
   std::string unix_target_;
   std::string metrics_url_;

@@ -24,9 +24,9 @@
 #include "worker/pools/fragmentation_stats.h"
 #include "worker/pools/handle_table.h"
 #include "worker/pools/os_interface.h"
-#include "worker/pools/sip_hash.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/reserved_array.h"
+#include "worker/pools/sip_hash.h"
 
 namespace poold::pools {
 

@@ -212,6 +212,19 @@ std::optional<uint32_t> HandleTable::FindSparse(uint64_t handle) const {
   return index;
 }
 
+std::optional<uint64_t> HandleTable::LiveHandleAt(uint64_t handle) const {
+  const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
+  if (index >= index_end() ||
+      (index & (kIndexesPerPage - 1)) >= kEntriesPerPage ||
+      ((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) {
+    return std::nullopt;
+  }
+  uint64_t entry = DenseEntry(index);
+  if (!(entry & kLiveBit)) entry = SparseEntry(index);
+  if (!(entry & kLiveBit)) return std::nullopt;
+  return MakeHandle(index, GenerationOf(entry));
+}
+
 bool HandleTable::IsLive(uint32_t index) const {
   if (index >= index_end() ||
       (index & (kIndexesPerPage - 1)) >= kEntriesPerPage) {

@@ -106,6 +106,10 @@ class HandleTable {
     return index;
   }
 
+  // The handle of the live entry that `handle`'s index and pool name,
+  // whatever its tag; nullopt when that entry is not live.
+  std::optional<uint64_t> LiveHandleAt(uint64_t handle) const;
+
   // Payload of a live entry. REQUIRES: IsLive(index).
   uint64_t Payload(uint32_t index) const {
     const uint64_t entry = DenseEntry(index);

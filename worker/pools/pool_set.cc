@@ -174,6 +174,20 @@ uint64_t PoolSet::reclaimable_bytes() const {
   return reclaimable;
 }
 
+std::optional<uint64_t> PoolSet::LiveHandleAt(uint64_t handle) const {
+  std::optional<PoolKind> pool = HandleTable::PoolOf(handle);
+  if (!pool.has_value()) return std::nullopt;
+  switch (*pool) {
+    case PoolKind::kSmall:
+      return small_.handles().LiveHandleAt(handle);
+    case PoolKind::kMedium:
+      return medium_.handles().LiveHandleAt(handle);
+    case PoolKind::kLarge:
+      return large_.handles().LiveHandleAt(handle);
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<BlockRef> PoolSet::Lookup(uint64_t handle) {
   std::optional<PoolKind> pool = HandleTable::PoolOf(handle);
   if (!pool.has_value()) {

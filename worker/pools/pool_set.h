@@ -87,6 +87,10 @@ class PoolSet {
   // Frees a block; its handle never resolves again. NOT_FOUND as for Write.
   absl::Status Free(uint64_t handle);
 
+  // The current handle of the block whose table entry `handle` names,
+  // whatever `handle`'s tag; nullopt when no block lives there.
+  std::optional<uint64_t> LiveHandleAt(uint64_t handle) const;
+
   // Exact counters of every pool and their total.
   PoolSetStats Stats(bool include_classes) const;
 

@@ -39,11 +39,11 @@
 #include "worker/pools/handle_table.h"
 #include "worker/pools/index_set.h"
 #include "worker/pools/os_interface.h"
-#include "worker/pools/sip_hash.h"
 #include "worker/pools/os_memory.h"
 #include "worker/pools/pool_analysis.h"
 #include "worker/pools/pool_kind.h"
 #include "worker/pools/reserved_array.h"
+#include "worker/pools/sip_hash.h"
 #include "worker/pools/size_classes.h"
 
 namespace poold::pools {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -197,6 +198,52 @@ TEST(WorkerTest, EveryOpIsAnsweredByTheEngine) {
       ElementsAre("allocate 300 small", "write OK",
                   absl::StrCat("read aXY", std::string(1, '\0')), "free OK",
                   "stats 1 blocks", "analyze 1 pool", "defrag 1 pool"));
+}
+
+// Submits `op` and waits for its result.
+template <typename Result, typename OpT>
+Result RunOp(Worker& worker, OpT op) {
+  std::promise<Result> promise;
+  op.done = [&promise](Result result) { promise.set_value(std::move(result)); };
+  Command command;
+  command.op = std::move(op);
+  worker.Submit(std::move(command));
+  return promise.get_future().get();
+}
+
+TEST(WorkerTest, OperatorsReachBlocksUnderARecordedOwnerMaskOnly) {
+  Worker worker({.channel_capacity = 16}, MakePools());
+  constexpr uint32_t kOwner = 0x5eed1234;
+  auto block = RunOp<absl::StatusOr<pools::BlockInfo>>(
+      worker,
+      AllocateOp{.size = 8, .data = "owned", .owner = kOwner, .done = nullptr});
+  ASSERT_TRUE(block.ok());
+  // What the owner's client holds: the handle under its mask.
+  const uint64_t owners_handle = block->handle ^ (uint64_t{kOwner} << 32);
+  auto read = [&](uint64_t handle, bool any_owner) {
+    auto result = RunOp<absl::StatusOr<absl::string_view>>(
+        worker, ReadOp{.handle = handle,
+                       .any_owner = any_owner,
+                       .offset = 0,
+                       .length = 0,
+                       .done = nullptr});
+    // (The view is gone once the callback returned: compare the status.)
+    return result.status().code();
+  };
+  EXPECT_EQ(read(owners_handle, true), absl::StatusCode::kOk);
+  EXPECT_EQ(read(block->handle, true), absl::StatusCode::kOk);  // mask 0
+  // A mask no Allocate recorded, or a changed index bit: unknown.
+  EXPECT_EQ(read(block->handle ^ (uint64_t{0x77} << 32), true),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(read(owners_handle ^ 2, true), absl::StatusCode::kNotFound);
+  // Without operator rights, the owner's handle means nothing to the engine.
+  EXPECT_EQ(read(owners_handle, false), absl::StatusCode::kNotFound);
+  // Freed: gone for operators too.
+  EXPECT_TRUE(RunOp<absl::Status>(worker, FreeOp{.handle = owners_handle,
+                                                 .any_owner = true,
+                                                 .done = nullptr})
+                  .ok());
+  EXPECT_EQ(read(owners_handle, true), absl::StatusCode::kNotFound);
 }
 
 TEST(WorkerTest, CompletesOnTheWorkerThread) {

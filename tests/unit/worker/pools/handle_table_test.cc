@@ -72,7 +72,9 @@ TEST(HandleTableTest, ForgedAndForeignHandlesAreRejected) {
   }
   // The same index and generation under another key (another process).
   HandleTable other;
-  ASSERT_TRUE(other.Init(PoolKind::kMedium, 1 << 20, SipKey{kKey.k0 + 1, kKey.k1}).ok());
+  ASSERT_TRUE(
+      other.Init(PoolKind::kMedium, 1 << 20, SipKey{kKey.k0 + 1, kKey.k1})
+          .ok());
   for (int i = 0; i < 5000; ++i) ASSERT_TRUE(other.Insert(i).ok());
   int accepted = 0;
   for (uint64_t h : live) accepted += other.Find(h).has_value();
@@ -83,6 +85,27 @@ TEST(HandleTableTest, ForgedAndForeignHandlesAreRejected) {
   for (int i = 0; i < 5000; ++i) ASSERT_TRUE(small.Insert(i).ok());
   for (uint64_t h : live) EXPECT_FALSE(small.Find(h).has_value());
   EXPECT_EQ(HandleTable::PoolOf(live[0]), PoolKind::kMedium);
+}
+
+TEST(HandleTableTest, LiveHandleAtIgnoresTheTagButNotTheEntry) {
+  HandleTable table;
+  ASSERT_TRUE(table.Init(PoolKind::kMedium, 1 << 20, kKey).ok());
+  const auto a = table.Insert(1);
+  ASSERT_TRUE(a.ok());
+  const uint64_t other_tag = a->handle ^ (uint64_t{0xABCD} << 32);
+  EXPECT_EQ(table.LiveHandleAt(other_tag), a->handle);
+  EXPECT_EQ(table.LiveHandleAt(a->handle), a->handle);
+  EXPECT_FALSE(table.LiveHandleAt(a->handle + 1).has_value());  // no entry
+  table.Remove(a->index);
+  EXPECT_FALSE(table.LiveHandleAt(a->handle).has_value());
+  const auto b = table.Insert(2);  // the same entry, a new generation
+  ASSERT_EQ(b->index, a->index);
+  EXPECT_EQ(table.LiveHandleAt(a->handle), b->handle);
+  // Another pool's bits never match.
+  HandleTable small;
+  ASSERT_TRUE(small.Init(PoolKind::kSmall, 1 << 20, kKey).ok());
+  ASSERT_TRUE(small.Insert(1).ok());
+  EXPECT_FALSE(small.LiveHandleAt(b->handle).has_value());
 }
 
 TEST(HandleTableTest, PagesAreReleasedAndReopenedWithNewGenerations) {

@@ -23,20 +23,17 @@ std::string PaperMessage(int n) {
 }
 
 TEST(SipHashTest, SipHash24MatchesThePapersVectors) {
-  EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(0))),
-            0x726fdb47dd0e0e31ULL);
-  EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(1))),
-            0x74f839c593dc67fdULL);
-  EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(8))),
-            0x93f5f5799a932462ULL);
+  EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(0))), 0x726fdb47dd0e0e31ULL);
+  EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(1))), 0x74f839c593dc67fdULL);
+  EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(8))), 0x93f5f5799a932462ULL);
   // The worked example of the paper's appendix.
   EXPECT_EQ((SipHash<2, 4>(kPaperKey, PaperMessage(15))),
             0xa129ca6149be45e5ULL);
 }
 
 TEST(SipHashTest, OneWordPathEqualsTheByteString) {
-  for (uint64_t word : {uint64_t{0}, uint64_t{1}, uint64_t{0x0123456789abcdef},
-                        ~uint64_t{0}}) {
+  for (uint64_t word :
+       {uint64_t{0}, uint64_t{1}, uint64_t{0x0123456789abcdef}, ~uint64_t{0}}) {
     char bytes[8];
     std::memcpy(bytes, &word, 8);
     EXPECT_EQ(SipHash13(kPaperKey, word),
