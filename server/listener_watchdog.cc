@@ -71,6 +71,7 @@ void ListenerWatchdog::Run() {
       const std::string error =
           target.tls ? CheckTls(target.address) : Check(target.address);
       failures[i] = error.empty() ? 0 : failures[i] + 1;
+      if (error.empty()) checks_passed_.fetch_add(1, std::memory_order_release);
       if (failures[i] >= failures_in_a_row_) {
         on_dead_(target.address, error);
         return;

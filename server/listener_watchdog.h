@@ -6,7 +6,9 @@
 #ifndef POOLD_SERVER_LISTENER_WATCHDOG_H_
 #define POOLD_SERVER_LISTENER_WATCHDOG_H_
 
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -45,6 +47,11 @@ class ListenerWatchdog {
 
   static constexpr absl::Duration kCheckTimeout = absl::Seconds(5);
 
+  // Checks that passed so far (for tests). Thread-safe.
+  uint64_t checks_passed() const {
+    return checks_passed_.load(std::memory_order_acquire);
+  }
+
   ListenerWatchdog(const ListenerWatchdog&) = delete;
   ListenerWatchdog& operator=(const ListenerWatchdog&) = delete;
 
@@ -68,6 +75,7 @@ class ListenerWatchdog {
   // The socket of the TLS check in progress, shut down by the destructor;
   // guarded by mu_.
   int checking_fd_ = -1;
+  std::atomic<uint64_t> checks_passed_{0};
   std::thread thread_;  // last: starts after everything above is built
 };
 

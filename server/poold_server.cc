@@ -58,7 +58,6 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
     return absl::InvalidArgumentError(
         "nothing to listen on: --listen and --unix_socket are both empty");
   }
-  if (absl::Status s = ValidateTlsSettings(options.tls); !s.ok()) return s;
   if (!options.listen.empty()) {
     absl::StatusOr<HostPort> address = ParseListenAddress(options.listen);
     if (!address.ok()) {
@@ -77,6 +76,7 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
         "--tls_cert_file serves TLS on the TCP listener, but --listen is "
         "empty (the unix socket is always plaintext)");
   }
+  if (absl::Status s = ValidateTlsSettings(options.tls); !s.ok()) return s;
   if (!(options.max_unknown_handles_per_second >= 0)) {
     return absl::InvalidArgumentError(
         "--max_unknown_handles_per_second must be 0 (no limit) or more");

@@ -117,6 +117,28 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
   EXPECT_TRUE(Validate(options).ok());
 
   options = PooldServer::Options();
+  options.listen = "0.0.0.0:0";
+  EXPECT_EQ(Validate(options).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--listen=0.0.0.0:0: refusing to serve plaintext"));
+  options.allow_insecure_remote = true;
+  EXPECT_TRUE(Validate(options).ok());
+  options = PooldServer::Options();
+  options.listen = "";
+  options.unix_socket = "/tmp/x.sock";
+  options.tls.cert_file = "/x.pem";
+  options.tls.key_file = "/x.key";
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--listen is empty"));
+  options = PooldServer::Options();
+  options.operator_identities = {"spiffe://ops"};
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--operator_identities needs mutual TLS"));
+  options = PooldServer::Options();
+  options.max_unknown_handles_per_second = -1;
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--max_unknown_handles_per_second"));
+
+  options = PooldServer::Options();
   options.max_concurrent_streams = uint32_t{1} << 31;
   EXPECT_THAT(Validate(options).message(),
               HasSubstr("--max_concurrent_streams"));
