@@ -66,4 +66,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/poolctl", "health", "--target=unix:/run/poold/poold.sock", "--connect_timeout=2s", "--timeout=2s"]
 ENTRYPOINT ["/usr/local/bin/poold"]
-CMD ["--listen=0.0.0.0:50051", "--unix_socket=/run/poold/poold.sock", "--metrics_listen=0.0.0.0:9741"]
+CMD ["--listen=127.0.0.1:50051", "--unix_socket=/run/poold/poold.sock", "--metrics_listen=0.0.0.0:9741"]

@@ -278,6 +278,14 @@ void WriteProcess(PrometheusText& text, const MetricsInput& input) {
               "Calls answered RESOURCE_EXHAUSTED because the payload limit "
               "was reached.",
               transport.payload_refusals());
+  text.Single("poold_unknown_handle_answers_total", "counter",
+              "Read, Write and Free calls answered NOT_FOUND (unknown, freed, "
+              "forged or another identity's handle).",
+              transport.unknown_handle_answers());
+  text.Single("poold_unknown_handle_refusals_total", "counter",
+              "Handle calls refused RESOURCE_EXHAUSTED because their client "
+              "named too many unknown handles.",
+              transport.unknown_handle_refusals());
 
   text.Single("poold_stats_snapshot_timestamp_seconds", "gauge",
               "When the worker took the statistics this scrape shows "

@@ -138,6 +138,24 @@ def pod_specs(documents):
         yield name, f"{kind}/{doc['metadata']['name']}", pod
 
 
+def flagfile_flags(path, pod):
+    """The flags in the ConfigMap file at `path` of `pod`'s poold."""
+    documents = load_documents()
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        for mount in c.get("volumeMounts") or []:
+            prefix = mount["mountPath"].rstrip("/") + "/"
+            volume = volumes.get(mount["name"], {})
+            if path.startswith(prefix) and "configMap" in volume:
+                for _, doc in documents:
+                    if (doc.get("kind") == "ConfigMap" and
+                            doc["metadata"]["name"] ==
+                            volume["configMap"]["name"]):
+                        return parse_flags(
+                            doc["data"][path[len(prefix):]].split())
+    return {}
+
+
 def is_poold(container):
     """A container that runs poold (the image's entrypoint, or named so)."""
     command = container.get("command") or []
@@ -407,6 +425,92 @@ class ManifestTest(unittest.TestCase):
                     "restricted")
 
 
+class RemoteAccessTest(unittest.TestCase):
+    """A poold that listens beyond loopback does it over mutual TLS, with its
+    certificate from a Secret and its operators from a ConfigMap."""
+
+    LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.documents = load_documents()
+        cls.remote = []
+        for _, label, pod in pod_specs(cls.documents):
+            for c in pod.get("initContainers", []) + pod.get("containers", []):
+                if not is_poold(c):
+                    continue
+                flags = parse_flags(c.get("args") or [])
+                host = flags.get("listen", POOLD_DEFAULTS["listen"]).rpartition(
+                    ":")[0]
+                if host not in cls.LOOPBACK:
+                    cls.remote.append((label, pod, c, flags))
+
+    def mounted_from(self, pod, container, path):
+        """The volume whose mount in `container` holds `path`."""
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        for mount in container.get("volumeMounts") or []:
+            if path.startswith(mount["mountPath"].rstrip("/") + "/"):
+                return volumes[mount["name"]], mount
+        self.fail(f"no volume mount holds {path}")
+
+    def config_map(self, name):
+        for _, doc in self.documents:
+            if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == name:
+                return doc
+        self.fail(f"no ConfigMap {name}")
+
+    def test_there_is_a_remote_variant(self):
+        self.assertTrue(self.remote, "no manifest shows poold serving remote "
+                        "clients (a --listen that is not loopback)")
+
+    def test_remote_listeners_use_mutual_tls_from_a_secret(self):
+        for label, pod, poold, flags in self.remote:
+            with self.subTest(workload=label):
+                self.assertNotIn("allow_insecure_remote", flags)
+                self.assertEqual(flags.get("tls_require_client_cert"), "true")
+                for flag in ("tls_cert_file", "tls_key_file",
+                             "tls_client_ca_file"):
+                    self.assertIn(flag, flags)
+                    volume, mount = self.mounted_from(pod, poold, flags[flag])
+                    self.assertIn("secret", volume, f"--{flag} is not from a "
+                                  "Secret")
+                    self.assertTrue(mount.get("readOnly", False))
+
+    def test_operators_come_from_a_config_map(self):
+        for label, pod, poold, flags in self.remote:
+            with self.subTest(workload=label):
+                self.assertIn("flagfile", flags)
+                volume, mount = self.mounted_from(pod, poold, flags["flagfile"])
+                self.assertIn("configMap", volume)
+                key = flags["flagfile"][len(mount["mountPath"].rstrip("/")) + 1:]
+                data = self.config_map(volume["configMap"]["name"])["data"]
+                self.assertIn(key, data)
+                file_flags = parse_flags(data[key].split())
+                self.assertTrue(file_flags.get("operator_identities"))
+
+    def test_a_service_reaches_the_tls_port(self):
+        for label, pod, poold, flags in self.remote:
+            with self.subTest(workload=label):
+                port = int(flags["listen"].rpartition(":")[2])
+                ports = {p.get("name"): p for p in poold.get("ports") or []}
+                named = [n for n, p in ports.items()
+                         if int(p["containerPort"]) == port]
+                self.assertTrue(named, f"port {port} is not declared")
+                labels = None
+                for _, doc in self.documents:
+                    if f"{doc.get('kind')}/{doc['metadata']['name']}" == label:
+                        labels = doc["spec"]["template"]["metadata"]["labels"]
+                services = [
+                    doc for _, doc in self.documents
+                    if doc.get("kind") == "Service" and all(
+                        labels.get(k) == v
+                        for k, v in doc["spec"]["selector"].items())]
+                self.assertTrue(services, "no Service selects the pods")
+                targets = [p.get("targetPort") for svc in services
+                           for p in svc["spec"]["ports"]]
+                self.assertTrue(set(targets) & (set(named) | {port}))
+
+
 class DockerfileTest(unittest.TestCase):
     """The Dockerfile and its agreement with the manifests."""
 
@@ -551,7 +655,10 @@ class PooldFlagsTest(unittest.TestCase):
             for c in pod.get("initContainers", []) + pod.get("containers", []):
                 if not is_poold(c):
                     continue
-                for flag in parse_flags(c.get("args") or []):
+                flags = dict(parse_flags(c.get("args") or []))
+                if "flagfile" in flags:
+                    flags.update(flagfile_flags(flags["flagfile"], pod))
+                for flag in flags:
                     with self.subTest(workload=label, flag=flag):
                         self.assertIn(flag, known,
                                       f"{POOLD} has no --{flag}")
