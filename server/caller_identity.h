@@ -40,8 +40,17 @@ class CallerIdentity {
   // The owner masks are keyed with a random per-process key.
   CallerIdentity(bool identities, const std::vector<std::string>& operators);
 
+  // Whether callers may have identities (mutual TLS).
+  bool enabled() const { return identities_; }
+
   // Who `context`'s call comes from.
   Caller Of(grpc::CallbackServerContext& context) const;
+
+  // Only the owner mask of `context`'s caller (0 at once without
+  // identities).
+  uint32_t OwnerOf(grpc::CallbackServerContext& context) const {
+    return identities_ ? Of(context).owner : 0;
+  }
 
   // The same, from an auth context and a peer string (for tests).
   Caller Of(const grpc::AuthContext* auth, absl::string_view peer) const;

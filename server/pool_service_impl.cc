@@ -127,6 +127,12 @@ PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,
 
 absl::StatusOr<Caller> PoolServiceImpl::HandleCaller(
     grpc::CallbackServerContext* context) {
+  // The common case costs nothing: without identities, and while no client
+  // owes the limiter, the caller is anonymous and its key is looked up only
+  // if its handle turns out unknown (CountUnknown).
+  if (!identity_.enabled() && !unknown_handles_.anyone_in_debt()) {
+    return Caller();
+  }
   Caller caller = identity_.Of(*context);
   if (!unknown_handles_.Admit(caller.limiter_key, absl::Now())) {
     return absl::ResourceExhaustedError(
@@ -149,11 +155,14 @@ absl::Status PoolServiceImpl::RequireOperator(
       " is not one"));
 }
 
-void PoolServiceImpl::CountUnknown(const std::string& limiter_key,
+void PoolServiceImpl::CountUnknown(grpc::CallbackServerContext* context,
+                                   const std::string& limiter_key,
                                    const absl::Status& status) {
-  if (status.code() == absl::StatusCode::kNotFound) {
-    unknown_handles_.RecordUnknown(limiter_key, absl::Now());
-  }
+  if (status.code() != absl::StatusCode::kNotFound) return;
+  // (The call is not finished yet: its context is still valid.)
+  unknown_handles_.RecordUnknown(
+      limiter_key.empty() ? identity_.Of(*context).limiter_key : limiter_key,
+      absl::Now());
 }
 
 absl::Status PoolServiceImpl::HoldPayload(UnaryCall* call, uint64_t bytes) {
@@ -239,7 +248,7 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeAllocate(
     }
   }
   if (op.ok()) {
-    const uint32_t owner = identity_.Of(*context).owner;
+    const uint32_t owner = identity_.OwnerOf(*context);
     op->owner = owner;
     op->done = [call, response, owner](absl::StatusOr<pools::BlockInfo> info) {
       if (info.ok()) {
@@ -271,9 +280,9 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeWrite(
   }
   if (op.ok()) {
     NameHandle(*caller, *op);
-    op->done = [this, call,
+    op->done = [this, context, call,
                 key = std::move(caller->limiter_key)](absl::Status status) {
-      CountUnknown(key, status);
+      CountUnknown(context, key, status);
       call->FinishWith(status);
     };
   }
@@ -294,10 +303,11 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeRead(
   if (op.ok() && !caller.ok()) op = caller.status();
   if (op.ok()) {
     NameHandle(*caller, *op);
-    op->done = [this, call, response, key = std::move(caller->limiter_key)](
+    op->done = [this, context, call, response,
+                key = std::move(caller->limiter_key)](
                    absl::StatusOr<absl::string_view> data) {
       if (!data.ok()) {
-        CountUnknown(key, data.status());
+        CountUnknown(context, key, data.status());
         call->FinishWith(data.status());
         return;
       }
@@ -327,9 +337,9 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeFree(
   if (op.ok() && !caller.ok()) op = caller.status();
   if (op.ok()) {
     NameHandle(*caller, *op);
-    op->done = [this, call,
+    op->done = [this, context, call,
                 key = std::move(caller->limiter_key)](absl::Status status) {
-      CountUnknown(key, status);
+      CountUnknown(context, key, status);
       call->FinishWith(status);
     };
   }

@@ -161,8 +161,10 @@ class PoolServiceImpl final : public RawPoolService {
   // (PERMISSION_DENIED).
   absl::Status RequireOperator(grpc::CallbackServerContext& context,
                                absl::string_view rpc) const;
-  // Counts `status` against `caller` when it says the handle is unknown.
-  void CountUnknown(const std::string& limiter_key, const absl::Status& status);
+  // Counts `status` against the caller (`limiter_key`, or when empty the key
+  // of `context`'s caller) when it says the handle is unknown.
+  void CountUnknown(grpc::CallbackServerContext* context,
+                    const std::string& limiter_key, const absl::Status& status);
 
   // Answers `request` from the board's latest snapshot, at once.
   void AnswerFromBoard(UnaryCall* call, const v1::GetStatsRequest& request);

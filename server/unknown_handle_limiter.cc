@@ -22,9 +22,13 @@ UnknownHandleLimiter::Bucket& UnknownHandleLimiter::Refilled(
       // if none is, the newcomer shares the overflow bucket.
       absl::erase_if(buckets_, [&](const auto& entry) {
         const Bucket& b = entry.second;
-        return b.tokens +
-                   absl::ToDoubleSeconds(now - b.updated) * per_second_ >=
-               burst_;
+        const bool whole =
+            b.tokens + absl::ToDoubleSeconds(now - b.updated) * per_second_ >=
+            burst_;
+        if (whole && b.tokens < burst_) {
+          in_debt_.fetch_sub(1, std::memory_order_release);
+        }
+        return whole;
       });
     }
     const std::string& tracked =
@@ -33,10 +37,14 @@ UnknownHandleLimiter::Bucket& UnknownHandleLimiter::Refilled(
   }
   Bucket& bucket = it->second;
   if (now > bucket.updated) {
+    const bool was_in_debt = bucket.tokens < burst_;
     bucket.tokens = std::min(
         burst_, bucket.tokens +
                     absl::ToDoubleSeconds(now - bucket.updated) * per_second_);
     bucket.updated = now;
+    if (was_in_debt && bucket.tokens >= burst_) {
+      in_debt_.fetch_sub(1, std::memory_order_release);
+    }
   }
   return bucket;
 }
@@ -55,6 +63,7 @@ void UnknownHandleLimiter::RecordUnknown(const std::string& key,
   if (!enabled()) return;
   absl::MutexLock lock(&mu_);
   Bucket& bucket = Refilled(key, now);
+  if (bucket.tokens >= burst_) in_debt_.fetch_add(1, std::memory_order_release);
   bucket.tokens = std::max(0.0, bucket.tokens - 1);
   if (bucket.tokens < 1) {
     LOG_EVERY_T(WARNING, 10)

@@ -38,6 +38,13 @@ class UnknownHandleLimiter {
   // logs (WARNING, at most every 10 s) when the key runs out. Thread-safe.
   void RecordUnknown(const std::string& key, absl::Time now);
 
+  // True while some key has used part of its burst (it would be refused
+  // sooner than a new one). While false, every key would be admitted: a
+  // caller may skip Admit. Thread-safe.
+  bool anyone_in_debt() const {
+    return enabled() && in_debt_.load(std::memory_order_acquire) > 0;
+  }
+
   // NOT_FOUND answers counted, and calls refused, since the start.
   uint64_t unknown_answers() const {
     return unknown_answers_.load(std::memory_order_relaxed);
@@ -64,6 +71,8 @@ class UnknownHandleLimiter {
   const size_t max_keys_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+  // Buckets below their burst (written under mu_).
+  std::atomic<int64_t> in_debt_{0};
   std::atomic<uint64_t> unknown_answers_{0};
   std::atomic<uint64_t> refusals_{0};
 };

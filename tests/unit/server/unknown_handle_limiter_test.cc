@@ -64,6 +64,26 @@ TEST(UnknownHandleLimiterTest, TrackedKeysAreBoundedAndTheRestShareOne) {
   EXPECT_EQ(Drain(limiter, "new4", later), 100);
 }
 
+TEST(UnknownHandleLimiterTest, InDebtWhileSomeKeyUsedPartOfItsBurst) {
+  UnknownHandleLimiter limiter(10, 100, 4);
+  EXPECT_FALSE(limiter.anyone_in_debt());
+  limiter.RecordUnknown("a", kStart);
+  limiter.RecordUnknown("b", kStart);
+  EXPECT_TRUE(limiter.anyone_in_debt());
+  // 0.1 s gives "a" its token back; "b" is still in debt until it comes.
+  EXPECT_TRUE(limiter.Admit("a", kStart + absl::Milliseconds(100)));
+  EXPECT_TRUE(limiter.anyone_in_debt());
+  EXPECT_TRUE(limiter.Admit("b", kStart + absl::Milliseconds(100)));
+  EXPECT_FALSE(limiter.anyone_in_debt());
+  // Forgotten keys that were whole again leave no debt behind either.
+  UnknownHandleLimiter small(10, 100, 1);
+  small.RecordUnknown("a", kStart);
+  small.RecordUnknown("b", kStart + absl::Seconds(1));  // evicts "a"
+  EXPECT_TRUE(small.anyone_in_debt());
+  EXPECT_TRUE(small.Admit("b", kStart + absl::Seconds(2)));
+  EXPECT_FALSE(small.anyone_in_debt());
+}
+
 TEST(UnknownHandleLimiterTest, ZeroMeansNoLimit) {
   UnknownHandleLimiter limiter(0, 0, 4);
   EXPECT_FALSE(limiter.enabled());
