@@ -303,6 +303,18 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
                   HumanBytes(worker.total_bytes_reclaimed()),
                   " in all), heap trims ", worker.heap_trims(), " (returned ",
                   HumanBytes(worker.heap_bytes_released()), ")\n");
+  const v1::TransportStats& transport = stats.transport();
+  absl::StrAppend(
+      &out, "transport: block data held by calls in flight ",
+      HumanBytes(transport.payload_bytes_in_flight()),
+      transport.max_payload_bytes_in_flight() > 0
+          ? absl::StrCat(" of ",
+                         HumanBytes(transport.max_payload_bytes_in_flight()))
+          : std::string(),
+      " (", transport.payload_refusals(), " calls refused); unknown handles ",
+      transport.unknown_handle_answers(), " (",
+      transport.unknown_handle_refusals(),
+      " calls refused for naming too many)\n");
   // Only a server with --memory_limit_bytes that reached it has these.
   if (worker.memory_limit_defragmentations() > 0 ||
       worker.allocations_waiting_for_room() > 0) {

@@ -36,6 +36,8 @@ v1::FragmentationStats MakeStats(uint64_t live, uint64_t resident,
 
 v1::GetStatsResponse MakeGetStats() {
   v1::GetStatsResponse response;
+  response.mutable_transport()->set_unknown_handle_answers(7);
+  response.mutable_transport()->set_unknown_handle_refusals(2);
   v1::PoolStats* small = response.add_pools();
   small->set_pool(v1::POOL_SMALL);
   *small->mutable_stats() = MakeStats(1 << 20, 10 << 20, 8000);
@@ -95,6 +97,8 @@ TEST(ReportFormatterTest, StatsTable) {
   EXPECT_THAT(text, HasSubstr("3 free extents (largest 1.0 MiB)"));
   EXPECT_THAT(text, HasSubstr("queue 0 of 1024"));
   EXPECT_THAT(text, HasSubstr("heap trims 3 (returned 5.0 MiB)"));
+  EXPECT_THAT(text, HasSubstr("unknown handles 7 (2 calls refused for "
+                              "naming too many)"));
   EXPECT_THAT(text,
               HasSubstr("process: RSS 30.0 MiB = pools 10.0 MiB + outside the "
                         "pools 20.0 MiB (anonymous 14.0 MiB, code and files "
