@@ -22,13 +22,14 @@ namespace poold {
 
 struct Caller {
   // XORed into the upper 32 bits (the tag) of the handles this caller
-  // allocates and names; 0 without an authenticated identity.
+  // allocates and names; 0 without identities (no mutual TLS) and for unix
+  // socket clients.
   uint32_t owner = 0;
   // May name blocks of any owner (--operator_identities).
   bool is_operator = false;
   // Over the unix socket (trusted by its file mode; no identity).
   bool local = false;
-  // The identity, or "address:ip" of the peer without its port.
+  // "identity:" and the identity, or the client's address (ClientAddress).
   std::string limiter_key;
 };
 
@@ -58,9 +59,17 @@ class CallerIdentity {
   // The owner mask of `identity` (never 0).
   uint32_t OwnerMask(absl::string_view identity) const;
 
-  // "ipv4:10.0.0.7:41234" -> "ipv4:10.0.0.7"; "ipv6:[::1]:5" ->
-  // "ipv6:[::1]"; anything else (unix sockets) as it is.
-  static std::string AddressWithoutPort(absl::string_view peer);
+  // The limiter key of a client without an identity: "ipv4:10.0.0.7:41234"
+  // -> "ipv4:10.0.0.7"; "ipv6:[2001:db8::1]:5" -> "ipv6:2001:db8::/64" (one
+  // host may hold a whole /64); anything else (unix sockets) as it is.
+  static std::string ClientAddress(absl::string_view peer);
+
+  // The identity of an authenticated peer: its URI SAN (the lowest, if
+  // several), else "dns:" and its DNS SANs, else "subject:" and its subject.
+  static std::string IdentityOf(const grpc::AuthContext& auth);
+
+  // The owner of TCP clients without a certificate under mutual TLS.
+  static constexpr char kAnonymousIdentity[] = "(no client certificate)";
 
  private:
   const bool identities_;

@@ -4,6 +4,8 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -57,6 +59,13 @@ ListenerWatchdog::~ListenerWatchdog() {
 }
 
 void ListenerWatchdog::Run() {
+  // OpenSSL writes to the TLS check's socket with write(): a peer that
+  // resets it (or the destructor's shutdown) must not raise SIGPIPE, which
+  // would end the process.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   std::vector<int> failures(targets_.size(), 0);
   while (true) {
     {

@@ -21,18 +21,6 @@ namespace {
 // Clients with an unknown-handle budget of their own; the rest share one.
 constexpr size_t kMaxLimitedClients = 4096;
 
-// Points `op` at the handle as the engine knows it: the caller's owner mask
-// taken off, or (an operator) left for the worker to match against every
-// owner.
-template <typename OpT>
-void NameHandle(const Caller& caller, OpT& op) {
-  if (caller.is_operator) {
-    op.any_owner = true;
-  } else {
-    op.handle ^= uint64_t{caller.owner} << 32;
-  }
-}
-
 }  // namespace
 
 // The reactor of one unary RPC. It owns the cancellation flag its Command
@@ -125,23 +113,27 @@ PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,
                        10 * handle_rules.unknown_handles_per_second,
                        kMaxLimitedClients) {}
 
-absl::StatusOr<Caller> PoolServiceImpl::HandleCaller(
+absl::StatusOr<HandleCall> PoolServiceImpl::AdmitHandleCall(
     grpc::CallbackServerContext* context) {
   // The common case costs nothing: without identities, and while no client
   // owes the limiter, the caller is anonymous and its key is looked up only
-  // if its handle turns out unknown (CountUnknown).
-  if (!identity_.enabled() && !unknown_handles_.anyone_in_debt()) {
-    return Caller();
+  // if its handle turns out unknown (CountAnswer).
+  const absl::Time now = UnknownHandleLimiter::Now();
+  const bool limited = unknown_handles_.anyone_in_debt(now);
+  HandleCall handle_call;
+  if (!identity_.enabled() && !limited) return handle_call;
+  handle_call.caller = identity_.Of(*context);
+  if (limited) {
+    if (!unknown_handles_.Admit(handle_call.caller.limiter_key, now)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many unknown handles from ", handle_call.caller.limiter_key,
+          ": handle calls are refused until its budget refills (",
+          unknown_handles_.per_second(),
+          " per second, --max_unknown_handles_per_second)"));
+    }
+    handle_call.admitted = true;
   }
-  Caller caller = identity_.Of(*context);
-  if (!unknown_handles_.Admit(caller.limiter_key, absl::Now())) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many unknown handles from ", caller.limiter_key,
-                     ": handle calls are refused until its budget refills (",
-                     unknown_handles_.per_second(),
-                     " per second, --max_unknown_handles_per_second)"));
-  }
-  return caller;
+  return handle_call;
 }
 
 absl::Status PoolServiceImpl::RequireOperator(
@@ -155,14 +147,38 @@ absl::Status PoolServiceImpl::RequireOperator(
       " is not one"));
 }
 
-void PoolServiceImpl::CountUnknown(grpc::CallbackServerContext* context,
-                                   const std::string& limiter_key,
-                                   const absl::Status& status) {
-  if (status.code() != absl::StatusCode::kNotFound) return;
-  // (The call is not finished yet: its context is still valid.)
-  unknown_handles_.RecordUnknown(
-      limiter_key.empty() ? identity_.Of(*context).limiter_key : limiter_key,
-      absl::Now());
+template <typename OpT>
+absl::StatusOr<HandleCall> PoolServiceImpl::AdmitHandleOp(
+    grpc::CallbackServerContext* context, absl::StatusOr<OpT>& op) {
+  if (!op.ok()) return op.status();
+  absl::StatusOr<HandleCall> handle_call = AdmitHandleCall(context);
+  if (!handle_call.ok()) {
+    op = handle_call.status();
+    return handle_call;
+  }
+  // The handle as the engine knows it: the caller's owner mask taken off,
+  // or (an operator) left for the worker to match against every owner.
+  if (handle_call->caller.is_operator) {
+    op->any_owner = true;
+  } else {
+    op->handle ^= uint64_t{handle_call->caller.owner} << 32;
+  }
+  return handle_call;
+}
+
+void PoolServiceImpl::CountAnswer(grpc::CallbackServerContext* context,
+                                  const HandleCall& handle_call,
+                                  const absl::Status& status) {
+  const absl::Time now = UnknownHandleLimiter::Now();
+  if (status.code() == absl::StatusCode::kNotFound) {
+    // (The call is not finished yet: its context is still valid.)
+    unknown_handles_.RecordUnknown(handle_call.caller.limiter_key.empty()
+                                       ? identity_.Of(*context).limiter_key
+                                       : handle_call.caller.limiter_key,
+                                   now, handle_call.admitted);
+  } else if (handle_call.admitted) {
+    unknown_handles_.Refund(handle_call.caller.limiter_key, now);
+  }
 }
 
 absl::Status PoolServiceImpl::HoldPayload(UnaryCall* call, uint64_t bytes) {
@@ -271,18 +287,16 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeWrite(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::WriteRequest* request, v1::WriteResponse* /*response*/) {
   absl::StatusOr<WriteOp> op = WriteOpFromProto(*request);
-  absl::StatusOr<Caller> caller = HandleCaller(context);
-  if (op.ok() && !caller.ok()) op = caller.status();
   if (op.ok()) {
     if (absl::Status s = HoldPayload(call, request->data().size()); !s.ok()) {
       op = s;
     }
   }
+  absl::StatusOr<HandleCall> handle_call = AdmitHandleOp(context, op);
   if (op.ok()) {
-    NameHandle(*caller, *op);
     op->done = [this, context, call,
-                key = std::move(caller->limiter_key)](absl::Status status) {
-      CountUnknown(context, key, status);
+                handle_call = *std::move(handle_call)](absl::Status status) {
+      CountAnswer(context, handle_call, status);
       call->FinishWith(status);
     };
   }
@@ -299,15 +313,13 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeRead(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::ReadRequest* request, v1::ReadResponse* response) {
   absl::StatusOr<ReadOp> op = ReadOpFromProto(*request);
-  absl::StatusOr<Caller> caller = HandleCaller(context);
-  if (op.ok() && !caller.ok()) op = caller.status();
+  absl::StatusOr<HandleCall> handle_call = AdmitHandleOp(context, op);
   if (op.ok()) {
-    NameHandle(*caller, *op);
     op->done = [this, context, call, response,
-                key = std::move(caller->limiter_key)](
+                handle_call = *std::move(handle_call)](
                    absl::StatusOr<absl::string_view> data) {
+      CountAnswer(context, handle_call, data.status());
       if (!data.ok()) {
-        CountUnknown(context, key, data.status());
         call->FinishWith(data.status());
         return;
       }
@@ -333,13 +345,11 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeFree(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::FreeRequest* request, v1::FreeResponse* /*response*/) {
   absl::StatusOr<FreeOp> op = FreeOpFromProto(*request);
-  absl::StatusOr<Caller> caller = HandleCaller(context);
-  if (op.ok() && !caller.ok()) op = caller.status();
+  absl::StatusOr<HandleCall> handle_call = AdmitHandleOp(context, op);
   if (op.ok()) {
-    NameHandle(*caller, *op);
     op->done = [this, context, call,
-                key = std::move(caller->limiter_key)](absl::Status status) {
-      CountUnknown(context, key, status);
+                handle_call = *std::move(handle_call)](absl::Status status) {
+      CountAnswer(context, handle_call, status);
       call->FinishWith(status);
     };
   }

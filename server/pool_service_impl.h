@@ -54,6 +54,12 @@ struct HandleRules {
   double unknown_handles_per_second = 0;
 };
 
+// A call that names a handle, as admitted.
+struct HandleCall {
+  Caller caller;          // empty (anonymous, no key yet) on the fast path
+  bool admitted = false;  // took a token of the limiter
+};
+
 class PoolServiceImpl final : public RawPoolService {
  public:
   // `worker` must outlive every RPC of this service, and so must `board`,
@@ -154,17 +160,25 @@ class PoolServiceImpl final : public RawPoolService {
   // done with it); on refusal, RESOURCE_EXHAUSTED saying why.
   absl::Status HoldPayload(UnaryCall* call, uint64_t bytes);
 
-  // Who `context`'s call comes from; RESOURCE_EXHAUSTED when it used up its
-  // unknown-handle budget.
-  absl::StatusOr<Caller> HandleCaller(grpc::CallbackServerContext* context);
+  // Who `context`'s call (one naming a handle) comes from; while some
+  // client owes the unknown-handle limiter, the call takes a token
+  // (RESOURCE_EXHAUSTED when its client has none left).
+  absl::StatusOr<HandleCall> AdmitHandleCall(
+      grpc::CallbackServerContext* context);
+  // AdmitHandleCall for a valid `op`, whose handle it then rewrites as the
+  // engine knows it; a refusal goes into `op` too.
+  template <typename OpT>
+  absl::StatusOr<HandleCall> AdmitHandleOp(grpc::CallbackServerContext* context,
+                                           absl::StatusOr<OpT>& op);
+  // Tells the limiter how the call ended: an unknown handle is counted, a
+  // known one gives its token back.
+  void CountAnswer(grpc::CallbackServerContext* context,
+                   const HandleCall& handle_call, const absl::Status& status);
+
   // OK unless only operators may call `rpc` and `context`'s caller is none
   // (PERMISSION_DENIED).
   absl::Status RequireOperator(grpc::CallbackServerContext& context,
                                absl::string_view rpc) const;
-  // Counts `status` against the caller (`limiter_key`, or when empty the key
-  // of `context`'s caller) when it says the handle is unknown.
-  void CountUnknown(grpc::CallbackServerContext* context,
-                    const std::string& limiter_key, const absl::Status& status);
 
   // Answers `request` from the board's latest snapshot, at once.
   void AnswerFromBoard(UnaryCall* call, const v1::GetStatsRequest& request);

@@ -77,9 +77,13 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
         "empty (the unix socket is always plaintext)");
   }
   if (absl::Status s = ValidateTlsSettings(options.tls); !s.ok()) return s;
-  if (!(options.max_unknown_handles_per_second >= 0)) {
+  if (!(options.max_unknown_handles_per_second >= 0 &&
+        options.max_unknown_handles_per_second <=
+            UnknownHandleLimiter::kMaxPerSecond)) {
     return absl::InvalidArgumentError(
-        "--max_unknown_handles_per_second must be 0 (no limit) or more");
+        absl::StrCat("--max_unknown_handles_per_second must be 0 (no limit) "
+                     "to ",
+                     UnknownHandleLimiter::kMaxPerSecond));
   }
   if (!options.operator_identities.empty() && !options.tls.asks_client_cert()) {
     return absl::InvalidArgumentError(

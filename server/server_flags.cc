@@ -41,7 +41,7 @@ ABSL_FLAG(bool, allow_insecure_remote, false,
           "overwrite and free every block. Prefer TLS.");
 ABSL_FLAG(std::vector<std::string>, operator_identities, {},
           "Under mutual TLS, the operators: client identities (a URI or DNS "
-          "SAN, the subject, or the common name of the certificate), comma "
+          "SAN of their certificates; never the common name), comma "
           "separated. A block belongs to the identity that allocated it and "
           "other identities get NOT_FOUND for it, except operators. When the "
           "list is not empty, only operators and unix socket clients may "
@@ -53,8 +53,9 @@ ABSL_FLAG(double, max_unknown_handles_per_second,
           "client may name per second in the long run, after a burst of ten "
           "times as many; past that its Read, Write and Free calls answer "
           "RESOURCE_EXHAUSTED until its budget refills. A client is its TLS "
-          "identity, or its IP address (all unix socket clients are one). "
-          "Slows handle guessers down; 0: no limit.");
+          "identity, its IPv4 address or its IPv6 /64 (all unix socket "
+          "clients are one). Slows handle guessers down; 0: no limit, at "
+          "most 1000000.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9741",
           "Where to serve Prometheus metrics over HTTP (GET /metrics): "
           "host:port or [ipv6]:port; port 0 picks a free port; empty: no "

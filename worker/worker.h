@@ -266,8 +266,9 @@ class Worker {
   absl::Time next_publish_;
 
   // Owner masks of the identities that allocated (AllocateOp::owner), for
-  // operators' calls; at most kMaxOwners.
-  static constexpr size_t kMaxOwners = 1 << 16;
+  // operators' calls. At most kMaxOwners: an operator's stale or forged
+  // handle matches one of them with a chance of (owners + 1) / 2^32.
+  static constexpr size_t kMaxOwners = 4096;
   absl::flat_hash_set<uint32_t> owners_;
 
   std::thread thread_;  // started by the constructor, after the first Publish

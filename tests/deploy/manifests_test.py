@@ -487,6 +487,13 @@ class RemoteAccessTest(unittest.TestCase):
                 self.assertIn(key, data)
                 file_flags = parse_flags(data[key].split())
                 self.assertTrue(file_flags.get("operator_identities"))
+                # Whoever may edit the ConfigMap names operators, nothing
+                # else: it cannot turn TLS or the guess limit off.
+                self.assertEqual(set(file_flags), {"operator_identities"})
+                args = poold.get("args") or []
+                self.assertTrue(args[0].startswith("--flagfile="),
+                                "--flagfile must come first, so that the "
+                                "flags after it win")
 
     def test_a_service_reaches_the_tls_port(self):
         for label, pod, poold, flags in self.remote:
@@ -506,6 +513,11 @@ class RemoteAccessTest(unittest.TestCase):
                         labels.get(k) == v
                         for k, v in doc["spec"]["selector"].items())]
                 self.assertTrue(services, "no Service selects the pods")
+                # Handles belong to one process: no load balancing between
+                # pods behind one virtual IP.
+                for svc in services:
+                    self.assertEqual(svc["spec"].get("clusterIP"), "None",
+                                     "use a headless Service")
                 targets = [p.get("targetPort") for svc in services
                            for p in svc["spec"]["ports"]]
                 self.assertTrue(set(targets) & (set(named) | {port}))

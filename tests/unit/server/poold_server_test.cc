@@ -2,6 +2,7 @@
 // health, and shutdown.
 #include "server/poold_server.h"
 
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -135,6 +136,10 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
               HasSubstr("--operator_identities needs mutual TLS"));
   options = PooldServer::Options();
   options.max_unknown_handles_per_second = -1;
+  EXPECT_THAT(Validate(options).message(),
+              HasSubstr("--max_unknown_handles_per_second"));
+  options.max_unknown_handles_per_second =
+      std::numeric_limits<double>::infinity();
   EXPECT_THAT(Validate(options).message(),
               HasSubstr("--max_unknown_handles_per_second"));
 
