@@ -21,7 +21,7 @@
 //
 //   service_bench [--server=PATH] [--transports=tcp,unix] [--streams=1,8,64]
 //                 [--seconds=1] [--warmup_seconds=0.3] [--rounds=5]
-//                 [--json=FILE]
+//                 [--json=FILE] [--tls_certs=DIR]
 //
 // Prints a Markdown table; exits 1 if any call failed.
 #include <algorithm>
@@ -33,6 +33,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -73,6 +74,10 @@ ABSL_FLAG(int, payload_bytes, 100,
 ABSL_FLAG(std::vector<std::string>, server_flags, {},
           "More flags for the server, comma-separated.");
 ABSL_FLAG(std::string, json, "", "Also write the results to this file.");
+ABSL_FLAG(std::string, tls_certs, "",
+          "A folder made by tests/e2e/make_test_certs.sh: the server's TCP "
+          "listener then speaks TLS (server.pem, server.key) and the tcp "
+          "transport's clients trust ca.pem; empty: plaintext.");
 
 namespace poold::bench {
 namespace {
@@ -112,15 +117,15 @@ struct Connection {
 // Opens `count` channels to `target`, each with its own connection (a local
 // subchannel pool, so gRPC does not share one connection among them), and
 // waits until each is connected.
-absl::StatusOr<std::vector<Connection>> Connect(const std::string& target,
-                                                int count) {
+absl::StatusOr<std::vector<Connection>> Connect(
+    const std::string& target, int count,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   std::vector<Connection> connections;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     Connection c;
-    c.channel = grpc::CreateCustomChannel(
-        target, grpc::InsecureChannelCredentials(), args);
+    c.channel = grpc::CreateCustomChannel(target, credentials, args);
     if (!c.channel->WaitForConnected(std::chrono::system_clock::now() +
                                      std::chrono::seconds(30))) {
       return absl::UnavailableError(absl::StrCat("cannot connect to ", target));
@@ -468,6 +473,26 @@ int Main() {
   server_options.tcp = true;
   server_options.unix_socket = true;
   server_options.extra_flags = absl::GetFlag(FLAGS_server_flags);
+  std::shared_ptr<grpc::ChannelCredentials> tcp_credentials =
+      grpc::InsecureChannelCredentials();
+  if (const std::string certs = absl::GetFlag(FLAGS_tls_certs);
+      !certs.empty()) {
+    server_options.extra_flags.push_back(
+        absl::StrCat("--tls_cert_file=", certs, "/server.pem"));
+    server_options.extra_flags.push_back(
+        absl::StrCat("--tls_key_file=", certs, "/server.key"));
+    std::ifstream ca_file(absl::StrCat(certs, "/ca.pem"));
+    std::stringstream ca;
+    ca << ca_file.rdbuf();
+    if (!ca_file || ca.str().empty()) {
+      std::fprintf(stderr, "--tls_certs: cannot read %s/ca.pem\n",
+                   certs.c_str());
+      return 1;
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca.str();
+    tcp_credentials = grpc::SslCredentials(ssl);
+  }
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
       ServerProcess::Start(server_options);
   if (!server.ok()) {
@@ -482,8 +507,10 @@ int Main() {
   std::map<std::string, std::vector<Connection>> connections;
   for (const std::string& t : transports) {
     absl::StatusOr<std::vector<Connection>> c =
-        Connect(t == "tcp" ? (*server)->tcp_target() : (*server)->unix_target(),
-                max_channels);
+        t == "tcp"
+            ? Connect((*server)->tcp_target(), max_channels, tcp_credentials)
+            : Connect((*server)->unix_target(), max_channels,
+                      grpc::InsecureChannelCredentials());
     if (!c.ok()) {
       std::fprintf(stderr, "%s\n", c.status().ToString().c_str());
       return 1;
