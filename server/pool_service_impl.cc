@@ -169,15 +169,18 @@ absl::StatusOr<HandleCall> PoolServiceImpl::AdmitHandleOp(
 void PoolServiceImpl::CountAnswer(grpc::CallbackServerContext* context,
                                   const HandleCall& handle_call,
                                   const absl::Status& status) {
-  const absl::Time now = UnknownHandleLimiter::Now();
+  // The common answer (a known handle on the fast path) costs nothing here,
+  // on the worker thread: not even a clock read.
   if (status.code() == absl::StatusCode::kNotFound) {
     // (The call is not finished yet: its context is still valid.)
     unknown_handles_.RecordUnknown(handle_call.caller.limiter_key.empty()
                                        ? identity_.Of(*context).limiter_key
                                        : handle_call.caller.limiter_key,
-                                   now, handle_call.admitted);
+                                   UnknownHandleLimiter::Now(),
+                                   handle_call.admitted);
   } else if (handle_call.admitted) {
-    unknown_handles_.Refund(handle_call.caller.limiter_key, now);
+    unknown_handles_.Refund(handle_call.caller.limiter_key,
+                            UnknownHandleLimiter::Now());
   }
 }
 
