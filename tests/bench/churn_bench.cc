@@ -215,6 +215,12 @@ struct Sample {
   uint64_t live = 0;
   uint64_t pools_resident = 0;
   int state = 0;
+  // Where the pools' resident bytes are, per pool (small, medium, large):
+  // in live blocks' slots or extents, free inside partly used spans (or
+  // chunks), and held empty for reuse (cached spans, unpurged extents).
+  uint64_t allocated[3] = {0, 0, 0};
+  uint64_t free_inside[3] = {0, 0, 0};
+  uint64_t cached[3] = {0, 0, 0};
 };
 
 struct ModeResult {
@@ -426,6 +432,15 @@ ModeResult RunMode(const std::string& mode) {
     if (t == start) first_stats = stats;
     sample.pools_resident = stats.total().resident_bytes();
     sample.state = stats.auto_defrag().state();
+    for (int i = 0; i < stats.pools_size() && i < 3; ++i) {
+      const v1::FragmentationStats& pool = stats.pools(i).stats();
+      const uint64_t used =
+          pool.allocated_bytes() + pool.free_bytes() + pool.metadata_bytes();
+      sample.allocated[i] = pool.allocated_bytes();
+      sample.free_inside[i] = pool.free_bytes();
+      sample.cached[i] =
+          pool.resident_bytes() - std::min(pool.resident_bytes(), used);
+    }
     for (const v1::DefragReport& report : stats.recent_defragmentations()) {
       reports[{report.started_at().seconds(), report.started_at().nanos(),
                report.origin()}] = report;
@@ -532,6 +547,33 @@ void PrintTable(const std::vector<ModeResult>& results) {
         on->rss_ratio_max, off->rss_ratio_max);
   }
   for (const ModeResult& r : results) {
+    const Sample* worst = nullptr;
+    for (const Sample& s : r.samples) {
+      if (s.live == 0) continue;
+      if (worst == nullptr ||
+          static_cast<double>(s.rss) / s.live >
+              static_cast<double>(worst->rss) / worst->live) {
+        worst = &s;
+      }
+    }
+    if (worst == nullptr) continue;
+    std::string pools;
+    const char* const kNames[] = {"small", "medium", "large"};
+    for (int i = 0; i < 3; ++i) {
+      absl::StrAppendFormat(
+          &pools, "; %s %.1f in slots, %.1f free inside, %.1f cached",
+          kNames[i], static_cast<double>(worst->allocated[i]) / kMiB,
+          static_cast<double>(worst->free_inside[i]) / kMiB,
+          static_cast<double>(worst->cached[i]) / kMiB);
+    }
+    std::printf(
+        "%s: worst sample at %.1f s: RSS %.1f MiB, live %.1f MiB, pools "
+        "%.1f MiB%s\n",
+        r.mode.c_str(), worst->t, static_cast<double>(worst->rss) / kMiB,
+        static_cast<double>(worst->live) / kMiB,
+        static_cast<double>(worst->pools_resident) / kMiB, pools.c_str());
+  }
+  for (const ModeResult& r : results) {
     std::printf(
         "%s: %llu reads (%llu of blocks freed meanwhile, not counted), "
         "%llu frees, idle RSS %.1f MiB\n",
@@ -548,12 +590,21 @@ void WriteJson(const std::string& path,
   for (const ModeResult& r : results) {
     std::vector<std::string> samples;
     for (const Sample& s : r.samples) {
+      std::vector<std::string> pools;
+      for (int i = 0; i < 3; ++i) {
+        pools.push_back(absl::StrFormat(
+            "{\"allocated\": %llu, \"free_inside\": %llu, \"cached\": %llu}",
+            static_cast<unsigned long long>(s.allocated[i]),
+            static_cast<unsigned long long>(s.free_inside[i]),
+            static_cast<unsigned long long>(s.cached[i])));
+      }
       samples.push_back(absl::StrFormat(
           "{\"t\": %.3f, \"rss\": %llu, \"live\": %llu, \"pools_resident\": "
-          "%llu, \"state\": %d}",
+          "%llu, \"state\": %d, \"pools\": [%s]}",
           s.t, static_cast<unsigned long long>(s.rss),
           static_cast<unsigned long long>(s.live),
-          static_cast<unsigned long long>(s.pools_resident), s.state));
+          static_cast<unsigned long long>(s.pools_resident), s.state,
+          absl::StrJoin(pools, ", ")));
     }
     modes.push_back(absl::StrFormat(
         "{\"mode\": \"%s\", \"idle_rss\": %llu, \"seconds\": %.3f, "
