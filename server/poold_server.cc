@@ -301,7 +301,9 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
       << options.auto_defrag.stop_fragmentation
       << " auto_defrag_cpu=" << options.auto_defrag.min_cpu_share << ".."
       << options.auto_defrag.max_cpu_share << " auto_defrag_interval="
-      << absl::FormatDuration(options.auto_defrag.interval);
+      << absl::FormatDuration(options.auto_defrag.interval)
+      << " auto_defrag_min_interval="
+      << absl::FormatDuration(options.auto_defrag.min_interval);
   for (const std::string& target : server->targets_) {
     LOG(INFO) << "poold listening on " << target;
   }

@@ -2,6 +2,7 @@
 // make.
 #include "server/server_flags.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -168,6 +169,13 @@ ABSL_FLAG(absl::Duration, auto_defrag_interval, kDefaults.auto_defrag.interval,
           "Time between two looks at the pools' statistics; runs that "
           "return little double the wait before the next run, up to 64 times "
           "(fragmentation at twice the start threshold ends the wait).");
+ABSL_FLAG(absl::Duration, auto_defrag_min_interval,
+          kDefaults.auto_defrag.min_interval,
+          "While the pools' waste (resident - live) grows, the next look "
+          "comes when half the room left below the start threshold would be "
+          "used at the growth rate seen, but no sooner than this (at most "
+          "--auto_defrag_interval; looks happen on the worker's 100 ms "
+          "maintenance tick).");
 ABSL_FLAG(bool, testing_hold_worker, false,
           "TESTING ONLY, never in production: the worker takes no commands "
           "until shutdown, so the command channel fills up (used by the "
@@ -238,6 +246,10 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.auto_defrag.min_cpu_share = absl::GetFlag(FLAGS_auto_defrag_min_cpu);
   options.auto_defrag.max_cpu_share = absl::GetFlag(FLAGS_auto_defrag_max_cpu);
   options.auto_defrag.interval = absl::GetFlag(FLAGS_auto_defrag_interval);
+  // A shorter --auto_defrag_interval lowers the minimum with it.
+  options.auto_defrag.min_interval =
+      std::min(absl::GetFlag(FLAGS_auto_defrag_min_interval),
+               options.auto_defrag.interval);
   options.auto_defrag.max_backoff = 64 * options.auto_defrag.interval;
   options.testing_hold_worker = absl::GetFlag(FLAGS_testing_hold_worker);
   options.testing_slice_pause = absl::GetFlag(FLAGS_testing_defrag_slice_pause);

@@ -2,6 +2,7 @@
 #include "worker/auto_defrag_policy.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,70 @@ std::string PoolList(const std::vector<pools::PoolKind>& kinds) {
     names += std::string(pools::PoolName(kind));
   }
   return names;
+}
+
+uint64_t WasteBytes(const pools::FragmentationStats& total) {
+  return total.resident_bytes > total.live_bytes
+             ? total.resident_bytes - total.live_bytes
+             : 0;
+}
+
+// Records the waste seen at `now`, and how fast it grows: the rate since
+// the last sighting, or the earlier estimate halved per interval since, if
+// that is more. A window right after a run, or between two allocations of
+// a burst, says little on its own; a rate that stops, fades within a few
+// intervals.
+void SeeWaste(const AutoDefragOptions& options, AutoDefragHistory& history,
+              uint64_t waste, absl::Time now) {
+  if (history.waste_seen_at != absl::InfinitePast() &&
+      now > history.waste_seen_at) {
+    const absl::Duration elapsed = now - history.waste_seen_at;
+    const double seconds = absl::ToDoubleSeconds(elapsed);
+    const double measured =
+        waste > history.waste_bytes
+            ? static_cast<double>(waste - history.waste_bytes) / seconds
+            : 0;
+    const double faded = history.waste_growth_per_second *
+                         std::exp2(-(elapsed / options.interval));
+    history.waste_growth_per_second = std::max(measured, faded);
+    if (history.waste_growth_per_second < kNegligibleGrowthPerSecond) {
+      history.waste_growth_per_second = 0;
+    }
+  }
+  history.waste_bytes = waste;
+  history.waste_seen_at = now;
+}
+
+// When to look next: after the interval, or sooner while waste grows: when
+// half the room left below `threshold` (and below the minimum reclaimable)
+// would be used at the rate seen, no sooner than min_interval.
+absl::Time NextLook(const AutoDefragOptions& options,
+                    const AutoDefragHistory& history,
+                    const pools::FragmentationStats& total, double threshold,
+                    absl::Time now) {
+  const double growth = history.waste_growth_per_second;
+  if (growth <= 0) return now + options.interval;
+  double room = 0;
+  if (threshold < 1) {
+    const double waste_at_threshold =
+        static_cast<double>(total.live_bytes) * threshold / (1 - threshold);
+    room = std::max(
+        0.0, waste_at_threshold - static_cast<double>(WasteBytes(total)));
+  }
+  if (total.reclaimable_bytes < options.min_reclaimable_bytes) {
+    room = std::max(room, static_cast<double>(options.min_reclaimable_bytes -
+                                              total.reclaimable_bytes));
+  }
+  const absl::Duration until = absl::Seconds(room / growth / 2);
+  return now + std::clamp(until, options.min_interval, options.interval);
+}
+
+// ", waste growing 45.0 MiB/s" while it grows, else "".
+std::string GrowthText(const AutoDefragHistory& history) {
+  if (history.waste_growth_per_second <= 0) return "";
+  return absl::StrCat(
+      ", waste growing ",
+      HumanBytes(static_cast<uint64_t>(history.waste_growth_per_second)), "/s");
 }
 
 absl::Duration Backoff(const AutoDefragOptions& options, int poor_runs) {
@@ -58,6 +123,9 @@ std::string AutoDefragOptionsError(const AutoDefragOptions& o) {
   }
   if (o.interval <= absl::ZeroDuration() || o.max_backoff < o.interval) {
     return "the look interval must be > 0 and at most the longest back-off";
+  }
+  if (o.min_interval <= absl::ZeroDuration() || o.min_interval > o.interval) {
+    return "need 0 < --auto_defrag_min_interval <= --auto_defrag_interval";
   }
   return "";
 }
@@ -105,6 +173,7 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
   history.mutations_at_last_look = input.mutations;
   d.next_look = input.now + options.interval;
   const pools::FragmentationStats& total = input.stats.total;
+  SeeWaste(options, history, WasteBytes(total), input.now);
   const double fragmentation = total.FragmentationRatio();
   const uint64_t reclaimable = total.reclaimable_bytes;
   std::string escalation;
@@ -119,7 +188,9 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
         fragmentation <= history.fragmentation_after_poor ||
         reclaimable < options.min_reclaimable_bytes) {
       d.state = AutoDefragState::kBackingOff;
-      d.next_look = std::min(d.next_look, history.backoff_until);
+      d.next_look =
+          std::min(NextLook(options, history, total, ceiling, input.now),
+                   history.backoff_until);
       history.looked_while_backing_off = true;
       d.reason =
           absl::StrCat("backing off after ", history.poor_runs,
@@ -136,25 +207,26 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
   const double threshold = history.unfinished ? options.stop_fragmentation
                                               : options.start_fragmentation;
   const char* threshold_name = history.unfinished ? "stop" : "start";
+  d.next_look = NextLook(options, history, total, threshold, input.now);
   if (reclaimable == 0) {
     d.reason = absl::StrCat("nothing to reclaim (fragmentation ",
-                            Percent(fragmentation), ")");
+                            Percent(fragmentation), GrowthText(history), ")");
     history.unfinished = false;
     return d;
   }
   if (reclaimable < options.min_reclaimable_bytes) {
-    d.reason =
-        absl::StrCat("reclaimable ", HumanBytes(reclaimable), " below the ",
-                     HumanBytes(options.min_reclaimable_bytes),
-                     " minimum (fragmentation ", Percent(fragmentation), ")");
+    d.reason = absl::StrCat(
+        "reclaimable ", HumanBytes(reclaimable), " below the ",
+        HumanBytes(options.min_reclaimable_bytes), " minimum (fragmentation ",
+        Percent(fragmentation), GrowthText(history), ")");
     history.unfinished = false;
     return d;
   }
   if (fragmentation < threshold) {
-    d.reason =
-        absl::StrCat("fragmentation ", Percent(fragmentation), " below the ",
-                     Percent(threshold), " ", threshold_name,
-                     " threshold (reclaimable ", HumanBytes(reclaimable), ")");
+    d.reason = absl::StrCat("fragmentation ", Percent(fragmentation),
+                            " below the ", Percent(threshold), " ",
+                            threshold_name, " threshold (reclaimable ",
+                            HumanBytes(reclaimable), GrowthText(history), ")");
     history.unfinished = false;
     return d;
   }
@@ -168,8 +240,18 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
   const double start = options.start_fragmentation;
   const double t =
       start <= 0 ? 1.0 : std::clamp((fragmentation - start) / start, 0.0, 1.0);
-  d.cpu_share = options.min_cpu_share +
-                (options.max_cpu_share - options.min_cpu_share) * t;
+  const double level_share =
+      options.min_cpu_share +
+      (options.max_cpu_share - options.min_cpu_share) * t;
+  // Clients wasting memory fast need a run that outpaces them, whatever the
+  // level: kGrowthMargin times their rate, at the rate runs have reclaimed.
+  const double reclaim_rate = history.reclaimed_per_cpu_second > 0
+                                  ? history.reclaimed_per_cpu_second
+                                  : kAssumedReclaimedPerCpuSecond;
+  const double growth_share =
+      kGrowthMargin * history.waste_growth_per_second / reclaim_rate;
+  d.cpu_share = std::clamp(std::max(level_share, growth_share),
+                           options.min_cpu_share, options.max_cpu_share);
   d.run = true;
   d.state = AutoDefragState::kRunning;
   history.fragmentation_at_start = fragmentation;
@@ -177,8 +259,9 @@ AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
       escalation, "fragmentation ", Percent(fragmentation), " at or above the ",
       Percent(threshold), " ", threshold_name, " threshold and ",
       HumanBytes(reclaimable), " reclaimable (minimum ",
-      HumanBytes(options.min_reclaimable_bytes), "): defragmenting ",
-      PoolList(d.pools), " at ", Percent(d.cpu_share), " of a core");
+      HumanBytes(options.min_reclaimable_bytes), GrowthText(history),
+      "): defragmenting ", PoolList(d.pools), " at ", Percent(d.cpu_share),
+      " of a core");
   return d;
 }
 
@@ -195,11 +278,22 @@ void RecordAutoDefragRun(const AutoDefragOptions& options,
                          const pools::DefragReport& report,
                          uint64_t aimed_bytes,
                          const pools::FragmentationStats& after,
-                         absl::Time now) {
+                         absl::Duration cpu, absl::Time now) {
   ++history.runs;
   history.looked = false;  // one look after every run says where it stands
   history.last_aimed_bytes = aimed_bytes;
   history.last_reclaimed_bytes = report.bytes_reclaimed;
+  // Growth is measured from where the run left the waste.
+  history.waste_bytes = WasteBytes(after);
+  history.waste_seen_at = now;
+  if (cpu > absl::ZeroDuration() && report.bytes_reclaimed > 0) {
+    const double rate = static_cast<double>(report.bytes_reclaimed) /
+                        absl::ToDoubleSeconds(cpu);
+    history.reclaimed_per_cpu_second =
+        history.reclaimed_per_cpu_second > 0
+            ? (history.reclaimed_per_cpu_second + rate) / 2
+            : rate;
+  }
   using pools::DefragStopReason;
   if (report.stop_reason == DefragStopReason::kPreempted ||
       report.stop_reason == DefragStopReason::kShutdown) {

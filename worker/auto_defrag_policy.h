@@ -28,11 +28,17 @@ struct AutoDefragOptions {
   double start_fragmentation = 0.10;
   double stop_fragmentation = 0.05;
   // Share of one core a run may use: min_cpu_share at start_fragmentation,
-  // rising linearly to max_cpu_share at twice it. 0 < min <= max <= 1.
+  // rising linearly to max_cpu_share at twice it; and, while clients waste
+  // memory fast, at least enough to reclaim kGrowthMargin times as fast as
+  // they waste it. 0 < min <= max <= 1.
   double min_cpu_share = 0.01;
   double max_cpu_share = 0.25;
   // Time between two looks at the statistics, and the longest back-off.
   absl::Duration interval = absl::Seconds(1);
+  // While waste (resident - live) grows, the next look comes when half the
+  // room left below the threshold would be used at the growth rate seen,
+  // but no sooner than this after the last. 0 < min_interval <= interval.
+  absl::Duration min_interval = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(64);
 };
 
@@ -78,7 +84,27 @@ struct AutoDefragHistory {
   // Why the last run counted as poor, in words and figures (empty when it
   // did not).
   std::string last_poor_reason;
+  // Waste (resident - live, all pools) at the last look or at the end of
+  // the last run, when that was, and how fast it grows (bytes per second:
+  // the growth since the previous sighting, or the earlier estimate halved
+  // per interval since, whichever is more; 0 when not growing).
+  uint64_t waste_bytes = 0;
+  absl::Time waste_seen_at = absl::InfinitePast();
+  double waste_growth_per_second = 0;
+  // Bytes that runs returned per second of the worker's CPU, averaged over
+  // recent runs (0 before the first that returned any).
+  double reclaimed_per_cpu_second = 0;
 };
+
+// Growth of waste below this many bytes per second counts as none.
+inline constexpr double kNegligibleGrowthPerSecond = 1024;
+// Runs reclaim at least this many times as fast as the clients waste
+// memory, CPU ceiling permitting.
+inline constexpr double kGrowthMargin = 4;
+// What a run is assumed to return per second of CPU before one has been
+// measured (compaction copies about 1 GiB/s on one core; a run also scans
+// and returns pages).
+inline constexpr double kAssumedReclaimedPerCpuSecond = 256.0 * (1 << 20);
 
 // What the worker gives the policy at a look.
 struct AutoDefragInput {
@@ -110,10 +136,12 @@ bool AutoDefragWantsLook(const AutoDefragOptions& options,
                          const AutoDefragHistory& history, uint64_t mutations,
                          absl::Time now);
 
-// The decision at a look. Also records the look in `history`. While backing
-// off, no run, unless fragmentation has climbed to twice the start
-// threshold or more, above where the last poor run left it, with at least
-// the minimum reclaimable: then a run at the CPU ceiling.
+// The decision at a look. Also records the look in `history`, with the
+// growth of waste since the previous one. While backing off, no run, unless
+// fragmentation has climbed to twice the start threshold or more, above
+// where the last poor run left it, with at least the minimum reclaimable:
+// then a run at the CPU ceiling. The next look is due after `interval`, or
+// sooner while waste grows (see AutoDefragOptions::min_interval).
 AutoDefragDecision DecideAutoDefrag(const AutoDefragOptions& options,
                                     AutoDefragHistory& history,
                                     const AutoDefragInput& input);
@@ -133,13 +161,14 @@ std::string AutoDefragStopReason(const AutoDefragOptions& options,
 // of clients that keep changing sizes needs. Each poor run in a row doubles
 // the wait before the next run, from `interval` up to `max_backoff`; a run
 // that pays resets it. A run that gave way or stopped for shutdown counts
-// as neither.
+// as neither. `cpu` is the worker's CPU time in the run's slices: with the
+// bytes it returned, it updates the reclaim rate that sizes later budgets.
 void RecordAutoDefragRun(const AutoDefragOptions& options,
                          AutoDefragHistory& history,
                          const pools::DefragReport& report,
                          uint64_t aimed_bytes,
                          const pools::FragmentationStats& after,
-                         absl::Time now);
+                         absl::Duration cpu, absl::Time now);
 
 // "3.1 MiB": for reasons and logs.
 std::string HumanBytes(uint64_t bytes);

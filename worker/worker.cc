@@ -600,6 +600,7 @@ void Worker::MaybeStartAutoDefrag(absl::Time now) {
   CHECK(auto_session_->Begin(auto_decision_.pools).ok());
   auto_aimed_bytes_ = auto_decision_.aimed_bytes;
   auto_cpu_share_ = auto_decision_.cpu_share;
+  auto_cpu_at_start_ = auto_cpu_;
   next_auto_slice_ = now;
 }
 
@@ -638,7 +639,8 @@ void Worker::EndAutoDefrag(pools::DefragStopReason reason) {
   auto_bytes_reclaimed_ += report.bytes_reclaimed;
   const absl::Time now = absl::Now();
   RecordAutoDefragRun(options_.auto_defrag, auto_history_, report,
-                      auto_aimed_bytes_, pools_->Stats(false).total, now);
+                      auto_aimed_bytes_, pools_->Stats(false).total,
+                      auto_cpu_ - auto_cpu_at_start_, now);
   if (auto_history_.poor_runs > 0) {
     // The back-off is the policy's decision now: GetStats says why.
     auto_decision_.state = AutoDefragState::kBackingOff;

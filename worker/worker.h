@@ -257,6 +257,7 @@ class Worker {
   absl::Time next_auto_look_;
   absl::Time next_auto_slice_;
   absl::Duration auto_cpu_;  // thread CPU time of every automatic slice
+  absl::Duration auto_cpu_at_start_;  // auto_cpu_ when this run started
   uint64_t auto_bytes_reclaimed_ = 0;
 
   // Snapshots published so far, when the next one is due, and the

@@ -16,6 +16,7 @@ using pools::FragmentationStats;
 using pools::PoolKind;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
@@ -158,9 +159,9 @@ TEST(AutoDefragPolicyTest, StopsBelowTheStopThreshold) {
 
 TEST(AutoDefragPolicyTest, ARunThatPaysKeepsLookingAtTheInterval) {
   AutoDefragHistory history;
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
-                      Total(30 * kMiB, 31 * kMiB, 0), kNow);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
+      Total(30 * kMiB, 31 * kMiB, 0), absl::ZeroDuration(), kNow);
   EXPECT_EQ(history.runs, 1u);
   EXPECT_EQ(history.poor_runs, 0);
   EXPECT_TRUE(AutoDefragWantsLook(On(), history, 2, kNow + absl::Seconds(1)));
@@ -174,9 +175,10 @@ TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
                                      absl::Seconds(8), absl::Seconds(16),
                                      absl::Seconds(16)};
   for (absl::Duration wait : expected) {
-    RecordAutoDefragRun(On(), history,
-                        Report(DefragStopReason::kFinished, 1 * kMiB), 8 * kMiB,
-                        Total(30 * kMiB, 31 * kMiB, 0), now);
+    // (The looks below find the waste where the run left it: not growing.)
+    RecordAutoDefragRun(
+        On(), history, Report(DefragStopReason::kFinished, 1 * kMiB), 8 * kMiB,
+        Total(34 * kMiB, 40 * kMiB, 6 * kMiB), absl::ZeroDuration(), now);
     EXPECT_EQ(history.backoff_until, now + wait);
     // It still looks (15% fragmentation, below twice the start threshold),
     // but runs nothing before the back-off ends.
@@ -197,9 +199,9 @@ TEST(AutoDefragPolicyTest, RunsThatReturnLittleBackOffExponentially) {
   later.now = now;
   EXPECT_TRUE(DecideAutoDefrag(On(), history, later).run);
   // A run that pays ends the back-off.
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
-                      Total(30 * kMiB, 31 * kMiB, 0), now);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
+      Total(30 * kMiB, 31 * kMiB, 0), absl::ZeroDuration(), now);
   EXPECT_EQ(history.poor_runs, 0);
   EXPECT_TRUE(AutoDefragWantsLook(On(), history, 101, now));
 }
@@ -212,9 +214,9 @@ TEST(AutoDefragPolicyTest, ClientsThatRefragmentAsFastAsItCleansBackItOff) {
           .run);
   // It returned all it aimed at, but fragmentation is back above where it
   // started, with plenty reclaimable again.
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
-                      Total(30 * kMiB, 40 * kMiB, 9 * kMiB), kNow);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 9 * kMiB), 9 * kMiB,
+      Total(30 * kMiB, 40 * kMiB, 9 * kMiB), absl::ZeroDuration(), kNow);
   EXPECT_EQ(history.poor_runs, 1);
   // 25% fragmentation, past twice the start threshold, but no higher than
   // the run left it: it keeps backing off.
@@ -238,9 +240,9 @@ TEST(AutoDefragPolicyTest, FragmentationClimbingPastTheCeilingEndsABackOff) {
       DecideAutoDefrag(On(), history, Input(34 * kMiB, 40 * kMiB, 6 * kMiB))
           .run);
   // 15% when decided, 17.5% after: poor.
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kFinished, 5 * kMiB), 6 * kMiB,
-                      Total(33 * kMiB, 40 * kMiB, 6 * kMiB), kNow);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 5 * kMiB), 6 * kMiB,
+      Total(33 * kMiB, 40 * kMiB, 6 * kMiB), absl::ZeroDuration(), kNow);
   ASSERT_EQ(history.poor_runs, 1);
   ASSERT_GT(history.backoff_until, kNow + absl::Milliseconds(500));
   // Half a second later, still backing off, but fragmentation is at 30%.
@@ -272,9 +274,9 @@ TEST(AutoDefragPolicyTest, TheFirstLookAfterABackOffNeedsNoNewChange) {
   ASSERT_TRUE(
       DecideAutoDefrag(On(), history, Input(34 * kMiB, 40 * kMiB, 6 * kMiB, 7))
           .run);
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kFinished, 5 * kMiB), 6 * kMiB,
-                      Total(33 * kMiB, 40 * kMiB, 6 * kMiB), kNow);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 5 * kMiB), 6 * kMiB,
+      Total(33 * kMiB, 40 * kMiB, 6 * kMiB), absl::ZeroDuration(), kNow);
   ASSERT_EQ(history.poor_runs, 1);
   // The look right after the run, within the back-off: no run.
   AutoDefragInput look = Input(33 * kMiB, 40 * kMiB, 6 * kMiB, 9);
@@ -303,9 +305,9 @@ TEST(AutoDefragPolicyTest, ARunThatGainsGroundOnTheClientsIsNotPoor) {
   ASSERT_TRUE(
       DecideAutoDefrag(On(), history, Input(28 * kMiB, 40 * kMiB, 12 * kMiB))
           .run);
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kFinished, 10 * kMiB), 12 * kMiB,
-                      Total(32 * kMiB, 40 * kMiB, 8 * kMiB), kNow);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 10 * kMiB), 12 * kMiB,
+      Total(32 * kMiB, 40 * kMiB, 8 * kMiB), absl::ZeroDuration(), kNow);
   EXPECT_EQ(history.poor_runs, 0);
   EXPECT_EQ(history.backoff_until, absl::InfinitePast());
   EXPECT_TRUE(AutoDefragWantsLook(On(), history, 5, kNow));
@@ -319,15 +321,16 @@ TEST(AutoDefragPolicyTest, ReachingTheStopThresholdEarlyIsNotPoor) {
   AutoDefragHistory history;
   RecordAutoDefragRun(On(), history,
                       Report(DefragStopReason::kTargetReached, 1 * kMiB),
-                      8 * kMiB, Total(96 * kMiB, 100 * kMiB, 3 * kMiB), kNow);
+                      8 * kMiB, Total(96 * kMiB, 100 * kMiB, 3 * kMiB),
+                      absl::ZeroDuration(), kNow);
   EXPECT_EQ(history.poor_runs, 0);
 }
 
 TEST(AutoDefragPolicyTest, ARunThatGaveWayResumesDownToTheStopThreshold) {
   AutoDefragHistory history;
-  RecordAutoDefragRun(On(), history,
-                      Report(DefragStopReason::kPreempted, 1 * kMiB), 8 * kMiB,
-                      Total(92 * kMiB, 100 * kMiB, 7 * kMiB), kNow);
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kPreempted, 1 * kMiB), 8 * kMiB,
+      Total(92 * kMiB, 100 * kMiB, 7 * kMiB), absl::ZeroDuration(), kNow);
   EXPECT_EQ(history.poor_runs, 0);
   EXPECT_TRUE(history.unfinished);
   // 8% is below the start threshold but above the stop one: it goes on.
@@ -337,6 +340,116 @@ TEST(AutoDefragPolicyTest, ARunThatGaveWayResumesDownToTheStopThreshold) {
       DecideAutoDefrag(On(), history, Input(92 * kMiB, 100 * kMiB, 7 * kMiB));
   EXPECT_TRUE(d.run);
   EXPECT_THAT(d.reason, HasSubstr("at or above the 5.0% stop threshold"));
+}
+
+// The same statistics as Input(), seen at `now`.
+AutoDefragInput InputAt(absl::Time now, uint64_t live, uint64_t resident,
+                        uint64_t reclaimable, uint64_t mutations = 1) {
+  AutoDefragInput input = Input(live, resident, reclaimable, mutations);
+  input.now = now;
+  return input;
+}
+
+TEST(AutoDefragPolicyTest, LooksSoonerWhileWasteGrows) {
+  AutoDefragHistory history;
+  // 14 MiB of waste for 256 MiB live: below the 10% start threshold, which
+  // 256 MiB reaches at 28.4 MiB of waste. Nothing is known of its growth.
+  AutoDefragDecision d = DecideAutoDefrag(
+      On(), history, InputAt(kNow, 256 * kMiB, 270 * kMiB, 10 * kMiB, 1));
+  EXPECT_FALSE(d.run);
+  EXPECT_EQ(d.next_look, kNow + absl::Seconds(1));
+  // A second later 24 MiB: growing 10 MiB/s, 4.4 MiB of room left. The next
+  // look comes when half of it would be used: in 0.22 s.
+  const absl::Time second = kNow + absl::Seconds(1);
+  d = DecideAutoDefrag(On(), history,
+                       InputAt(second, 256 * kMiB, 280 * kMiB, 20 * kMiB, 2));
+  EXPECT_FALSE(d.run);
+  EXPECT_DOUBLE_EQ(history.waste_growth_per_second, 10.0 * kMiB);
+  const double room = 256.0 * kMiB * 0.1 / 0.9 - 24.0 * kMiB;
+  EXPECT_NEAR(absl::ToDoubleSeconds(d.next_look - second),
+              room / (10.0 * kMiB) / 2, 1e-6);
+  EXPECT_THAT(d.reason, HasSubstr("waste growing 10.0 MiB/s"));
+  // Waste that jumps by 2 MiB in 10 ms: the next look is no sooner than the
+  // 100 ms minimum.
+  const absl::Time third = second + absl::Milliseconds(10);
+  d = DecideAutoDefrag(On(), history,
+                       InputAt(third, 256 * kMiB, 282 * kMiB, 22 * kMiB, 3));
+  EXPECT_EQ(d.next_look, third + absl::Milliseconds(100));
+  // That 200 MiB/s burst followed by a second without growth: a quiet
+  // window alone does not forget it; the estimate halves per interval.
+  const absl::Time fourth = third + absl::Seconds(1);
+  d = DecideAutoDefrag(On(), history,
+                       InputAt(fourth, 256 * kMiB, 282 * kMiB, 22 * kMiB, 4));
+  EXPECT_DOUBLE_EQ(history.waste_growth_per_second, 100.0 * kMiB);
+  EXPECT_EQ(d.next_look, fourth + absl::Milliseconds(100));
+  // Waste that stays still for a minute: back to the interval.
+  const absl::Time fifth = fourth + absl::Minutes(1);
+  d = DecideAutoDefrag(On(), history,
+                       InputAt(fifth, 256 * kMiB, 282 * kMiB, 22 * kMiB, 5));
+  EXPECT_EQ(history.waste_growth_per_second, 0);
+  EXPECT_EQ(d.next_look, fifth + absl::Seconds(1));
+  EXPECT_THAT(d.reason, Not(HasSubstr("growing")));
+}
+
+TEST(AutoDefragPolicyTest, BelowTheMinimumReclaimableLooksWhenItWouldBeMet) {
+  AutoDefragHistory history;
+  // Past the start threshold, but 1 MiB reclaimable of the 4 MiB minimum,
+  // growing 1 MiB/s with the waste: the next look in 1.5 s, capped at 1 s;
+  // at 10 MiB/s, in 0.15 s.
+  DecideAutoDefrag(On(), history,
+                   InputAt(kNow, 80 * kMiB, 100 * kMiB, 1 * kMiB, 1));
+  const absl::Time later = kNow + absl::Seconds(1);
+  AutoDefragDecision d = DecideAutoDefrag(
+      On(), history, InputAt(later, 80 * kMiB, 101 * kMiB, 1 * kMiB, 2));
+  EXPECT_FALSE(d.run);
+  EXPECT_EQ(d.next_look, later + absl::Seconds(1));
+  const absl::Time then = later + absl::Seconds(1);
+  d = DecideAutoDefrag(On(), history,
+                       InputAt(then, 80 * kMiB, 111 * kMiB, 1 * kMiB, 3));
+  EXPECT_NEAR(absl::ToDoubleSeconds(d.next_look - then), 0.15, 1e-6);
+}
+
+TEST(AutoDefragPolicyTest, ClientsWastingFastGetABudgetThatOutpacesThem) {
+  AutoDefragHistory history;
+  // A run returned 100 MiB in 0.5 s of CPU: 200 MiB per CPU second.
+  RecordAutoDefragRun(On(), history,
+                      Report(DefragStopReason::kFinished, 100 * kMiB),
+                      100 * kMiB, Total(250 * kMiB, 270 * kMiB, 0),
+                      absl::Milliseconds(500), kNow);
+  EXPECT_DOUBLE_EQ(history.reclaimed_per_cpu_second, 200.0 * kMiB);
+  // A second later waste grew from 20 to 30 MiB: 10.7% fragmentation, just
+  // past the start threshold, would get 2.7% of a core. Reclaiming 4 times
+  // as fast as the clients waste takes 4 x 10 / 200 = 20%.
+  const absl::Time later = kNow + absl::Seconds(1);
+  AutoDefragDecision d = DecideAutoDefrag(
+      On(), history, InputAt(later, 250 * kMiB, 280 * kMiB, 20 * kMiB, 2));
+  ASSERT_TRUE(d.run);
+  EXPECT_NEAR(d.cpu_share, 0.20, 1e-9);
+  EXPECT_THAT(d.reason, HasSubstr("waste growing 10.0 MiB/s"));
+  // Faster growth is held to the ceiling.
+  RecordAutoDefragRun(
+      On(), history, Report(DefragStopReason::kFinished, 10 * kMiB), 10 * kMiB,
+      Total(250 * kMiB, 270 * kMiB, 0), absl::Milliseconds(100), later);
+  // (200 + 100) / 2: the rate is averaged over recent runs.
+  EXPECT_DOUBLE_EQ(history.reclaimed_per_cpu_second, 150.0 * kMiB);
+  const absl::Time then = later + absl::Seconds(1);
+  d = DecideAutoDefrag(On(), history,
+                       InputAt(then, 250 * kMiB, 300 * kMiB, 40 * kMiB, 3));
+  ASSERT_TRUE(d.run);
+  EXPECT_DOUBLE_EQ(d.cpu_share, 0.25);
+}
+
+TEST(AutoDefragPolicyTest, BeforeAnyRunTheReclaimRateIsAssumed) {
+  AutoDefragHistory history;
+  DecideAutoDefrag(On(), history,
+                   InputAt(kNow, 250 * kMiB, 270 * kMiB, 10 * kMiB, 1));
+  // 8 MiB/s of growth at the assumed 256 MiB per CPU second: 12.5%.
+  const absl::Time later = kNow + absl::Seconds(1);
+  const AutoDefragDecision d = DecideAutoDefrag(
+      On(), history, InputAt(later, 250 * kMiB, 278 * kMiB, 18 * kMiB, 2));
+  ASSERT_TRUE(d.run);
+  EXPECT_NEAR(d.cpu_share,
+              kGrowthMargin * 8 * kMiB / kAssumedReclaimedPerCpuSecond, 1e-9);
 }
 
 TEST(AutoDefragPolicyTest, OptionsAreChecked) {
@@ -353,6 +466,11 @@ TEST(AutoDefragPolicyTest, OptionsAreChecked) {
   o = On();
   o.max_cpu_share = 2;
   EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("max_cpu"));
+  o = On();
+  o.min_interval = absl::Seconds(2);
+  EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("min_interval"));
+  o.min_interval = absl::ZeroDuration();
+  EXPECT_THAT(AutoDefragOptionsError(o), HasSubstr("min_interval"));
 }
 
 TEST(AutoDefragPolicyTest, HumanBytes) {
