@@ -24,7 +24,10 @@
 // read latency percentiles (and p99 on / off), allocations done, the
 // automatic runs, the worker CPU they used as a share of their own wall time
 // (the budget is a share of one core while running) and of the whole churn,
-// and the server's CPU. --json writes the same plus the samples, for
+// and the server's CPU; then, from poold's own histograms, p99 of the time
+// reads waited in the worker's channel and took on the worker, and p99 of
+// the automatic slices, which tell the worker's share of a read's latency
+// from the rest. --json writes the same plus the samples, for
 // plot_churn.py.
 //
 //   churn_bench [--poold=PATH] [--modes=off,on] [--live_mib=256]
@@ -36,10 +39,12 @@
 // Exits 1 on a failed RPC or a read that returned wrong bytes.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -238,6 +243,13 @@ struct ModeResult {
   int64_t auto_cpu_ns = 0;
   int64_t auto_run_wall_ns = 0;  // sum of the runs' durations
   uint64_t rpc_or_limit_runs = 0;
+  // The server's own view of the churn's reads (GetStats' histograms, so
+  // bucket bounds: "at most"), to tell the worker's share of a client's
+  // latency from the transport's: p99 of the wait in the channel and of the
+  // worker's time on them, and p99 of the automatic runs' slices.
+  double server_read_wait_p99_s = 0;
+  double server_read_service_p99_s = 0;
+  double auto_slice_p99_s = 0;
   // Ratios over the churn's samples.
   double rss_ratio_max = 0, rss_ratio_mean = 0;
   double above_idle_ratio_max = 0, above_idle_ratio_mean = 0;
@@ -248,6 +260,50 @@ std::atomic<bool> failed{false};
 void Fail(const std::string& what) {
   if (!failed.exchange(true))
     std::fprintf(stderr, "churn_bench: %s\n", what.c_str());
+}
+
+// The upper bound of the bucket that holds quantile `q` of what `last`
+// counted since `first` (the same histogram read twice); infinity when it
+// is past the last bound, 0 when nothing was counted.
+double QuantileBound(const v1::Histogram& first, const v1::Histogram& last,
+                     double q) {
+  std::vector<uint64_t> counts(last.counts().begin(), last.counts().end());
+  for (int i = 0; i < first.counts_size() && i < last.counts_size(); ++i) {
+    counts[i] -= std::min(counts[i], first.counts(i));
+  }
+  uint64_t total = 0;
+  for (uint64_t c : counts) total += c;
+  if (total == 0) return 0;
+  const auto rank = static_cast<uint64_t>(std::ceil(q * total));
+  uint64_t seen = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    seen += counts[i];
+    if (seen >= rank) {
+      return i < static_cast<size_t>(last.bounds_seconds_size())
+                 ? last.bounds_seconds(i)
+                 : std::numeric_limits<double>::infinity();
+    }
+  }
+  return std::numeric_limits<double>::infinity();
+}
+
+// The latency histograms of `method` in `stats`; empty if absent.
+v1::CommandLatency LatencyOf(const v1::GetStatsResponse& stats,
+                             const std::string& method) {
+  for (const v1::CommandLatency& latency : stats.worker().latency()) {
+    if (latency.method() == method) return latency;
+  }
+  return {};
+}
+
+v1::Histogram AutoSlices(const v1::GetStatsResponse& stats) {
+  for (const v1::DefragOriginStats& origin :
+       stats.worker().defrag_by_origin()) {
+    if (origin.origin() == v1::DefragReport::ORIGIN_AUTOMATIC) {
+      return origin.slice_duration();
+    }
+  }
+  return {};
 }
 
 // One mode: start poold, fill, churn, sample; stop poold.
@@ -461,6 +517,16 @@ ModeResult RunMode(const std::string& mode) {
                                 first_stats.auto_defrag().bytes_reclaimed();
   result.auto_cpu_ns = Nanos(stats.auto_defrag().cpu_time()) -
                        Nanos(first_stats.auto_defrag().cpu_time());
+  {
+    const v1::CommandLatency read_first = LatencyOf(first_stats, "Read");
+    const v1::CommandLatency read_last = LatencyOf(stats, "Read");
+    result.server_read_wait_p99_s =
+        QuantileBound(read_first.queue_wait(), read_last.queue_wait(), 0.99);
+    result.server_read_service_p99_s =
+        QuantileBound(read_first.service(), read_last.service(), 0.99);
+    result.auto_slice_p99_s =
+        QuantileBound(AutoSlices(first_stats), AutoSlices(stats), 0.99);
+  }
   for (const auto& [key, report] : reports) {
     if (report.origin() != v1::DefragReport::ORIGIN_AUTOMATIC) {
       ++result.rpc_or_limit_runs;
@@ -501,6 +567,12 @@ ModeResult RunMode(const std::string& mode) {
         "\n", (*server)->Log()));
   }
   return result;
+}
+
+std::string FormatBound(double seconds) {
+  if (seconds == 0) return "-";
+  if (std::isinf(seconds)) return "inf";
+  return FormatLatency(static_cast<int64_t>(seconds * 1e9));
 }
 
 std::string Share(int64_t part_ns, int64_t whole_ns) {
@@ -575,6 +647,15 @@ void PrintTable(const std::vector<ModeResult>& results) {
   }
   for (const ModeResult& r : results) {
     std::printf(
+        "%s: as poold counted them (bucket bounds): reads waited in the "
+        "channel p99 <= %s, the worker took p99 <= %s; automatic slices p99 "
+        "<= %s\n",
+        r.mode.c_str(), FormatBound(r.server_read_wait_p99_s).c_str(),
+        FormatBound(r.server_read_service_p99_s).c_str(),
+        FormatBound(r.auto_slice_p99_s).c_str());
+  }
+  for (const ModeResult& r : results) {
+    std::printf(
         "%s: %llu reads (%llu of blocks freed meanwhile, not counted), "
         "%llu frees, idle RSS %.1f MiB\n",
         r.mode.c_str(), static_cast<unsigned long long>(r.reads.count),
@@ -582,6 +663,11 @@ void PrintTable(const std::vector<ModeResult>& results) {
         static_cast<unsigned long long>(r.frees),
         static_cast<double>(r.idle_rss) / kMiB);
   }
+}
+
+// A bucket bound for JSON: null past the last bound.
+std::string JsonSeconds(double seconds) {
+  return std::isinf(seconds) ? "null" : absl::StrFormat("%g", seconds);
 }
 
 void WriteJson(const std::string& path,
@@ -613,8 +699,9 @@ void WriteJson(const std::string& path,
         "\"read_p50_ns\": %lld, \"read_p99_ns\": %lld, \"read_p999_ns\": "
         "%lld, \"reads\": %llu, \"allocations\": %llu, \"auto_runs\": %llu, "
         "\"auto_bytes_reclaimed\": %llu, \"auto_cpu_ns\": %lld, "
-        "\"auto_run_wall_ns\": %lld, \"server_cpu_ns\": %lld, \"samples\": "
-        "[%s]}",
+        "\"auto_run_wall_ns\": %lld, \"server_cpu_ns\": %lld, "
+        "\"server_read_wait_p99_s\": %s, \"server_read_service_p99_s\": %s, "
+        "\"auto_slice_p99_s\": %s, \"samples\": [%s]}",
         r.mode, static_cast<unsigned long long>(r.idle_rss), r.seconds,
         r.rss_ratio_max, r.rss_ratio_mean, r.above_idle_ratio_max,
         r.above_idle_ratio_mean, static_cast<long long>(r.reads.p50_ns),
@@ -626,7 +713,10 @@ void WriteJson(const std::string& path,
         static_cast<unsigned long long>(r.auto_bytes_reclaimed),
         static_cast<long long>(r.auto_cpu_ns),
         static_cast<long long>(r.auto_run_wall_ns),
-        static_cast<long long>(r.server_cpu_ns), absl::StrJoin(samples, ", ")));
+        static_cast<long long>(r.server_cpu_ns),
+        JsonSeconds(r.server_read_wait_p99_s),
+        JsonSeconds(r.server_read_service_p99_s),
+        JsonSeconds(r.auto_slice_p99_s), absl::StrJoin(samples, ", ")));
   }
   std::ofstream(path) << absl::StrFormat(
       "{\"machine\": \"%s\", \"live_mib\": %lld, \"phase_seconds\": %.1f, "
