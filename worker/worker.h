@@ -136,6 +136,10 @@ class Worker {
   // The process's resident bytes outside the pools (gRPC, protobuf, code,
   // stacks) now.
   uint64_t OutsidePoolsBytes() const;
+  // Whether the RSS outside the pools or malloc's free bytes grew by
+  // kOutsideGrowthBeforeTrim since the last trim, so that a trim has
+  // something to return (a /proc read and a walk of malloc's bins).
+  bool HeapGrewSinceTrim() const;
   void WaitWhilePaused();
   // Completes `command` exactly once: here, or, for an allocation that
   // waits for room under the memory limit, later (it is moved out of
@@ -238,8 +242,8 @@ class Worker {
   bool ran_since_maintenance_ = false;
   bool ran_since_trim_ = false;
   // The RSS outside the pools and malloc's free bytes after the last heap
-  // trim (or at start): an idle worker trims when either grew by
-  // kOutsideGrowthBeforeTrim (looked at on each idle maintenance tick).
+  // trim (or at start): an idle worker, and the end of an automatic run,
+  // trim when either grew by kOutsideGrowthBeforeTrim.
   uint64_t outside_pools_after_trim_;
   uint64_t heap_free_after_trim_;
   static constexpr uint64_t kOutsideGrowthBeforeTrim = 16 << 20;

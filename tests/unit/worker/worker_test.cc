@@ -1166,7 +1166,7 @@ std::pair<pools::DefragReport, StatsSnapshot> DefragAndStats(bool trim_heap) {
   return {*std::move(report), *std::move(stats)};
 }
 
-TEST(WorkerDefragTest, EveryDefragmentationTrimsTheHeapAndSaysSo) {
+TEST(WorkerDefragTest, ARequestedDefragmentationTrimsTheHeapAndSaysSo) {
   const auto [report, stats] = DefragAndStats(/*trim_heap=*/true);
   EXPECT_EQ(stats.worker.heap_trims, 1u);
   EXPECT_EQ(stats.worker.heap_bytes_released, report.heap_released_bytes);
