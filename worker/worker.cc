@@ -209,6 +209,9 @@ void Worker::Execute(Command& command) {
   }
   ran_since_maintenance_ = true;
   ran_since_trim_ = true;
+  if (type != CommandType::kTriggerDefragmentation) {
+    last_command_at_ = command.started_at;
+  }
   if (command.IsCancelled()) {
     FailCommand(command, absl::CancelledError("the client cancelled"));
   } else if (absl::Now() >= command.deadline) {
@@ -389,6 +392,19 @@ void Worker::Handle(AnalyzeOp& op) {
                      std::move(analyses)));
 }
 
+absl::Duration Worker::SliceBudget(absl::Time now) const {
+  // Requests that kept arriving: pause_bench measured p99 of reads during a
+  // defragmentation at 1.46 - 1.50 x quiet with this rule, 2.13 x with quarter
+  // slices only while a request is queued (readers with think time often
+  // leave the queue empty at a slice's end).
+  if (channel_.size() > 0 ||
+      now - last_command_at_ < 8 * options_.defrag_slice) {
+    return std::min(options_.defrag_slice, std::max(options_.defrag_slice / 4,
+                                                    absl::Microseconds(10)));
+  }
+  return options_.defrag_slice;
+}
+
 void Worker::ServeBetweenSlices(absl::Time limit) {
   const absl::Time until = std::min(absl::Now() + options_.defrag_slice, limit);
   while (absl::Now() < until) {
@@ -406,14 +422,7 @@ pools::DefragStopReason Worker::RunSlices(DefragSession& session,
                                           absl::Time stop_at,
                                           const Command* command) {
   using pools::DefragStopReason;
-  // While requests keep arriving, each waits for the slice in progress:
-  // slices then shrink to a quarter of the budget (not below 10 us), and grow
-  // back to the whole budget once no request came for 8 budgets.
-  const absl::Duration busy_slice =
-      std::min(options_.defrag_slice,
-               std::max(options_.defrag_slice / 4, absl::Microseconds(10)));
-  absl::Duration slice = options_.defrag_slice;
-  absl::Time last_request = absl::InfinitePast();
+  absl::Duration slice = SliceBudget(absl::Now());
   while (true) {
     // Neither a slice nor the serving between slices may run past stop_at:
     // the partial report must still reach the client in time.
@@ -428,11 +437,7 @@ pools::DefragStopReason Worker::RunSlices(DefragSession& session,
     // (pause_bench on 2 cores: p99 of reads during a defragmentation 4.5 ms
     // without this, 2.5 ms with it).
     std::this_thread::yield();
-    const absl::Time now = absl::Now();
-    if (channel_.size() > 0) last_request = now;
-    slice = now - last_request < 8 * options_.defrag_slice
-                ? busy_slice
-                : options_.defrag_slice;
+    slice = SliceBudget(absl::Now());
     ServeBetweenSlices(stop_at);
     MaybePublish(absl::Now());
     if (command != nullptr && command->IsCancelled()) {
@@ -618,12 +623,8 @@ void Worker::MaybeStartAutoDefrag(absl::Time now) {
 
 void Worker::RunAutoSlice() {
   // A client's command waits for at most this slice: a quarter of the
-  // budget while requests are queued, as in RunSlices.
-  const absl::Duration slice =
-      channel_.size() > 0
-          ? std::min(options_.defrag_slice, std::max(options_.defrag_slice / 4,
-                                                     absl::Microseconds(10)))
-          : options_.defrag_slice;
+  // budget while requests keep arriving, as in RunSlices.
+  const absl::Duration slice = SliceBudget(absl::Now());
   const absl::Duration cpu_before = ThreadCpuTime();
   const pools::DefragProgress progress = StepSession(*auto_session_, slice);
   const absl::Duration cpu = ThreadCpuTime() - cpu_before;

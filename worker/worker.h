@@ -169,6 +169,12 @@ class Worker {
   void Handle(AnalyzeOp& op);
   // A defragmentation, in slices, serving other commands between them.
   void RunDefrag(const Command& command, DefragOp& op);
+  // The budget of the next defragmentation slice, of any origin, at `now`.
+  // A client's command waits for the slice in progress, so while commands
+  // keep arriving (one is queued, or one began within the last 8 budgets) it
+  // is a quarter of options_.defrag_slice (not below 10 us); otherwise the
+  // whole budget, so that a run nobody waits on is not slowed.
+  absl::Duration SliceBudget(absl::Time now) const;
   // Runs the slices of `session` until it is done, `stop_at` passes,
   // `command` (if any) is cancelled, the channel closes, or (for a
   // memory-limit session) no allocation waits for room any more. Between
@@ -238,6 +244,9 @@ class Worker {
   // to make room (oldest first).
   std::deque<Command> waiting_for_room_;
   absl::Time next_maintenance_;
+  // When the last client command (not a defragmentation) began: the sign
+  // that requests keep arriving, for SliceBudget.
+  absl::Time last_command_at_ = absl::InfinitePast();
   // Commands ran since the last maintenance tick / since the last heap trim.
   bool ran_since_maintenance_ = false;
   bool ran_since_trim_ = false;

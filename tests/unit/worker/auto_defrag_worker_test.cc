@@ -1,6 +1,7 @@
 // Tests of the worker's automatic defragmentation: it runs on its own, says
 // why, stays idle when nothing changes, leaves unfixable fragmentation alone,
 // keeps to its CPU share and gives way to a requested defragmentation.
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -217,8 +219,16 @@ class WaitingSink : public StatsSink {
  public:
   void Publish(StatsSnapshot snapshot) override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!snapshot.history_unchanged) {
+      reports_ = snapshot.recent_defragmentations;
+    }
     last_ = std::move(snapshot);
     published_.notify_all();
+  }
+  // The reports of the last snapshot that carried them.
+  std::vector<DefragReport> reports() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reports_;
   }
   // The first published snapshot for which `done` holds; fails the test
   // after a minute.
@@ -236,6 +246,7 @@ class WaitingSink : public StatsSink {
   std::mutex mu_;
   std::condition_variable published_;
   StatsSnapshot last_;
+  std::vector<DefragReport> reports_;
 };
 
 TEST(AutoDefragWorkerTest, AnAutomaticRunLeavesAHeapThatDidNotGrowAlone) {
@@ -256,6 +267,47 @@ TEST(AutoDefragWorkerTest, AnAutomaticRunLeavesAHeapThatDidNotGrowAlone) {
   EXPECT_GT(after.auto_defrag.bytes_reclaimed, 30 * kMiB);
   EXPECT_EQ(after.worker.heap_trims, 0u);
   worker.Stop();
+}
+
+// The report of one automatic run of Fragmented(400000) with 8 ms slices at
+// half a core, with or without a client sending a GetStats every 200 us.
+DefragReport AutoRunWithTraffic(bool traffic) {
+  std::vector<uint64_t> kept;
+  WaitingSink sink;
+  Worker::Options options = AutoOptions(0.5);
+  options.defrag_slice = absl::Milliseconds(8);
+  options.stats_sink = &sink;
+  options.publish_interval = absl::Milliseconds(5);
+  Worker worker(options, Fragmented(400000, &kept));
+  std::atomic<bool> stop{false};
+  std::thread client([&] {
+    while (traffic && !stop.load()) {
+      Command command;
+      command.op = StatsOp{.done = [](absl::StatusOr<StatsSnapshot>) {}};
+      worker.Submit(std::move(command));  // refused when full: fine
+      absl::SleepFor(absl::Microseconds(200));
+    }
+  });
+  sink.WaitFor([](const StatsSnapshot& s) {
+    return s.worker.automatic_defragmentations >= 1;
+  });
+  stop.store(true);
+  client.join();
+  worker.Stop();
+  const std::vector<DefragReport> reports = sink.reports();
+  CHECK(!reports.empty());
+  return reports.front();
+}
+
+TEST(AutoDefragWorkerTest, SlicesShrinkWhileRequestsKeepArriving) {
+  // Between an automatic run's slices the worker serves what came, so the
+  // queue is mostly empty when a slice starts; requests still keep coming,
+  // and each waits for the slice in progress: quarter slices, as for a
+  // requested run. The same work then takes about 4 x as many slices.
+  const DefragReport quiet = AutoRunWithTraffic(false);
+  const DefragReport busy = AutoRunWithTraffic(true);
+  EXPECT_GE(busy.slices, 2 * quiet.slices)
+      << "quiet " << quiet.slices << ", busy " << busy.slices;
 }
 
 TEST(AutoDefragWorkerTest, KeepsToItsCpuShare) {
