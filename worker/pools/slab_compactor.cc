@@ -36,7 +36,10 @@ bool SlabCompactor::Step(absl::Time deadline) {
 }
 
 bool SlabCompactor::Advance(absl::Time deadline) {
-  while (true) {
+  // A phase that ended at the deadline hands the next one to the next step:
+  // each phase does at least one piece of work per step.
+  for (bool first = true;; first = false) {
+    if (!first && absl::Now() >= deadline) return false;
     switch (phase_) {
       case Phase::kPlan:
         if (!PlanClasses(deadline)) return false;
@@ -70,7 +73,10 @@ bool SlabCompactor::Advance(absl::Time deadline) {
           failure_ = pool_.handles_.failure();
           return false;
         }
-        ReleaseBookkeeping();
+        phase_ = Phase::kRelease;
+        break;
+      case Phase::kRelease:
+        if (!ReleaseBookkeeping(deadline)) return false;
         pool_.hold_cached_spans_ = false;
         phase_ = Phase::kDone;
         return true;
@@ -92,12 +98,13 @@ void SlabCompactor::UpdateTransientBytes() {
                            slots_.capacity() * sizeof(uint32_t);
 }
 
-void SlabCompactor::ReleaseBookkeeping() {
-  // Assigning {} would keep the capacity; swapping frees it.
-  std::vector<uint32_t>().swap(sources_);
-  std::vector<uint32_t>().swap(offset_by_span_);
+bool SlabCompactor::ReleaseBookkeeping(absl::Time deadline) {
+  // The moves are over: nothing reads the owner maps any more.
   std::vector<uint32_t*>().swap(owners_);
-  for (const OwnerBlock& block : owner_blocks_) {
+  while (!owner_blocks_.empty()) {
+    const OwnerBlock block = owner_blocks_.back();
+    owner_blocks_.pop_back();
+    owner_slots_ -= block.slots;
     if (absl::Status s = pool_.options_.os->Unmap(block.base, block.bytes);
         !s.ok()) {
       // Address space only: the scan wrote owners into it, the pool counts
@@ -106,7 +113,14 @@ void SlabCompactor::ReleaseBookkeeping() {
           << PoolName(pool_.options_.pool)
           << " pool: a compaction's owner map stays mapped: " << s;
     }
+    if (!owner_blocks_.empty() && absl::Now() >= deadline) {
+      UpdateTransientBytes();
+      return false;
+    }
   }
+  // Assigning {} would keep the capacity; swapping frees it.
+  std::vector<uint32_t>().swap(sources_);
+  std::vector<uint32_t>().swap(offset_by_span_);
   std::vector<OwnerBlock>().swap(owner_blocks_);
   std::vector<uint32_t>().swap(plan_spans_);
   std::vector<uint32_t>().swap(tail_by_class_);
@@ -114,6 +128,7 @@ void SlabCompactor::ReleaseBookkeeping() {
   std::vector<uint32_t>().swap(slots_);
   owner_slots_ = 0;
   UpdateTransientBytes();
+  return true;
 }
 
 bool SlabCompactor::PlanClasses(absl::Time deadline) {
@@ -157,7 +172,7 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
                            base.status().message()));
           return false;
         }
-        owner_blocks_.push_back({*base, bytes});
+        owner_blocks_.push_back({*base, bytes, plan_spans_.size() * c.slots});
         owner_slots_ += plan_spans_.size() * c.slots;
         if (offset_by_span_.size() < pool_.spans_.size()) {
           offset_by_span_.resize(pool_.spans_.size(), kNoOffset);
@@ -411,7 +426,7 @@ void SlabCompactor::Stop(bool trim_cache) {
   }
   pool_.hold_cached_spans_ = false;
   if (trim_cache) pool_.TrimCachedSpans();
-  ReleaseBookkeeping();
+  ReleaseBookkeeping(absl::InfiniteFuture());
   phase_ = Phase::kDone;
 }
 

@@ -44,8 +44,12 @@ class SlabCompactor {
   // Abandons unfinished work (see Stop()).
   ~SlabCompactor();
 
-  // Advances until done or `deadline` passes (checked often enough that a
-  // step overruns it by microseconds). Returns true when done. When the OS
+  // Advances until done or `deadline` passes, checked after each piece of
+  // work: a class planned, a handle-table page scanned, a block moved, a
+  // batch purged, an owner map unmapped. A piece takes microseconds, up to
+  // about a millisecond for a handle-table page whose owner entries land on
+  // fresh pages (measured under churn_bench). Each call does at least one
+  // piece, however late. Returns true when done. When the OS
   // refuses a call (a commit for a destination slot, a trim, a purge), the
   // compaction stops as Stop() does and is done, with failure() saying why:
   // every block is where it was last moved to, readable and counted.
@@ -67,9 +71,11 @@ class SlabCompactor {
   uint64_t spans_released() const { return spans_released_; }
   // Spans returned to service unfinished because their class ran out of room.
   uint64_t spans_abandoned() const { return spans_abandoned_; }
+  // Owner maps (one per class with marked spans) still mapped.
+  size_t owner_maps() const { return owner_blocks_.size(); }
 
  private:
-  enum class Phase { kPlan, kScan, kMove, kPurge, kDone };
+  enum class Phase { kPlan, kScan, kMove, kPurge, kRelease, kDone };
   static constexpr uint32_t kNoOffset = 0xFFFFFFFF;
   // Moves between the prefetch of a handle-table entry and its use.
   static constexpr size_t kPrefetchDistance = 16;
@@ -96,8 +102,11 @@ class SlabCompactor {
   // Puts an evacuating span back into its class's active lists.
   void Reinstate(uint32_t id);
   void UpdateTransientBytes();
-  // Frees the temporary bookkeeping (sources, reverse map).
-  void ReleaseBookkeeping();
+  // Frees the temporary bookkeeping (sources, reverse map), unmapping the
+  // owner maps one by one until `deadline` passes; true when all is freed.
+  // Each unmap interrupts every core that runs the process (TLB shootdown):
+  // with a map per compacted class, a few hundred take a millisecond.
+  bool ReleaseBookkeeping(absl::Time deadline);
 
   SlabPool& pool_;
   Phase phase_ = Phase::kPlan;
@@ -120,6 +129,7 @@ class SlabCompactor {
   struct OwnerBlock {
     char* base;
     uint64_t bytes;
+    uint64_t slots;  // counted in owner_slots_
   };
   std::vector<uint32_t*> owners_;
   std::vector<OwnerBlock> owner_blocks_;

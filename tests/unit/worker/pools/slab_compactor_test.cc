@@ -2,6 +2,7 @@
 // as the worker serves them between slices.
 #include "worker/pools/slab_compactor.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -186,6 +187,53 @@ TEST(SlabCompactorTest, ASpanEmptiedBeforeItIsMarkedIsLeftToItsNewClass) {
     EXPECT_EQ(c.stats.blocks, c.slot_bytes == 16 ? 3000u : singles.size() - 10)
         << c.slot_bytes;
   }
+}
+
+// Each owner map is an unmap at the end, and each unmap interrupts every
+// core that runs the process: a compaction of many classes must not unmap
+// them all in one step. A step past its deadline unmaps one at most.
+TEST(SlabCompactorTest, AStepPastItsDeadlineUnmapsOneOwnerMapAtMost) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  // Twenty classes, each with two spans of which one block in ten stays.
+  std::vector<Block> kept;
+  for (uint64_t size = 16; size <= 16 * 20; size += 16) {
+    const uint32_t slots =
+        pool.classes().Get(pool.classes().ClassFor(size)).slots;
+    std::vector<uint64_t> handles;
+    for (uint32_t i = 0; i < 2 * slots; ++i) {
+      handles.push_back(AllocateFilled(pool, size));
+    }
+    for (size_t i = 0; i < handles.size(); ++i) {
+      if (i % 10 == 0) {
+        kept.push_back({handles[i], size});
+      } else {
+        ASSERT_TRUE(pool.Free(handles[i]).ok());
+      }
+    }
+  }
+  SlabCompactor compactor(pool);
+  size_t most_maps = 0;
+  size_t most_unmapped_in_a_step = 0;
+  bool done = false;
+  for (int steps = 0; !done && steps < 100000; ++steps) {
+    const size_t before = compactor.owner_maps();
+    done = compactor.Step(absl::InfinitePast());
+    const size_t after = compactor.owner_maps();
+    most_maps = std::max(most_maps, after);
+    if (after < before) {
+      most_unmapped_in_a_step =
+          std::max(most_unmapped_in_a_step, before - after);
+    }
+  }
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(compactor.failure().ok()) << compactor.failure();
+  EXPECT_GE(most_maps, 20u);
+  EXPECT_EQ(compactor.owner_maps(), 0u);
+  EXPECT_EQ(most_unmapped_in_a_step, 1u);
+  ExpectIntact(pool, kept);
+  const absl::Status invariants = pool.CheckInvariants();
+  EXPECT_TRUE(invariants.ok()) << invariants;
 }
 
 }  // namespace
