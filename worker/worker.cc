@@ -575,7 +575,7 @@ pools::DefragReport Worker::FinishSession(DefragSession& session,
       [this, reason, &session]() -> uint64_t {
         if (reason == pools::DefragStopReason::kDeadline) return 0;
         if (session.origin() == pools::DefragOrigin::kAutomatic &&
-            !HeapGrewSinceTrim()) {
+            (!options_.trim_heap || !HeapGrewSinceTrim())) {
           return 0;
         }
         return TrimHeap();

@@ -665,9 +665,11 @@ void PrintTable(const std::vector<ModeResult>& results) {
   }
 }
 
-// A bucket bound for JSON: null past the last bound.
+// A bucket bound for JSON: null past the last bound or when nothing was
+// counted.
 std::string JsonSeconds(double seconds) {
-  return std::isinf(seconds) ? "null" : absl::StrFormat("%g", seconds);
+  return std::isinf(seconds) || seconds == 0 ? "null"
+                                             : absl::StrFormat("%g", seconds);
 }
 
 void WriteJson(const std::string& path,

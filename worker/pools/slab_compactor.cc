@@ -73,11 +73,13 @@ bool SlabCompactor::Advance(absl::Time deadline) {
           failure_ = pool_.handles_.failure();
           return false;
         }
+        // Spans emptied from now on take the usual way (retired, trimmed
+        // down to the retained amount): nothing is purged after this.
+        pool_.hold_cached_spans_ = false;
         phase_ = Phase::kRelease;
         break;
       case Phase::kRelease:
         if (!ReleaseBookkeeping(deadline)) return false;
-        pool_.hold_cached_spans_ = false;
         phase_ = Phase::kDone;
         return true;
       case Phase::kDone:

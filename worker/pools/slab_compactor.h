@@ -18,6 +18,8 @@
 //          slot, and repoint its handle; then pack each tail the same way,
 //          top block first, and trim it
 //   purge  return emptied and cached spans and empty handle-table pages
+//   release  unmap the reverse map's pieces (one per class) and free the
+//          rest of the bookkeeping
 // Blocks freed between steps are simply skipped. If allocations between
 // steps use up the room a span needed, that span is returned to service
 // unfinished instead of growing the pool.

@@ -189,14 +189,9 @@ TEST(SlabCompactorTest, ASpanEmptiedBeforeItIsMarkedIsLeftToItsNewClass) {
   }
 }
 
-// Each owner map is an unmap at the end, and each unmap interrupts every
-// core that runs the process: a compaction of many classes must not unmap
-// them all in one step. A step past its deadline unmaps one at most.
-TEST(SlabCompactorTest, AStepPastItsDeadlineUnmapsOneOwnerMapAtMost) {
-  SlabPool pool;
-  ASSERT_TRUE(pool.Init(Options()).ok());
-  // Twenty classes, each with two spans of which one block in ten stays.
-  std::vector<Block> kept;
+// Fills twenty classes, each with two spans of which one block in ten
+// stays (its blocks go to `kept`): a compaction of all twenty.
+void FragmentTwentyClasses(SlabPool& pool, std::vector<Block>* kept) {
   for (uint64_t size = 16; size <= 16 * 20; size += 16) {
     const uint32_t slots =
         pool.classes().Get(pool.classes().ClassFor(size)).slots;
@@ -206,12 +201,22 @@ TEST(SlabCompactorTest, AStepPastItsDeadlineUnmapsOneOwnerMapAtMost) {
     }
     for (size_t i = 0; i < handles.size(); ++i) {
       if (i % 10 == 0) {
-        kept.push_back({handles[i], size});
+        kept->push_back({handles[i], size});
       } else {
         ASSERT_TRUE(pool.Free(handles[i]).ok());
       }
     }
   }
+}
+
+// Each owner map is an unmap at the end, and each unmap interrupts every
+// core that runs the process: a compaction of many classes must not unmap
+// them all in one step. A step past its deadline unmaps one at most.
+TEST(SlabCompactorTest, AStepPastItsDeadlineUnmapsOneOwnerMapAtMost) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  std::vector<Block> kept;
+  FragmentTwentyClasses(pool, &kept);
   SlabCompactor compactor(pool);
   size_t most_maps = 0;
   size_t most_unmapped_in_a_step = 0;
@@ -231,6 +236,29 @@ TEST(SlabCompactorTest, AStepPastItsDeadlineUnmapsOneOwnerMapAtMost) {
   EXPECT_GE(most_maps, 20u);
   EXPECT_EQ(compactor.owner_maps(), 0u);
   EXPECT_EQ(most_unmapped_in_a_step, 1u);
+  ExpectIntact(pool, kept);
+  const absl::Status invariants = pool.CheckInvariants();
+  EXPECT_TRUE(invariants.ok()) << invariants;
+}
+
+// Stopped while it releases its owner maps (a run ended by shutdown or by
+// a requested run), the compactor unmaps the rest at once.
+TEST(SlabCompactorTest, StoppedWhileReleasingItUnmapsTheRest) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  std::vector<Block> kept;
+  FragmentTwentyClasses(pool, &kept);
+  SlabCompactor compactor(pool);
+  size_t before = 0;
+  for (int steps = 0; steps < 100000; ++steps) {
+    before = compactor.owner_maps();
+    ASSERT_FALSE(compactor.Step(absl::InfinitePast()));
+    if (compactor.owner_maps() > 0 && compactor.owner_maps() < before) break;
+  }
+  ASSERT_GT(compactor.owner_maps(), 0u) << "the release never began";
+  compactor.Stop();
+  EXPECT_TRUE(compactor.done());
+  EXPECT_EQ(compactor.owner_maps(), 0u);
   ExpectIntact(pool, kept);
   const absl::Status invariants = pool.CheckInvariants();
   EXPECT_TRUE(invariants.ok()) << invariants;
