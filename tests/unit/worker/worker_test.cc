@@ -647,11 +647,14 @@ TEST(WorkerDefragTest, LongSlicesStillAnswerBeforeTheDeadline) {
   EXPECT_EQ(report->pools[0].outcome, pools::DefragOutcome::kPartial);
   EXPECT_EQ(report->pools[0].reason, "deadline exceeded");
   EXPECT_EQ(data, std::string(100, static_cast<char>(3)));
-  // Right after answering it returned the spans it had emptied. (Under a
-  // sanitizer the run may not get past planning in its slice: nothing
-  // emptied, nothing to return.)
+  // Right after answering it returned the spans it had emptied: a run that
+  // moved 1 MiB of 100-byte blocks emptied hundreds. Whether it got that far
+  // depends on the CPU it had: under a sanitizer, or beside other tests on
+  // two cores (CI's parallel ctest, once), it may not get past planning in
+  // the 54 ms left, and then there is nothing to return. The accounting
+  // below holds either way.
   const StatsSnapshot stats = StatsNow(worker);
-  if (!kSanitized) {
+  if (report->bytes_moved >= (uint64_t{1} << 20)) {
     EXPECT_LT(stats.pools.total.resident_bytes,
               report->pools_resident_after_bytes);
   }
