@@ -315,6 +315,13 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
       transport.unknown_handle_answers(), " (",
       transport.unknown_handle_refusals(),
       " calls refused for naming too many)\n");
+  if (transport.connections_accepted() > 0 ||
+      transport.connections_refused() > 0) {
+    absl::StrAppend(&out, "tcp connections: ", transport.connections_open(),
+                    " open of ", transport.max_connections(), " allowed, ",
+                    transport.connections_accepted(), " accepted, ",
+                    transport.connections_refused(), " refused\n");
+  }
   // Only a server with --memory_limit_bytes that reached it has these.
   if (worker.memory_limit_defragmentations() > 0 ||
       worker.allocations_waiting_for_room() > 0) {

@@ -286,6 +286,21 @@ void WriteProcess(PrometheusText& text, const MetricsInput& input) {
               "Handle calls refused RESOURCE_EXHAUSTED because their client "
               "named too many unknown handles.",
               transport.unknown_handle_refusals());
+  text.Single("poold_tcp_connections_open", "gauge",
+              "TCP connections open (as of the last accept, or at most a "
+              "second ago).",
+              transport.connections_open());
+  text.Single("poold_tcp_connections_accepted_total", "counter",
+              "TCP connections accepted and served.",
+              transport.connections_accepted());
+  text.Single("poold_tcp_connections_refused_total", "counter",
+              "TCP connections closed as soon as accepted: a connection limit "
+              "was reached, or no file descriptor was left.",
+              transport.connections_refused());
+  text.Single("poold_tcp_connections_limit", "gauge",
+              "TCP connections allowed at once (--max_connections, lowered to "
+              "fit the open-files limit).",
+              transport.max_connections());
 
   text.Single("poold_stats_snapshot_timestamp_seconds", "gauge",
               "When the worker took the statistics this scrape shows "

@@ -373,6 +373,7 @@ void PoolServiceImpl::TransportStatsToProto(
       payload_refusals_.load(std::memory_order_relaxed));
   transport->set_unknown_handle_answers(unknown_handles_.unknown_answers());
   transport->set_unknown_handle_refusals(unknown_handles_.refusals());
+  if (connection_stats_) connection_stats_(transport);
 }
 
 void PoolServiceImpl::AnswerFromBoard(UnaryCall* call,

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,13 @@ class PoolServiceImpl final : public RawPoolService {
   // The transport's counters (payload held by calls in flight) now.
   // Thread-safe.
   void TransportStatsToProto(v1::TransportStats* transport) const;
+
+  // Where TransportStatsToProto reads the connection counters (they are the
+  // TCP acceptor's); none: zeros. Call before the server starts; `source`
+  // must be thread-safe.
+  void SetConnectionStats(std::function<void(v1::TransportStats*)> source) {
+    connection_stats_ = std::move(source);
+  }
 
   // Each RPC takes its request as bytes and parses it here, so that bytes
   // that are no valid message get INVALID_ARGUMENT with a message (gRPC
@@ -192,6 +200,7 @@ class PoolServiceImpl final : public RawPoolService {
   const bool operators_only_;
   UnknownHandleLimiter unknown_handles_;
   std::atomic<uint64_t> payload_refusals_{0};
+  std::function<void(v1::TransportStats*)> connection_stats_;
 };
 
 }  // namespace poold

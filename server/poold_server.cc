@@ -1,9 +1,11 @@
 // PooldServer: server setup and graceful shutdown.
 #include "server/poold_server.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <limits>
@@ -44,6 +46,16 @@ int ChannelArgMillis(absl::Duration d) {
 }
 
 }  // namespace
+
+uint32_t PooldServer::EffectiveMaxConnections(uint32_t requested,
+                                              uint64_t open_files_limit) {
+  const uint64_t room =
+      open_files_limit - std::min<uint64_t>(open_files_limit / 2, 256);
+  const uint64_t fits =
+      std::clamp<uint64_t>(room, 1, std::numeric_limits<uint32_t>::max());
+  if (requested == 0 || requested > fits) return static_cast<uint32_t>(fits);
+  return requested;
+}
 
 absl::Status PooldServer::ValidateOptions(const Options& options) {
   if (!options.testing_os_fault.empty()) {
@@ -261,18 +273,23 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
     LOG(INFO) << "poold serving metrics at " << server->metrics_->url();
   }
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
-  if (options.listener_check_interval > absl::ZeroDuration()) {
+  if (options.listener_check_interval > absl::ZeroDuration() &&
+      !options.unix_socket.empty()) {
     PooldServer* self = server.get();
     std::vector<ListenerWatchdog::Target> targets;
+    // gRPC's own listener, the unix socket's, can stop on EMFILE; poold's
+    // TCP acceptor cannot (and checking it over a connection would read a
+    // full --max_connections as a dead listener).
     for (const std::string& target : server->targets_) {
-      targets.push_back({target, options.tls.enabled() &&
-                                     !absl::StartsWith(target, "unix:")});
+      if (absl::StartsWith(target, "unix:")) targets.push_back({target, false});
     }
     server->watchdog_ = std::make_unique<ListenerWatchdog>(
         std::move(targets), options.listener_check_interval,
         kListenerChecksBeforeFailure,
         [self](const std::string& target, const std::string& error) {
-          self->OnListenerDead(target, error);
+          self->OnListenerDead(
+              target, absl::StrCat(error, " (", kListenerChecksBeforeFailure,
+                                   " checks in a row)"));
         });
   }
 
@@ -284,6 +301,8 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
       << " max_block_bytes=" << options.max_block_bytes
       << " max_payload_bytes_in_flight=" << options.max_payload_bytes_in_flight
       << " max_concurrent_streams=" << options.max_concurrent_streams
+      << " max_connections=" << options.max_connections
+      << " max_connections_per_address=" << options.max_connections_per_address
       << " max_metadata_bytes=" << options.max_metadata_bytes
       << " grpc_memory_bytes=" << options.grpc_memory_bytes
       << " memory_limit_bytes=" << options.memory_limit_bytes
@@ -399,17 +418,43 @@ absl::Status PooldServer::StartGrpc() {
     builder.SetResourceQuota(quota);
   }
 
+  // poold accepts TCP connections itself and hands them to gRPC, with the
+  // server's credentials: so it can limit them, and keep accepting when out
+  // of descriptors (gRPC 1.51's own listener would stop for good).
   std::optional<HostPort> tcp;
-  int selected_port = 0;
   if (!options_.listen.empty()) {
     absl::StatusOr<HostPort> address = ParseListenAddress(options_.listen);
     if (!address.ok()) return address.status();
     tcp = *address;
-    builder.AddListeningPort(FormatHostPort(tcp->host, tcp->port),
-                             options_.tls.enabled()
-                                 ? MakeTlsServerCredentials(options_.tls)
-                                 : grpc::InsecureServerCredentials(),
-                             &selected_port);
+    rlimit files{};
+    const uint64_t files_limit = getrlimit(RLIMIT_NOFILE, &files) == 0
+                                     ? files.rlim_cur
+                                     : std::numeric_limits<uint64_t>::max();
+    const uint32_t max_connections =
+        EffectiveMaxConnections(options_.max_connections, files_limit);
+    if (max_connections != options_.max_connections) {
+      LOG(WARNING) << "--max_connections=" << options_.max_connections
+                   << " lowered to " << max_connections
+                   << " to fit the open-files limit, " << files_limit;
+    }
+    absl::StatusOr<std::unique_ptr<TcpAcceptor>> acceptor = TcpAcceptor::Listen(
+        *tcp, {.max_connections = max_connections,
+               .max_per_address = options_.max_connections_per_address});
+    if (!acceptor.ok()) return acceptor.status();
+    tcp_acceptor_ = *std::move(acceptor);
+    tcp_door_ = builder.experimental().AddExternalConnectionAcceptor(
+        grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
+        options_.tls.enabled() ? MakeTlsServerCredentials(options_.tls)
+                               : grpc::InsecureServerCredentials());
+    service_.SetConnectionStats(
+        [acceptor = tcp_acceptor_.get()](v1::TransportStats* transport) {
+          transport->set_connections_open(acceptor->open_connections());
+          transport->set_connections_accepted(acceptor->accepted());
+          transport->set_connections_refused(acceptor->refused());
+          transport->set_max_connections(acceptor->limits().max_connections);
+          transport->set_max_connections_per_address(
+              acceptor->limits().max_per_address);
+        });
   }
   const std::string unix_target =
       options_.unix_socket.empty() ? "" : "unix:" + options_.unix_socket;
@@ -437,24 +482,26 @@ absl::Status PooldServer::StartGrpc() {
   umask(old_umask);
 
   if (server_ == nullptr) {
-    std::vector<std::string> reasons;
-    if (tcp.has_value()) {
-      absl::Status probe = ProbeTcpBind(*tcp);
-      reasons.push_back(absl::StrCat(
-          options_.listen, ": ",
-          probe.ok() ? "see the gRPC error above" : probe.message(),
-          probe.ok() ? "" : " (is another poold running?)"));
-    }
-    if (!unix_target.empty()) {
-      reasons.push_back(
-          absl::StrCat(unix_target, ": see the gRPC error above"));
-    }
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", absl::StrJoin(reasons, "; ")));
+        absl::StrCat("cannot listen on ",
+                     unix_target.empty() ? options_.listen : unix_target,
+                     ": see the gRPC error above"));
   }
 
   if (tcp.has_value()) {
-    targets_.push_back(FormatHostPort(tcp->host, selected_port));
+    const std::string target = FormatHostPort(tcp->host, tcp_acceptor_->port());
+    targets_.push_back(target);
+    tcp_acceptor_->Start(
+        [door = tcp_door_.get()](int listener_fd, int fd) {
+          grpc::experimental::ExternalConnectionAcceptor::
+              NewConnectionParameters connection;
+          connection.listener_fd = listener_fd;
+          connection.fd = fd;
+          door->HandleNewConnection(&connection);
+        },
+        [this, target](const std::string& error) {
+          OnListenerDead(target, error);
+        });
   }
   if (!unix_target.empty() && bind_path != options_.unix_socket &&
       rename(bind_path.c_str(), options_.unix_socket.c_str()) != 0) {
@@ -489,11 +536,11 @@ absl::Status PooldServer::StartGrpc() {
 }
 
 void PooldServer::OnListenerDead(const std::string& target,
-                                 const std::string& error) {
+                                 const std::string& why) {
   LOG(ERROR) << "poold no longer accepts connections on " << target << ": "
-             << error << " (" << kListenerChecksBeforeFailure
-             << " checks in a row); health goes NOT_SERVING and poold "
-                "stops, so that it can be restarted";
+             << why
+             << "; health goes NOT_SERVING and poold stops, so that it can be "
+                "restarted";
   listener_failed_.store(true, std::memory_order_release);
   server_->GetHealthCheckService()->SetServingStatus(false);
   if (options_.on_listener_failure) options_.on_listener_failure();
@@ -542,6 +589,7 @@ void PooldServer::Shutdown() {
   if (shut_down_) return;
   BeginShutdown();
   shut_down_ = true;
+  if (tcp_acceptor_ != nullptr) tcp_acceptor_->Stop();
   if (server_ != nullptr) {
     LOG(INFO) << "poold closing the listeners; RPCs in flight get "
               << absl::FormatDuration(options_.shutdown_grace);

@@ -19,6 +19,7 @@
 #include "server/metrics_http_server.h"
 #include "server/pool_service_impl.h"
 #include "server/stats_board.h"
+#include "server/tcp_acceptor.h"
 #include "server/tls_settings.h"
 #include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
@@ -67,6 +68,13 @@ class PooldServer {
     // with more waits inside its own gRPC library. Kept below
     // channel_capacity, one connection never fills the channel.
     uint32_t max_concurrent_streams = 100;
+    // TCP connections open at once (0: no limit), and from one client
+    // address (an IPv4 address, an IPv6 /64; 0: no limit). A connection
+    // beyond either is closed as soon as it is accepted. max_connections is
+    // lowered to fit the open-files limit (see EffectiveMaxConnections). The
+    // unix socket has no such limit (its clients are the pod's own).
+    uint32_t max_connections = 1024;
+    uint32_t max_connections_per_address = 256;
     // Largest header block (metadata) of a call.
     uint32_t max_metadata_bytes = 16 << 10;
     // Memory gRPC may use for its connections and calls (a resource quota);
@@ -162,6 +170,12 @@ class PooldServer {
   // Largest heap_mmap_threshold_bytes glibc accepts (HEAP_MAX_SIZE / 2).
   static constexpr uint64_t kMaxHeapMmapThreshold = uint64_t{32} << 20;
 
+  // The connection limit poold applies: `requested` (0: none), lowered so
+  // that the connections fit under `open_files_limit` with room for poold's
+  // own descriptors (half of the limit, at most 256 of it).
+  static uint32_t EffectiveMaxConnections(uint32_t requested,
+                                          uint64_t open_files_limit);
+
   // INVALID_ARGUMENT, with the flag to fix, when `options` cannot work
   // (or when an extra service is null).
   static absl::Status ValidateOptions(const Options& options);
@@ -217,10 +231,11 @@ class PooldServer {
               std::unique_ptr<pools::FaultInjectingOs> testing_os,
               std::unique_ptr<pools::PoolSet> pools);
 
-  // Builds and starts the gRPC server; fills targets_.
+  // Builds and starts the gRPC server and the TCP acceptor; fills targets_.
   absl::Status StartGrpc();
-  // The watchdog found `target` dead: logs, NOT_SERVING, tells the owner.
-  void OnListenerDead(const std::string& target, const std::string& error);
+  // `target` accepts no more connections (`why`): logs, NOT_SERVING, tells
+  // the owner.
+  void OnListenerDead(const std::string& target, const std::string& why);
 
   // Failed listener checks in a row that mean a dead listener.
   static constexpr int kListenerChecksBeforeFailure = 3;
@@ -233,6 +248,10 @@ class PooldServer {
   StatsBoard stats_board_;  // the worker publishes here until it stops
   Worker worker_;
   PoolServiceImpl service_;
+  // The TCP listener (none without --listen), and the door it hands
+  // connections to gRPC through. Destroyed after server_; stopped before.
+  std::unique_ptr<TcpAcceptor> tcp_acceptor_;
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tcp_door_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> targets_;
   bool owns_unix_socket_ = false;

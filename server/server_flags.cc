@@ -81,6 +81,14 @@ ABSL_FLAG(uint32_t, max_concurrent_streams, kDefaults.max_concurrent_streams,
           "Calls one client connection may have open at once; the client's "
           "gRPC queues the rest, so one connection cannot fill the command "
           "channel while this stays below --channel_capacity.");
+ABSL_FLAG(uint32_t, max_connections, kDefaults.max_connections,
+          "TCP connections open at once; one beyond it is closed as soon as "
+          "accepted. Lowered to fit the open-files limit; 0: that limit "
+          "only. The unix socket has no such limit.");
+ABSL_FLAG(uint32_t, max_connections_per_address,
+          kDefaults.max_connections_per_address,
+          "TCP connections open at once from one client address (an IPv4 "
+          "address, an IPv6 /64); 0: no limit.");
 ABSL_FLAG(uint32_t, max_metadata_bytes, kDefaults.max_metadata_bytes,
           "Largest header block (metadata) of a call, 1024 to 1048576.");
 ABSL_FLAG(uint64_t, grpc_memory_bytes, kDefaults.grpc_memory_bytes,
@@ -216,6 +224,9 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.max_payload_bytes_in_flight =
       absl::GetFlag(FLAGS_max_payload_bytes_in_flight);
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.max_connections_per_address =
+      absl::GetFlag(FLAGS_max_connections_per_address);
   options.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
   options.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_bytes);
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -292,11 +293,89 @@ TEST(TransportLimitsE2eTest, AHeaderBlockOverTheLimitIsRefused) {
   EXPECT_EQ(poold->Stop().value_or(-1), 0) << poold->Log();
 }
 
-// C: a burst of connections past the open-files limit stops gRPC 1.51's TCP
-// listener for good ("Failed accept4: Too many open files"). poold's own
-// checks find it after three failed ones (each waits out its 5 s deadline):
-// health goes NOT_SERVING and poold exits 1, so that Kubernetes restarts it,
-// instead of living on as a zombie that still answers over the unix socket.
+// Connects `count` raw TCP sockets to 127.0.0.1:`port` and keeps them open
+// (they never speak HTTP/2); stops at the first connect that fails.
+std::vector<int> HoldTcpConnections(int port, int count) {
+  std::vector<int> sockets;
+  for (int i = 0; i < count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
+                sizeof(address)) != 0) {
+      close(fd);
+      break;
+    }
+    sockets.push_back(fd);
+  }
+  return sockets;
+}
+
+// C: a burst of connections past the open-files limit stopped gRPC 1.51's TCP
+// listener for good ("Failed accept4: Too many open files"). poold accepts
+// TCP connections itself: those beyond --max_connections (lowered to fit
+// the open-files limit) are closed at once and counted, clients over the
+// unix socket are served meanwhile, and once the flood leaves TCP clients
+// are served again. poold neither stops nor logs gRPC's failed accept.
+TEST(TransportLimitsE2eTest, AConnectionFloodIsRefusedAndTheListenerLives) {
+  PooldProcess::Options options;
+  options.unix_socket = true;
+  options.command_prefix = {"/usr/bin/prlimit", "--nofile=128:128"};
+  absl::StatusOr<std::unique_ptr<PooldProcess>> poold =
+      PooldProcess::Start(options);
+  ASSERT_TRUE(poold.ok()) << poold.status();
+  PoolTestClient local((*poold)->NewChannel((*poold)->unix_target()));
+  // The start-up check's TCP connection gone: every place is free.
+  v1::GetStatsResponse stats =
+      StatsWhen(local, [](const v1::GetStatsResponse& s) {
+        return s.transport().connections_open() == 0;
+      });
+  const uint64_t accepted_before = stats.transport().connections_accepted();
+  const uint64_t limit = stats.transport().max_connections();
+  EXPECT_EQ(limit, 64u);  // 128 descriptors, half kept for poold's own
+  EXPECT_THAT((*poold)->Log(),
+              HasSubstr("--max_connections=1024 lowered to 64"));
+
+  std::vector<int> flood = HoldTcpConnections((*poold)->tcp_port(), 300);
+  EXPECT_EQ(flood.size(), 300u);
+  stats = StatsWhen(local, [&](const v1::GetStatsResponse& s) {
+    return s.transport().connections_accepted() - accepted_before +
+               s.transport().connections_refused() >=
+           300;
+  });
+  EXPECT_EQ(stats.transport().connections_accepted() - accepted_before, limit);
+  EXPECT_EQ(stats.transport().connections_refused(), 300 - limit);
+  EXPECT_EQ(stats.transport().connections_open(), limit);
+  // While the flood holds every place, a TCP client is turned away.
+  {
+    PoolTestClient tcp((*poold)->NewChannel((*poold)->tcp_target()));
+    v1::GetStatsResponse ignored;
+    EXPECT_EQ(tcp.GetStats(false, &ignored).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+  for (int fd : flood) close(fd);
+  // Once it leaves (gRPC closes its ends; the acceptor counts them again
+  // every second), TCP clients are served.
+  stats = StatsWhen(local, [](const v1::GetStatsResponse& s) {
+    return s.transport().connections_open() == 0;
+  });
+  EXPECT_EQ(stats.transport().connections_open(), 0u);
+  PoolTestClient tcp((*poold)->NewChannel((*poold)->tcp_target()));
+  v1::GetStatsResponse after;
+  const grpc::Status status = tcp.GetStats(false, &after);
+  EXPECT_TRUE(status.ok()) << status.error_message() << "\n" << (*poold)->Log();
+  EXPECT_THAT((*poold)->Log(), Not(HasSubstr("Too many open files")));
+  EXPECT_THAT((*poold)->Log(), HasSubstr("refused: "));
+  EXPECT_FALSE((*poold)->WaitForExit(absl::ZeroDuration()).ok());
+}
+
+// gRPC's own listener, the unix socket's, still stops for good on EMFILE.
+// poold's checks find it after three failed ones (each waits out its 5 s
+// deadline): health goes NOT_SERVING and poold exits 1, so that Kubernetes
+// restarts it, instead of living on as a zombie that still answers over TCP.
 TEST(TransportLimitsE2eTest, ADeadListenerMakesPooldExitNonZero) {
   PooldProcess::Options options;
   options.unix_socket = true;
@@ -308,12 +387,13 @@ TEST(TransportLimitsE2eTest, ADeadListenerMakesPooldExitNonZero) {
   // More connections than descriptors: accept() fails with EMFILE.
   std::vector<int> sockets;
   for (int i = 0; i < 100; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>((*poold)->tcp_port()));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    const std::string& path = (*poold)->unix_socket_path();
+    ASSERT_LT(path.size(), sizeof(address.sun_path));
+    path.copy(address.sun_path, path.size());
     if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
                 sizeof(address)) != 0) {
       close(fd);
@@ -334,7 +414,7 @@ TEST(TransportLimitsE2eTest, ADeadListenerMakesPooldExitNonZero) {
   EXPECT_THAT((*poold)->Log(), HasSubstr("Too many open files"));
   EXPECT_THAT((*poold)->Log(),
               HasSubstr(absl::StrCat("poold no longer accepts connections on ",
-                                     (*poold)->tcp_target())));
+                                     (*poold)->unix_target())));
 }
 
 }  // namespace

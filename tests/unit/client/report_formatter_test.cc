@@ -38,6 +38,10 @@ v1::GetStatsResponse MakeGetStats() {
   v1::GetStatsResponse response;
   response.mutable_transport()->set_unknown_handle_answers(7);
   response.mutable_transport()->set_unknown_handle_refusals(2);
+  response.mutable_transport()->set_connections_open(3);
+  response.mutable_transport()->set_connections_accepted(40);
+  response.mutable_transport()->set_connections_refused(5);
+  response.mutable_transport()->set_max_connections(1024);
   v1::PoolStats* small = response.add_pools();
   small->set_pool(v1::POOL_SMALL);
   *small->mutable_stats() = MakeStats(1 << 20, 10 << 20, 8000);
@@ -97,6 +101,8 @@ TEST(ReportFormatterTest, StatsTable) {
   EXPECT_THAT(text, HasSubstr("3 free extents (largest 1.0 MiB)"));
   EXPECT_THAT(text, HasSubstr("queue 0 of 1024"));
   EXPECT_THAT(text, HasSubstr("heap trims 3 (returned 5.0 MiB)"));
+  EXPECT_THAT(text, HasSubstr("tcp connections: 3 open of 1024 allowed, 40 "
+                              "accepted, 5 refused"));
   EXPECT_THAT(text, HasSubstr("unknown handles 7 (2 calls refused for "
                               "naming too many)"));
   EXPECT_THAT(text,

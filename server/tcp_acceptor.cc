@@ -1,0 +1,345 @@
+// TcpAcceptor: binding, the accept loop on poll(), admission and refusal.
+#include "server/tcp_acceptor.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <system_error>
+#include <utility>
+
+#include "absl/memory/memory.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "server/caller_identity.h"
+
+namespace poold {
+namespace {
+
+std::string ErrnoText(int error) {
+  return std::error_code(error, std::generic_category()).message();
+}
+
+// How often the accepting thread looks for connections gRPC has closed (for
+// the open count in the statistics).
+constexpr int kPruneIntervalMs = 1000;
+// How long accepting pauses when the process has no descriptor or memory to
+// spare even for refusing.
+constexpr absl::Duration kBackoff = absl::Milliseconds(100);
+
+// The client address of a peer, as gRPC would name it ("ipv4:10.0.0.7:41234",
+// IPv4-mapped IPv6 addresses as IPv4), keyed as CallerIdentity keys clients.
+std::string AddressKey(const sockaddr_storage& peer) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (peer.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(peer);
+    inet_ntop(AF_INET, &in.sin_addr, text, sizeof(text));
+    return CallerIdentity::ClientAddress(
+        absl::StrCat("ipv4:", text, ":", ntohs(in.sin_port)));
+  }
+  if (peer.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(peer);
+    if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+      inet_ntop(AF_INET, &in6.sin6_addr.s6_addr[12], text, sizeof(text));
+      return CallerIdentity::ClientAddress(
+          absl::StrCat("ipv4:", text, ":", ntohs(in6.sin6_port)));
+    }
+    inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof(text));
+    return CallerIdentity::ClientAddress(
+        absl::StrCat("ipv6:[", text, "]:", ntohs(in6.sin6_port)));
+  }
+  return "unknown";
+}
+
+// A listening socket for `address` (family, socktype, protocol, sockaddr),
+// or the failing call with its errno text.
+absl::StatusOr<ScopedFd> ListenOn(int family, const sockaddr* address,
+                                  socklen_t length, bool dual_stack) {
+  ScopedFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) {
+    return absl::UnavailableError(absl::StrCat("socket: ", ErrnoText(errno)));
+  }
+  const int one = 1;
+  const int zero = 0;
+  // Restarting while old connections linger in TIME_WAIT must work; a
+  // second server on the port must not (no SO_REUSEPORT).
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (family == AF_INET6) {
+    setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? &zero : &one,
+               sizeof(int));
+  }
+  if (bind(fd.get(), address, length) != 0) {
+    return absl::UnavailableError(ErrnoText(errno));
+  }
+  if (listen(fd.get(), SOMAXCONN) != 0) {
+    return absl::UnavailableError(absl::StrCat("listen: ", ErrnoText(errno)));
+  }
+  return fd;
+}
+
+int BoundPort(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof(address);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    return -1;
+  }
+  return address.ss_family == AF_INET6
+             ? ntohs(reinterpret_cast<sockaddr_in6&>(address).sin6_port)
+             : ntohs(reinterpret_cast<sockaddr_in&>(address).sin_port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TcpAcceptor>> TcpAcceptor::Listen(
+    const HostPort& address, ConnectionTracker::Limits limits) {
+  const std::string name = FormatHostPort(address.host, address.port);
+  std::vector<ScopedFd> listeners;
+  int port = address.port;
+  if (address.host.empty() || address.host == "0.0.0.0" ||
+      address.host == "::") {
+    // Every interface: a dual-stack IPv6 socket, else IPv4 alone.
+    sockaddr_in6 any6{};
+    any6.sin6_family = AF_INET6;
+    any6.sin6_addr = in6addr_any;
+    any6.sin6_port = htons(static_cast<uint16_t>(port));
+    absl::StatusOr<ScopedFd> fd =
+        ListenOn(AF_INET6, reinterpret_cast<sockaddr*>(&any6), sizeof(any6),
+                 /*dual_stack=*/true);
+    if (!fd.ok()) {
+      sockaddr_in any4{};
+      any4.sin_family = AF_INET;
+      any4.sin_addr.s_addr = htonl(INADDR_ANY);
+      any4.sin_port = htons(static_cast<uint16_t>(port));
+      absl::StatusOr<ScopedFd> fd4 =
+          ListenOn(AF_INET, reinterpret_cast<sockaddr*>(&any4), sizeof(any4),
+                   /*dual_stack=*/false);
+      if (!fd4.ok()) {
+        return absl::UnavailableError(absl::StrCat(
+            "cannot listen on ", name, ": ", fd4.status().message(),
+            " (is another poold running?)"));
+      }
+      fd = std::move(fd4);
+    }
+    listeners.push_back(*std::move(fd));
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    const int error = getaddrinfo(address.host.c_str(), "0", &hints, &found);
+    if (error != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot listen on ", name, ": cannot resolve \"",
+                       address.host, "\": ", gai_strerror(error)));
+    }
+    std::string failures;
+    for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+      sockaddr_storage at{};
+      memcpy(&at, ai->ai_addr, ai->ai_addrlen);
+      // Every address on the same port: the one the first was given.
+      if (at.ss_family == AF_INET6) {
+        reinterpret_cast<sockaddr_in6&>(at).sin6_port =
+            htons(static_cast<uint16_t>(port));
+      } else if (at.ss_family == AF_INET) {
+        reinterpret_cast<sockaddr_in&>(at).sin_port =
+            htons(static_cast<uint16_t>(port));
+      } else {
+        continue;
+      }
+      absl::StatusOr<ScopedFd> fd =
+          ListenOn(at.ss_family, reinterpret_cast<sockaddr*>(&at),
+                   ai->ai_addrlen, /*dual_stack=*/false);
+      if (!fd.ok()) {
+        absl::StrAppend(&failures, failures.empty() ? "" : "; ",
+                        fd.status().message());
+        continue;
+      }
+      if (port == 0) port = BoundPort(fd->get());
+      listeners.push_back(*std::move(fd));
+    }
+    freeaddrinfo(found);
+    if (listeners.empty()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", name, ": ", failures,
+                       " (is another poold running?)"));
+    }
+    if (!failures.empty()) {
+      LOG(WARNING) << "listening on only some addresses of " << name << ": "
+                   << failures;
+    }
+  }
+  port = BoundPort(listeners.front().get());
+  ScopedFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (wake.get() < 0) {
+    return absl::UnavailableError(absl::StrCat("eventfd: ", ErrnoText(errno)));
+  }
+  return absl::WrapUnique(
+      new TcpAcceptor(std::move(listeners), port, limits, std::move(wake)));
+}
+
+TcpAcceptor::TcpAcceptor(std::vector<ScopedFd> listeners, int port,
+                         ConnectionTracker::Limits limits, ScopedFd wake)
+    : listeners_(std::move(listeners)),
+      port_(port),
+      wake_(std::move(wake)),
+      spare_(open("/dev/null", O_RDONLY | O_CLOEXEC)),
+      tracker_(limits) {}
+
+TcpAcceptor::~TcpAcceptor() { Stop(); }
+
+void TcpAcceptor::Start(Handoff handoff, OnFailure on_failure) {
+  CHECK(!thread_.joinable()) << "TcpAcceptor::Start called twice";
+  handoff_ = std::move(handoff);
+  on_failure_ = std::move(on_failure);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void TcpAcceptor::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    // An eventfd write of 1 cannot block or fail short of a full counter.
+    if (write(wake_.get(), &one, sizeof(one)) != sizeof(one)) {
+      PLOG(ERROR) << "cannot wake the TCP acceptor";
+    }
+    thread_.join();
+  }
+  listeners_.clear();
+}
+
+void TcpAcceptor::Run() {
+  std::vector<pollfd> polled;
+  polled.push_back({wake_.get(), POLLIN, 0});
+  for (const ScopedFd& listener : listeners_) {
+    polled.push_back({listener.get(), POLLIN, 0});
+  }
+  absl::Time paused_until = absl::InfinitePast();
+  while (true) {
+    const bool paused = absl::Now() < paused_until;
+    const int timeout =
+        paused ? static_cast<int>(absl::ToInt64Milliseconds(kBackoff))
+               : (tracker_.open() > 0 ? kPruneIntervalMs : -1);
+    // While paused only the wake-up is watched (the listeners stay readable).
+    const nfds_t count = paused ? 1 : polled.size();
+    const int ready = poll(polled.data(), count, timeout);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      const std::string error = absl::StrCat("poll: ", ErrnoText(errno));
+      LOG(ERROR) << "TCP acceptor stops: " << error;
+      on_failure_(error);
+      return;
+    }
+    if (polled[0].revents != 0) return;  // Stop()
+    if (ready == 0) {
+      open_.store(tracker_.Prune(), std::memory_order_relaxed);
+      continue;
+    }
+    for (nfds_t i = 1; i < count; ++i) {
+      if (polled[i].revents == 0) continue;
+      switch (AcceptAll(polled[i].fd)) {
+        case Drained::kAll:
+          break;
+        case Drained::kPause:
+          paused_until = absl::Now() + kBackoff;
+          break;
+        case Drained::kFailed:
+          return;
+      }
+    }
+  }
+}
+
+TcpAcceptor::Drained TcpAcceptor::AcceptAll(int listener) {
+  while (true) {
+    sockaddr_storage peer{};
+    socklen_t length = sizeof(peer);
+    const int fd = accept4(listener, reinterpret_cast<sockaddr*>(&peer),
+                           &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      switch (errno) {
+        case EINTR:
+          continue;
+        case EAGAIN:
+          return Drained::kAll;
+        // The client gave up, or the network failed under it (accept(2)
+        // says to retry on these).
+        case ECONNABORTED:
+        case EPROTO:
+        case EPERM:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+          continue;
+        case EMFILE:
+        case ENFILE:
+          // No descriptor even for the spare: wait a little.
+          if (!RefuseWithSpare(listener)) return Drained::kPause;
+          continue;
+        case ENOBUFS:
+        case ENOMEM: {
+          LOG_EVERY_T(WARNING, 10)
+              << "TCP connections wait: accept: " << ErrnoText(errno);
+          return Drained::kPause;
+        }
+        default: {
+          const std::string error = absl::StrCat("accept: ", ErrnoText(errno));
+          LOG(ERROR) << "TCP acceptor stops: " << error;
+          on_failure_(error);
+          return Drained::kFailed;
+        }
+      }
+    }
+    const std::string address = AddressKey(peer);
+    // Small answers leave at once (as gRPC's own listener sets it).
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (absl::Status admitted = tracker_.Admit(fd, address); !admitted.ok()) {
+      Refuse(fd, absl::StrCat("a connection from ", address,
+                              " refused: ", admitted.message()));
+      continue;
+    }
+    accepted_.fetch_add(1, std::memory_order_relaxed);
+    open_.store(tracker_.open(), std::memory_order_relaxed);
+    handoff_(listener, fd);
+  }
+}
+
+bool TcpAcceptor::RefuseWithSpare(int listener) {
+  const int error = errno;
+  if (spare_.get() < 0) {
+    spare_ = ScopedFd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (spare_.get() < 0) return false;
+  }
+  spare_.Reset();
+  const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) {
+    Refuse(fd, absl::StrCat("a connection refused: accept: ", ErrnoText(error),
+                            " (the open-files limit)"));
+  }
+  spare_ = ScopedFd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  return fd >= 0;
+}
+
+void TcpAcceptor::Refuse(int fd, const std::string& why) {
+  close(fd);
+  refused_.fetch_add(1, std::memory_order_relaxed);
+  LOG_EVERY_T(WARNING, 10) << why << " (" << refused() << " refused so far)";
+}
+
+}  // namespace poold
