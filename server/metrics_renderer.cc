@@ -265,6 +265,9 @@ void WriteProcess(PrometheusText& text, const MetricsInput& input) {
   text.Single("poold_heap_free_bytes", "gauge",
               "Free bytes glibc's malloc heap keeps in its arenas.",
               stats.process().heap_free_bytes());
+  text.Single("poold_heap_arenas", "gauge",
+              "glibc malloc arenas (--heap_arenas bounds them).",
+              stats.process().heap_arenas());
 
   const v1::TransportStats& transport = stats.transport();
   text.Single("poold_payload_in_flight_bytes", "gauge",

@@ -200,6 +200,11 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
     return absl::InvalidArgumentError(
         "--testing_defrag_slice_pause must be from 0 to 1s");
   }
+  if (options.heap_arenas > kMaxHeapArenas) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--heap_arenas must be from 0 (glibc's default) to ",
+                     kMaxHeapArenas, ", not ", options.heap_arenas));
+  }
   if (options.heap_mmap_threshold_bytes > kMaxHeapMmapThreshold) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--heap_mmap_threshold_bytes must be at most ", kMaxHeapMmapThreshold,
@@ -250,6 +255,11 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
                  << options.heap_mmap_threshold_bytes
                  << "; large messages may stay in the heap until it is "
                     "trimmed";
+  }
+  if (options.heap_arenas > 0 &&
+      !ProcessMemory::SetArenaLimit(options.heap_arenas)) {
+    LOG(WARNING) << "the C library refused --heap_arenas="
+                 << options.heap_arenas;
   }
   // More connections before accept() runs out of descriptors (which stops
   // gRPC 1.51's listener for good: the watchdog below catches that).
@@ -309,6 +319,7 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
       << " defrag_slice=" << absl::FormatDuration(options.defrag_slice)
       << " cache_decay=" << absl::FormatDuration(options.cache_decay)
       << " heap_mmap_threshold_bytes=" << options.heap_mmap_threshold_bytes
+      << " heap_arenas=" << options.heap_arenas
       << " shutdown_grace=" << absl::FormatDuration(options.shutdown_grace)
       << " shutdown_drain=" << absl::FormatDuration(options.shutdown_drain)
       << " auto_defrag=" << (options.auto_defrag.enabled ? "true" : "false")

@@ -112,6 +112,12 @@ class PooldServer {
     // which grows after large frees and leaves such buffers in the heap.
     // Process-wide: Start() applies it.
     uint64_t heap_mmap_threshold_bytes = 64 << 10;
+    // glibc malloc arenas at most (0: glibc's default, eight per core, which
+    // gives each thread that allocates an arena of its own). Few arenas keep
+    // the free memory gRPC's threads leave after traffic in few heaps, which
+    // a trim empties; one arena costs more calls per second than two (docs/
+    // PERFORMANCE.md, section 5). Process-wide: Start() applies it.
+    uint32_t heap_arenas = 2;
     // Automatic defragmentation (see AutoDefragOptions); on by default.
     AutoDefragOptions auto_defrag = DefaultAutoDefrag();
     // How often poold checks, over a new connection to each of its own
@@ -169,6 +175,8 @@ class PooldServer {
   static constexpr absl::Duration kMaxDefragSlice = absl::Seconds(1);
   // Largest heap_mmap_threshold_bytes glibc accepts (HEAP_MAX_SIZE / 2).
   static constexpr uint64_t kMaxHeapMmapThreshold = uint64_t{32} << 20;
+  // Largest heap_arenas.
+  static constexpr uint32_t kMaxHeapArenas = 1024;
 
   // The connection limit poold applies: `requested` (0: none), lowered so
   // that the connections fit under `open_files_limit` with room for poold's

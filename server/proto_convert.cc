@@ -249,6 +249,7 @@ void ProcessStatsToProto(const ProcessMemoryStats& stats,
                                      : 0);
   proto->set_heap_in_use_bytes(stats.heap_in_use_bytes);
   proto->set_heap_free_bytes(stats.heap_free_bytes);
+  proto->set_heap_arenas(stats.heap_arenas);
 }
 
 void StatsSnapshotToProto(const StatsSnapshot& snapshot,

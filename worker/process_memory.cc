@@ -1,10 +1,12 @@
-// ProcessMemory on Linux with glibc: /proc/self/status, mallinfo2, mallopt
-// and malloc_trim.
+// ProcessMemory on Linux with glibc: /proc/self/status, mallinfo2,
+// malloc_info, mallopt and malloc_trim.
 #include "worker/process_memory.h"
 
 #include <malloc.h>
 
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "worker/pools/os_memory.h"
@@ -30,6 +32,29 @@ void ReadStatus(ProcessMemoryStats* stats) {
   std::fclose(file);
 }
 
+// The arenas malloc_info() describes: one <heap nr="..."> element each.
+uint64_t CountArenas() {
+#if defined(__GLIBC__)
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* stream = open_memstream(&text, &size);
+  if (stream == nullptr) return 0;
+  const bool written = malloc_info(0, stream) == 0;
+  std::fclose(stream);
+  uint64_t arenas = 0;
+  if (written && text != nullptr) {
+    for (const char* at = std::strstr(text, "<heap nr="); at != nullptr;
+         at = std::strstr(at + 1, "<heap nr=")) {
+      ++arenas;
+    }
+  }
+  std::free(text);
+  return arenas;
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
 
 ProcessMemoryStats ProcessMemory::Read() {
@@ -40,7 +65,18 @@ ProcessMemoryStats ProcessMemory::Read() {
   stats.heap_in_use_bytes = info.uordblks + info.hblkhd;
   stats.heap_free_bytes = info.fordblks;
 #endif
+  stats.heap_arenas = CountArenas();
   return stats;
+}
+
+bool ProcessMemory::SetArenaLimit(uint32_t arenas) {
+#if defined(__GLIBC__)
+  return arenas > 0 && arenas <= static_cast<uint32_t>(INT_MAX) &&
+         mallopt(M_ARENA_MAX, static_cast<int>(arenas)) == 1;
+#else
+  (void)arenas;
+  return false;
+#endif
 }
 
 uint64_t ProcessMemory::HeapFreeBytes() {

@@ -19,6 +19,10 @@ struct ProcessMemoryStats {
   // Both 0 under another malloc.
   uint64_t heap_in_use_bytes = 0;
   uint64_t heap_free_bytes = 0;
+  // From glibc's malloc_info(): the heap's arenas (the main one and one per
+  // group of threads that allocate at once; see SetArenaLimit). 0 under
+  // another malloc.
+  uint64_t heap_arenas = 0;
 };
 
 class ProcessMemory {
@@ -38,6 +42,14 @@ class ProcessMemory {
   // fixed (glibc otherwise raises it after large frees, so later large
   // messages stay in the heap). Returns false when the C library refused.
   static bool SetMmapThreshold(uint64_t bytes);
+
+  // Makes glibc's malloc keep at most `arenas` arenas (threads share them
+  // beyond that). glibc's default is eight per core: each thread that
+  // allocates gets an arena of its own, and the free memory left in each
+  // after a burst of traffic adds up. Applies to threads that have not
+  // allocated yet: call it before starting any. Returns false when the C
+  // library refused.
+  static bool SetArenaLimit(uint32_t arenas);
 
   // Returns the free pages of every malloc arena to the OS (malloc_trim) and
   // returns the drop in RSS it caused (0 if none, or if RSS grew meanwhile).

@@ -109,6 +109,20 @@ TEST_F(ProcessMemoryE2eTest, LargeMessagesLeaveNothingAfterADefragmentation) {
       << FormatBytes(report.pools_resident_after_bytes());
 }
 
+// --heap_arenas (2 by default): gRPC's threads, busy with eight calls at
+// once, allocate from two heaps instead of an arena each (glibc's default
+// gave each thread its own, 16 here, and the free memory left in each added
+// up).
+TEST_F(ProcessMemoryE2eTest, ThreadsShareTwoHeapArenas) {
+  if (kSanitizerBuild) GTEST_SKIP() << "needs glibc's malloc";
+  ASSERT_NO_FATAL_FAILURE(Start({}));
+  LargeMessages();
+  v1::DefragReport report;
+  ASSERT_TRUE(client_->Defragment({}, &report).ok());
+  EXPECT_LE(Stats().process().heap_arenas(), 2u);
+  EXPECT_GE(Stats().process().heap_arenas(), 1u);
+}
+
 TEST_F(ProcessMemoryE2eTest, IdleServerTrimsTheHeapWithoutADefragmentation) {
   if (kSanitizerBuild) GTEST_SKIP() << "needs glibc's malloc";
   // glibc's adaptive threshold keeps the buffers in the heap: only the trim

@@ -24,6 +24,18 @@ absl::Status Validate(const PooldServer::Options& options) {
   return PooldServer::ValidateOptions(options);
 }
 
+// The connection limit fits under the open-files limit, keeping half of it
+// (at most 256 descriptors) for poold's own.
+TEST(PooldServerTest, TheConnectionLimitFitsTheOpenFilesLimit) {
+  EXPECT_EQ(PooldServer::EffectiveMaxConnections(1024, 1048576), 1024u);
+  EXPECT_EQ(PooldServer::EffectiveMaxConnections(1024, 1024), 768u);
+  EXPECT_EQ(PooldServer::EffectiveMaxConnections(1024, 128), 64u);
+  EXPECT_EQ(PooldServer::EffectiveMaxConnections(0, 4096), 3840u);
+  EXPECT_EQ(PooldServer::EffectiveMaxConnections(10, 1), 1u);
+  EXPECT_EQ(PooldServer::EffectiveMaxConnections(0, uint64_t{1} << 40),
+            std::numeric_limits<uint32_t>::max());
+}
+
 TEST(PooldServerOptionsTest, DefaultsAreValid) {
   EXPECT_TRUE(Validate(PooldServer::Options()).ok());
 }
@@ -147,6 +159,12 @@ TEST(PooldServerOptionsTest, RejectsOptionsThatCannotWork) {
   options.max_concurrent_streams = uint32_t{1} << 31;
   EXPECT_THAT(Validate(options).message(),
               HasSubstr("--max_concurrent_streams"));
+
+  options = PooldServer::Options();
+  options.heap_arenas = PooldServer::kMaxHeapArenas + 1;
+  EXPECT_THAT(Validate(options).message(), HasSubstr("--heap_arenas"));
+  options.heap_arenas = 0;  // glibc's default
+  EXPECT_TRUE(Validate(options).ok());
 
   options = PooldServer::Options();
   options.listen = "";
