@@ -8,10 +8,12 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace poold {
 
-absl::Status ConnectionTracker::Admit(int fd, const std::string& address) {
+absl::Status ConnectionTracker::Admit(int fd, const std::string& address,
+                                      absl::Time now) {
   struct stat st;
   if (fstat(fd, &st) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -20,29 +22,27 @@ absl::Status ConnectionTracker::Admit(int fd, const std::string& address) {
   }
   // The number is free again: whatever held it before has been closed.
   if (auto it = by_fd_.find(fd); it != by_fd_.end()) Forget(it);
-  if (Full(address)) {
-    Prune();
-    if (limits_.max_connections > 0 &&
-        by_fd_.size() >= limits_.max_connections) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(by_fd_.size(),
-                       " connections open, the most allowed "
-                       "(--max_connections)"));
-    }
-    if (limits_.max_per_address > 0 &&
-        open_from(address) >= limits_.max_per_address) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(open_from(address), " connections open from ", address,
-                       ", the most allowed from one address "
-                       "(--max_connections_per_address)"));
-    }
+  if (Full(address) && now - last_prune_ >= kFullPruneInterval) Prune(now);
+  if (limits_.max_connections > 0 && by_fd_.size() >= limits_.max_connections) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(by_fd_.size(),
+                     " connections open, the most allowed "
+                     "(--max_connections)"));
+  }
+  if (limits_.max_per_address > 0 &&
+      open_from(address) >= limits_.max_per_address) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(open_from(address), " connections open from ", address,
+                     ", the most allowed from one address "
+                     "(--max_connections_per_address)"));
   }
   by_fd_[fd] = Connection{st.st_dev, st.st_ino, address};
   ++per_address_[address];
   return absl::OkStatus();
 }
 
-size_t ConnectionTracker::Prune() {
+size_t ConnectionTracker::Prune(absl::Time now) {
+  last_prune_ = now;
   for (auto it = by_fd_.begin(); it != by_fd_.end();) {
     struct stat st;
     const bool same = fstat(it->first, &st) == 0 &&

@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace poold {
 
@@ -33,16 +34,21 @@ class ConnectionTracker {
   ConnectionTracker(const ConnectionTracker&) = delete;
   ConnectionTracker& operator=(const ConnectionTracker&) = delete;
 
-  // Decides about the connection just accepted on `fd` from `address`. OK:
-  // it counts from now until its descriptor is closed. RESOURCE_EXHAUSTED,
-  // naming the limit, when serving it would exceed one (connections that
-  // ended are forgotten first); the caller then closes it. FAILED_PRECONDITION
-  // when `fd` is not open.
-  absl::Status Admit(int fd, const std::string& address);
+  // Decides about the connection just accepted on `fd` from `address` at
+  // `now`. OK: it counts from now until its descriptor is closed.
+  // RESOURCE_EXHAUSTED, naming the limit, when serving it would exceed one;
+  // the caller then closes it. Before refusing, the connections that ended
+  // are forgotten (Prune), at most once per kFullPruneInterval, so that a
+  // flood of refusals costs no more than that. FAILED_PRECONDITION when
+  // `fd` is not open.
+  absl::Status Admit(int fd, const std::string& address, absl::Time now);
 
   // Forgets the connections whose descriptors were closed (or now name
-  // another file). Returns how many remain.
-  size_t Prune();
+  // another file), as of `now`. Returns how many remain.
+  size_t Prune(absl::Time now);
+
+  // How often a full tracker looks for connections that ended.
+  static constexpr absl::Duration kFullPruneInterval = absl::Milliseconds(100);
 
   // Connections counted (some may have ended since the last Prune).
   size_t open() const { return by_fd_.size(); }
@@ -63,6 +69,7 @@ class ConnectionTracker {
   void Forget(absl::flat_hash_map<int, Connection>::iterator it);
 
   const Limits limits_;
+  absl::Time last_prune_ = absl::InfinitePast();
   absl::flat_hash_map<int, Connection> by_fd_;
   absl::flat_hash_map<std::string, uint32_t> per_address_;
 };

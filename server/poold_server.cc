@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <system_error>
@@ -256,8 +257,13 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
                  << "; large messages may stay in the heap until it is "
                     "trimmed";
   }
-  if (options.heap_arenas > 0 &&
-      !ProcessMemory::SetArenaLimit(options.heap_arenas)) {
+  const char* tunables = getenv("GLIBC_TUNABLES");
+  if (getenv("MALLOC_ARENA_MAX") != nullptr ||
+      (tunables != nullptr && absl::StrContains(tunables, "arena_max"))) {
+    LOG(INFO) << "the environment sets glibc's arena limit; --heap_arenas="
+              << options.heap_arenas << " is not applied";
+  } else if (options.heap_arenas > 0 &&
+             !ProcessMemory::SetArenaLimit(options.heap_arenas)) {
     LOG(WARNING) << "the C library refused --heap_arenas="
                  << options.heap_arenas;
   }
@@ -383,7 +389,21 @@ PooldServer::PooldServer(const Options& options,
                    .operators = options.operator_identities,
                    .unknown_handles_per_second =
                        options.max_unknown_handles_per_second,
-               }) {}
+               }) {
+  // Set before any thread can read it (the metrics server starts later);
+  // the acceptor is seen once StartGrpc has started it.
+  service_.SetConnectionStats([this](v1::TransportStats* transport) {
+    const TcpAcceptor* acceptor =
+        acceptor_view_.load(std::memory_order_acquire);
+    if (acceptor == nullptr) return;
+    transport->set_connections_open(acceptor->open_connections());
+    transport->set_connections_accepted(acceptor->accepted());
+    transport->set_connections_refused(acceptor->refused());
+    transport->set_max_connections(acceptor->limits().max_connections);
+    transport->set_max_connections_per_address(
+        acceptor->limits().max_per_address);
+  });
+}
 
 PooldServer::~PooldServer() { Shutdown(); }
 
@@ -416,6 +436,10 @@ absl::Status PooldServer::StartGrpc() {
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
       ChannelArgMillis(options_.min_client_ping_interval));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  // A connection that does not finish its handshake (HTTP/2 preface, TLS)
+  // soon gives its place back (gRPC's default waits 120 s).
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             ChannelArgMillis(kHandshakeTimeout));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                              ChannelArgMillis(options_.max_connection_idle));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
@@ -457,15 +481,6 @@ absl::Status PooldServer::StartGrpc() {
         grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
         options_.tls.enabled() ? MakeTlsServerCredentials(options_.tls)
                                : grpc::InsecureServerCredentials());
-    service_.SetConnectionStats(
-        [acceptor = tcp_acceptor_.get()](v1::TransportStats* transport) {
-          transport->set_connections_open(acceptor->open_connections());
-          transport->set_connections_accepted(acceptor->accepted());
-          transport->set_connections_refused(acceptor->refused());
-          transport->set_max_connections(acceptor->limits().max_connections);
-          transport->set_max_connections_per_address(
-              acceptor->limits().max_per_address);
-        });
   }
   const std::string unix_target =
       options_.unix_socket.empty() ? "" : "unix:" + options_.unix_socket;
@@ -500,19 +515,7 @@ absl::Status PooldServer::StartGrpc() {
   }
 
   if (tcp.has_value()) {
-    const std::string target = FormatHostPort(tcp->host, tcp_acceptor_->port());
-    targets_.push_back(target);
-    tcp_acceptor_->Start(
-        [door = tcp_door_.get()](int listener_fd, int fd) {
-          grpc::experimental::ExternalConnectionAcceptor::
-              NewConnectionParameters connection;
-          connection.listener_fd = listener_fd;
-          connection.fd = fd;
-          door->HandleNewConnection(&connection);
-        },
-        [this, target](const std::string& error) {
-          OnListenerDead(target, error);
-        });
+    targets_.push_back(FormatHostPort(tcp->host, tcp_acceptor_->port()));
   }
   if (!unix_target.empty() && bind_path != options_.unix_socket &&
       rename(bind_path.c_str(), options_.unix_socket.c_str()) != 0) {
@@ -540,6 +543,22 @@ absl::Status PooldServer::StartGrpc() {
                    << std::error_code(errno, std::generic_category()).message();
     }
     targets_.push_back(unix_target);
+  }
+  // Last: gRPC leaks (does not close) what it is handed before it has
+  // started or after it has shut down, so connections flow only in between.
+  if (tcp.has_value()) {
+    tcp_acceptor_->Start(
+        [door = tcp_door_.get()](int listener_fd, int fd) {
+          grpc::experimental::ExternalConnectionAcceptor::
+              NewConnectionParameters connection;
+          connection.listener_fd = listener_fd;
+          connection.fd = fd;
+          door->HandleNewConnection(&connection);
+        },
+        [this, target = targets_.front()](const std::string& error) {
+          OnListenerDead(target, error);
+        });
+    acceptor_view_.store(tcp_acceptor_.get(), std::memory_order_release);
   }
   server_->GetHealthCheckService()->SetServingStatus(
       v1::PoolService::service_full_name(), true);

@@ -160,6 +160,9 @@ class PooldServer {
 
   // Shortest listener_check_interval (a check may take up to 5 s).
   static constexpr absl::Duration kMinListenerCheckInterval = absl::Seconds(1);
+  // How long a new connection may take to finish its handshake (HTTP/2
+  // preface; TLS) before gRPC closes it and its place is free again.
+  static constexpr absl::Duration kHandshakeTimeout = absl::Seconds(10);
   // Bounds of max_metadata_bytes.
   static constexpr uint32_t kMinMetadataBytes = 1 << 10;
   static constexpr uint32_t kMaxMetadataBytes = 1 << 20;
@@ -259,6 +262,9 @@ class PooldServer {
   // The TCP listener (none without --listen), and the door it hands
   // connections to gRPC through. Destroyed after server_; stopped before.
   std::unique_ptr<TcpAcceptor> tcp_acceptor_;
+  // tcp_acceptor_ once started, for the statistics (read by gRPC's and the
+  // metrics threads).
+  std::atomic<const TcpAcceptor*> acceptor_view_{nullptr};
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tcp_door_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> targets_;

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <system_error>
@@ -32,7 +33,10 @@ std::string ErrnoText(int error) {
 
 // How often the accepting thread looks for connections gRPC has closed (for
 // the open count in the statistics).
-constexpr int kPruneIntervalMs = 1000;
+constexpr absl::Duration kPruneInterval = absl::Seconds(1);
+// Connections taken from one listener before poll() is asked again, so that
+// Stop() and the other listeners are heard during a flood.
+constexpr int kAcceptBatch = 64;
 // How long accepting pauses when the process has no descriptor or memory to
 // spare even for refusing.
 constexpr absl::Duration kBackoff = absl::Milliseconds(100);
@@ -63,10 +67,13 @@ std::string AddressKey(const sockaddr_storage& peer) {
 
 // A listening socket for `address` (family, socktype, protocol, sockaddr),
 // or the failing call with its errno text.
+// `*error` is the failing call's errno.
 absl::StatusOr<ScopedFd> ListenOn(int family, const sockaddr* address,
-                                  socklen_t length, bool dual_stack) {
+                                  socklen_t length, bool dual_stack,
+                                  int* error) {
   ScopedFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) {
+    *error = errno;
     return absl::UnavailableError(absl::StrCat("socket: ", ErrnoText(errno)));
   }
   const int one = 1;
@@ -79,9 +86,13 @@ absl::StatusOr<ScopedFd> ListenOn(int family, const sockaddr* address,
                sizeof(int));
   }
   if (bind(fd.get(), address, length) != 0) {
-    return absl::UnavailableError(ErrnoText(errno));
+    *error = errno;
+    return absl::UnavailableError(absl::StrCat(
+        ErrnoText(errno),
+        errno == EADDRINUSE ? " (is another poold running?)" : ""));
   }
   if (listen(fd.get(), SOMAXCONN) != 0) {
+    *error = errno;
     return absl::UnavailableError(absl::StrCat("listen: ", ErrnoText(errno)));
   }
   return fd;
@@ -112,21 +123,29 @@ absl::StatusOr<std::unique_ptr<TcpAcceptor>> TcpAcceptor::Listen(
     any6.sin6_family = AF_INET6;
     any6.sin6_addr = in6addr_any;
     any6.sin6_port = htons(static_cast<uint16_t>(port));
+    int error = 0;
     absl::StatusOr<ScopedFd> fd =
         ListenOn(AF_INET6, reinterpret_cast<sockaddr*>(&any6), sizeof(any6),
-                 /*dual_stack=*/true);
+                 /*dual_stack=*/true, &error);
+    // IPv4 alone only where the system has no IPv6; any other failure (the
+    // port in use) is the answer.
+    if (!fd.ok() && error != EAFNOSUPPORT && error != EADDRNOTAVAIL) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", name, ": ", fd.status().message()));
+    }
     if (!fd.ok()) {
+      LOG(INFO) << "no IPv6 for " << name << " (" << fd.status().message()
+                << "); listening on IPv4 only";
       sockaddr_in any4{};
       any4.sin_family = AF_INET;
       any4.sin_addr.s_addr = htonl(INADDR_ANY);
       any4.sin_port = htons(static_cast<uint16_t>(port));
       absl::StatusOr<ScopedFd> fd4 =
           ListenOn(AF_INET, reinterpret_cast<sockaddr*>(&any4), sizeof(any4),
-                   /*dual_stack=*/false);
+                   /*dual_stack=*/false, &error);
       if (!fd4.ok()) {
         return absl::UnavailableError(absl::StrCat(
-            "cannot listen on ", name, ": ", fd4.status().message(),
-            " (is another poold running?)"));
+            "cannot listen on ", name, ": ", fd4.status().message()));
       }
       fd = std::move(fd4);
     }
@@ -137,11 +156,11 @@ absl::StatusOr<std::unique_ptr<TcpAcceptor>> TcpAcceptor::Listen(
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     addrinfo* found = nullptr;
-    const int error = getaddrinfo(address.host.c_str(), "0", &hints, &found);
-    if (error != 0) {
+    const int resolved = getaddrinfo(address.host.c_str(), "0", &hints, &found);
+    if (resolved != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot listen on ", name, ": cannot resolve \"",
-                       address.host, "\": ", gai_strerror(error)));
+                       address.host, "\": ", gai_strerror(resolved)));
     }
     std::string failures;
     for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
@@ -157,9 +176,10 @@ absl::StatusOr<std::unique_ptr<TcpAcceptor>> TcpAcceptor::Listen(
       } else {
         continue;
       }
+      int error = 0;
       absl::StatusOr<ScopedFd> fd =
           ListenOn(at.ss_family, reinterpret_cast<sockaddr*>(&at),
-                   ai->ai_addrlen, /*dual_stack=*/false);
+                   ai->ai_addrlen, /*dual_stack=*/false, &error);
       if (!fd.ok()) {
         absl::StrAppend(&failures, failures.empty() ? "" : "; ",
                         fd.status().message());
@@ -214,6 +234,7 @@ void TcpAcceptor::Stop() {
     if (write(wake_.get(), &one, sizeof(one)) != sizeof(one)) {
       PLOG(ERROR) << "cannot wake the TCP acceptor";
     }
+    stopping_.store(true, std::memory_order_release);
     thread_.join();
   }
   listeners_.clear();
@@ -226,14 +247,22 @@ void TcpAcceptor::Run() {
     polled.push_back({listener.get(), POLLIN, 0});
   }
   absl::Time paused_until = absl::InfinitePast();
+  absl::Time next_prune = absl::Now() + kPruneInterval;
   while (true) {
-    const bool paused = absl::Now() < paused_until;
-    const int timeout =
-        paused ? static_cast<int>(absl::ToInt64Milliseconds(kBackoff))
-               : (tracker_.open() > 0 ? kPruneIntervalMs : -1);
+    const absl::Time now = absl::Now();
+    if (now >= next_prune) {
+      open_.store(tracker_.Prune(now), std::memory_order_relaxed);
+      next_prune = now + kPruneInterval;
+    }
+    const bool paused = now < paused_until;
+    const absl::Time wake_at =
+        paused ? std::min(paused_until, next_prune) : next_prune;
+    // Ceiling: never 0 ms before the time is due (a busy loop).
+    const int timeout = static_cast<int>(absl::ToInt64Milliseconds(
+        wake_at - now + absl::Milliseconds(1) - absl::Nanoseconds(1)));
     // While paused only the wake-up is watched (the listeners stay readable).
     const nfds_t count = paused ? 1 : polled.size();
-    const int ready = poll(polled.data(), count, timeout);
+    const int ready = poll(polled.data(), count, std::max(timeout, 0));
     if (ready < 0) {
       if (errno == EINTR) continue;
       const std::string error = absl::StrCat("poll: ", ErrnoText(errno));
@@ -242,10 +271,6 @@ void TcpAcceptor::Run() {
       return;
     }
     if (polled[0].revents != 0) return;  // Stop()
-    if (ready == 0) {
-      open_.store(tracker_.Prune(), std::memory_order_relaxed);
-      continue;
-    }
     for (nfds_t i = 1; i < count; ++i) {
       if (polled[i].revents == 0) continue;
       switch (AcceptAll(polled[i].fd)) {
@@ -262,7 +287,7 @@ void TcpAcceptor::Run() {
 }
 
 TcpAcceptor::Drained TcpAcceptor::AcceptAll(int listener) {
-  while (true) {
+  for (int taken = 0; taken < kAcceptBatch; ++taken) {
     sockaddr_storage peer{};
     socklen_t length = sizeof(peer);
     const int fd = accept4(listener, reinterpret_cast<sockaddr*>(&peer),
@@ -309,7 +334,8 @@ TcpAcceptor::Drained TcpAcceptor::AcceptAll(int listener) {
     // Small answers leave at once (as gRPC's own listener sets it).
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (absl::Status admitted = tracker_.Admit(fd, address); !admitted.ok()) {
+    if (absl::Status admitted = tracker_.Admit(fd, address, absl::Now());
+        !admitted.ok()) {
       Refuse(fd, absl::StrCat("a connection from ", address,
                               " refused: ", admitted.message()));
       continue;
@@ -318,6 +344,7 @@ TcpAcceptor::Drained TcpAcceptor::AcceptAll(int listener) {
     open_.store(tracker_.open(), std::memory_order_relaxed);
     handoff_(listener, fd);
   }
+  return Drained::kAll;  // more may wait: poll() says so at once
 }
 
 bool TcpAcceptor::RefuseWithSpare(int listener) {
@@ -337,8 +364,9 @@ bool TcpAcceptor::RefuseWithSpare(int listener) {
 }
 
 void TcpAcceptor::Refuse(int fd, const std::string& why) {
-  close(fd);
+  // Counted before the client can see it.
   refused_.fetch_add(1, std::memory_order_relaxed);
+  close(fd);
   LOG_EVERY_T(WARNING, 10) << why << " (" << refused() << " refused so far)";
 }
 

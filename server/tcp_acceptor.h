@@ -60,6 +60,10 @@ class TcpAcceptor {
   // `on_failure`.
   void Stop();
 
+  // Whether Stop() has told the accepting thread to stop (it may still be
+  // finishing its batch). Thread-safe.
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+
   // Counters; thread-safe. Connections open: as of the last accept or the
   // last look (at most a second ago).
   uint64_t open_connections() const {
@@ -99,6 +103,7 @@ class TcpAcceptor {
   OnFailure on_failure_;
   std::thread thread_;
   bool stopped_ = false;
+  std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> open_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> refused_{0};

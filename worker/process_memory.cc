@@ -4,11 +4,14 @@
 
 #include <malloc.h>
 
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "worker/pools/os_memory.h"
 
 namespace poold {
@@ -31,6 +34,8 @@ void ReadStatus(ProcessMemoryStats* stats) {
   }
   std::fclose(file);
 }
+
+constexpr absl::Duration kArenaCountInterval = absl::Seconds(1);
 
 // The arenas malloc_info() describes: one <heap nr="..."> element each.
 uint64_t CountArenas() {
@@ -65,7 +70,17 @@ ProcessMemoryStats ProcessMemory::Read() {
   stats.heap_in_use_bytes = info.uordblks + info.hblkhd;
   stats.heap_free_bytes = info.fordblks;
 #endif
-  stats.heap_arenas = CountArenas();
+  // malloc_info walks every arena's free chunks under its lock, and glibc
+  // never destroys an arena: a count a second old is good enough.
+  static std::atomic<int64_t> counted_at_ns{0};
+  static std::atomic<uint64_t> arenas{0};
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  if (now_ns - counted_at_ns.load(std::memory_order_relaxed) >=
+      absl::ToInt64Nanoseconds(kArenaCountInterval)) {
+    arenas.store(CountArenas(), std::memory_order_relaxed);
+    counted_at_ns.store(now_ns, std::memory_order_relaxed);
+  }
+  stats.heap_arenas = arenas.load(std::memory_order_relaxed);
   return stats;
 }
 

@@ -20,8 +20,8 @@ struct ProcessMemoryStats {
   uint64_t heap_in_use_bytes = 0;
   uint64_t heap_free_bytes = 0;
   // From glibc's malloc_info(): the heap's arenas (the main one and one per
-  // group of threads that allocate at once; see SetArenaLimit). 0 under
-  // another malloc.
+  // group of threads that allocate at once; see SetArenaLimit), counted at
+  // most once a second (arenas are never destroyed). 0 under another malloc.
   uint64_t heap_arenas = 0;
 };
 

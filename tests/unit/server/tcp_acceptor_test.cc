@@ -10,13 +10,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "gmock/gmock.h"
@@ -118,8 +122,14 @@ TEST(TcpAcceptorTest, HandsOverConnectionsAndClosesThoseBeyondTheLimit) {
   EXPECT_EQ(acceptor->accepted(), 2u);
   EXPECT_EQ(acceptor->open_connections(), 2u);
 
-  // Once a connection ends, there is room again.
+  // Once a connection ends (the acceptor looks every second), there is room
+  // again.
   handed.CloseOne();
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (acceptor->open_connections() > 1 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(acceptor->open_connections(), 1u);
   const int d = Connect(acceptor->port());
   EXPECT_EQ(handed.WaitFor(2), 2u);
   EXPECT_EQ(acceptor->accepted(), 3u);
@@ -147,6 +157,7 @@ TEST(TcpAcceptorTest, LimitsEachClientAddress) {
 // acceptor closes the connections it has no descriptor for, and serves the
 // next ones once descriptors are free again.
 TEST(TcpAcceptorTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
+  Handed handed;  // outlives the acceptor's thread
   absl::StatusOr<std::unique_ptr<TcpAcceptor>> acceptor =
       TcpAcceptor::Listen({"127.0.0.1", 0}, {});
   ASSERT_TRUE(acceptor.ok()) << acceptor.status();
@@ -167,7 +178,6 @@ TEST(TcpAcceptorTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
   if (fd >= 0) close(fd);
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
 
-  Handed handed;
   (*acceptor)->Start([&handed](int, int fd) { handed.Take(fd); },
                      [](const std::string& error) {
                        ADD_FAILURE() << "the acceptor failed: " << error;
@@ -211,6 +221,38 @@ TEST(TcpAcceptorTest, APortInUseIsRefusedWithTheAddress) {
   EXPECT_THAT(second.status().message(),
               HasSubstr(absl::StrCat("127.0.0.1:", first->port())));
   EXPECT_THAT(second.status().message(), HasSubstr("in use"));
+}
+
+// A flood keeps the listener readable; Stop() must still be heard. The
+// acceptor takes at most a batch of connections before it looks at its
+// wake-up again: with 200 waiting and Stop() called during the first
+// hand-over, it hands over at most that batch (all 200 if it drained the
+// backlog first).
+TEST(TcpAcceptorTest, StopIsHeardBetweenBatches) {
+  Handed handed;
+  absl::Notification first_taken;
+  absl::Notification release;
+  absl::StatusOr<std::unique_ptr<TcpAcceptor>> acceptor =
+      TcpAcceptor::Listen({"127.0.0.1", 0}, {});
+  ASSERT_TRUE(acceptor.ok()) << acceptor.status();
+  std::vector<int> clients;
+  for (int i = 0; i < 200; ++i) clients.push_back(Connect((*acceptor)->port()));
+  (*acceptor)->Start(
+      [&](int, int fd) {
+        handed.Take(fd);
+        if (!first_taken.HasBeenNotified()) {
+          first_taken.Notify();
+          release.WaitForNotification();
+        }
+      },
+      [](const std::string& error) { ADD_FAILURE() << error; });
+  first_taken.WaitForNotification();
+  std::thread stop([&] { (*acceptor)->Stop(); });
+  while (!(*acceptor)->stopping()) std::this_thread::yield();
+  release.Notify();
+  stop.join();
+  EXPECT_LE(handed.size(), 64u);
+  for (int fd : clients) close(fd);
 }
 
 TEST(TcpAcceptorTest, EveryInterfaceTakesIpv4Clients) {
