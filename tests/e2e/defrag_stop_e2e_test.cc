@@ -96,7 +96,10 @@ TEST_F(DefragE2eTest, ShortDeadlineStopsWithAPartialReport) {
   grpc::Status status = client_->Defragment({}, &first, kPartialDeadline);
   const absl::Duration rpc_time = absl::Now() - sent;
   ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_LT(rpc_time, kPartialDeadline);
+  // OK means the answer came within the deadline (the client enforces it).
+  // The time seen here also counts this thread's wake-up after the answer,
+  // which took 43 ms once under ASan on a loaded machine (server: 970 ms).
+  EXPECT_LT(rpc_time, kPartialDeadline + absl::Milliseconds(100));
   const uint64_t reclaimed_first = first.bytes_reclaimed();
   EXPECT_LE(reclaimed_first, projected);
   ExpectStoppedEarly(first, "deadline exceeded");

@@ -157,13 +157,23 @@ TEST(TcpAcceptorTest, LimitsEachClientAddress) {
 // acceptor closes the connections it has no descriptor for, and serves the
 // next ones once descriptors are free again.
 TEST(TcpAcceptorTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // The sanitizers' runtime needs descriptors of its own (UBSan reported a
+  // bad vptr once none was left). TransportLimitsE2eTest.
+  // TheTcpListenerOutlivesRunningOutOfDescriptors covers this there.
+  GTEST_SKIP() << "takes every file descriptor of the test process";
+#endif
   Handed handed;  // outlives the acceptor's thread
-  absl::StatusOr<std::unique_ptr<TcpAcceptor>> acceptor =
-      TcpAcceptor::Listen({"127.0.0.1", 0}, {});
-  ASSERT_TRUE(acceptor.ok()) << acceptor.status();
-  // Clients waiting in the kernel's backlog before the acceptor starts.
-  std::vector<int> backlog;
-  for (int i = 0; i < 5; ++i) backlog.push_back(Connect((*acceptor)->port()));
+  // Started before the descriptors run out (starting a thread then confuses
+  // the sanitizers' runtime).
+  std::unique_ptr<TcpAcceptor> acceptor = StartAcceptor({}, &handed);
+  ASSERT_NE(acceptor, nullptr);
+  // The clients' sockets, made now and connected once nothing is left.
+  std::vector<int> clients;
+  for (int i = 0; i < 5; ++i) {
+    clients.push_back(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_GE(clients.back(), 0);
+  }
   // Every descriptor number below the limit taken: the acceptor's spare is
   // the only one it can free.
   rlimit saved{};
@@ -178,22 +188,27 @@ TEST(TcpAcceptorTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
   if (fd >= 0) close(fd);
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
 
-  (*acceptor)->Start([&handed](int, int fd) { handed.Take(fd); },
-                     [](const std::string& error) {
-                       ADD_FAILURE() << "the acceptor failed: " << error;
-                     });
-  for (int client : backlog) {
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(acceptor->port()));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{.tv_sec = 30, .tv_usec = 0};
+  for (int client : clients) {
+    EXPECT_EQ(connect(client, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  }
+  for (int client : clients) {
     EXPECT_TRUE(ClosedByServer(client));
   }
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
   for (int filler : fillers) close(filler);
-  for (int client : backlog) close(client);
-  EXPECT_EQ((*acceptor)->refused(), 5u);
+  for (int client : clients) close(client);
+  EXPECT_EQ(acceptor->refused(), 5u);
   EXPECT_EQ(handed.size(), 0u);
 
-  const int later = Connect((*acceptor)->port());
+  const int later = Connect(acceptor->port());
   EXPECT_EQ(handed.WaitFor(1), 1u);
-  EXPECT_EQ((*acceptor)->accepted(), 1u);
+  EXPECT_EQ(acceptor->accepted(), 1u);
   close(later);
 }
 
