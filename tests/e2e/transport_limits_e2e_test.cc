@@ -294,25 +294,30 @@ TEST(TransportLimitsE2eTest, AHeaderBlockOverTheLimitIsRefused) {
   EXPECT_EQ(poold->Stop().value_or(-1), 0) << poold->Log();
 }
 
-// Connects `count` raw TCP sockets to 127.0.0.1:`port` and keeps them open
+// Connects `count` sockets of `address`'s family to it and keeps them open
 // (they never speak HTTP/2); stops at the first connect that fails.
-std::vector<int> HoldTcpConnections(int port, int count) {
+std::vector<int> HoldConnections(const sockaddr* address, socklen_t length,
+                                 int count) {
   std::vector<int> sockets;
   for (int i = 0; i < count; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = socket(address->sa_family, SOCK_STREAM, 0);
     if (fd < 0) break;
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
-                sizeof(address)) != 0) {
+    if (connect(fd, address, length) != 0) {
       close(fd);
       break;
     }
     sockets.push_back(fd);
   }
   return sockets;
+}
+
+std::vector<int> HoldTcpConnections(int port, int count) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return HoldConnections(reinterpret_cast<const sockaddr*>(&address),
+                         sizeof(address), count);
 }
 
 // C: a burst of connections past the open-files limit stopped gRPC 1.51's TCP
@@ -372,25 +377,14 @@ TEST(TransportLimitsE2eTest, AConnectionFloodIsRefusedAndTheListenerLives) {
   EXPECT_FALSE((*poold)->WaitForExit(absl::ZeroDuration()).ok());
 }
 
-// Connects `count` sockets to the unix socket at `path` and keeps them open;
-// stops at the first connect that fails.
+// The same on the unix socket at `path`.
 std::vector<int> HoldUnixConnections(const std::string& path, int count) {
-  std::vector<int> sockets;
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(address.sun_path)) return sockets;
+  if (path.size() >= sizeof(address.sun_path)) return {};
   path.copy(address.sun_path, path.size());
-  for (int i = 0; i < count; ++i) {
-    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0) break;
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
-                sizeof(address)) != 0) {
-      close(fd);
-      break;
-    }
-    sockets.push_back(fd);
-  }
-  return sockets;
+  return HoldConnections(reinterpret_cast<const sockaddr*>(&address),
+                         sizeof(address), count);
 }
 
 // C, the part gRPC 1.51 cannot do: poold runs out of file descriptors (a
