@@ -9,7 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
 #include "server/proto_convert.h"
@@ -20,6 +22,39 @@ namespace {
 
 // Clients with an unknown-handle budget of their own; the rest share one.
 constexpr size_t kMaxLimitedClients = 4096;
+
+// The operations (field 1) of a serialized BatchRequest, counted on the wire
+// without building them, up to `limit` + 1: a message of empty operations
+// would otherwise make the parser build millions of objects before the
+// limit is checked. A malformed message stops the count; the parse that
+// follows reports it.
+size_t CountBatchOperations(const grpc::ByteBuffer& raw, size_t limit) {
+  grpc::ByteBuffer bytes(raw);  // shares the slices
+  grpc::ProtoBufferReader reader(&bytes);
+  google::protobuf::io::CodedInputStream input(&reader);
+  size_t count = 0;
+  while (count <= limit) {
+    const uint32_t tag = input.ReadTag();
+    if (tag == 0) break;
+    if (google::protobuf::internal::WireFormatLite::GetTagFieldNumber(tag) ==
+        v1::BatchRequest::kOperationsFieldNumber) {
+      ++count;
+    }
+    if (!google::protobuf::internal::WireFormatLite::SkipField(&input, tag)) {
+      break;
+    }
+  }
+  return count;
+}
+
+// Sets `result`'s code and message (at most `max_message` bytes of it).
+void SetResultStatus(const absl::Status& status, size_t max_message,
+                     v1::BatchResult* result) {
+  result->set_code(static_cast<int32_t>(status.code()));
+  if (!status.ok()) {
+    result->set_message(std::string(status.message().substr(0, max_message)));
+  }
+}
 
 }  // namespace
 
@@ -101,7 +136,8 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,
                                  uint64_t max_block_bytes,
                                  uint64_t max_payload_bytes_in_flight,
-                                 const HandleRules& handle_rules)
+                                 const HandleRules& handle_rules,
+                                 const BatchLimits& batch_limits)
     : worker_(worker),
       board_(board),
       max_block_bytes_(max_block_bytes),
@@ -111,7 +147,8 @@ PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,
                       !handle_rules.operators.empty()),
       unknown_handles_(handle_rules.unknown_handles_per_second,
                        10 * handle_rules.unknown_handles_per_second,
-                       kMaxLimitedClients) {}
+                       kMaxLimitedClients),
+      batch_limits_(batch_limits) {}
 
 absl::StatusOr<HandleCall> PoolServiceImpl::AdmitHandleCall(
     grpc::CallbackServerContext* context) {
@@ -156,31 +193,34 @@ absl::StatusOr<HandleCall> PoolServiceImpl::AdmitHandleOp(
     op = handle_call.status();
     return handle_call;
   }
-  // The handle as the engine knows it: the caller's owner mask taken off,
-  // or (an operator) left for the worker to match against every owner.
-  if (handle_call->caller.is_operator) {
-    op->any_owner = true;
-  } else {
-    op->handle ^= uint64_t{handle_call->caller.owner} << 32;
-  }
+  ApplyCaller(handle_call->caller, *op);
   return handle_call;
 }
 
+template <typename OpT>
+void PoolServiceImpl::ApplyCaller(const Caller& caller, OpT& op) {
+  // The handle as the engine knows it: the caller's owner mask taken off,
+  // or (an operator) left for the worker to match against every owner.
+  if (caller.is_operator) {
+    op.any_owner = true;
+  } else {
+    op.handle ^= uint64_t{caller.owner} << 32;
+  }
+}
+
 void PoolServiceImpl::CountAnswer(grpc::CallbackServerContext* context,
-                                  const HandleCall& handle_call,
+                                  const Caller& caller, bool admitted,
                                   const absl::Status& status) {
   // The common answer (a known handle on the fast path) costs nothing here,
   // on the worker thread: not even a clock read.
   if (status.code() == absl::StatusCode::kNotFound) {
     // (The call is not finished yet: its context is still valid.)
-    unknown_handles_.RecordUnknown(handle_call.caller.limiter_key.empty()
+    unknown_handles_.RecordUnknown(caller.limiter_key.empty()
                                        ? identity_.Of(*context).limiter_key
-                                       : handle_call.caller.limiter_key,
-                                   UnknownHandleLimiter::Now(),
-                                   handle_call.admitted);
-  } else if (handle_call.admitted) {
-    unknown_handles_.Refund(handle_call.caller.limiter_key,
-                            UnknownHandleLimiter::Now());
+                                       : caller.limiter_key,
+                                   UnknownHandleLimiter::Now(), admitted);
+  } else if (admitted) {
+    unknown_handles_.Refund(caller.limiter_key, UnknownHandleLimiter::Now());
   }
 }
 
@@ -471,6 +511,214 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeTriggerDefragmentation(
     };
   }
   return Dispatch(context, call, std::move(op));
+}
+
+// What a batch's entries share with each other and with its completion.
+// Created by ServeBatch, owned by the batch's completion callback; the
+// entries' callbacks (which run before it, on the worker) point to it.
+struct PoolServiceImpl::BatchState {
+  grpc::CallbackServerContext* context = nullptr;
+  UnaryCall* call = nullptr;
+  Caller caller;
+  // Someone owed the unknown-handle limiter at the start: each entry that
+  // names a handle took a token.
+  bool limited = false;
+  // Tokens taken by entries not answered yet (given back if the batch is
+  // refused as a whole).
+  size_t admitted_pending = 0;
+  // Bytes of the answer set aside so far: kResultReserveBytes per result,
+  // plus the data of Reads.
+  uint64_t answer_bytes = 0;
+};
+
+grpc::ServerUnaryReactor* PoolServiceImpl::Batch(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  if (const size_t count =
+          CountBatchOperations(*request, batch_limits_.max_operations);
+      count > batch_limits_.max_operations) {
+    auto* call = new UnaryCall(&payload_budget_, response);
+    call->FinishWith(absl::InvalidArgumentError(
+        absl::StrCat("a batch holds at most ", batch_limits_.max_operations,
+                     " operations (--max_batch_operations); split it")));
+    return call;
+  }
+  return Serve(context, request, response, &PoolServiceImpl::ServeBatch);
+}
+
+grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
+    grpc::CallbackServerContext* context, UnaryCall* call,
+    const v1::BatchRequest* request, v1::BatchResponse* response) {
+  if (draining_.load(std::memory_order_acquire)) {
+    call->FinishWith(absl::UnavailableError("server is shutting down"));
+    return call;
+  }
+  const int count = request->operations_size();
+  uint64_t data_bytes = 0;
+  for (const v1::BatchOperation& operation : request->operations()) {
+    data_bytes +=
+        operation.allocate().data().size() + operation.write().data().size();
+  }
+  if (absl::Status s = HoldPayload(call, data_bytes); !s.ok()) {
+    call->FinishWith(s);
+    return call;
+  }
+  auto state = std::make_unique<BatchState>();
+  state->context = context;
+  state->call = call;
+  state->limited = unknown_handles_.anyone_in_debt(UnknownHandleLimiter::Now());
+  if (identity_.enabled() || state->limited) {
+    state->caller = identity_.Of(*context);
+  }
+  state->answer_bytes =
+      uint64_t{static_cast<uint32_t>(count)} * kResultReserveBytes;
+  BatchOp batch;
+  batch.entries.reserve(count);
+  response->mutable_results()->Reserve(count);
+  for (const v1::BatchOperation& operation : request->operations()) {
+    v1::BatchResult* result = response->add_results();
+    if (std::optional<BatchEntry> entry =
+            MakeBatchEntry(state.get(), operation, result)) {
+      batch.entries.push_back(*std::move(entry));
+    }
+  }
+  if (batch.entries.empty()) {
+    call->FinishWith(absl::OkStatus());
+    return call;
+  }
+  batch.done = [this, state = std::move(state)](absl::Status status) {
+    // Refused as a whole: the tokens its entries took come back.
+    for (; state->admitted_pending > 0; --state->admitted_pending) {
+      unknown_handles_.Refund(state->caller.limiter_key,
+                              UnknownHandleLimiter::Now());
+    }
+    state->call->FinishWith(status);
+  };
+  return Dispatch(context, call, absl::StatusOr<BatchOp>(std::move(batch)));
+}
+
+std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
+    BatchState* state, const v1::BatchOperation& operation,
+    v1::BatchResult* result) {
+  // Admits one entry that names a handle (as AdmitHandleOp admits a call);
+  // false: refused, with its result set.
+  auto admit = [this, state, result](auto& op, bool& admitted) {
+    admitted = false;
+    if (state->limited) {
+      if (!unknown_handles_.Admit(state->caller.limiter_key,
+                                  UnknownHandleLimiter::Now())) {
+        SetResultStatus(
+            absl::ResourceExhaustedError(absl::StrCat(
+                "too many unknown handles from ", state->caller.limiter_key,
+                ": handle operations are refused until its budget refills (",
+                unknown_handles_.per_second(),
+                " per second, --max_unknown_handles_per_second)")),
+            kMaxResultMessageBytes, result);
+        return false;
+      }
+      admitted = true;
+      ++state->admitted_pending;
+    }
+    ApplyCaller(state->caller, op);
+    return true;
+  };
+  // Settles an entry's token and sets its status.
+  auto answer = [this, state, result](bool admitted,
+                                      const absl::Status& status) {
+    if (admitted) --state->admitted_pending;
+    CountAnswer(state->context, state->caller, admitted, status);
+    SetResultStatus(status, kMaxResultMessageBytes, result);
+  };
+  absl::Status refusal;
+  switch (operation.operation_case()) {
+    case v1::BatchOperation::kAllocate: {
+      absl::StatusOr<AllocateOp> op =
+          AllocateOpFromProto(operation.allocate(), max_block_bytes_);
+      if (!op.ok()) {
+        refusal = op.status();
+        break;
+      }
+      const uint32_t owner = state->caller.owner;
+      op->owner = owner;
+      op->done = [result, owner](absl::StatusOr<pools::BlockInfo> info) {
+        SetResultStatus(info.status(), kMaxResultMessageBytes, result);
+        if (info.ok()) {
+          info->handle ^= uint64_t{owner} << 32;
+          BlockInfoToProto(*info, result->mutable_allocate());
+        }
+      };
+      return BatchEntry(*std::move(op));
+    }
+    case v1::BatchOperation::kWrite: {
+      absl::StatusOr<WriteOp> op = WriteOpFromProto(operation.write());
+      bool admitted = false;
+      if (!op.ok()) {
+        refusal = op.status();
+        break;
+      }
+      if (!admit(*op, admitted)) return std::nullopt;
+      op->done = [answer, admitted, result](absl::Status status) {
+        answer(admitted, status);
+        if (status.ok()) result->mutable_write();
+      };
+      return BatchEntry(*std::move(op));
+    }
+    case v1::BatchOperation::kRead: {
+      absl::StatusOr<ReadOp> op = ReadOpFromProto(operation.read());
+      bool admitted = false;
+      if (!op.ok()) {
+        refusal = op.status();
+        break;
+      }
+      if (!admit(*op, admitted)) return std::nullopt;
+      op->done = [this, state, answer, admitted,
+                  result](absl::StatusOr<absl::string_view> data) {
+        absl::Status status = data.status();
+        if (status.ok()) status = AnswerBatchRead(state, *data, result);
+        answer(admitted, status);
+      };
+      return BatchEntry(*std::move(op));
+    }
+    case v1::BatchOperation::kFree: {
+      absl::StatusOr<FreeOp> op = FreeOpFromProto(operation.free());
+      bool admitted = false;
+      if (!op.ok()) {
+        refusal = op.status();
+        break;
+      }
+      if (!admit(*op, admitted)) return std::nullopt;
+      op->done = [answer, admitted, result](absl::Status status) {
+        answer(admitted, status);
+        if (status.ok()) result->mutable_free();
+      };
+      return BatchEntry(*std::move(op));
+    }
+    case v1::BatchOperation::OPERATION_NOT_SET:
+      refusal = absl::InvalidArgumentError(
+          "the operation has none of allocate, write, read, free");
+      break;
+  }
+  SetResultStatus(refusal, kMaxResultMessageBytes, result);
+  return std::nullopt;
+}
+
+absl::Status PoolServiceImpl::AnswerBatchRead(BatchState* state,
+                                              absl::string_view data,
+                                              v1::BatchResult* result) {
+  if (state->answer_bytes + data.size() > batch_limits_.max_answer_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the batch's answer would hold more than ",
+                     batch_limits_.max_answer_bytes,
+                     " bytes (--max_message_bytes) with these ", data.size(),
+                     ": read this block in a later batch"));
+  }
+  if (absl::Status s = HoldPayload(state->call, data.size()); !s.ok()) {
+    return s;
+  }
+  state->answer_bytes += data.size();
+  // The view points into pool memory, valid only now: copy it.
+  result->mutable_read()->mutable_data()->assign(data.data(), data.size());
+  return absl::OkStatus();
 }
 
 }  // namespace poold

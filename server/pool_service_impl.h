@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,8 @@ using RawPoolService = v1::PoolService::WithRawCallbackMethod_Allocate<
                     v1::PoolService::WithRawCallbackMethod_AnalyzeFragmentation<
                         v1::PoolService::
                             WithRawCallbackMethod_TriggerDefragmentation<
-                                v1::PoolService::Service>>>>>>>;
+                                v1::PoolService::WithRawCallbackMethod_Batch<
+                                    v1::PoolService::Service>>>>>>>>;
 
 // Who may name which handle:
 struct HandleRules {
@@ -53,6 +55,15 @@ struct HandleRules {
   // burst of 10 s worth); past that its handle calls answer
   // RESOURCE_EXHAUSTED. 0: no limit.
   double unknown_handles_per_second = 0;
+};
+
+// How large a Batch may be.
+struct BatchLimits {
+  // Operations in one BatchRequest (--max_batch_operations).
+  size_t max_operations = 1024;
+  // Largest answer gRPC may send (--max_message_bytes): a batch's Reads stop
+  // short of it.
+  uint64_t max_answer_bytes = (64 + 1) << 20;
 };
 
 // A call that names a handle, as admitted.
@@ -70,7 +81,13 @@ class PoolServiceImpl final : public RawPoolService {
   PoolServiceImpl(Worker* worker, const StatsBoard* board,
                   uint64_t max_block_bytes,
                   uint64_t max_payload_bytes_in_flight = 0,
-                  const HandleRules& handle_rules = HandleRules());
+                  const HandleRules& handle_rules = HandleRules(),
+                  const BatchLimits& batch_limits = BatchLimits());
+
+  // Bytes a batch's answer sets aside for each result besides the data of
+  // its Reads (framing, code, a message of at most kMaxResultMessageBytes).
+  static constexpr uint64_t kResultReserveBytes = 512;
+  static constexpr size_t kMaxResultMessageBytes = 400;
 
   PoolServiceImpl(const PoolServiceImpl&) = delete;
   PoolServiceImpl& operator=(const PoolServiceImpl&) = delete;
@@ -114,8 +131,13 @@ class PoolServiceImpl final : public RawPoolService {
   grpc::ServerUnaryReactor* TriggerDefragmentation(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Batch(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
 
  private:
+  struct BatchState;
+
   // Parses `raw_request` as RequestT (INVALID_ARGUMENT when it is not
   // one), then runs `serve` with a reactor that owns both messages and
   // serializes the response into `raw_response` when it finishes OK.
@@ -156,6 +178,21 @@ class PoolServiceImpl final : public RawPoolService {
       grpc::CallbackServerContext* context, UnaryCall* call,
       const v1::TriggerDefragmentationRequest* request,
       v1::DefragReport* response);
+  grpc::ServerUnaryReactor* ServeBatch(grpc::CallbackServerContext* context,
+                                       UnaryCall* call,
+                                       const v1::BatchRequest* request,
+                                       v1::BatchResponse* response);
+
+  // The entry of a batch for `operation`, whose result goes to `result`;
+  // a refused operation (invalid, or its client out of unknown-handle
+  // tokens) gets its result here and no entry.
+  std::optional<BatchEntry> MakeBatchEntry(BatchState* state,
+                                           const v1::BatchOperation& operation,
+                                           v1::BatchResult* result);
+  // A Read's bytes in a batch's answer: takes them from the payload budget
+  // and the answer's room and copies them, or says why not.
+  absl::Status AnswerBatchRead(BatchState* state, absl::string_view data,
+                               v1::BatchResult* result);
 
   // Finishes `call` at once when draining or when `op` is an error;
   // otherwise submits `op` (whose `done` finishes `call`) to the worker,
@@ -181,7 +218,15 @@ class PoolServiceImpl final : public RawPoolService {
   // Tells the limiter how the call ended: an unknown handle is counted, a
   // known one gives its token back.
   void CountAnswer(grpc::CallbackServerContext* context,
-                   const HandleCall& handle_call, const absl::Status& status);
+                   const HandleCall& handle_call, const absl::Status& status) {
+    CountAnswer(context, handle_call.caller, handle_call.admitted, status);
+  }
+  void CountAnswer(grpc::CallbackServerContext* context, const Caller& caller,
+                   bool admitted, const absl::Status& status);
+  // Takes `caller`'s owner mask off `op`'s handle, or (an operator) lets the
+  // worker match it against every owner.
+  template <typename OpT>
+  static void ApplyCaller(const Caller& caller, OpT& op);
 
   // OK unless only operators may call `rpc` and `context`'s caller is none
   // (PERMISSION_DENIED).
@@ -201,6 +246,7 @@ class PoolServiceImpl final : public RawPoolService {
   UnknownHandleLimiter unknown_handles_;
   std::atomic<uint64_t> payload_refusals_{0};
   std::function<void(v1::TransportStats*)> connection_stats_;
+  const BatchLimits batch_limits_;
 };
 
 }  // namespace poold

@@ -139,6 +139,16 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
                      options.max_block_bytes, ") + ", kMessageOverheadBytes,
                      ", or a whole block could not be written or read"));
   }
+  if (const uint64_t most =
+          options.max_message_bytes / 2 / PoolServiceImpl::kResultReserveBytes;
+      options.max_batch_operations == 0 ||
+      options.max_batch_operations > most) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_batch_operations must be from 1 to ", most,
+                     " (half of --max_message_bytes at ",
+                     PoolServiceImpl::kResultReserveBytes,
+                     " bytes per result), not ", options.max_batch_operations));
+  }
   if (options.max_concurrent_streams == 0 ||
       options.max_concurrent_streams >
           static_cast<uint32_t>(std::numeric_limits<int>::max())) {
@@ -314,6 +324,7 @@ absl::StatusOr<std::unique_ptr<PooldServer>> PooldServer::Start(
       << options.unix_socket
       << "\" channel_capacity=" << options.channel_capacity
       << " max_message_bytes=" << options.max_message_bytes
+      << " max_batch_operations=" << options.max_batch_operations
       << " max_block_bytes=" << options.max_block_bytes
       << " max_payload_bytes_in_flight=" << options.max_payload_bytes_in_flight
       << " max_concurrent_streams=" << options.max_concurrent_streams
@@ -389,6 +400,10 @@ PooldServer::PooldServer(const Options& options,
                    .operators = options.operator_identities,
                    .unknown_handles_per_second =
                        options.max_unknown_handles_per_second,
+               },
+               BatchLimits{
+                   .max_operations = options.max_batch_operations,
+                   .max_answer_bytes = options.max_message_bytes,
                }) {
   // Set before any thread can read it (the metrics server starts later);
   // the acceptor is seen once StartGrpc has started it.

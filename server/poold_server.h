@@ -59,6 +59,9 @@ class PooldServer {
     uint64_t max_message_bytes = (64 + 1) << 20;
     // Largest block Allocate accepts.
     uint64_t max_block_bytes = 64 << 20;
+    // Operations one Batch call may carry; more: INVALID_ARGUMENT. At most
+    // max_message_bytes / 2 / PoolServiceImpl::kResultReserveBytes.
+    uint64_t max_batch_operations = 1024;
     // Block bytes that calls in flight may hold: an Allocate's or a Write's
     // data, a Read's response, each until gRPC is done with the call (a
     // client that does not read its responses holds them). A call beyond it

@@ -71,6 +71,9 @@ ABSL_FLAG(uint64_t, max_message_bytes, kDefaults.max_message_bytes,
           "+ 4096.");
 ABSL_FLAG(uint64_t, max_block_bytes, kDefaults.max_block_bytes,
           "Largest block Allocate accepts.");
+ABSL_FLAG(uint64_t, max_batch_operations, kDefaults.max_batch_operations,
+          "Operations one Batch call may carry; a larger batch answers "
+          "INVALID_ARGUMENT. At most --max_message_bytes / 1024.");
 ABSL_FLAG(uint64_t, max_payload_bytes_in_flight,
           kDefaults.max_payload_bytes_in_flight,
           "Block bytes that calls in flight may hold: Allocate and Write data "
@@ -226,6 +229,7 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.channel_capacity = absl::GetFlag(FLAGS_channel_capacity);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
+  options.max_batch_operations = absl::GetFlag(FLAGS_max_batch_operations);
   options.max_payload_bytes_in_flight =
       absl::GetFlag(FLAGS_max_payload_bytes_in_flight);
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);

@@ -97,10 +97,32 @@ struct DefragOp {
   Done<absl::StatusOr<pools::DefragReport>> done;
 };
 
+// One operation of a batch: the op of the unary RPC it stands for, with a
+// completion callback of its own.
+using BatchEntry = std::variant<AllocateOp, WriteOp, ReadOp, FreeOp>;
+
+// Runs `entries` in order, as one command: each entry's own `done` is called
+// once, in order, on the worker thread; then `done` (OK). A long batch runs
+// in pieces of at most a defragmentation slice's time, and the worker serves
+// other commands between them. When the client cancels or the deadline
+// passes in the middle, the entries not run yet are completed with
+// CANCELLED or DEADLINE_EXCEEDED, then `done` (OK). When the whole batch is
+// refused before any entry ran (channel full, shutting down, cancelled or
+// past its deadline before it began), only `done` is called, with that
+// error. An allocation that the memory limit refuses is answered
+// RESOURCE_EXHAUSTED: it does not wait for a defragmentation, which would
+// hold up the entries behind it.
+struct BatchOp {
+  std::vector<BatchEntry> entries;
+  // Entries run so far (the worker's place in a batch cut into pieces).
+  size_t next = 0;
+  Done<absl::Status> done;
+};
+
 struct Command {
   // One alternative per RPC, in CommandType order.
   using Op = std::variant<AllocateOp, WriteOp, ReadOp, FreeOp, StatsOp,
-                          AnalyzeOp, DefragOp>;
+                          AnalyzeOp, DefragOp, BatchOp>;
 
   // The command is completed with DEADLINE_EXCEEDED when it has not run by
   // then.
@@ -131,6 +153,10 @@ static_assert(std::is_same_v<
                   static_cast<size_t>(CommandType::kTriggerDefragmentation),
                   Command::Op>,
               DefragOp>);
+static_assert(
+    std::is_same_v<std::variant_alternative_t<
+                       static_cast<size_t>(CommandType::kBatch), Command::Op>,
+                   BatchOp>);
 
 // Calls `op.done` with `result` and empties it, so that a second completion
 // is caught. REQUIRES: `op` was not completed yet.

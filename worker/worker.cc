@@ -106,6 +106,14 @@ void Worker::Run() {
         if (!command.has_value()) break;
         Execute(*command);
       }
+    } else if (!pending_batches_.empty()) {
+      ContinueBatch();
+      // What arrived during the piece runs before the next one.
+      for (size_t queued = channel_.size(); queued > 0; --queued) {
+        std::optional<Command> command = channel_.TryReceive();
+        if (!command.has_value()) break;
+        Execute(*command);
+      }
     } else if (std::optional<Command> command =
                    channel_.ReceiveFor(IdleWait())) {
       Execute(*command);
@@ -224,6 +232,8 @@ void Worker::Execute(Command& command) {
           using OpT = std::decay_t<decltype(op)>;
           if constexpr (std::is_same_v<OpT, DefragOp>) {
             RunDefrag(command, op);
+          } else if constexpr (std::is_same_v<OpT, BatchOp>) {
+            parked = !RunBatchPiece(command, op);
           } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
             parked = HandleAllocate(command, op);
           } else {
@@ -257,17 +267,98 @@ pools::DefragProgress Worker::StepSession(DefragSession& session,
   return progress;
 }
 
-bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
-  if (op.owner != 0 && !owners_.contains(op.owner)) {
-    if (owners_.size() < kMaxOwners) {
-      owners_.insert(op.owner);
-    } else {
-      LOG_EVERY_T(WARNING, 60)
-          << "worker: more than " << kMaxOwners
-          << " client identities allocated; operators cannot reach the "
-             "blocks of the newer ones";
+void Worker::NoteOwner(uint32_t owner) {
+  if (owner == 0 || owners_.contains(owner)) return;
+  if (owners_.size() < kMaxOwners) {
+    owners_.insert(owner);
+  } else {
+    LOG_EVERY_T(WARNING, 60)
+        << "worker: more than " << kMaxOwners
+        << " client identities allocated; operators cannot reach the "
+           "blocks of the newer ones";
+  }
+}
+
+bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
+  const absl::Time start = absl::Now();
+  absl::Status stop;
+  if (command.IsCancelled()) {
+    stop = absl::CancelledError(
+        "the client cancelled; this operation of the batch did not run");
+  } else if (start >= command.deadline) {
+    stop = absl::DeadlineExceededError(
+        "the deadline passed before this operation of the batch ran");
+  }
+  if (stop.ok()) {
+    // A piece ends after a slice's time, so that a long batch holds up
+    // other commands (and defragmentation slices) no more than a slice
+    // does. The clock is read every 16 small entries, and after each large
+    // one.
+    const absl::Time until = start + options_.defrag_slice;
+    size_t unchecked = 0;
+    while (op.next < op.entries.size()) {
+      const uint64_t bytes = RunBatchEntry(op.entries[op.next++]);
+      if (++unchecked == 16 || bytes >= 16 * 1024) {
+        unchecked = 0;
+        if (absl::Now() >= until) break;
+      }
     }
   }
+  if (!stop.ok()) {
+    for (; op.next < op.entries.size(); ++op.next) {
+      std::visit([&stop](auto& entry) { CompleteOp(entry, stop); },
+                 op.entries[op.next]);
+    }
+  }
+  if (op.next < op.entries.size()) {
+    pending_batches_.push_back(std::move(command));
+    return false;
+  }
+  CompleteOp(op, absl::OkStatus());
+  return true;
+}
+
+uint64_t Worker::RunBatchEntry(BatchEntry& entry) {
+  if (AllocateOp* op = std::get_if<AllocateOp>(&entry)) {
+    ++mutations_;
+    NoteOwner(op->owner);
+    absl::StatusOr<pools::BlockInfo> block =
+        pools_->Allocate(op->size, op->data);
+    if (pools::MemoryLimitGrowth(block.status()).has_value()) {
+      block = absl::ResourceExhaustedError(absl::StrCat(
+          block.status().message(),
+          "; an allocation in a batch does not wait for a defragmentation "
+          "to make room: retry it, or allocate it alone"));
+    }
+    CompleteOp(*op, std::move(block));
+    return op->size;
+  }
+  if (WriteOp* op = std::get_if<WriteOp>(&entry)) {
+    Handle(*op);
+    return op->data.size();
+  }
+  if (ReadOp* op = std::get_if<ReadOp>(&entry)) {
+    Handle(*op);
+    return op->length;
+  }
+  ++mutations_;
+  Handle(std::get<FreeOp>(entry));
+  return 0;
+}
+
+void Worker::ContinueBatch() {
+  Command command = std::move(pending_batches_.front());
+  pending_batches_.pop_front();
+  last_command_at_ = absl::Now();
+  ran_since_maintenance_ = true;
+  ran_since_trim_ = true;
+  if (RunBatchPiece(command, std::get<BatchOp>(command.op))) {
+    CountCompleted(command);
+  }
+}
+
+bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
+  NoteOwner(op.owner);
   absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
   const std::optional<uint64_t> growth =
       pools::MemoryLimitGrowth(block.status());
@@ -416,6 +507,8 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
       Execute(*next);
     }
   }
+  // Batches go on between slices too, a piece at a time.
+  if (!pending_batches_.empty() && absl::Now() < until) ContinueBatch();
 }
 
 pools::DefragStopReason Worker::RunSlices(DefragSession& session,

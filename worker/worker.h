@@ -39,6 +39,9 @@ namespace poold {
 // its client cancels, when its deadline is near (so the partial report can
 // still reach the client) or when the worker stops; its report then says
 // complete: false.
+// A batch (BatchOp) is one command: its entries run in order, in pieces of
+// at most defrag_slice, and the commands that arrived meanwhile (and the
+// pieces of other batches) run between its pieces.
 // With options.auto_defrag.enabled, the worker also defragments on its own:
 // at each maintenance tick after the look interval, AutoDefragPolicy decides
 // from the pools' statistics whether a run pays, and a run then goes one
@@ -157,6 +160,18 @@ class Worker {
   // could make room, parks `command` in waiting_for_room_ (completed later
   // by ServeWaitingForRoom) and returns true. Worker thread only.
   bool HandleAllocate(Command& command, AllocateOp& op);
+  // Records `owner` (not 0) as one that allocated, so that operators can
+  // reach its blocks; at most kMaxOwners of them.
+  void NoteOwner(uint32_t owner);
+  // Runs entries of `command`'s batch `op` from op.next for about a slice's
+  // time (or completes the rest with CANCELLED or DEADLINE_EXCEEDED). Returns
+  // true when the batch is complete; false when entries are left, in which
+  // case `command` was moved to the back of pending_batches_.
+  bool RunBatchPiece(Command& command, BatchOp& op);
+  // Runs one entry of a batch; returns the bytes it copied or allocated.
+  uint64_t RunBatchEntry(BatchEntry& entry);
+  // Runs the next piece of the batch at the front of pending_batches_.
+  void ContinueBatch();
   // One handler per op; each completes `op` exactly once. Worker thread only.
   void Handle(WriteOp& op);
   void Handle(ReadOp& op);
@@ -240,6 +255,9 @@ class Worker {
   std::unique_ptr<pools::PoolSet> pools_;
   WorkerStats stats_;
   std::deque<Command> pending_defrags_;
+  // Batches begun and not finished, each waiting for its next piece (in the
+  // order their pieces run).
+  std::deque<Command> pending_batches_;
   // Allocations refused by the memory limit, waiting for a defragmentation
   // to make room (oldest first).
   std::deque<Command> waiting_for_room_;

@@ -29,9 +29,10 @@ enum class CommandType : uint8_t {
   kGetStats,
   kAnalyzeFragmentation,
   kTriggerDefragmentation,
+  kBatch,
 };
 
-inline constexpr size_t kCommandTypeCount = 7;
+inline constexpr size_t kCommandTypeCount = 8;
 
 // The RPC name of `type`, e.g. "Allocate": the key of
 // poold.v1.WorkerStats.commands_completed.
@@ -51,6 +52,8 @@ constexpr absl::string_view CommandTypeName(CommandType type) {
       return "AnalyzeFragmentation";
     case CommandType::kTriggerDefragmentation:
       return "TriggerDefragmentation";
+    case CommandType::kBatch:
+      return "Batch";
   }
   return "Unknown";
 }

@@ -321,10 +321,10 @@ TEST(ResponseConvertTest, StatsSnapshot) {
             (30u << 20) - snapshot.pools.total.resident_bytes);
   EXPECT_THAT(
       worker.commands_completed(),
-      UnorderedElementsAre(Pair("Allocate", 0), Pair("Write", 0),
-                           Pair("Read", 12), Pair("Free", 0),
-                           Pair("GetStats", 0), Pair("AnalyzeFragmentation", 0),
-                           Pair("TriggerDefragmentation", 2)));
+      UnorderedElementsAre(
+          Pair("Allocate", 0), Pair("Write", 0), Pair("Read", 12),
+          Pair("Free", 0), Pair("GetStats", 0), Pair("AnalyzeFragmentation", 0),
+          Pair("TriggerDefragmentation", 2), Pair("Batch", 0)));
 }
 
 TEST(ResponseConvertTest, HistogramBucketsInSeconds) {
@@ -362,7 +362,7 @@ TEST(ResponseConvertTest, LatencyPerMethodAndDefragByOrigin) {
   automatic.slices.Record(absl::Milliseconds(1));
   v1::WorkerStats proto;
   WorkerStatsToProto(stats, &proto);
-  ASSERT_EQ(proto.latency_size(), 7);
+  ASSERT_EQ(proto.latency_size(), 8);
   const v1::CommandLatency& read = proto.latency(2);
   EXPECT_EQ(read.method(), "Read");
   EXPECT_EQ(read.queue_wait().count(), 1u);

@@ -102,6 +102,16 @@ Command MakeCommand(CommandType type, size_t id, Completions* completions) {
     case CommandType::kTriggerDefragmentation:
       command.op = DefragOp{.pools = {pools::PoolKind::kLarge}, .done = record};
       break;
+    case CommandType::kBatch: {
+      BatchOp batch;
+      batch.done = record;
+      FreeOp free;
+      free.handle = 1;
+      free.done = [](absl::Status) {};
+      batch.entries.emplace_back(std::move(free));
+      command.op = std::move(batch);
+      break;
+    }
   }
   return command;
 }
@@ -186,6 +196,17 @@ TEST(WorkerTest, EveryOpIsAnsweredByTheEngine) {
         record(r.ok() ? absl::StrCat("defrag ", r->pools.size(), " pool")
                       : code(r.status()));
       }};
+  BatchOp batch;
+  batch.entries.emplace_back(
+      AllocateOp{.size = 20, .data = "hi", .done = [&](auto r) {
+                   record(r.ok() ? absl::StrCat("batch allocate ", r->size)
+                                 : code(r.status()));
+                 }});
+  batch.entries.emplace_back(FreeOp{.handle = 1, .done = [&](absl::Status s) {
+                                      record("batch free " + code(s));
+                                    }});
+  batch.done = [&](absl::Status s) { record("batch " + code(s)); };
+  commands[7].op = std::move(batch);
   for (Command& command : commands) {
     ASSERT_TRUE(worker.Submit(std::move(command)));
   }
@@ -197,7 +218,8 @@ TEST(WorkerTest, EveryOpIsAnsweredByTheEngine) {
       results,
       ElementsAre("allocate 300 small", "write OK",
                   absl::StrCat("read aXY", std::string(1, '\0')), "free OK",
-                  "stats 1 blocks", "analyze 1 pool", "defrag 1 pool"));
+                  "stats 1 blocks", "analyze 1 pool", "defrag 1 pool",
+                  "batch allocate 20", "batch free NOT_FOUND", "batch OK"));
 }
 
 // Submits `op` and waits for its result.

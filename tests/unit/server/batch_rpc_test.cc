@@ -1,0 +1,262 @@
+// Tests of the Batch RPC through PoolServiceImpl on a real in-process gRPC
+// server: order and per-operation status, read-after-write inside a batch,
+// the operation limit (checked on the wire), the answer's size limit, the
+// unknown-handle brake per operation, and a batch as one queued command.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "poold/v1/pool_service.grpc.pb.h"
+#include "server/pool_service_impl.h"
+
+namespace poold {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint64_t kMaxBlock = 4096;
+
+class BatchRpcTest : public ::testing::Test {
+ protected:
+  void StartServer(const BatchLimits& limits, double unknown_per_second = 0,
+                   const Worker::Options& worker_options = {}) {
+    pools::PoolSetOptions pool_options;
+    pool_options.max_block_bytes = kMaxBlock;
+    Worker::Options options = worker_options;
+    options.stats_sink = &board_;
+    worker_ = std::make_unique<Worker>(options,
+                                       *pools::PoolSet::Create(pool_options));
+    HandleRules rules;
+    rules.unknown_handles_per_second = unknown_per_second;
+    service_ = std::make_unique<PoolServiceImpl>(
+        worker_.get(), &board_, kMaxBlock, /*max_payload_bytes_in_flight=*/0,
+        rules, limits);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::PoolService::NewStub(channel_);
+  }
+
+  void TearDown() override {
+    if (worker_ != nullptr) worker_->Stop();
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  grpc::Status Batch(const v1::BatchRequest& request,
+                     v1::BatchResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    return stub_->Batch(&context, request, response);
+  }
+
+  static void AddAllocate(v1::BatchRequest* request, uint64_t size,
+                          const std::string& data) {
+    v1::AllocateRequest* allocate =
+        request->add_operations()->mutable_allocate();
+    allocate->set_size(size);
+    allocate->set_data(data);
+  }
+  static void AddWrite(v1::BatchRequest* request, uint64_t handle,
+                       uint64_t offset, const std::string& data) {
+    v1::WriteRequest* write = request->add_operations()->mutable_write();
+    write->set_handle(handle);
+    write->set_offset(offset);
+    write->set_data(data);
+  }
+  static void AddRead(v1::BatchRequest* request, uint64_t handle) {
+    request->add_operations()->mutable_read()->set_handle(handle);
+  }
+  static void AddFree(v1::BatchRequest* request, uint64_t handle) {
+    request->add_operations()->mutable_free()->set_handle(handle);
+  }
+
+  StatsBoard board_;
+  std::unique_ptr<Worker> worker_;
+  std::unique_ptr<PoolServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::PoolService::Stub> stub_;
+};
+
+constexpr int kOk = 0;
+constexpr int kInvalid = static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT);
+constexpr int kNotFound = static_cast<int>(grpc::StatusCode::NOT_FOUND);
+constexpr int kOutOfRange = static_cast<int>(grpc::StatusCode::OUT_OF_RANGE);
+constexpr int kExhausted =
+    static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+std::vector<int> Codes(const v1::BatchResponse& response) {
+  std::vector<int> codes;
+  for (const v1::BatchResult& result : response.results()) {
+    codes.push_back(result.code());
+  }
+  return codes;
+}
+
+TEST_F(BatchRpcTest, EachOperationGetsItsOwnStatusInOrder) {
+  StartServer(BatchLimits());
+  v1::BatchRequest first;
+  AddAllocate(&first, 10, "hello");
+  AddAllocate(&first, 0, "");              // nothing to allocate
+  first.add_operations();                  // no operation at all
+  AddRead(&first, 12345);                  // no such block
+  AddAllocate(&first, kMaxBlock + 1, "");  // too large
+  AddAllocate(&first, 0, "second");
+  v1::BatchResponse answer;
+  ASSERT_TRUE(Batch(first, &answer).ok());
+  EXPECT_THAT(Codes(answer), ::testing::ElementsAre(kOk, kInvalid, kInvalid,
+                                                    kNotFound, kInvalid, kOk));
+  EXPECT_THAT(answer.results(2).message(), HasSubstr("none of allocate"));
+  EXPECT_THAT(answer.results(4).message(), HasSubstr("--max_block_bytes"));
+  const uint64_t handle = answer.results(0).allocate().handle();
+  EXPECT_EQ(answer.results(0).allocate().block_size(), 10u);
+  EXPECT_EQ(answer.results(5).allocate().block_size(), 6u);
+  EXPECT_NE(handle, answer.results(5).allocate().handle());
+
+  // Each operation sees those before it.
+  v1::BatchRequest second;
+  AddWrite(&second, handle, 0, "J");
+  AddRead(&second, handle);
+  AddWrite(&second, handle, 9, "xy");  // past the end
+  AddFree(&second, handle);
+  AddRead(&second, handle);
+  v1::BatchResponse answer2;
+  ASSERT_TRUE(Batch(second, &answer2).ok());
+  EXPECT_THAT(Codes(answer2),
+              ::testing::ElementsAre(kOk, kOk, kOutOfRange, kOk, kNotFound));
+  EXPECT_EQ(answer2.results(1).read().data(),
+            std::string("Jello") + std::string(5, '\0'));
+  EXPECT_TRUE(answer2.results(0).has_write());
+  EXPECT_TRUE(answer2.results(3).has_free());
+}
+
+TEST_F(BatchRpcTest, AnEmptyBatchAnswersNothing) {
+  StartServer(BatchLimits());
+  v1::BatchResponse answer;
+  ASSERT_TRUE(Batch(v1::BatchRequest(), &answer).ok());
+  EXPECT_EQ(answer.results_size(), 0);
+}
+
+TEST_F(BatchRpcTest, TooManyOperationsAreRefusedBeforeParsing) {
+  StartServer(BatchLimits{.max_operations = 4});
+  v1::BatchRequest request;
+  for (int i = 0; i < 4; ++i) AddAllocate(&request, 0, "abc");
+  v1::BatchResponse answer;
+  ASSERT_TRUE(Batch(request, &answer).ok());
+  EXPECT_EQ(answer.results_size(), 4);
+  AddAllocate(&request, 0, "abc");
+  grpc::Status refused = Batch(request, &answer);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("--max_batch_operations"));
+
+  // Two million empty operations (4 MB on the wire) are counted, not built.
+  grpc::GenericStub generic(channel_);
+  std::string bytes;
+  for (int i = 0; i < 2'000'000; ++i) bytes += std::string("\x0a\x00", 2);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer raw(&slice, 1);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  grpc::ByteBuffer reply;
+  grpc::Status status;
+  absl::Notification done;
+  generic.UnaryCall(&context, "/poold.v1.PoolService/Batch", {}, &raw, &reply,
+                    [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("at most 4 operations"));
+}
+
+TEST_F(BatchRpcTest, ReadsStopShortOfTheLargestAnswer) {
+  // Room for three results' reserve and 2 * 1000 bytes of reads.
+  StartServer(BatchLimits{
+      .max_operations = 16,
+      .max_answer_bytes = 3 * PoolServiceImpl::kResultReserveBytes + 2000});
+  v1::BatchRequest allocate;
+  AddAllocate(&allocate, 1000, "a");
+  v1::BatchResponse block;
+  ASSERT_TRUE(Batch(allocate, &block).ok());
+  ASSERT_EQ(block.results(0).code(), kOk);
+  const uint64_t handle = block.results(0).allocate().handle();
+  v1::BatchRequest reads;
+  for (int i = 0; i < 3; ++i) AddRead(&reads, handle);
+  v1::BatchResponse answer;
+  ASSERT_TRUE(Batch(reads, &answer).ok());
+  EXPECT_THAT(Codes(answer), ::testing::ElementsAre(kOk, kOk, kExhausted));
+  EXPECT_THAT(answer.results(2).message(), HasSubstr("later batch"));
+  EXPECT_EQ(answer.results(1).read().data().size(), 1000u);
+}
+
+TEST_F(BatchRpcTest, EveryUnknownHandleCountsAgainstItsClient) {
+  // 1 per second after a burst of 10: the first 10 unknown handles are
+  // answered NOT_FOUND; from then on the client owes the limiter, and each
+  // handle operation takes a token it does not have.
+  StartServer(BatchLimits(), /*unknown_per_second=*/1);
+  v1::BatchRequest guesses;
+  for (int i = 0; i < 12; ++i) AddRead(&guesses, 1000 + i);
+  v1::BatchResponse answer;
+  ASSERT_TRUE(Batch(guesses, &answer).ok());
+  EXPECT_THAT(Codes(answer), ::testing::Each(kNotFound));
+  v1::BatchResponse refused;
+  ASSERT_TRUE(Batch(guesses, &refused).ok());
+  const std::vector<int> codes = Codes(refused);
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), kNotFound) +
+                std::count(codes.begin(), codes.end(), kExhausted),
+            12);
+  EXPECT_GE(std::count(codes.begin(), codes.end(), kExhausted), 10);
+  EXPECT_THAT(refused.results(11).message(),
+              HasSubstr("--max_unknown_handles_per_second"));
+}
+
+TEST_F(BatchRpcTest, ABatchIsOneCommandInTheChannel) {
+  // A channel of one, and a worker held: a batch of 100 operations takes
+  // the one place, and a second call is refused.
+  StartServer(BatchLimits(), 0, {.channel_capacity = 1, .start_paused = true});
+  v1::BatchRequest request;
+  for (int i = 0; i < 100; ++i) AddAllocate(&request, 0, "abc");
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  v1::BatchResponse answer;
+  grpc::Status status;
+  absl::Notification done;
+  stub_->async()->Batch(&context, &request, &answer, [&](grpc::Status s) {
+    status = std::move(s);
+    done.Notify();
+  });
+  // Once the batch is in the channel, a second call finds it full.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (worker_->queue_depth() < 1 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));  // polls a condition
+  }
+  ASSERT_EQ(worker_->queue_depth(), 1u);
+  v1::BatchRequest one;
+  AddAllocate(&one, 0, "x");
+  v1::BatchResponse ignored;
+  const grpc::Status second = Batch(one, &ignored);
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  worker_->Resume();
+  done.WaitForNotification();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answer.results_size(), 100);
+  EXPECT_THAT(Codes(answer), ::testing::Each(kOk));
+}
+
+}  // namespace
+}  // namespace poold
