@@ -26,12 +26,36 @@ std::string MakePattern(uint64_t max_size) {
   return pattern;
 }
 
+// Hands each OK result of a batch for items [begin, end) to `take`; returns
+// the first failed operation's status (the others are still taken).
+template <typename Take>
+absl::Status TakeBatchResults(const v1::BatchResponse& response, uint64_t begin,
+                              uint64_t end, Take take) {
+  if (static_cast<uint64_t>(response.results_size()) != end - begin) {
+    return absl::InternalError(
+        absl::StrCat("the server answered ", response.results_size(),
+                     " results for ", end - begin, " operations"));
+  }
+  absl::Status first_error;
+  for (uint64_t i = begin; i < end; ++i) {
+    const v1::BatchResult& result = response.results(i - begin);
+    if (result.code() == 0) {
+      take(i, result);
+    } else if (first_error.ok()) {
+      first_error = absl::Status(static_cast<absl::StatusCode>(result.code()),
+                                 result.message());
+    }
+  }
+  return first_error;
+}
+
 }  // namespace
 
 template <typename Request, typename Response>
 struct LoadGenerator::Call {
   uint64_t index = 0;
   uint64_t bytes = 0;
+  uint64_t items = 1;
   grpc::ClientContext context;
   Request request;
   Response response;
@@ -49,6 +73,10 @@ absl::StatusOr<LoadGenerator> LoadGenerator::Create(
   if (!(options.free_fraction >= 0.0 && options.free_fraction <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "free fraction must be in [0, 1], not ", options.free_fraction));
+  }
+  if (options.batch < 1 || options.batch > kMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch must be in 1..", kMaxBatch, ", not ", options.batch));
   }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeout must be positive");
@@ -80,10 +108,34 @@ void LoadGenerator::set_progress_callback(
   progress_interval_ = interval;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> LoadGenerator::Groups(
+    uint64_t count, const std::vector<uint64_t>* sizes) const {
+  const uint64_t room = std::min<uint64_t>(
+      static_cast<uint64_t>(options_.max_message_bytes) - kMessageOverhead,
+      options_.max_in_flight_bytes);
+  std::vector<std::pair<uint64_t, uint64_t>> groups;
+  uint64_t begin = 0;
+  while (begin < count) {
+    uint64_t end = begin + 1;
+    uint64_t bytes = sizes != nullptr ? (*sizes)[begin] : 0;
+    while (end < count && end - begin < static_cast<uint64_t>(options_.batch)) {
+      const uint64_t more = sizes != nullptr ? (*sizes)[end] + 64 : 0;
+      if (bytes + more > room) break;
+      bytes += more;
+      ++end;
+    }
+    groups.emplace_back(begin, end);
+    begin = end;
+  }
+  return groups;
+}
+
 template <typename Request, typename Response, typename Prepare, typename Start,
           typename Done>
-absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
-                                     Prepare prepare, Start start, Done done) {
+absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t calls,
+                                     uint64_t items, Prepare prepare,
+                                     Start start, Done done) {
+  const uint64_t total = calls;
   using CallT = Call<Request, Response>;
   grpc::CompletionQueue queue;
   // Slot k holds the call whose tag is k; free_slots the unused ones.
@@ -94,7 +146,7 @@ absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
   const absl::Time began = absl::Now();
   absl::Time last_report = began;
   uint64_t next = 0;
-  uint64_t completed = 0;
+  uint64_t completed_items = 0;
   uint64_t in_flight_bytes = 0;
   absl::Status first_error;
   // Call `next`, prepared but waiting for room under max_in_flight_bytes.
@@ -104,7 +156,7 @@ absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
     const absl::Time now = absl::Now();
     if (!final && now - last_report < progress_interval_) return;
     last_report = now;
-    progress_(LoadProgress{phase, completed, total, now - began, final});
+    progress_(LoadProgress{phase, completed_items, items, now - began, final});
   };
 
   while (true) {
@@ -112,7 +164,9 @@ absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
       if (pending == nullptr) {
         pending = std::make_unique<CallT>();
         pending->index = next;
-        pending->bytes = prepare(next, &pending->request);
+        const CallSize size = prepare(next, &pending->request);
+        pending->bytes = size.bytes;
+        pending->items = size.items;
       }
       if (free_slots.size() < slots.size() &&
           in_flight_bytes + pending->bytes > options_.max_in_flight_bytes) {
@@ -143,11 +197,10 @@ absl::Status LoadGenerator::RunPhase(const char* phase, uint64_t total,
     std::unique_ptr<CallT> call = std::move(slots[slot]);
     free_slots.push_back(slot);
     in_flight_bytes -= call->bytes;
-    ++completed;
+    completed_items += call->items;
     absl::Status status = FromGrpcStatus(call->status);
-    if (status.ok()) {
-      done(call->index, call->response);
-    } else if (first_error.ok()) {
+    if (status.ok()) status = done(call->index, call->response);
+    if (!status.ok() && first_error.ok()) {
       first_error = absl::Status(
           status.code(), absl::StrCat(status.message(), " (", phase, " call ",
                                       call->index + 1, " of ", total, ")"));
@@ -174,24 +227,63 @@ absl::Status LoadGenerator::Run(LoadSummary* summary) {
   std::vector<uint64_t> handles(options_.count, 0);
 
   absl::Time began = absl::Now();
-  absl::Status status = RunPhase<v1::AllocateRequest, v1::AllocateResponse>(
-      "allocate", options_.count,
-      [&](uint64_t i, v1::AllocateRequest* request) {
-        request->set_size(sizes[i]);
-        request->set_data(pattern.substr(i % kPatternPeriod, sizes[i]));
-        return sizes[i];
-      },
-      [&](grpc::ClientContext* context, const v1::AllocateRequest& request,
-          grpc::CompletionQueue* queue) {
-        return stub_->PrepareAsyncAllocate(context, request, queue);
-      },
-      [&](uint64_t i, const v1::AllocateResponse& response) {
-        handles[i] = response.handle();
-        ++summary->blocks_allocated;
-        summary->bytes_allocated += sizes[i];
-        summary->slot_bytes_allocated += response.slot_bytes();
-        ++summary->blocks_by_pool[response.pool()];
-      });
+  // Records block i's allocation.
+  auto allocated = [&](uint64_t i, const v1::AllocateResponse& response) {
+    handles[i] = response.handle();
+    ++summary->blocks_allocated;
+    summary->bytes_allocated += sizes[i];
+    summary->slot_bytes_allocated += response.slot_bytes();
+    ++summary->blocks_by_pool[response.pool()];
+  };
+  auto block_data = [&](uint64_t i) {
+    return pattern.substr(i % kPatternPeriod, sizes[i]);
+  };
+  absl::Status status;
+  if (options_.batch == 1) {
+    status = RunPhase<v1::AllocateRequest, v1::AllocateResponse>(
+        "allocate", options_.count, options_.count,
+        [&](uint64_t i, v1::AllocateRequest* request) {
+          request->set_size(sizes[i]);
+          request->set_data(block_data(i));
+          return CallSize{.bytes = sizes[i]};
+        },
+        [&](grpc::ClientContext* context, const v1::AllocateRequest& request,
+            grpc::CompletionQueue* queue) {
+          return stub_->PrepareAsyncAllocate(context, request, queue);
+        },
+        [&](uint64_t i, const v1::AllocateResponse& response) {
+          allocated(i, response);
+          return absl::OkStatus();
+        });
+  } else {
+    const std::vector<std::pair<uint64_t, uint64_t>> groups =
+        Groups(options_.count, &sizes);
+    status = RunPhase<v1::BatchRequest, v1::BatchResponse>(
+        "allocate", groups.size(), options_.count,
+        [&](uint64_t g, v1::BatchRequest* request) {
+          CallSize size{.bytes = 0, .items = 0};
+          for (uint64_t i = groups[g].first; i < groups[g].second; ++i) {
+            v1::AllocateRequest* allocate =
+                request->add_operations()->mutable_allocate();
+            allocate->set_size(sizes[i]);
+            allocate->set_data(block_data(i));
+            size.bytes += sizes[i];
+            ++size.items;
+          }
+          return size;
+        },
+        [&](grpc::ClientContext* context, const v1::BatchRequest& request,
+            grpc::CompletionQueue* queue) {
+          return stub_->PrepareAsyncBatch(context, request, queue);
+        },
+        [&](uint64_t g, const v1::BatchResponse& response) {
+          return TakeBatchResults(
+              response, groups[g].first, groups[g].second,
+              [&](uint64_t i, const v1::BatchResult& result) {
+                allocated(i, result.allocate());
+              });
+        });
+  }
   summary->allocate_time = absl::Now() - began;
 
   // The blocks that exist, in allocation order.
@@ -210,21 +302,52 @@ absl::Status LoadGenerator::Run(LoadSummary* summary) {
     victims.resize(std::min<uint64_t>(to_free, victims.size()));
 
     began = absl::Now();
-    status = RunPhase<v1::FreeRequest, v1::FreeResponse>(
-        "free", victims.size(),
-        [&](uint64_t k, v1::FreeRequest* request) {
-          request->set_handle(handles[victims[k]]);
-          return uint64_t{0};
-        },
-        [&](grpc::ClientContext* context, const v1::FreeRequest& request,
-            grpc::CompletionQueue* queue) {
-          return stub_->PrepareAsyncFree(context, request, queue);
-        },
-        [&](uint64_t k, const v1::FreeResponse& /*response*/) {
-          freed[victims[k]] = true;
-          ++summary->blocks_freed;
-          summary->bytes_freed += sizes[victims[k]];
-        });
+    auto was_freed = [&](uint64_t k) {
+      freed[victims[k]] = true;
+      ++summary->blocks_freed;
+      summary->bytes_freed += sizes[victims[k]];
+    };
+    if (options_.batch == 1) {
+      status = RunPhase<v1::FreeRequest, v1::FreeResponse>(
+          "free", victims.size(), victims.size(),
+          [&](uint64_t k, v1::FreeRequest* request) {
+            request->set_handle(handles[victims[k]]);
+            return CallSize();
+          },
+          [&](grpc::ClientContext* context, const v1::FreeRequest& request,
+              grpc::CompletionQueue* queue) {
+            return stub_->PrepareAsyncFree(context, request, queue);
+          },
+          [&](uint64_t k, const v1::FreeResponse& /*response*/) {
+            was_freed(k);
+            return absl::OkStatus();
+          });
+    } else {
+      const std::vector<std::pair<uint64_t, uint64_t>> groups =
+          Groups(victims.size(), nullptr);
+      status = RunPhase<v1::BatchRequest, v1::BatchResponse>(
+          "free", groups.size(), victims.size(),
+          [&](uint64_t g, v1::BatchRequest* request) {
+            CallSize size{.bytes = 0, .items = 0};
+            for (uint64_t k = groups[g].first; k < groups[g].second; ++k) {
+              request->add_operations()->mutable_free()->set_handle(
+                  handles[victims[k]]);
+              ++size.items;
+            }
+            return size;
+          },
+          [&](grpc::ClientContext* context, const v1::BatchRequest& request,
+              grpc::CompletionQueue* queue) {
+            return stub_->PrepareAsyncBatch(context, request, queue);
+          },
+          [&](uint64_t g, const v1::BatchResponse& response) {
+            return TakeBatchResults(
+                response, groups[g].first, groups[g].second,
+                [&](uint64_t k, const v1::BatchResult& /*result*/) {
+                  was_freed(k);
+                });
+          });
+    }
     summary->free_time = absl::Now() - began;
   }
 

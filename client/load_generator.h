@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,6 +33,10 @@ struct LoadOptions {
   double free_fraction = 0.5;
   // RPCs in flight at once (1 .. kMaxConcurrency).
   int concurrency = 32;
+  // Blocks per call (1 .. kMaxBatch): above 1, each call is a Batch of up
+  // to this many allocations or frees (fewer when their bytes would not fit
+  // in one message); 1: one Allocate or Free call per block.
+  int batch = 64;
   // Caps the block bytes in flight (at least one call is always allowed),
   // so large blocks do not pile up in memory.
   uint64_t max_in_flight_bytes = 256 << 20;
@@ -58,14 +63,16 @@ struct LoadProgress {
 class LoadGenerator {
  public:
   static constexpr int kMaxConcurrency = 1024;
+  // poold's default --max_batch_operations.
+  static constexpr int kMaxBatch = 1024;
 
   // Room for the rest of an AllocateRequest besides the data.
   static constexpr uint64_t kMessageOverhead = 1024;
 
   // Validates `options`: INVALID_ARGUMENT for a concurrency outside
-  // 1..kMaxConcurrency, a free fraction outside [0, 1], a non-positive
-  // timeout, or sizes that do not fit in one message (max_message_bytes -
-  // kMessageOverhead). REQUIRES: `channel` is not null.
+  // 1..kMaxConcurrency, a batch outside 1..kMaxBatch, a free fraction outside
+  // [0, 1], a non-positive timeout, or sizes that do not fit in one message
+  // (max_message_bytes - kMessageOverhead). REQUIRES: `channel` is not null.
   static absl::StatusOr<LoadGenerator> Create(
       std::shared_ptr<grpc::Channel> channel, LoadOptions options);
 
@@ -92,14 +99,29 @@ class LoadGenerator {
   template <typename Request, typename Response>
   struct Call;
 
-  // Runs `total` calls of one kind with at most options_.concurrency in
-  // flight. `prepare(i, request)` fills request i and returns its payload
-  // bytes; `start(context, request, cq)` prepares the async call;
-  // `done(i, response)` takes a successful answer. Returns the first error.
+  // What one call of a phase carries.
+  struct CallSize {
+    uint64_t bytes = 0;  // block data
+    uint64_t items = 1;  // blocks
+  };
+
+  // Runs `calls` calls of one kind, `items` blocks in all, with at most
+  // options_.concurrency in flight. `prepare(i, request)` fills request i
+  // and returns what it carries; `start(context, request, cq)` prepares
+  // the async call; `done(i, response)` takes a successful answer and
+  // returns the error of an operation in it, if any. Returns the first
+  // error.
   template <typename Request, typename Response, typename Prepare,
             typename Start, typename Done>
-  absl::Status RunPhase(const char* phase, uint64_t total, Prepare prepare,
-                        Start start, Done done);
+  absl::Status RunPhase(const char* phase, uint64_t calls, uint64_t items,
+                        Prepare prepare, Start start, Done done);
+
+  // The blocks of each call, as [begin, end) of `sizes` (indexes into it):
+  // up to options_.batch blocks, and (for allocations, `sizes` not null)
+  // no more bytes than fit in one message or in max_in_flight_bytes (one
+  // block at least).
+  std::vector<std::pair<uint64_t, uint64_t>> Groups(
+      uint64_t count, const std::vector<uint64_t>* sizes) const;
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::PoolService::Stub> stub_;

@@ -188,6 +188,21 @@ absl::Status PoolClient::Free(uint64_t handle) {
   return FromGrpcStatus(pool_stub_->Free(&context, request, &response));
 }
 
+absl::StatusOr<v1::BatchResponse> PoolClient::Batch(
+    const v1::BatchRequest& request) {
+  v1::BatchResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  grpc::Status status = pool_stub_->Batch(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (response.results_size() != request.operations_size()) {
+    return absl::InternalError(absl::StrCat(
+        "the server answered ", response.results_size(), " results for ",
+        request.operations_size(), " operations"));
+  }
+  return response;
+}
+
 absl::StatusOr<v1::GetStatsResponse> PoolClient::GetStats(
     bool include_classes, bool include_defrag_history, bool consistent) {
   v1::GetStatsRequest request;

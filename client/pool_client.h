@@ -112,6 +112,14 @@ class PoolClient {
   // for an unknown or already freed handle.
   absl::Status Free(uint64_t handle);
 
+  // Runs `request`'s operations in one call, in order; the answer holds one
+  // result per operation, each with its own code (see
+  // poold.v1.BatchResult). An error status only when the whole batch was
+  // refused (too many operations, the server busy or shutting down) or the
+  // call failed; then no operation ran, unless the call broke off after
+  // the server took it (DEADLINE_EXCEEDED, UNAVAILABLE from the network).
+  absl::StatusOr<v1::BatchResponse> Batch(const v1::BatchRequest& request);
+
   // Statistics of every pool, of the server's worker and of its automatic
   // defragmentation; per size class too when `include_classes`, and the
   // last defragmentation reports when `include_defrag_history`. From the

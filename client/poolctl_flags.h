@@ -43,6 +43,7 @@ ABSL_DECLARE_FLAG(uint64_t, count);
 ABSL_DECLARE_FLAG(std::string, sizes);
 ABSL_DECLARE_FLAG(double, free_fraction);
 ABSL_DECLARE_FLAG(int32_t, concurrency);
+ABSL_DECLARE_FLAG(int32_t, batch);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(bool, progress);
 ABSL_DECLARE_FLAG(std::string, keep_handles);

@@ -95,13 +95,15 @@ const std::vector<Subcommand>& Table() {
        &RunHealth},
       {"load",
        "[--count=N] [--sizes=MIN:MAX,...] [--free_fraction=F] "
-       "[--concurrency=N] [--seed=N] [--progress] [--keep_handles=FILE]",
+       "[--concurrency=N] [--batch=N] [--seed=N] [--progress] "
+       "[--keep_handles=FILE]",
        "Workload generator: allocates --count blocks with sizes drawn from "
        "--sizes, filled with a byte pattern, then frees --free_fraction of "
-       "them at random, with --concurrency RPCs in flight; prints a summary. "
+       "them at random, with --concurrency calls of --batch blocks in "
+       "flight; prints a summary. "
        "Fragments a server on purpose, so defragmentation can be watched.",
-       {"count", "sizes", "free_fraction", "concurrency", "seed", "progress",
-        "keep_handles"},
+       {"count", "sizes", "free_fraction", "concurrency", "batch", "seed",
+        "progress", "keep_handles"},
        0,
        0,
        &RunLoad},

@@ -55,6 +55,7 @@ int RunLoad(CommandEnv& env, const Args& /*args*/) {
   options.sizes = *std::move(sizes);
   options.free_fraction = absl::GetFlag(FLAGS_free_fraction);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.batch = absl::GetFlag(FLAGS_batch);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.timeout = env.client().timeout();
   absl::StatusOr<LoadGenerator> generator =

@@ -158,6 +158,40 @@ TEST_F(LoadGeneratorTest, FreeErrorKeepsTheHandlesOfUnfreedBlocks) {
   }
 }
 
+TEST_F(LoadGeneratorTest, BlocksGoInBatchesOrOneCallEach) {
+  LoadOptions options;
+  options.count = 1000;
+  options.free_fraction = 1;
+  options.batch = 100;
+  LoadSummary summary;
+  ASSERT_TRUE(Make(options)->Run(&summary).ok());
+  EXPECT_EQ(summary.blocks_allocated, 1000u);
+  EXPECT_EQ(summary.blocks_freed, 1000u);
+  EXPECT_EQ(server_.service().allocations(), 1000u);
+  EXPECT_EQ(server_.service().batches(), 20u);  // 10 to allocate, 10 to free
+  options.batch = 1;
+  ASSERT_TRUE(Make(options)->Run(&summary).ok());
+  EXPECT_EQ(summary.blocks_freed, 1000u);
+  EXPECT_EQ(server_.service().batches(), 20u);
+  EXPECT_EQ(server_.service().allocations(), 2000u);
+  options.batch = 0;
+  EXPECT_EQ(Make(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LoadGeneratorTest, ABatchHoldsNoMoreBytesThanAllowedInFlight) {
+  // 1 KiB blocks, at most 10 KiB in flight: batches of 9 or 10, not 64.
+  LoadOptions options;
+  options.count = 200;
+  options.sizes = SizeDistribution::Parse("1KiB").value();
+  options.max_in_flight_bytes = 10 << 10;
+  options.free_fraction = 0;
+  LoadSummary summary;
+  ASSERT_TRUE(Make(options)->Run(&summary).ok());
+  EXPECT_EQ(summary.blocks_allocated, 200u);
+  EXPECT_GE(server_.service().batches(), 20u);
+  EXPECT_LE(server_.service().batches(), 23u);
+}
+
 TEST_F(LoadGeneratorTest, LargeBlocksAreCappedInFlight) {
   LoadOptions options;
   options.count = 12;

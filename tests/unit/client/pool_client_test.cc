@@ -75,6 +75,26 @@ TEST_F(PoolClientTest, AllocateReadWriteFree) {
   EXPECT_THAT(server_.service().Blocks(), IsEmpty());
 }
 
+TEST_F(PoolClientTest, ABatchAnswersEachOperationInOrder) {
+  v1::BatchRequest request;
+  request.add_operations()->mutable_allocate()->set_data("hey");
+  request.add_operations()->mutable_read()->set_handle(42);
+  request.add_operations()->mutable_free()->set_handle(1000);  // the first
+  absl::StatusOr<v1::BatchResponse> answer = client_->Batch(request);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ASSERT_EQ(answer->results_size(), 3);
+  EXPECT_EQ(answer->results(0).code(), 0);
+  EXPECT_EQ(answer->results(0).allocate().handle(), 1000u);
+  EXPECT_EQ(answer->results(1).code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(answer->results(1).message(), "no block with handle 42");
+  EXPECT_EQ(answer->results(2).code(), 0);
+  EXPECT_THAT(server_.service().Blocks(), IsEmpty());
+  server_.service().FailWith(
+      grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue full"));
+  EXPECT_EQ(client_->Batch(request).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
 TEST_F(PoolClientTest, SizeZeroWithDataIsTheDataLength) {
   absl::StatusOr<v1::AllocateResponse> block = client_->Allocate(0, "hello");
   ASSERT_TRUE(block.ok()) << block.status();

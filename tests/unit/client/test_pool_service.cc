@@ -99,6 +99,42 @@ grpc::Status TestPoolService::Free(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status TestPoolService::Batch(grpc::ServerContext* context,
+                                    const v1::BatchRequest* request,
+                                    v1::BatchResponse* response) {
+  if (auto failed = Enter(context)) return *failed;
+  for (const v1::BatchOperation& operation : request->operations()) {
+    v1::BatchResult* result = response->add_results();
+    grpc::Status status;
+    switch (operation.operation_case()) {
+      case v1::BatchOperation::kAllocate:
+        status = Allocate(context, &operation.allocate(),
+                          result->mutable_allocate());
+        break;
+      case v1::BatchOperation::kWrite:
+        status = Write(context, &operation.write(), result->mutable_write());
+        break;
+      case v1::BatchOperation::kRead:
+        status = Read(context, &operation.read(), result->mutable_read());
+        break;
+      case v1::BatchOperation::kFree:
+        status = Free(context, &operation.free(), result->mutable_free());
+        break;
+      case v1::BatchOperation::OPERATION_NOT_SET:
+        status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty");
+        break;
+    }
+    if (!status.ok()) {
+      result->Clear();
+      result->set_code(status.error_code());
+      result->set_message(status.error_message());
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ++batches_;
+  return grpc::Status::OK;
+}
+
 grpc::Status TestPoolService::GetStats(grpc::ServerContext* context,
                                        const v1::GetStatsRequest* request,
                                        v1::GetStatsResponse* response) {
@@ -156,6 +192,11 @@ uint64_t TestPoolService::allocations() {
 uint64_t TestPoolService::frees() {
   absl::MutexLock lock(&mu_);
   return frees_;
+}
+
+uint64_t TestPoolService::batches() {
+  absl::MutexLock lock(&mu_);
+  return batches_;
 }
 
 v1::GetStatsRequest TestPoolService::last_stats_request() {

@@ -43,6 +43,11 @@ class TestPoolService final : public v1::PoolService::Service {
       grpc::ServerContext* context,
       const v1::TriggerDefragmentationRequest* request,
       v1::DefragReport* response) override;
+  // Runs each operation as its unary method would, one result each; the
+  // whole call fails only as every call does (FailWith).
+  grpc::Status Batch(grpc::ServerContext* context,
+                     const v1::BatchRequest* request,
+                     v1::BatchResponse* response) override;
 
   // Every later call answers `status` (OK: normal service again).
   void FailWith(grpc::Status status);
@@ -53,6 +58,8 @@ class TestPoolService final : public v1::PoolService::Service {
   std::map<uint64_t, std::string> Blocks();
   uint64_t allocations();
   uint64_t frees();
+  // Batch calls answered.
+  uint64_t batches();
   // The last request of each kind, and the last call's deadline.
   v1::GetStatsRequest last_stats_request();
   v1::AnalyzeFragmentationRequest last_analyze_request();
@@ -68,6 +75,7 @@ class TestPoolService final : public v1::PoolService::Service {
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1000;
   uint64_t allocations_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t frees_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t batches_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<uint64_t> frees_allowed_ ABSL_GUARDED_BY(mu_);
   grpc::Status fail_with_ ABSL_GUARDED_BY(mu_);
   v1::GetStatsRequest last_stats_ ABSL_GUARDED_BY(mu_);
