@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -47,6 +48,9 @@ size_t CountBatchOperations(const grpc::ByteBuffer& raw, size_t limit) {
   return count;
 }
 
+// A batch's Reads take the payload budget in pieces of at least this.
+constexpr uint64_t kBudgetChunkBytes = 64 << 10;
+
 // Sets `result`'s code and message (at most `max_message` bytes of it).
 void SetResultStatus(const absl::Status& status, size_t max_message,
                      v1::BatchResult* result) {
@@ -79,11 +83,19 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   const std::atomic<bool>* cancelled_flag() const { return &cancelled_; }
 
-  // Keeps the request and the response message until the call is done.
+  // Keeps the request and the response message until the call finishes.
   void Own(std::unique_ptr<google::protobuf::Message> request,
            std::unique_ptr<google::protobuf::Message> response) {
+    response_message_ = response.get();
     request_ = std::move(request);
     response_ = std::move(response);
+  }
+  // Keeps `arena`, which holds the request and `response`, until the call
+  // finishes.
+  void Own(std::unique_ptr<google::protobuf::Arena> arena,
+           google::protobuf::Message* response) {
+    response_message_ = response;
+    arena_ = std::move(arena);
   }
 
   // Takes `bytes` of the budget for this call. One thread at a time: the
@@ -98,11 +110,11 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   // serialized as the answer.
   void FinishWith(const absl::Status& status) {
     grpc::Status answer = ToGrpcStatus(status);
-    if (status.ok() && response_ != nullptr) {
+    if (status.ok() && response_message_ != nullptr) {
       bool own_buffer = false;
       const grpc::Status serialized =
           grpc::SerializationTraits<google::protobuf::Message>::Serialize(
-              *response_, raw_response_, &own_buffer);
+              *response_message_, raw_response_, &own_buffer);
       if (!serialized.ok()) {
         answer = grpc::Status(
             grpc::StatusCode::INTERNAL,
@@ -111,24 +123,31 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
     }
     // From here on only gRPC's copies (the request's bytes, the serialized
     // answer) are needed: a client slow to read its answer holds no more.
-    response_.reset();
-    request_.reset();
+    Release();
     Finish(answer);
   }
 
   // Finishes the call OK with `bytes` as the serialized answer.
   void FinishWithBytes(grpc::ByteBuffer bytes) {
     *raw_response_ = std::move(bytes);
-    response_.reset();
-    request_.reset();
+    Release();
     Finish(grpc::Status::OK);
   }
 
  private:
   PayloadBudget* const budget_;
   grpc::ByteBuffer* const raw_response_;
+  void Release() {
+    response_message_ = nullptr;
+    response_.reset();
+    request_.reset();
+    arena_.reset();
+  }
+
   std::unique_ptr<google::protobuf::Message> request_;
   std::unique_ptr<google::protobuf::Message> response_;
+  std::unique_ptr<google::protobuf::Arena> arena_;
+  google::protobuf::Message* response_message_ = nullptr;
   uint64_t held_bytes_ = 0;
   std::atomic<bool> cancelled_{false};
 };
@@ -517,8 +536,10 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeTriggerDefragmentation(
 // Created by ServeBatch, owned by the batch's completion callback; the
 // entries' callbacks (which run before it, on the worker) point to it.
 struct PoolServiceImpl::BatchState {
+  PoolServiceImpl* service = nullptr;
   grpc::CallbackServerContext* context = nullptr;
   UnaryCall* call = nullptr;
+  v1::BatchResponse* response = nullptr;
   Caller caller;
   // Someone owed the unknown-handle limiter at the start: each entry that
   // names a handle took a token.
@@ -529,6 +550,20 @@ struct PoolServiceImpl::BatchState {
   // Bytes of the answer set aside so far: kResultReserveBytes per result,
   // plus the data of Reads.
   uint64_t answer_bytes = 0;
+  // Payload budget taken for Reads and not used yet (taken in chunks, not
+  // once per Read).
+  uint64_t budget_left = 0;
+
+  v1::BatchResult* result(uint32_t index) {
+    return response->mutable_results(static_cast<int>(index));
+  }
+
+  // Settles entry `index`'s unknown-handle token and sets its status.
+  void Settle(uint32_t index, bool admitted, const absl::Status& status) {
+    if (admitted) --admitted_pending;
+    service->CountAnswer(context, caller, admitted, status);
+    SetResultStatus(status, kMaxResultMessageBytes, result(index));
+  }
 };
 
 grpc::ServerUnaryReactor* PoolServiceImpl::Batch(
@@ -543,7 +578,27 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Batch(
                      " operations (--max_batch_operations); split it")));
     return call;
   }
-  return Serve(context, request, response, &PoolServiceImpl::ServeBatch);
+  // A batch's messages live in an arena: hundreds of operations and
+  // results cost a few block allocations, freed at once.
+  auto* call = new UnaryCall(&payload_budget_, response);
+  auto arena = std::make_unique<google::protobuf::Arena>();
+  auto* parsed =
+      google::protobuf::Arena::CreateMessage<v1::BatchRequest>(arena.get());
+  grpc::ByteBuffer bytes(*request);  // shares the slices; parsing eats it
+  if (const grpc::Status status =
+          grpc::SerializationTraits<v1::BatchRequest>::Deserialize(&bytes,
+                                                                   parsed);
+      !status.ok()) {
+    call->FinishWith(absl::InvalidArgumentError(
+        absl::StrCat("the request is not a valid poold.v1.BatchRequest "
+                     "(protobuf): ",
+                     status.error_message())));
+    return call;
+  }
+  auto* answer =
+      google::protobuf::Arena::CreateMessage<v1::BatchResponse>(arena.get());
+  call->Own(std::move(arena), answer);
+  return ServeBatch(context, call, parsed, answer);
 }
 
 grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
@@ -564,8 +619,10 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
     return call;
   }
   auto state = std::make_unique<BatchState>();
+  state->service = this;
   state->context = context;
   state->call = call;
+  state->response = response;
   state->limited = unknown_handles_.anyone_in_debt(UnknownHandleLimiter::Now());
   if (identity_.enabled() || state->limited) {
     state->caller = identity_.Of(*context);
@@ -575,10 +632,10 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
   BatchOp batch;
   batch.entries.reserve(count);
   response->mutable_results()->Reserve(count);
-  for (const v1::BatchOperation& operation : request->operations()) {
-    v1::BatchResult* result = response->add_results();
-    if (std::optional<BatchEntry> entry =
-            MakeBatchEntry(state.get(), operation, result)) {
+  for (int i = 0; i < count; ++i) response->add_results();
+  for (int i = 0; i < count; ++i) {
+    if (std::optional<BatchEntry> entry = MakeBatchEntry(
+            state.get(), request->operations(i), static_cast<uint32_t>(i))) {
       batch.entries.push_back(*std::move(entry));
     }
   }
@@ -598,11 +655,12 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
 }
 
 std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
-    BatchState* state, const v1::BatchOperation& operation,
-    v1::BatchResult* result) {
+    BatchState* state, const v1::BatchOperation& operation, uint32_t index) {
+  // The entries' callbacks capture no more than fits in AnyInvocable's
+  // inline storage (a pointer and an index): no allocation per entry.
   // Admits one entry that names a handle (as AdmitHandleOp admits a call);
   // false: refused, with its result set.
-  auto admit = [this, state, result](auto& op, bool& admitted) {
+  auto admit = [this, state, index](auto& op, bool& admitted) {
     admitted = false;
     if (state->limited) {
       if (!unknown_handles_.Admit(state->caller.limiter_key,
@@ -613,7 +671,7 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
                 ": handle operations are refused until its budget refills (",
                 unknown_handles_.per_second(),
                 " per second, --max_unknown_handles_per_second)")),
-            kMaxResultMessageBytes, result);
+            kMaxResultMessageBytes, state->result(index));
         return false;
       }
       admitted = true;
@@ -622,14 +680,8 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
     ApplyCaller(state->caller, op);
     return true;
   };
-  // Settles an entry's token and sets its status.
-  auto answer = [this, state, result](bool admitted,
-                                      const absl::Status& status) {
-    if (admitted) --state->admitted_pending;
-    CountAnswer(state->context, state->caller, admitted, status);
-    SetResultStatus(status, kMaxResultMessageBytes, result);
-  };
   absl::Status refusal;
+  bool admitted = false;
   switch (operation.operation_case()) {
     case v1::BatchOperation::kAllocate: {
       absl::StatusOr<AllocateOp> op =
@@ -638,58 +690,59 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
         refusal = op.status();
         break;
       }
-      const uint32_t owner = state->caller.owner;
-      op->owner = owner;
-      op->done = [result, owner](absl::StatusOr<pools::BlockInfo> info) {
-        SetResultStatus(info.status(), kMaxResultMessageBytes, result);
+      op->owner = state->caller.owner;
+      op->done = [state, index](absl::StatusOr<pools::BlockInfo> info) {
+        v1::BatchResult* result = state->result(index);
         if (info.ok()) {
-          info->handle ^= uint64_t{owner} << 32;
+          info->handle ^= uint64_t{state->caller.owner} << 32;
           BlockInfoToProto(*info, result->mutable_allocate());
+        } else {
+          SetResultStatus(info.status(), kMaxResultMessageBytes, result);
         }
       };
       return BatchEntry(*std::move(op));
     }
     case v1::BatchOperation::kWrite: {
       absl::StatusOr<WriteOp> op = WriteOpFromProto(operation.write());
-      bool admitted = false;
       if (!op.ok()) {
         refusal = op.status();
         break;
       }
       if (!admit(*op, admitted)) return std::nullopt;
-      op->done = [answer, admitted, result](absl::Status status) {
-        answer(admitted, status);
-        if (status.ok()) result->mutable_write();
+      op->done = [state, index, admitted](absl::Status status) {
+        state->Settle(index, admitted, status);
+        if (status.ok()) state->result(index)->mutable_write();
       };
       return BatchEntry(*std::move(op));
     }
     case v1::BatchOperation::kRead: {
       absl::StatusOr<ReadOp> op = ReadOpFromProto(operation.read());
-      bool admitted = false;
       if (!op.ok()) {
         refusal = op.status();
         break;
       }
       if (!admit(*op, admitted)) return std::nullopt;
-      op->done = [this, state, answer, admitted,
-                  result](absl::StatusOr<absl::string_view> data) {
+      op->done = [state, index,
+                  admitted](absl::StatusOr<absl::string_view> data) {
         absl::Status status = data.status();
-        if (status.ok()) status = AnswerBatchRead(state, *data, result);
-        answer(admitted, status);
+        if (status.ok()) {
+          status = state->service->AnswerBatchRead(state, *data,
+                                                   state->result(index));
+        }
+        state->Settle(index, admitted, status);
       };
       return BatchEntry(*std::move(op));
     }
     case v1::BatchOperation::kFree: {
       absl::StatusOr<FreeOp> op = FreeOpFromProto(operation.free());
-      bool admitted = false;
       if (!op.ok()) {
         refusal = op.status();
         break;
       }
       if (!admit(*op, admitted)) return std::nullopt;
-      op->done = [answer, admitted, result](absl::Status status) {
-        answer(admitted, status);
-        if (status.ok()) result->mutable_free();
+      op->done = [state, index, admitted](absl::Status status) {
+        state->Settle(index, admitted, status);
+        if (status.ok()) state->result(index)->mutable_free();
       };
       return BatchEntry(*std::move(op));
     }
@@ -698,7 +751,7 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
           "the operation has none of allocate, write, read, free");
       break;
   }
-  SetResultStatus(refusal, kMaxResultMessageBytes, result);
+  SetResultStatus(refusal, kMaxResultMessageBytes, state->result(index));
   return std::nullopt;
 }
 
@@ -712,9 +765,19 @@ absl::Status PoolServiceImpl::AnswerBatchRead(BatchState* state,
                      " bytes (--max_message_bytes) with these ", data.size(),
                      ": read this block in a later batch"));
   }
-  if (absl::Status s = HoldPayload(state->call, data.size()); !s.ok()) {
-    return s;
+  if (state->budget_left < data.size()) {
+    // Payload budget for this Read and (in one take) for some that follow.
+    const uint64_t needed = data.size() - state->budget_left;
+    const uint64_t chunk = std::max<uint64_t>(needed, kBudgetChunkBytes);
+    if (state->call->Hold(chunk)) {
+      state->budget_left += chunk;
+    } else if (absl::Status s = HoldPayload(state->call, needed); !s.ok()) {
+      return s;
+    } else {
+      state->budget_left += needed;
+    }
   }
+  state->budget_left -= data.size();
   state->answer_bytes += data.size();
   // The view points into pool memory, valid only now: copy it.
   result->mutable_read()->mutable_data()->assign(data.data(), data.size());

@@ -183,12 +183,12 @@ class PoolServiceImpl final : public RawPoolService {
                                        const v1::BatchRequest* request,
                                        v1::BatchResponse* response);
 
-  // The entry of a batch for `operation`, whose result goes to `result`;
-  // a refused operation (invalid, or its client out of unknown-handle
-  // tokens) gets its result here and no entry.
+  // The entry of a batch for `operation`, whose result goes to result
+  // `index` of the answer; a refused operation (invalid, or its client out
+  // of unknown-handle tokens) gets its result here and no entry.
   std::optional<BatchEntry> MakeBatchEntry(BatchState* state,
                                            const v1::BatchOperation& operation,
-                                           v1::BatchResult* result);
+                                           uint32_t index);
   // A Read's bytes in a batch's answer: takes them from the payload budget
   // and the answer's room and copies them, or says why not.
   absl::Status AnswerBatchRead(BatchState* state, absl::string_view data,
