@@ -54,6 +54,8 @@ ABSL_FLAG(std::string, depths, "1,16,64,256",
 ABSL_FLAG(double, seconds, 1.0, "Measured window of each cell.");
 ABSL_FLAG(double, warmup_seconds, 0.3, "Warm-up before each window.");
 ABSL_FLAG(int, value_bytes, 100, "Value size.");
+ABSL_FLAG(std::string, json, "",
+          "Also write every cell here as JSON (for plot_pipeline.py).");
 
 namespace poold::bench {
 namespace {
@@ -429,6 +431,25 @@ int Main() {
                     rate(r) > 0 ? rate(p) / rate(r) : 0.0, cpu(p).c_str(),
                     cpu(r).c_str());
       }
+    }
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    std::string json = "[\n";
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const Cell& c = cells[i];
+      absl::StrAppendFormat(
+          &json,
+          "  {\"backend\": \"%s\", \"connections\": %d, \"depth\": %d, "
+          "\"operation\": \"%s\", \"ops\": %d, \"seconds\": %.6f, "
+          "\"server_cpu_ns\": %d, \"error\": \"%s\"}%s\n",
+          c.backend, c.connections, c.depth,
+          c.op == Op::kStore ? "store" : "read", c.ops, c.seconds,
+          c.server_cpu_ns, c.error, i + 1 < cells.size() ? "," : "");
+    }
+    json += "]\n";
+    if (FILE* f = std::fopen(path.c_str(), "w")) {
+      std::fputs(json.c_str(), f);
+      std::fclose(f);
     }
   }
   std::printf(

@@ -12,6 +12,8 @@
 #      over gRPC, glibc, jemalloc, Redis) -> mixed.md/.json/.png
 #   6. automatic defragmentation off and on under churn: churn_bench, at
 #      each of CHURN_RATES allocations per second -> churn-RATE.md/.json/.png
+#   9. small values, unary calls and batches against Redis pipelines:
+#      pipeline_bench                  -> pipeline.md/.json/.png
 #   plus machine.txt (nproc, CPU model, kernel, load before and after).
 #
 #   tests/bench/run_all.sh [--build DIR] [--out DIR] [--only LIST]
@@ -20,7 +22,7 @@
 #   cmake -S . -B build -G Ninja && ninja -C build engine_bench frag_bench
 #   service_bench pause_bench). --out: where the results go (default
 #   bench-results). --only: a comma-separated subset of frag,engine,service,
-#   pause,mixed,churn.
+#   pause,mixed,churn,pipeline.
 #
 # Scales (environment variables; with the defaults the suite took 12 minutes
 # on 2 quiet cores, half of it the fragmentation workloads; FRAG_SCALE=0.25
@@ -39,13 +41,14 @@
 #   CHURN_RATES=500,2000      churn_bench --allocs_per_second, one run of
 #                             both modes per rate (about 6 minutes each)
 #   CHURN_SECONDS=150         churn_bench --seconds (per mode)
+#   PIPELINE_DEPTHS=1,4,16,64,256  pipeline_bench --depths (about 1 minute)
 #   PYTHON=/usr/bin/python3   Debian's Python, which has python3-matplotlib
 #                             for the plot (a pyenv python3 may not)
 set -euo pipefail
 
 build=build
 out=bench-results
-only=frag,engine,service,pause,mixed,churn
+only=frag,engine,service,pause,mixed,churn,pipeline
 while (($# > 0)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -72,6 +75,7 @@ done
 : "${MIXED_LIVE_MIB:=16,64,256,1024}"
 : "${CHURN_RATES:=500,2000}"
 : "${CHURN_SECONDS:=150}"
+: "${PIPELINE_DEPTHS:=1,4,16,64,256}"
 : "${PYTHON:=/usr/bin/python3}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -85,6 +89,8 @@ wanted service && [[ ! -x "${bench}/service_bench" ]] && missing+=(service_bench
 wanted pause && [[ ! -x "${bench}/pause_bench" ]] && missing+=(pause_bench)
 wanted mixed && [[ ! -x "${bench}/mixed_bench" ]] && missing+=(mixed_bench)
 wanted churn && [[ ! -x "${bench}/churn_bench" ]] && missing+=(churn_bench)
+wanted pipeline && [[ ! -x "${bench}/pipeline_bench" ]] &&
+  missing+=(pipeline_bench)
 if ((${#missing[@]} > 0)); then
   echo "run_all.sh: not built in ${build}: ${missing[*]}" >&2
   echo "  build them: ninja -C ${build} ${missing[*]}" >&2
@@ -176,6 +182,16 @@ if wanted churn; then
         "${out}/churn-${rate}.png"
     fi
   done
+fi
+
+if wanted pipeline; then
+  step "9. Small values: batches against Redis pipelines" pipeline.md \
+    "${bench}/pipeline_bench" --depths="${PIPELINE_DEPTHS}" \
+    --json="${out}/pipeline.json"
+  if "${PYTHON}" -c 'import matplotlib' 2>/dev/null; then
+    "${PYTHON}" "${here}/plot_pipeline.py" "${out}/pipeline.json" \
+      "${out}/pipeline.png"
+  fi
 fi
 
 echo "uptime after: $(uptime)" >> "${out}/machine.txt"
