@@ -384,12 +384,13 @@ TEST_F(MetricsE2eTest, ARealPrometheusScrapesPooldAndRunsTheDashboardQueries) {
   ASSERT_TRUE(prometheus.ok()) << prometheus.status();
   PrometheusServer& server = **prometheus;
 
-  // Scraped: up, the three pools, and (after two scrapes) rates.
+  // Scraped: up, the three pools, and (after two scrapes) rates of the
+  // eight RPCs.
   const absl::Time limit = absl::Now() + absl::Seconds(90);
   while (server.SeriesCount("up{job=\"poold\"} == 1") != 1 ||
          server.SeriesCount("poold_pool_resident_bytes{job=\"poold\"}") != 3 ||
          server.SeriesCount(
-             "rate(poold_rpc_completed_total{job=\"poold\"}[30s])") != 7) {
+             "rate(poold_rpc_completed_total{job=\"poold\"}[30s])") != 8) {
     ASSERT_LT(absl::Now(), limit) << "Prometheus did not scrape poold; its "
                                      "log:\n"
                                   << server.Log();
