@@ -1,13 +1,16 @@
 // PoolServiceImpl: request -> Command -> worker -> response.
 #include "server/pool_service_impl.h"
 
+#include <deque>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "glog/logging.h"
 #include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -56,7 +59,17 @@ void SetResultStatus(const absl::Status& status, size_t max_message,
                      v1::BatchResult* result) {
   result->set_code(static_cast<int32_t>(status.code()));
   if (!status.ok()) {
-    result->set_message(std::string(status.message().substr(0, max_message)));
+    absl::string_view message = status.message();
+    if (message.size() > max_message) {
+      // Cut at a UTF-8 character boundary: a proto3 string must stay valid.
+      size_t end = max_message;
+      while (end > 0 &&
+             (static_cast<unsigned char>(message[end]) & 0xC0) == 0x80) {
+        --end;
+      }
+      message = message.substr(0, end);
+    }
+    result->set_message(std::string(message));
   }
 }
 
@@ -68,7 +81,7 @@ void SetResultStatus(const absl::Status& status, size_t max_message,
 // so it outlives the Command until the completion callback. It also holds
 // the call's share of the payload budget until then: only then are its
 // request and response freed.
-class UnaryCall final : public grpc::ServerUnaryReactor {
+class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
  public:
   UnaryCall(PayloadBudget* budget, grpc::ByteBuffer* raw_response)
       : budget_(budget), raw_response_(raw_response) {}
@@ -100,7 +113,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   // Takes `bytes` of the budget for this call. One thread at a time: the
   // handler's, then (for a Read) the worker's.
-  bool Hold(uint64_t bytes) {
+  bool Hold(uint64_t bytes) override {
     if (!budget_->TryTake(bytes)) return false;
     held_bytes_ += bytes;
     return true;
@@ -243,8 +256,9 @@ void PoolServiceImpl::CountAnswer(grpc::CallbackServerContext* context,
   }
 }
 
-absl::Status PoolServiceImpl::HoldPayload(UnaryCall* call, uint64_t bytes) {
-  if (bytes == 0 || call->Hold(bytes)) return absl::OkStatus();
+absl::Status PoolServiceImpl::HoldPayload(PayloadHolder* holder,
+                                          uint64_t bytes) {
+  if (bytes == 0 || holder->Hold(bytes)) return absl::OkStatus();
   payload_refusals_.fetch_add(1, std::memory_order_relaxed);
   LOG_EVERY_T(WARNING, 10)
       << "refusing calls: block data of calls in flight holds "
@@ -538,14 +552,16 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeTriggerDefragmentation(
 struct PoolServiceImpl::BatchState {
   PoolServiceImpl* service = nullptr;
   grpc::CallbackServerContext* context = nullptr;
-  UnaryCall* call = nullptr;
+  PayloadHolder* holder = nullptr;
   v1::BatchResponse* response = nullptr;
   Caller caller;
-  // Someone owed the unknown-handle limiter at the start: each entry that
-  // names a handle took a token.
-  bool limited = false;
-  // Tokens taken by entries not answered yet (given back if the batch is
-  // refused as a whole).
+  // The unknown-handle limiter's key of the caller, once needed.
+  std::string key;
+  // By result: the operation took a token of the limiter.
+  std::vector<bool> admitted;
+  // By entry: its result.
+  std::vector<uint32_t> entry_results;
+  // Tokens taken by entries not answered yet.
   size_t admitted_pending = 0;
   // Bytes of the answer set aside so far: kResultReserveBytes per result,
   // plus the data of Reads.
@@ -558,24 +574,286 @@ struct PoolServiceImpl::BatchState {
     return response->mutable_results(static_cast<int>(index));
   }
 
-  // Settles entry `index`'s unknown-handle token and sets its status.
-  void Settle(uint32_t index, bool admitted, const absl::Status& status) {
-    if (admitted) --admitted_pending;
-    service->CountAnswer(context, caller, admitted, status);
+  const std::string& Key() {
+    if (key.empty()) {
+      key = caller.limiter_key.empty()
+                ? service->identity_.Of(*context).limiter_key
+                : caller.limiter_key;
+    }
+    return key;
+  }
+
+  // Before the entry at `position` (one naming a handle) runs: while some
+  // client owes the limiter, it takes a token, as a call would; refused
+  // when its client has none. On the worker thread, right before the
+  // lookup, so that a batch of guesses is braked from the guess that ran
+  // its client into debt on.
+  absl::Status Admit(size_t position) {
+    UnknownHandleLimiter& limiter = service->unknown_handles_;
+    const absl::Time now = UnknownHandleLimiter::Now();
+    if (!limiter.anyone_in_debt(now)) return absl::OkStatus();
+    if (!limiter.Admit(Key(), now)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many unknown handles from ", Key(),
+          ": handle operations are refused until its budget refills (",
+          limiter.per_second(),
+          " per second, --max_unknown_handles_per_second)"));
+    }
+    admitted[entry_results[position]] = true;
+    ++admitted_pending;
+    return absl::OkStatus();
+  }
+
+  // Settles the limiter for result `index` (an operation naming a handle)
+  // and sets its status.
+  void Settle(uint32_t index, const absl::Status& status) {
+    if (!admitted.empty()) {
+      const bool took = admitted[index];
+      if (took) --admitted_pending;
+      UnknownHandleLimiter& limiter = service->unknown_handles_;
+      if (status.code() == absl::StatusCode::kNotFound) {
+        limiter.RecordUnknown(Key(), UnknownHandleLimiter::Now(), took);
+      } else if (took) {
+        limiter.Refund(Key(), UnknownHandleLimiter::Now());
+      }
+    }
     SetResultStatus(status, kMaxResultMessageBytes, result(index));
   }
 };
 
+// The reactor of one BatchStream: each request read is a batch, answered
+// by one response in request order. At most `stream_credit` batches are read
+// and not yet answered; the stream reads the next request only when one of
+// them has been written, so a client that sends faster than poold answers
+// waits in HTTP/2 flow control. The reactor deletes itself when gRPC is done
+// with the stream, which is after Finish; Finish comes only once every batch
+// read has been answered (or failed to be written), so no completion
+// callback outlives it.
+class BatchStream final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  BatchStream(PoolServiceImpl* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
+    reading_ = true;
+    StartRead(&incoming_);
+  }
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override {
+    cancelled_.store(true, std::memory_order_release);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // One batch read and not yet answered: its request and answer (in an
+  // arena, freed once the answer is serialized) and its share of the
+  // payload budget (given back once gRPC has written the answer).
+  struct Pending final : PayloadHolder {
+    explicit Pending(PayloadBudget* budget) : budget(budget) {}
+    ~Pending() override {
+      if (held > 0) budget->Give(held);
+    }
+    bool Hold(uint64_t bytes) override {
+      if (!budget->TryTake(bytes)) return false;
+      held += bytes;
+      return true;
+    }
+    PayloadBudget* const budget;
+    uint64_t held = 0;
+    std::unique_ptr<google::protobuf::Arena> arena =
+        std::make_unique<google::protobuf::Arena>();
+    v1::BatchRequest* request = nullptr;
+    v1::BatchResponse* response = nullptr;
+    bool done = false;
+  };
+
+  // What to start once mu_ is released (a reaction could run inline).
+  struct Next {
+    bool write = false;
+    bool read = false;
+    std::optional<grpc::Status> finish;
+  };
+
+  // Completion of `batch` (on the worker thread, or on the reading thread
+  // when the batch was refused whole).
+  void OnBatchDone(Pending* batch, const absl::Status& status);
+  // Stops reading; the stream ends with `status` once every batch read has
+  // been answered.
+  void EndReading(const absl::Status& status);
+  // Decides what to start next. REQUIRES: mu_ held.
+  Next AdvanceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts what `next` says; touches nothing of this afterwards (after
+  // Finish, gRPC may delete it).
+  void Start(const Next& next);
+
+  PoolServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
+  std::atomic<bool> cancelled_{false};
+  grpc::ByteBuffer incoming_;  // the read in flight fills it
+  grpc::ByteBuffer outgoing_;  // the write in flight sends it
+  absl::Mutex mu_;
+  std::deque<std::unique_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status final_status_ ABSL_GUARDED_BY(mu_);
+};
+
+void BatchStream::OnReadDone(bool ok) {
+  if (!ok) {  // the client closed its side, or the stream broke
+    EndReading(absl::OkStatus());
+    return;
+  }
+  if (absl::Status s = service_->CheckBatchSize(incoming_); !s.ok()) {
+    EndReading(s);
+    return;
+  }
+  auto batch = std::make_unique<Pending>(&service_->payload_budget_);
+  batch->request = google::protobuf::Arena::CreateMessage<v1::BatchRequest>(
+      batch->arena.get());
+  batch->response = google::protobuf::Arena::CreateMessage<v1::BatchResponse>(
+      batch->arena.get());
+  if (const grpc::Status parsed =
+          grpc::SerializationTraits<v1::BatchRequest>::Deserialize(
+              &incoming_, batch->request);
+      !parsed.ok()) {
+    EndReading(absl::InvalidArgumentError(
+        absl::StrCat("a request is not a valid poold.v1.BatchRequest "
+                     "(protobuf): ",
+                     parsed.error_message())));
+    return;
+  }
+  Pending* raw = batch.get();
+  {
+    absl::MutexLock lock(&mu_);
+    pending_.push_back(std::move(batch));
+  }
+  service_->SubmitBatch(
+      context_, &cancelled_, raw, raw->request, raw->response,
+      [this, raw](absl::Status status) { OnBatchDone(raw, status); });
+  Next next;
+  {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    next = AdvanceLocked();
+  }
+  Start(next);
+}
+
+void BatchStream::EndReading(const absl::Status& status) {
+  Next next;
+  {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    read_closed_ = true;
+    if (final_status_.ok()) final_status_ = status;
+    next = AdvanceLocked();
+  }
+  Start(next);
+}
+
+void BatchStream::OnBatchDone(Pending* batch, const absl::Status& status) {
+  if (!status.ok()) {
+    // Refused whole (the channel full, shutting down): every operation
+    // says so, and the stream goes on.
+    const int count = batch->request->operations_size();
+    batch->response->Clear();
+    for (int i = 0; i < count; ++i) {
+      SetResultStatus(status, PoolServiceImpl::kMaxResultMessageBytes,
+                      batch->response->add_results());
+    }
+  }
+  Next next;
+  {
+    absl::MutexLock lock(&mu_);
+    batch->done = true;
+    next = AdvanceLocked();
+  }
+  Start(next);
+}
+
+BatchStream::Next BatchStream::AdvanceLocked() {
+  Next next;
+  if (!writing_ && !pending_.empty() && pending_.front()->done) {
+    Pending& head = *pending_.front();
+    bool own_buffer = false;
+    outgoing_.Clear();  // the last answer written
+    const grpc::Status serialized =
+        grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+            *head.response, &outgoing_, &own_buffer);
+    // The answer is in outgoing_ now; the messages are no longer needed.
+    head.arena.reset();
+    head.request = nullptr;
+    head.response = nullptr;
+    if (serialized.ok()) {
+      writing_ = true;
+      next.write = true;
+    } else {
+      pending_.pop_front();
+      read_closed_ = true;
+      final_status_ = absl::InternalError(absl::StrCat(
+          "cannot serialize an answer: ", serialized.error_message()));
+    }
+  }
+  if (!reading_ && !read_closed_ &&
+      pending_.size() < service_->batch_limits_.stream_credit) {
+    reading_ = true;
+    next.read = true;
+  }
+  if (read_closed_ && !reading_ && !writing_ && pending_.empty() &&
+      !finished_) {
+    finished_ = true;
+    next.finish = ToGrpcStatus(final_status_);
+  }
+  return next;
+}
+
+void BatchStream::Start(const Next& next) {
+  if (next.write) StartWrite(&outgoing_);
+  if (next.read) StartRead(&incoming_);
+  if (next.finish.has_value()) Finish(*next.finish);  // last: may delete this
+}
+
+void BatchStream::OnWriteDone(bool ok) {
+  Next next;
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    pending_.pop_front();  // gives its payload budget back
+    if (!ok) {
+      // The client is gone: answer what is left (the worker still
+      // completes it), read nothing more.
+      read_closed_ = true;
+    }
+    next = AdvanceLocked();
+  }
+  Start(next);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
+PoolServiceImpl::BatchStream(grpc::CallbackServerContext* context) {
+  return new ::poold::BatchStream(this, context);
+}
+
+absl::Status PoolServiceImpl::CheckBatchSize(
+    const grpc::ByteBuffer& raw) const {
+  if (CountBatchOperations(raw, batch_limits_.max_operations) <=
+      batch_limits_.max_operations) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("a batch holds at most ", batch_limits_.max_operations,
+                   " operations (--max_batch_operations); split it"));
+}
+
 grpc::ServerUnaryReactor* PoolServiceImpl::Batch(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  if (const size_t count =
-          CountBatchOperations(*request, batch_limits_.max_operations);
-      count > batch_limits_.max_operations) {
+  if (absl::Status s = CheckBatchSize(*request); !s.ok()) {
     auto* call = new UnaryCall(&payload_budget_, response);
-    call->FinishWith(absl::InvalidArgumentError(
-        absl::StrCat("a batch holds at most ", batch_limits_.max_operations,
-                     " operations (--max_batch_operations); split it")));
+    call->FinishWith(s);
     return call;
   }
   // A batch's messages live in an arena: hundreds of operations and
@@ -604,9 +882,20 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Batch(
 grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
     grpc::CallbackServerContext* context, UnaryCall* call,
     const v1::BatchRequest* request, v1::BatchResponse* response) {
+  SubmitBatch(context, call->cancelled_flag(), call, request, response,
+              [call](absl::Status status) { call->FinishWith(status); });
+  return call;
+}
+
+void PoolServiceImpl::SubmitBatch(grpc::CallbackServerContext* context,
+                                  const std::atomic<bool>* cancelled,
+                                  PayloadHolder* holder,
+                                  const v1::BatchRequest* request,
+                                  v1::BatchResponse* response,
+                                  Done<absl::Status> finish) {
   if (draining_.load(std::memory_order_acquire)) {
-    call->FinishWith(absl::UnavailableError("server is shutting down"));
-    return call;
+    std::move(finish)(absl::UnavailableError("server is shutting down"));
+    return;
   }
   const int count = request->operations_size();
   uint64_t data_bytes = 0;
@@ -614,19 +903,17 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
     data_bytes +=
         operation.allocate().data().size() + operation.write().data().size();
   }
-  if (absl::Status s = HoldPayload(call, data_bytes); !s.ok()) {
-    call->FinishWith(s);
-    return call;
+  if (absl::Status s = HoldPayload(holder, data_bytes); !s.ok()) {
+    std::move(finish)(s);
+    return;
   }
   auto state = std::make_unique<BatchState>();
   state->service = this;
   state->context = context;
-  state->call = call;
+  state->holder = holder;
   state->response = response;
-  state->limited = unknown_handles_.anyone_in_debt(UnknownHandleLimiter::Now());
-  if (identity_.enabled() || state->limited) {
-    state->caller = identity_.Of(*context);
-  }
+  if (identity_.enabled()) state->caller = identity_.Of(*context);
+  if (unknown_handles_.enabled()) state->admitted.assign(count, false);
   state->answer_bytes =
       uint64_t{static_cast<uint32_t>(count)} * kResultReserveBytes;
   BatchOp batch;
@@ -637,51 +924,41 @@ grpc::ServerUnaryReactor* PoolServiceImpl::ServeBatch(
     if (std::optional<BatchEntry> entry = MakeBatchEntry(
             state.get(), request->operations(i), static_cast<uint32_t>(i))) {
       batch.entries.push_back(*std::move(entry));
+      state->entry_results.push_back(static_cast<uint32_t>(i));
     }
   }
   if (batch.entries.empty()) {
-    call->FinishWith(absl::OkStatus());
-    return call;
+    std::move(finish)(absl::OkStatus());
+    return;
   }
-  batch.done = [this, state = std::move(state)](absl::Status status) {
+  if (unknown_handles_.enabled()) {
+    batch.admit = [state = state.get()](size_t position) {
+      return state->Admit(position);
+    };
+  }
+  batch.done = [this, state = std::move(state),
+                finish = std::move(finish)](absl::Status status) mutable {
     // Refused as a whole: the tokens its entries took come back.
     for (; state->admitted_pending > 0; --state->admitted_pending) {
       unknown_handles_.Refund(state->caller.limiter_key,
                               UnknownHandleLimiter::Now());
     }
-    state->call->FinishWith(status);
+    std::move(finish)(status);
   };
-  return Dispatch(context, call, absl::StatusOr<BatchOp>(std::move(batch)));
+  Command command;
+  command.deadline = DeadlineFromGrpc(context->deadline());
+  command.cancelled = cancelled;
+  command.op = std::move(batch);
+  // A refused command is completed right here (RESOURCE_EXHAUSTED or
+  // UNAVAILABLE).
+  worker_->Submit(std::move(command));
 }
 
 std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
     BatchState* state, const v1::BatchOperation& operation, uint32_t index) {
   // The entries' callbacks capture no more than fits in AnyInvocable's
   // inline storage (a pointer and an index): no allocation per entry.
-  // Admits one entry that names a handle (as AdmitHandleOp admits a call);
-  // false: refused, with its result set.
-  auto admit = [this, state, index](auto& op, bool& admitted) {
-    admitted = false;
-    if (state->limited) {
-      if (!unknown_handles_.Admit(state->caller.limiter_key,
-                                  UnknownHandleLimiter::Now())) {
-        SetResultStatus(
-            absl::ResourceExhaustedError(absl::StrCat(
-                "too many unknown handles from ", state->caller.limiter_key,
-                ": handle operations are refused until its budget refills (",
-                unknown_handles_.per_second(),
-                " per second, --max_unknown_handles_per_second)")),
-            kMaxResultMessageBytes, state->result(index));
-        return false;
-      }
-      admitted = true;
-      ++state->admitted_pending;
-    }
-    ApplyCaller(state->caller, op);
-    return true;
-  };
   absl::Status refusal;
-  bool admitted = false;
   switch (operation.operation_case()) {
     case v1::BatchOperation::kAllocate: {
       absl::StatusOr<AllocateOp> op =
@@ -708,9 +985,9 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
         refusal = op.status();
         break;
       }
-      if (!admit(*op, admitted)) return std::nullopt;
-      op->done = [state, index, admitted](absl::Status status) {
-        state->Settle(index, admitted, status);
+      ApplyCaller(state->caller, *op);
+      op->done = [state, index](absl::Status status) {
+        state->Settle(index, status);
         if (status.ok()) state->result(index)->mutable_write();
       };
       return BatchEntry(*std::move(op));
@@ -721,15 +998,14 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
         refusal = op.status();
         break;
       }
-      if (!admit(*op, admitted)) return std::nullopt;
-      op->done = [state, index,
-                  admitted](absl::StatusOr<absl::string_view> data) {
+      ApplyCaller(state->caller, *op);
+      op->done = [state, index](absl::StatusOr<absl::string_view> data) {
         absl::Status status = data.status();
         if (status.ok()) {
           status = state->service->AnswerBatchRead(state, *data,
                                                    state->result(index));
         }
-        state->Settle(index, admitted, status);
+        state->Settle(index, status);
       };
       return BatchEntry(*std::move(op));
     }
@@ -739,9 +1015,9 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
         refusal = op.status();
         break;
       }
-      if (!admit(*op, admitted)) return std::nullopt;
-      op->done = [state, index, admitted](absl::Status status) {
-        state->Settle(index, admitted, status);
+      ApplyCaller(state->caller, *op);
+      op->done = [state, index](absl::Status status) {
+        state->Settle(index, status);
         if (status.ok()) state->result(index)->mutable_free();
       };
       return BatchEntry(*std::move(op));
@@ -769,9 +1045,9 @@ absl::Status PoolServiceImpl::AnswerBatchRead(BatchState* state,
     // Payload budget for this Read and (in one take) for some that follow.
     const uint64_t needed = data.size() - state->budget_left;
     const uint64_t chunk = std::max<uint64_t>(needed, kBudgetChunkBytes);
-    if (state->call->Hold(chunk)) {
+    if (state->holder->Hold(chunk)) {
       state->budget_left += chunk;
-    } else if (absl::Status s = HoldPayload(state->call, needed); !s.ok()) {
+    } else if (absl::Status s = HoldPayload(state->holder, needed); !s.ok()) {
       return s;
     } else {
       state->budget_left += needed;

@@ -23,6 +23,16 @@
 namespace poold {
 
 class UnaryCall;
+class BatchStream;
+
+// Holds a call's share of the payload budget until gRPC is done with its
+// bytes.
+class PayloadHolder {
+ public:
+  virtual ~PayloadHolder() = default;
+  // Takes `bytes` more of the budget; false (nothing taken) when refused.
+  virtual bool Hold(uint64_t bytes) = 0;
+};
 
 // Handlers never block: a full channel answers RESOURCE_EXHAUSTED at once,
 // and after StartDraining every RPC answers UNAVAILABLE. The block bytes that
@@ -40,7 +50,9 @@ using RawPoolService = v1::PoolService::WithRawCallbackMethod_Allocate<
                         v1::PoolService::
                             WithRawCallbackMethod_TriggerDefragmentation<
                                 v1::PoolService::WithRawCallbackMethod_Batch<
-                                    v1::PoolService::Service>>>>>>>>;
+                                    v1::PoolService::
+                                        WithRawCallbackMethod_BatchStream<
+                                            v1::PoolService::Service>>>>>>>>>;
 
 // Who may name which handle:
 struct HandleRules {
@@ -64,6 +76,10 @@ struct BatchLimits {
   // Largest answer gRPC may send (--max_message_bytes): a batch's Reads stop
   // short of it.
   uint64_t max_answer_bytes = (64 + 1) << 20;
+  // Batches of one BatchStream read and not yet answered
+  // (--max_stream_batches_in_flight): the stream reads no further request
+  // until one is answered.
+  size_t stream_credit = 4;
 };
 
 // A call that names a handle, as admitted.
@@ -134,9 +150,25 @@ class PoolServiceImpl final : public RawPoolService {
   grpc::ServerUnaryReactor* Batch(grpc::CallbackServerContext* context,
                                   const grpc::ByteBuffer* request,
                                   grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* BatchStream(
+      grpc::CallbackServerContext* context) override;
 
  private:
   struct BatchState;
+  friend class ::poold::BatchStream;
+
+  // Runs the batch `request` on the worker, filling `response` (one result
+  // per operation), then calls `finish` once: OK, or the error that refused
+  // the whole batch before any operation ran. `cancelled` (may be null)
+  // and `holder` must outlive `finish`'s call; so must `request` and
+  // `response`, which `finish` may then free.
+  void SubmitBatch(grpc::CallbackServerContext* context,
+                   const std::atomic<bool>* cancelled, PayloadHolder* holder,
+                   const v1::BatchRequest* request, v1::BatchResponse* response,
+                   Done<absl::Status> finish);
+  // The operations of the serialized BatchRequest `raw`, or INVALID_ARGUMENT
+  // when there are more than batch_limits_.max_operations.
+  absl::Status CheckBatchSize(const grpc::ByteBuffer& raw) const;
 
   // Parses `raw_request` as RequestT (INVALID_ARGUMENT when it is not
   // one), then runs `serve` with a reactor that owns both messages and
@@ -184,8 +216,8 @@ class PoolServiceImpl final : public RawPoolService {
                                        v1::BatchResponse* response);
 
   // The entry of a batch for `operation`, whose result goes to result
-  // `index` of the answer; a refused operation (invalid, or its client out
-  // of unknown-handle tokens) gets its result here and no entry.
+  // `index` of the answer; an invalid operation gets its result here and no
+  // entry.
   std::optional<BatchEntry> MakeBatchEntry(BatchState* state,
                                            const v1::BatchOperation& operation,
                                            uint32_t index);
@@ -203,7 +235,7 @@ class PoolServiceImpl final : public RawPoolService {
 
   // Takes `bytes` of the payload budget for `call` (given back when gRPC is
   // done with it); on refusal, RESOURCE_EXHAUSTED saying why.
-  absl::Status HoldPayload(UnaryCall* call, uint64_t bytes);
+  absl::Status HoldPayload(PayloadHolder* holder, uint64_t bytes);
 
   // Who `context`'s call (one naming a handle) comes from; while some
   // client owes the unknown-handle limiter, the call takes a token

@@ -149,6 +149,13 @@ absl::Status PooldServer::ValidateOptions(const Options& options) {
                      PoolServiceImpl::kResultReserveBytes,
                      " bytes per result), not ", options.max_batch_operations));
   }
+  if (options.max_stream_batches_in_flight == 0 ||
+      options.max_stream_batches_in_flight > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_stream_batches_in_flight must be from 1 to 64, "
+                     "not ",
+                     options.max_stream_batches_in_flight));
+  }
   if (options.max_concurrent_streams == 0 ||
       options.max_concurrent_streams >
           static_cast<uint32_t>(std::numeric_limits<int>::max())) {
@@ -404,6 +411,7 @@ PooldServer::PooldServer(const Options& options,
                BatchLimits{
                    .max_operations = options.max_batch_operations,
                    .max_answer_bytes = options.max_message_bytes,
+                   .stream_credit = options.max_stream_batches_in_flight,
                }) {
   // Set before any thread can read it (the metrics server starts later);
   // the acceptor is seen once StartGrpc has started it.

@@ -62,6 +62,8 @@ class PooldServer {
     // Operations one Batch call may carry; more: INVALID_ARGUMENT. At most
     // max_message_bytes / 2 / PoolServiceImpl::kResultReserveBytes.
     uint64_t max_batch_operations = 1024;
+    // Batches one BatchStream may have read and not yet answered (1 .. 64).
+    uint64_t max_stream_batches_in_flight = 4;
     // Block bytes that calls in flight may hold: an Allocate's or a Write's
     // data, a Read's response, each until gRPC is done with the call (a
     // client that does not read its responses holds them). A call beyond it

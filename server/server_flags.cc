@@ -74,6 +74,11 @@ ABSL_FLAG(uint64_t, max_block_bytes, kDefaults.max_block_bytes,
 ABSL_FLAG(uint64_t, max_batch_operations, kDefaults.max_batch_operations,
           "Operations one Batch call may carry; a larger batch answers "
           "INVALID_ARGUMENT. At most --max_message_bytes / 1024.");
+ABSL_FLAG(uint64_t, max_stream_batches_in_flight,
+          kDefaults.max_stream_batches_in_flight,
+          "Batches one BatchStream may have read and not yet answered "
+          "(1..64); the stream reads no further request until one is "
+          "answered.");
 ABSL_FLAG(uint64_t, max_payload_bytes_in_flight,
           kDefaults.max_payload_bytes_in_flight,
           "Block bytes that calls in flight may hold: Allocate and Write data "
@@ -230,6 +235,8 @@ PooldServer::Options ServerOptionsFromFlags() {
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_block_bytes = absl::GetFlag(FLAGS_max_block_bytes);
   options.max_batch_operations = absl::GetFlag(FLAGS_max_batch_operations);
+  options.max_stream_batches_in_flight =
+      absl::GetFlag(FLAGS_max_stream_batches_in_flight);
   options.max_payload_bytes_in_flight =
       absl::GetFlag(FLAGS_max_payload_bytes_in_flight);
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);

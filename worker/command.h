@@ -112,8 +112,14 @@ using BatchEntry = std::variant<AllocateOp, WriteOp, ReadOp, FreeOp>;
 // error. An allocation that the memory limit refuses is answered
 // RESOURCE_EXHAUSTED: it does not wait for a defragmentation, which would
 // hold up the entries behind it.
+// While the worker holds more than channel_capacity batches begun and not
+// finished, a new one is refused whole (RESOURCE_EXHAUSTED).
 struct BatchOp {
   std::vector<BatchEntry> entries;
+  // Called on the worker thread right before each entry that names a handle
+  // (Write, Read, Free) runs, with the entry's position; an error status
+  // completes the entry with it instead of running it. May be empty.
+  absl::AnyInvocable<absl::Status(size_t entry)> admit;
   // Entries run so far (the worker's place in a batch cut into pieces).
   size_t next = 0;
   Done<absl::Status> done;

@@ -233,7 +233,15 @@ void Worker::Execute(Command& command) {
           if constexpr (std::is_same_v<OpT, DefragOp>) {
             RunDefrag(command, op);
           } else if constexpr (std::is_same_v<OpT, BatchOp>) {
-            parked = !RunBatchPiece(command, op);
+            if (pending_batches_.size() >= options_.channel_capacity) {
+              // Each batch begun holds its request's memory: bound them.
+              CompleteOp(op, absl::ResourceExhaustedError(absl::StrCat(
+                                 pending_batches_.size(),
+                                 " batches are already in progress; retry "
+                                 "later")));
+            } else {
+              parked = !RunBatchPiece(command, op);
+            }
           } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
             parked = HandleAllocate(command, op);
           } else {
@@ -292,16 +300,13 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
   if (stop.ok()) {
     // A piece ends after a slice's time, so that a long batch holds up
     // other commands (and defragmentation slices) no more than a slice
-    // does. The clock is read every 16 small entries, and after each large
-    // one.
+    // does.
     const absl::Time until = start + options_.defrag_slice;
-    size_t unchecked = 0;
     while (op.next < op.entries.size()) {
-      const uint64_t bytes = RunBatchEntry(op.entries[op.next++]);
-      if (++unchecked == 16 || bytes >= 16 * 1024) {
-        unchecked = 0;
-        if (absl::Now() >= until) break;
-      }
+      RunBatchEntry(op, op.next++);
+      // After every entry: a whole-block Read or the Free of a large block
+      // can take long (a vDSO clock read is ~2 % of a small entry's cost).
+      if (absl::Now() >= until) break;
     }
   }
   if (!stop.ok()) {
@@ -318,32 +323,36 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
   return true;
 }
 
-uint64_t Worker::RunBatchEntry(BatchEntry& entry) {
-  if (AllocateOp* op = std::get_if<AllocateOp>(&entry)) {
+void Worker::RunBatchEntry(BatchOp& op, size_t position) {
+  BatchEntry& entry = op.entries[position];
+  if (AllocateOp* allocate = std::get_if<AllocateOp>(&entry)) {
     ++mutations_;
-    NoteOwner(op->owner);
+    NoteOwner(allocate->owner);
     absl::StatusOr<pools::BlockInfo> block =
-        pools_->Allocate(op->size, op->data);
+        pools_->Allocate(allocate->size, allocate->data);
     if (pools::MemoryLimitGrowth(block.status()).has_value()) {
       block = absl::ResourceExhaustedError(absl::StrCat(
           block.status().message(),
           "; an allocation in a batch does not wait for a defragmentation "
           "to make room: retry it, or allocate it alone"));
     }
-    CompleteOp(*op, std::move(block));
-    return op->size;
+    CompleteOp(*allocate, std::move(block));
+    return;
   }
-  if (WriteOp* op = std::get_if<WriteOp>(&entry)) {
-    Handle(*op);
-    return op->data.size();
+  if (op.admit) {
+    if (absl::Status refused = op.admit(position); !refused.ok()) {
+      std::visit([&refused](auto& e) { CompleteOp(e, refused); }, entry);
+      return;
+    }
   }
-  if (ReadOp* op = std::get_if<ReadOp>(&entry)) {
-    Handle(*op);
-    return op->length;
+  if (WriteOp* write = std::get_if<WriteOp>(&entry)) {
+    Handle(*write);
+  } else if (ReadOp* read = std::get_if<ReadOp>(&entry)) {
+    Handle(*read);
+  } else {
+    ++mutations_;
+    Handle(std::get<FreeOp>(entry));
   }
-  ++mutations_;
-  Handle(std::get<FreeOp>(entry));
-  return 0;
 }
 
 void Worker::ContinueBatch() {
@@ -500,7 +509,7 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
   const absl::Time until = std::min(absl::Now() + options_.defrag_slice, limit);
   while (absl::Now() < until) {
     std::optional<Command> next = channel_.TryReceive();
-    if (!next.has_value()) return;
+    if (!next.has_value()) break;
     if (std::holds_alternative<DefragOp>(next->op)) {
       pending_defrags_.push_back(std::move(*next));  // waits its turn
     } else {
@@ -508,7 +517,7 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
     }
   }
   // Batches go on between slices too, a piece at a time.
-  if (!pending_batches_.empty() && absl::Now() < until) ContinueBatch();
+  if (!pending_batches_.empty()) ContinueBatch();
 }
 
 pools::DefragStopReason Worker::RunSlices(DefragSession& session,

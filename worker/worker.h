@@ -168,8 +168,9 @@ class Worker {
   // true when the batch is complete; false when entries are left, in which
   // case `command` was moved to the back of pending_batches_.
   bool RunBatchPiece(Command& command, BatchOp& op);
-  // Runs one entry of a batch; returns the bytes it copied or allocated.
-  uint64_t RunBatchEntry(BatchEntry& entry);
+  // Runs the entry at `position` of the batch `op` (after op.admit, for one
+  // that names a handle).
+  void RunBatchEntry(BatchOp& op, size_t position);
   // Runs the next piece of the batch at the front of pending_batches_.
   void ContinueBatch();
   // One handler per op; each completes `op` exactly once. Worker thread only.
@@ -209,7 +210,8 @@ class Worker {
   // Tries the waiting allocations in order until `until`; the rest wait on.
   void RetryWaitingForRoom(absl::Time until);
   // Runs the commands queued now, for up to one slice's time and not past
-  // `limit`; queues defragmentations in pending_defrags_.
+  // `limit` (queueing defragmentations in pending_defrags_), then one piece
+  // of the batch at the front of pending_batches_.
   void ServeBetweenSlices(absl::Time limit);
 
   // Returns to the OS what a run stopped at its deadline emptied but left

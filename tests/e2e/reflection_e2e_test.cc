@@ -98,10 +98,10 @@ TEST_F(ReflectionTest, DescribesThePoolService) {
   for (int i = 0; i < service->method_count(); ++i) {
     methods.push_back(service->method(i)->name());
   }
-  EXPECT_THAT(methods,
-              ::testing::ElementsAre("Allocate", "Write", "Read", "Free",
-                                     "GetStats", "AnalyzeFragmentation",
-                                     "TriggerDefragmentation", "Batch"));
+  EXPECT_THAT(methods, ::testing::ElementsAre(
+                           "Allocate", "Write", "Read", "Free", "GetStats",
+                           "AnalyzeFragmentation", "TriggerDefragmentation",
+                           "Batch", "BatchStream"));
   const google::protobuf::MethodDescriptor* defrag =
       service->FindMethodByName("TriggerDefragmentation");
   ASSERT_NE(defrag, nullptr);

@@ -576,6 +576,34 @@ TEST(WorkerDefragTest, ServesCommandsBetweenSlicesAndQueuesLaterDefrags) {
   }
 }
 
+TEST(WorkerDefragTest, BatchesGoOnBetweenSlices) {
+  // A batch queued behind a defragmentation of many slices is finished
+  // before the defragmentation is: one piece of it runs after each slice.
+  std::vector<uint64_t> kept;
+  Worker worker({.channel_capacity = 16,
+                 .start_paused = true,
+                 .defrag_slice = absl::Microseconds(50)},
+                Fragmented(200000, &kept));
+  Journal journal;
+  absl::StatusOr<pools::DefragReport> report;
+  ASSERT_TRUE(worker.Submit(DefragCommand("defrag", &journal, &report)));
+  BatchOp batch;
+  for (int i = 0; i < 2000; ++i) {
+    batch.entries.emplace_back(
+        AllocateOp{.size = 64, .data = "x", .done = [](auto) {}});
+  }
+  batch.done = [&journal](absl::Status) { journal.Add("batch"); };
+  Command command;
+  command.op = std::move(batch);
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  worker.Resume();
+  journal.WaitFor(2);
+  worker.Stop();
+  ASSERT_TRUE(report.ok());
+  EXPECT_GT(report->slices, 10u);
+  EXPECT_THAT(journal.events(), ElementsAre("batch", "defrag"));
+}
+
 // A read whose completion, on the worker thread, holds the worker until
 // `until` has passed: time the defragmentation around it cannot use.
 Command ReadHoldingTheWorkerUntil(uint64_t handle, absl::Time until,
