@@ -563,6 +563,10 @@ struct PoolServiceImpl::BatchState {
   std::vector<uint32_t> entry_results;
   // Tokens taken by entries not answered yet.
   size_t admitted_pending = 0;
+  // Whether Admit looks at the limiter: someone owed it when the batch was
+  // made, or an entry of this batch named an unknown handle (its client may
+  // owe it since). A batch of known handles pays one branch per entry.
+  bool watch_limiter = false;
   // Bytes of the answer set aside so far: kResultReserveBytes per result,
   // plus the data of Reads.
   uint64_t answer_bytes = 0;
@@ -589,6 +593,7 @@ struct PoolServiceImpl::BatchState {
   // lookup, so that a batch of guesses is braked from the guess that ran
   // its client into debt on.
   absl::Status Admit(size_t position) {
+    if (!watch_limiter) return absl::OkStatus();
     UnknownHandleLimiter& limiter = service->unknown_handles_;
     const absl::Time now = UnknownHandleLimiter::Now();
     if (!limiter.anyone_in_debt(now)) return absl::OkStatus();
@@ -612,6 +617,7 @@ struct PoolServiceImpl::BatchState {
       if (took) --admitted_pending;
       UnknownHandleLimiter& limiter = service->unknown_handles_;
       if (status.code() == absl::StatusCode::kNotFound) {
+        watch_limiter = true;  // this client may be in debt from now on
         limiter.RecordUnknown(Key(), UnknownHandleLimiter::Now(), took);
       } else if (took) {
         limiter.Refund(Key(), UnknownHandleLimiter::Now());
@@ -913,7 +919,11 @@ void PoolServiceImpl::SubmitBatch(grpc::CallbackServerContext* context,
   state->holder = holder;
   state->response = response;
   if (identity_.enabled()) state->caller = identity_.Of(*context);
-  if (unknown_handles_.enabled()) state->admitted.assign(count, false);
+  if (unknown_handles_.enabled()) {
+    state->admitted.assign(count, false);
+    state->watch_limiter =
+        unknown_handles_.anyone_in_debt(UnknownHandleLimiter::Now());
+  }
   state->answer_bytes =
       uint64_t{static_cast<uint32_t>(count)} * kResultReserveBytes;
   BatchOp batch;
