@@ -271,10 +271,6 @@ absl::Status PoolServiceImpl::HoldPayload(PayloadHolder* holder,
       payload_budget_.limit(), "): retry once other responses have been read"));
 }
 
-void PoolServiceImpl::StartDraining() {
-  draining_.store(true, std::memory_order_release);
-}
-
 template <typename RequestT, typename ResponseT>
 grpc::ServerUnaryReactor* PoolServiceImpl::Serve(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
@@ -612,16 +608,14 @@ struct PoolServiceImpl::BatchState {
   // Settles the limiter for result `index` (an operation naming a handle)
   // and sets its status.
   void Settle(uint32_t index, const absl::Status& status) {
-    if (!admitted.empty()) {
-      const bool took = admitted[index];
-      if (took) --admitted_pending;
-      UnknownHandleLimiter& limiter = service->unknown_handles_;
-      if (status.code() == absl::StatusCode::kNotFound) {
-        watch_limiter = true;  // this client may be in debt from now on
-        limiter.RecordUnknown(Key(), UnknownHandleLimiter::Now(), took);
-      } else if (took) {
-        limiter.Refund(Key(), UnknownHandleLimiter::Now());
-      }
+    const bool took = !admitted.empty() && admitted[index];
+    if (took) --admitted_pending;
+    UnknownHandleLimiter& limiter = service->unknown_handles_;
+    if (status.code() == absl::StatusCode::kNotFound) {
+      watch_limiter = true;  // this client may be in debt from now on
+      limiter.RecordUnknown(Key(), UnknownHandleLimiter::Now(), took);
+    } else if (took) {
+      limiter.Refund(Key(), UnknownHandleLimiter::Now());
     }
     SetResultStatus(status, kMaxResultMessageBytes, result(index));
   }
@@ -634,14 +628,44 @@ struct PoolServiceImpl::BatchState {
 // waits in HTTP/2 flow control. The reactor deletes itself when gRPC is done
 // with the stream, which is after Finish; Finish comes only once every batch
 // read has been answered (or failed to be written), so no completion
-// callback outlives it.
+// callback outlives it. While registered with the service (from the start
+// until OnDone), StartDraining may cancel it.
 class BatchStream final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   BatchStream(PoolServiceImpl* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
-    reading_ = true;
+    if (!service_->RegisterStream(this)) {
+      {
+        absl::MutexLock lock(&mu_);
+        finished_ = true;
+      }
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server is shutting down"));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
     StartRead(&incoming_);
+  }
+
+  // Ends the stream for a shutdown: the client gets UNAVAILABLE once the
+  // batches read are answered; a stream waiting for the client's next
+  // request is cancelled. Thread-safe.
+  void Drain() {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      if (final_status_.ok()) {
+        final_status_ = absl::UnavailableError("server is shutting down");
+      }
+      read_closed_ = true;
+      draining_ = true;
+      next = AdvanceLocked();
+    }
+    Start(next);
   }
 
   void OnReadDone(bool ok) override;
@@ -649,12 +673,16 @@ class BatchStream final
   void OnCancel() override {
     cancelled_.store(true, std::memory_order_release);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->UnregisterStream(this);
+    delete this;
+  }
 
  private:
-  // One batch read and not yet answered: its request and answer (in an
-  // arena, freed once the answer is serialized) and its share of the
-  // payload budget (given back once gRPC has written the answer).
+  // One batch read and not yet answered: its request and results (in an
+  // arena, freed as soon as the answer is serialized), the serialized
+  // answer, and its share of the payload budget (given back once gRPC has
+  // written the answer).
   struct Pending final : PayloadHolder {
     explicit Pending(PayloadBudget* budget) : budget(budget) {}
     ~Pending() override {
@@ -671,21 +699,24 @@ class BatchStream final
         std::make_unique<google::protobuf::Arena>();
     v1::BatchRequest* request = nullptr;
     v1::BatchResponse* response = nullptr;
-    bool done = false;
+    grpc::ByteBuffer answer;
+    bool done = false;    // answer is ready (guarded by the stream's mu_)
+    bool failed = false;  // it could not be serialized
   };
 
   // What to start once mu_ is released (a reaction could run inline).
   struct Next {
     bool write = false;
     bool read = false;
+    bool cancel = false;
     std::optional<grpc::Status> finish;
   };
 
   // Completion of `batch` (on the worker thread, or on the reading thread
   // when the batch was refused whole).
   void OnBatchDone(Pending* batch, const absl::Status& status);
-  // Stops reading; the stream ends with `status` once every batch read has
-  // been answered.
+  // Stops reading; the stream ends with `status` (unless it already has an
+  // error) once every batch read has been answered.
   void EndReading(const absl::Status& status);
   // Decides what to start next. REQUIRES: mu_ held.
   Next AdvanceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -697,19 +728,28 @@ class BatchStream final
   grpc::CallbackServerContext* const context_;
   std::atomic<bool> cancelled_{false};
   grpc::ByteBuffer incoming_;  // the read in flight fills it
-  grpc::ByteBuffer outgoing_;  // the write in flight sends it
   absl::Mutex mu_;
   std::deque<std::unique_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // An answer could not be written in order: no later one is.
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // Drain was called: once every batch read is answered, a read still
+  // waiting for the client is cancelled.
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancel_sent_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
 
 void BatchStream::OnReadDone(bool ok) {
   if (!ok) {  // the client closed its side, or the stream broke
     EndReading(absl::OkStatus());
+    return;
+  }
+  if (service_->draining_.load(std::memory_order_acquire)) {
+    EndReading(absl::UnavailableError("server is shutting down"));
     return;
   }
   if (absl::Status s = service_->CheckBatchSize(incoming_); !s.ok()) {
@@ -761,6 +801,8 @@ void BatchStream::EndReading(const absl::Status& status) {
 }
 
 void BatchStream::OnBatchDone(Pending* batch, const absl::Status& status) {
+  // Until `done` is set, this thread alone touches the batch: the answer is
+  // made here, outside mu_.
   if (!status.ok()) {
     // Refused whole (the channel full, shutting down): every operation
     // says so, and the stream goes on.
@@ -771,6 +813,15 @@ void BatchStream::OnBatchDone(Pending* batch, const absl::Status& status) {
                       batch->response->add_results());
     }
   }
+  bool own_buffer = false;
+  batch->failed =
+      !grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+           *batch->response, &batch->answer, &own_buffer)
+           .ok();
+  // The answer is serialized: the messages are no longer needed.
+  batch->request = nullptr;
+  batch->response = nullptr;
+  batch->arena.reset();
   Next next;
   {
     absl::MutexLock lock(&mu_);
@@ -782,31 +833,29 @@ void BatchStream::OnBatchDone(Pending* batch, const absl::Status& status) {
 
 BatchStream::Next BatchStream::AdvanceLocked() {
   Next next;
-  if (!writing_ && !pending_.empty() && pending_.front()->done) {
-    Pending& head = *pending_.front();
-    bool own_buffer = false;
-    outgoing_.Clear();  // the last answer written
-    const grpc::Status serialized =
-        grpc::SerializationTraits<google::protobuf::Message>::Serialize(
-            *head.response, &outgoing_, &own_buffer);
-    // The answer is in outgoing_ now; the messages are no longer needed.
-    head.arena.reset();
-    head.request = nullptr;
-    head.response = nullptr;
-    if (serialized.ok()) {
-      writing_ = true;
-      next.write = true;
-    } else {
-      pending_.pop_front();
+  while (!writing_ && !pending_.empty() && pending_.front()->done) {
+    if (pending_.front()->failed && !broken_) {
+      broken_ = true;
       read_closed_ = true;
-      final_status_ = absl::InternalError(absl::StrCat(
-          "cannot serialize an answer: ", serialized.error_message()));
+      final_status_ = absl::InternalError("cannot serialize an answer");
     }
+    if (broken_) {
+      pending_.pop_front();  // answers after a missing one would mislead
+      continue;
+    }
+    writing_ = true;
+    next.write = true;
   }
   if (!reading_ && !read_closed_ &&
       pending_.size() < service_->batch_limits_.stream_credit) {
     reading_ = true;
     next.read = true;
+  }
+  if (draining_ && reading_ && !writing_ && pending_.empty() && !cancel_sent_) {
+    // Everything read is answered, and the client has not closed its side:
+    // only a cancellation ends the read now (the client sees CANCELLED).
+    cancel_sent_ = true;
+    next.cancel = true;
   }
   if (read_closed_ && !reading_ && !writing_ && pending_.empty() &&
       !finished_) {
@@ -817,8 +866,17 @@ BatchStream::Next BatchStream::AdvanceLocked() {
 }
 
 void BatchStream::Start(const Next& next) {
-  if (next.write) StartWrite(&outgoing_);
+  if (next.write) {
+    // The head stays in pending_ (and its buffer alive) until OnWriteDone.
+    grpc::ByteBuffer* answer;
+    {
+      absl::MutexLock lock(&mu_);
+      answer = &pending_.front()->answer;
+    }
+    StartWrite(answer);
+  }
   if (next.read) StartRead(&incoming_);
+  if (next.cancel) context_->TryCancel();
   if (next.finish.has_value()) Finish(*next.finish);  // last: may delete this
 }
 
@@ -827,7 +885,7 @@ void BatchStream::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    pending_.pop_front();  // gives its payload budget back
+    pending_.pop_front();  // frees its answer, gives its budget back
     if (!ok) {
       // The client is gone: answer what is left (the worker still
       // completes it), read nothing more.
@@ -836,6 +894,25 @@ void BatchStream::OnWriteDone(bool ok) {
     next = AdvanceLocked();
   }
   Start(next);
+}
+
+void PoolServiceImpl::StartDraining() {
+  absl::MutexLock lock(&streams_mu_);
+  draining_.store(true, std::memory_order_release);
+  // A stream lives until OnDone, which waits for this lock to unregister.
+  for (::poold::BatchStream* stream : streams_) stream->Drain();
+}
+
+bool PoolServiceImpl::RegisterStream(::poold::BatchStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  if (draining_.load(std::memory_order_acquire)) return false;
+  streams_.insert(stream);
+  return true;
+}
+
+void PoolServiceImpl::UnregisterStream(::poold::BatchStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
@@ -950,8 +1027,7 @@ void PoolServiceImpl::SubmitBatch(grpc::CallbackServerContext* context,
                 finish = std::move(finish)](absl::Status status) mutable {
     // Refused as a whole: the tokens its entries took come back.
     for (; state->admitted_pending > 0; --state->admitted_pending) {
-      unknown_handles_.Refund(state->caller.limiter_key,
-                              UnknownHandleLimiter::Now());
+      unknown_handles_.Refund(state->Key(), UnknownHandleLimiter::Now());
     }
     std::move(finish)(status);
   };

@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "poold/v1/pool_service.grpc.pb.h"
 #include "server/caller_identity.h"
@@ -108,7 +110,9 @@ class PoolServiceImpl final : public RawPoolService {
   PoolServiceImpl(const PoolServiceImpl&) = delete;
   PoolServiceImpl& operator=(const PoolServiceImpl&) = delete;
 
-  // From now on every RPC answers UNAVAILABLE ("server is shutting down").
+  // From now on every RPC answers UNAVAILABLE ("server is shutting down");
+  // open BatchStreams end once the batches they read are answered (a
+  // stream waiting for its client's next request is cancelled).
   // Thread-safe.
   void StartDraining();
 
@@ -156,6 +160,11 @@ class PoolServiceImpl final : public RawPoolService {
  private:
   struct BatchState;
   friend class ::poold::BatchStream;
+
+  // Records an open stream, so that StartDraining can end it; false (not
+  // recorded) once draining. Thread-safe.
+  bool RegisterStream(::poold::BatchStream* stream);
+  void UnregisterStream(::poold::BatchStream* stream);
 
   // Runs the batch `request` on the worker, filling `response` (one result
   // per operation), then calls `finish` once: OK, or the error that refused
@@ -279,6 +288,10 @@ class PoolServiceImpl final : public RawPoolService {
   std::atomic<uint64_t> payload_refusals_{0};
   std::function<void(v1::TransportStats*)> connection_stats_;
   const BatchLimits batch_limits_;
+  // Open BatchStreams (from their start until OnDone).
+  absl::Mutex streams_mu_;
+  absl::flat_hash_set<::poold::BatchStream*> streams_
+      ABSL_GUARDED_BY(streams_mu_);
 };
 
 }  // namespace poold

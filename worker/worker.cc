@@ -517,7 +517,7 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
     }
   }
   // Batches go on between slices too, a piece at a time.
-  if (!pending_batches_.empty()) ContinueBatch();
+  if (!pending_batches_.empty() && absl::Now() < limit) ContinueBatch();
 }
 
 pools::DefragStopReason Worker::RunSlices(DefragSession& session,

@@ -356,5 +356,34 @@ TEST_F(BatchRpcTest, AStreamEndsAtABadRequestAfterAnsweringTheOnesBefore) {
   EXPECT_EQ(run.answers[0].results(0).code(), kOk);
 }
 
+TEST_F(BatchRpcTest, DrainingEndsOpenStreamsAndRefusesNewOnes) {
+  StartServer(BatchLimits());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  auto stream = stub_->BatchStream(&context);
+  v1::BatchRequest request;
+  AddAllocate(&request, 0, "x");
+  ASSERT_TRUE(stream->Write(request));
+  v1::BatchResponse answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.results(0).code(), kOk);
+  // The stream now waits for the client's next request: draining ends it
+  // at once, not at its deadline. (The server cancels the read and finishes
+  // the stream UNAVAILABLE; which of the two reaches the client first is
+  // the transport's race.)
+  const absl::Time drained = absl::Now();
+  service_->StartDraining();
+  EXPECT_FALSE(stream->Read(&answer));
+  const grpc::Status ended = stream->Finish();
+  EXPECT_LT(absl::Now() - drained, absl::Seconds(10));
+  EXPECT_THAT(ended.error_code(),
+              ::testing::AnyOf(grpc::StatusCode::CANCELLED,
+                               grpc::StatusCode::UNAVAILABLE))
+      << ended.error_message();
+  StreamRun late = RunStream(stub_.get(), {request});
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(late.answers.empty());
+}
+
 }  // namespace
 }  // namespace poold
