@@ -134,7 +134,11 @@ void Measure(int clients, int server_pid, Step step, Cell* cell) {
 
 class PooldClients {
  public:
-  PooldClients(const std::string& target, int clients) {
+  // `stream`: every batch (depth 1 too) goes over one BatchStream per
+  // connection instead of a Batch call each.
+  PooldClients(const std::string& target, int clients, bool stream)
+      : stream_(stream) {
+    streams_.resize(clients);
     for (int t = 0; t < clients; ++t) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // own connection
@@ -146,10 +150,18 @@ class PooldClients {
     }
   }
 
+  ~PooldClients() {
+    for (Stream& stream : streams_) {
+      if (stream.rw == nullptr) continue;
+      stream.rw->WritesDone();
+      (void)stream.rw->Finish();
+    }
+  }
+
   // One store step of thread t: `depth` new 100-byte blocks.
   int64_t Store(int t, int depth, const std::string& value) {
     grpc::ClientContext context;
-    if (depth == 1) {
+    if (depth == 1 && !stream_) {
       v1::AllocateRequest request;
       request.set_data(value);
       v1::AllocateResponse response;
@@ -162,7 +174,7 @@ class PooldClients {
       request.add_operations()->mutable_allocate()->set_data(value);
     }
     v1::BatchResponse response;
-    if (!stubs_[t]->Batch(&context, request, &response).ok()) return -1;
+    if (!Exchange(t, &context, request, &response)) return -1;
     for (const v1::BatchResult& result : response.results()) {
       if (result.code() != 0) return -1;
       handles_[t].push_back(result.allocate().handle());
@@ -176,7 +188,7 @@ class PooldClients {
     if (mine.empty()) return -1;
     std::uniform_int_distribution<size_t> pick(0, mine.size() - 1);
     grpc::ClientContext context;
-    if (depth == 1) {
+    if (depth == 1 && !stream_) {
       v1::ReadRequest request;
       request.set_handle(mine[pick(random_[t])]);
       v1::ReadResponse response;
@@ -189,7 +201,7 @@ class PooldClients {
           mine[pick(random_[t])]);
     }
     v1::BatchResponse response;
-    if (!stubs_[t]->Batch(&context, request, &response).ok()) return -1;
+    if (!Exchange(t, &context, request, &response)) return -1;
     for (const v1::BatchResult& result : response.results()) {
       if (result.code() != 0) return -1;
     }
@@ -214,6 +226,28 @@ class PooldClients {
   }
 
  private:
+  struct Stream {
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::BatchRequest, v1::BatchResponse>>
+        rw;
+  };
+
+  // One batch of thread t: a Batch call (`context` is the call's), or a
+  // request and its answer on the thread's stream.
+  bool Exchange(int t, grpc::ClientContext* context,
+                const v1::BatchRequest& request, v1::BatchResponse* response) {
+    if (!stream_) return stubs_[t]->Batch(context, request, response).ok();
+    Stream& stream = streams_[t];
+    if (stream.rw == nullptr) {
+      stream.context = std::make_unique<grpc::ClientContext>();
+      stream.rw = stubs_[t]->BatchStream(stream.context.get());
+    }
+    return stream.rw->Write(request) && stream.rw->Read(response);
+  }
+
+  const bool stream_;
+  std::vector<Stream> streams_;
   std::vector<std::unique_ptr<v1::PoolService::Stub>> stubs_;
   std::vector<std::vector<uint64_t>> handles_;
   std::vector<std::mt19937_64> random_;
@@ -371,12 +405,14 @@ int Main() {
       return 1;
     }
     const std::string target = (*server)->tcp_target();
-    RunBackend<PooldClients>(
-        "poold", (*server)->pid(),
-        [&](int clients) {
-          return std::make_unique<PooldClients>(target, clients);
-        },
-        &cells);
+    for (const bool stream : {false, true}) {
+      RunBackend<PooldClients>(
+          stream ? "poold-stream" : "poold", (*server)->pid(),
+          [&](int clients) {
+            return std::make_unique<PooldClients>(target, clients, stream);
+          },
+          &cells);
+    }
     (void)(*server)->Stop();
   }
   {
@@ -408,13 +444,15 @@ int Main() {
               MachineDescription().c_str(), load_before.c_str(),
               LoadAverage().c_str());
   std::printf(
-      "| connections | depth | operation | poold ops/s | redis ops/s | poold / "
-      "redis | poold server CPU/op | redis server CPU/op |\n"
-      "|---|---|---|---|---|---|---|---|\n");
+      "| connections | depth | operation | poold ops/s | poold stream ops/s | "
+      "redis ops/s | poold / redis | stream / redis | poold server CPU/op | "
+      "stream server CPU/op | redis server CPU/op |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int connections : ParseInts(absl::GetFlag(FLAGS_connections))) {
     for (int depth : ParseInts(absl::GetFlag(FLAGS_depths))) {
       for (Op op : {Op::kStore, Op::kRead}) {
         const Cell* p = Find(cells, "poold", connections, depth, op);
+        const Cell* q = Find(cells, "poold-stream", connections, depth, op);
         const Cell* r = Find(cells, "redis", connections, depth, op);
         auto rate = [](const Cell* c) {
           return c != nullptr && c->seconds > 0 && c->error.empty()
@@ -425,11 +463,14 @@ int Main() {
           if (c == nullptr || c->ops == 0 || c->server_cpu_ns < 0) return "?";
           return absl::StrFormat("%.2f us", c->server_cpu_ns / 1e3 / c->ops);
         };
-        std::printf("| %d | %d%s | %s | %.0f | %.0f | %.2f | %s | %s |\n",
-                    connections, depth, depth == 1 ? " (unary)" : "",
-                    op == Op::kStore ? "store" : "read", rate(p), rate(r),
-                    rate(r) > 0 ? rate(p) / rate(r) : 0.0, cpu(p).c_str(),
-                    cpu(r).c_str());
+        std::printf(
+            "| %d | %d%s | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %s | %s | "
+            "%s |\n",
+            connections, depth, depth == 1 ? " (unary)" : "",
+            op == Op::kStore ? "store" : "read", rate(p), rate(q), rate(r),
+            rate(r) > 0 ? rate(p) / rate(r) : 0.0,
+            rate(r) > 0 ? rate(q) / rate(r) : 0.0, cpu(p).c_str(),
+            cpu(q).c_str(), cpu(r).c_str());
       }
     }
   }
@@ -454,7 +495,9 @@ int Main() {
   }
   std::printf(
       "\nstore: poold Allocate with the value (Batch of `depth` allocations "
-      "above depth 1), redis SET; read: poold Read (Batch of reads), redis "
+      "above depth 1; stream: one BatchStream per connection, one batch of "
+      "`depth` in flight, at depth 1 too), redis SET; read: poold Read (Batch "
+      "of reads), redis "
       "GET, of keys stored in the store cell, at random. ops/s: operations "
       "completed in the window over its length; server CPU/op: the server "
       "process's user + system CPU time in the window (10 ms ticks) over "

@@ -20,10 +20,10 @@ def main():
     connections = sorted({c["connections"] for c in cells})
     fig, axes = plt.subplots(1, len(connections), figsize=(5 * len(connections), 4),
                              squeeze=False, sharey=True)
-    styles = {"poold": "-", "redis": "--"}
+    styles = {"poold": "-", "poold-stream": ":", "redis": "--"}
     markers = {"store": "o", "read": "s"}
     for ax, conns in zip(axes[0], connections):
-        for backend in ("poold", "redis"):
+        for backend in ("poold", "poold-stream", "redis"):
             for op in ("store", "read"):
                 points = sorted(
                     (c["depth"], c["ops"] / c["seconds"])
@@ -43,8 +43,8 @@ def main():
         ax.grid(True, which="both", linewidth=0.3)
     axes[0][0].set_ylabel("operations per second")
     axes[0][-1].legend(loc="lower right")
-    fig.suptitle("100-byte values: poold (unary at depth 1, Batch above) "
-                 "against Redis pipelines")
+    fig.suptitle("100-byte values: poold (unary at depth 1, Batch above; "
+                 "BatchStream) against Redis pipelines")
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=100)
 
