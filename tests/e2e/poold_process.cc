@@ -201,6 +201,21 @@ absl::StatusOr<uint64_t> PooldProcess::RssBytes() const {
   return resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+absl::StatusOr<int> PooldProcess::OpenDescriptors() const {
+  const std::string path = absl::StrCat("/proc/", pid(), "/fd");
+  std::error_code error;
+  int count = 0;
+  for (std::filesystem::directory_iterator it(path, error), end;
+       !error && it != end; it.increment(error)) {
+    ++count;
+  }
+  if (error) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot list ", path, ": ", error.message(), " (has poold exited?)"));
+  }
+  return count;
+}
+
 absl::StatusOr<int> PooldProcess::Stop(absl::Duration timeout) {
   if (Running()) {
     if (absl::Status s = Signal(SIGTERM); !s.ok() && Running()) return s;

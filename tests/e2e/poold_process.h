@@ -102,6 +102,9 @@ class PooldProcess {
   // poold's resident set size as the OS reports it (/proc/<pid>/statm,
   // resident pages times the page size). FAILED_PRECONDITION once it exited.
   absl::StatusOr<uint64_t> RssBytes() const;
+  // How many file descriptors poold has open (/proc/<pid>/fd).
+  // FAILED_PRECONDITION once it exited.
+  absl::StatusOr<int> OpenDescriptors() const;
   bool Running() { return process_->Running(); }
   absl::Status Signal(int signal_number) {
     return process_->Signal(signal_number);
