@@ -1,10 +1,12 @@
 // PoolServiceImpl: request -> Command -> worker -> response.
 #include "server/pool_service_impl.h"
 
+#include <cstring>
 #include <deque>
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -16,6 +18,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
 #include "server/proto_convert.h"
@@ -49,6 +52,21 @@ size_t CountBatchOperations(const grpc::ByteBuffer& raw, size_t limit) {
     }
   }
   return count;
+}
+
+// The bytes before a ReadResponse's data when it holds `length` bytes: the
+// tag and length of field 1 (none for an empty one, which proto3 omits).
+std::string ReadResponseHeader(uint64_t length) {
+  using google::protobuf::internal::WireFormatLite;
+  if (length == 0) return std::string();
+  uint8_t header[16];
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteTagToArray(
+      WireFormatLite::MakeTag(v1::ReadResponse::kDataFieldNumber,
+                              WireFormatLite::WIRETYPE_LENGTH_DELIMITED),
+      header);
+  end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(length,
+                                                                      end);
+  return std::string(reinterpret_cast<const char*>(header), end - header);
 }
 
 // A batch's Reads take the payload budget in pieces of at least this.
@@ -147,6 +165,28 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
     Finish(grpc::Status::OK);
   }
 
+  // The serialized answer built in place: `header`, then `body_bytes` that
+  // the caller writes at the returned address (valid until the call
+  // finishes). One thread at a time, like Hold.
+  char* PrepareAnswer(absl::string_view header, uint64_t body_bytes) {
+    prepared_ = grpc::Slice(header.size() + body_bytes);
+    char* start =
+        reinterpret_cast<char*>(const_cast<uint8_t*>(prepared_.begin()));
+    if (!header.empty()) std::memcpy(start, header.data(), header.size());
+    return start + header.size();
+  }
+  // Finishes the call OK with the answer PrepareAnswer began.
+  void FinishWithPreparedAnswer() {
+    FinishWithBytes(grpc::ByteBuffer(&prepared_, 1));
+  }
+  // The same, from one of gRPC's threads (an alarm due now): this thread
+  // goes on at once.
+  void FinishWithPreparedAnswerElsewhere() {
+    finisher_ = std::make_unique<grpc::Alarm>();
+    finisher_->Set(gpr_now(GPR_CLOCK_MONOTONIC),
+                   [this](bool /*fired*/) { FinishWithPreparedAnswer(); });
+  }
+
  private:
   PayloadBudget* const budget_;
   grpc::ByteBuffer* const raw_response_;
@@ -155,12 +195,17 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
     response_.reset();
     request_.reset();
     arena_.reset();
+    prepared_ = grpc::Slice();
   }
 
   std::unique_ptr<google::protobuf::Message> request_;
   std::unique_ptr<google::protobuf::Message> response_;
   std::unique_ptr<google::protobuf::Arena> arena_;
   google::protobuf::Message* response_message_ = nullptr;
+  grpc::Slice prepared_;
+  // Deleted with the call (after Finish): gRPC keeps what the alarm's
+  // callback needs until it has returned.
+  std::unique_ptr<grpc::Alarm> finisher_;
   uint64_t held_bytes_ = 0;
   std::atomic<bool> cancelled_{false};
 };
@@ -383,25 +428,30 @@ grpc::ServerUnaryReactor* PoolServiceImpl::Read(
 
 grpc::ServerUnaryReactor* PoolServiceImpl::ServeRead(
     grpc::CallbackServerContext* context, UnaryCall* call,
-    const v1::ReadRequest* request, v1::ReadResponse* response) {
+    const v1::ReadRequest* request, v1::ReadResponse* /*response*/) {
   absl::StatusOr<ReadOp> op = ReadOpFromProto(*request);
   absl::StatusOr<HandleCall> handle_call = AdmitHandleOp(context, op);
   if (op.ok()) {
-    op->done = [this, context, call, response,
-                handle_call = *std::move(handle_call)](
+    // The worker copies the bytes once, straight into the serialized
+    // answer (a ReadResponse is its one `data` field).
+    op->destination = [this, call](uint64_t length) -> absl::StatusOr<char*> {
+      if (absl::Status s = HoldPayload(call, length); !s.ok()) return s;
+      return call->PrepareAnswer(ReadResponseHeader(length), length);
+    };
+    op->done = [this, context, call, handle_call = *std::move(handle_call)](
                    absl::StatusOr<absl::string_view> data) {
       CountAnswer(context, handle_call, data.status());
       if (!data.ok()) {
         call->FinishWith(data.status());
         return;
       }
-      if (absl::Status s = HoldPayload(call, data->size()); !s.ok()) {
-        call->FinishWith(s);
-        return;
+      if (data->size() > Worker::kCopyPieceBytes) {
+        // gRPC writes as much of an answer as the socket takes inside
+        // Finish: for 64 MiB, milliseconds that the worker must not spend.
+        call->FinishWithPreparedAnswerElsewhere();
+      } else {
+        call->FinishWithPreparedAnswer();
       }
-      // The view points into pool memory, valid only now: copy it.
-      response->mutable_data()->assign(data->data(), data->size());
-      call->FinishWith(absl::OkStatus());
     };
   }
   return Dispatch(context, call, std::move(op));

@@ -31,7 +31,9 @@ template <typename Result>
 using Done = absl::AnyInvocable<void(Result) &&>;
 
 // Allocates a block of `size` bytes (> 0) and copies `data` (at most `size`
-// bytes) to its start.
+// bytes) to its start. In a unary command, data of more than
+// Worker::kCopyPieceBytes is copied in pieces between other commands, and
+// `done` runs after the last one.
 //
 // Owners: a caller with an identity (mutual TLS) sees handles whose upper
 // 32 bits are XORed with its owner mask (the server applies it both ways),
@@ -44,7 +46,9 @@ struct AllocateOp {
   Done<absl::StatusOr<pools::BlockInfo>> done;
 };
 
-// Overwrites bytes [offset, offset + data.size()) of a block.
+// Overwrites bytes [offset, offset + data.size()) of a block. In a unary
+// command, more than Worker::kCopyPieceBytes are copied in pieces between
+// other commands; commands that name the block wait until the last one.
 struct WriteOp {
   uint64_t handle = 0;
   // The handle may carry the mask of any owner that allocated (an
@@ -55,8 +59,21 @@ struct WriteOp {
   Done<absl::Status> done;
 };
 
-// Reads `length` bytes (0: to the end) of a block from `offset`. The view
-// passed to `done` points into pool memory and is valid only during the call.
+// Where a Read's bytes go: called once on the worker thread, with the
+// read's length once its range is checked. Returns a buffer of that many
+// bytes that stays valid until the read's `done` has run, or the error that
+// completes the read instead.
+using ReadDestination = absl::AnyInvocable<absl::StatusOr<char*>(uint64_t)>;
+
+// Reads `length` bytes (0: to the end) of a block from `offset`.
+//
+// With a `destination`, the worker copies the bytes there and passes `done`
+// a view of that buffer. More than Worker::kCopyPieceBytes are copied in
+// pieces between other commands (in a unary command, not in a batch); the
+// block stays as it was meanwhile: commands that name it wait until the
+// copy is over.
+// Without one, the view passed to `done` points into pool memory and is
+// valid only during the call.
 struct ReadOp {
   uint64_t handle = 0;
   // The handle may carry the mask of any owner that allocated (an
@@ -64,6 +81,7 @@ struct ReadOp {
   bool any_owner = false;
   uint64_t offset = 0;
   uint64_t length = 0;
+  ReadDestination destination = nullptr;
   Done<absl::StatusOr<absl::string_view>> done;
 };
 

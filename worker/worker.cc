@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <thread>
@@ -106,8 +107,8 @@ void Worker::Run() {
         if (!command.has_value()) break;
         Execute(*command);
       }
-    } else if (!pending_batches_.empty()) {
-      ContinueBatch();
+    } else if (pieces_pending()) {
+      ContinuePieces();
       // What arrived during the piece runs before the next one.
       for (size_t queued = channel_.size(); queued > 0; --queued) {
         std::optional<Command> command = channel_.TryReceive();
@@ -220,6 +221,10 @@ void Worker::Execute(Command& command) {
   if (type != CommandType::kTriggerDefragmentation) {
     last_command_at_ = command.started_at;
   }
+  Dispatch(command);
+}
+
+void Worker::Dispatch(Command& command) {
   if (command.IsCancelled()) {
     FailCommand(command, absl::CancelledError("the client cancelled"));
   } else if (absl::Now() >= command.deadline) {
@@ -244,6 +249,12 @@ void Worker::Execute(Command& command) {
             }
           } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
             parked = HandleAllocate(command, op);
+          } else if constexpr (std::is_same_v<OpT, WriteOp>) {
+            parked = HandleWrite(command);
+          } else if constexpr (std::is_same_v<OpT, ReadOp>) {
+            parked = HandleRead(command);
+          } else if constexpr (std::is_same_v<OpT, FreeOp>) {
+            parked = HandleFree(command);
           } else {
             Handle(op);
           }
@@ -303,6 +314,14 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
     // does.
     const absl::Time until = start + options_.defrag_slice;
     while (op.next < op.entries.size()) {
+      if (std::optional<uint64_t> block = BlockOf(op.entries[op.next]);
+          block.has_value() && busy_blocks_.contains(*block)) {
+        // The rest of the batch waits for the block (a batch is not
+        // refused here: its earlier entries ran).
+        waiting_for_block_[*block].push_back(std::move(command));
+        ++commands_waiting_for_blocks_;
+        return false;
+      }
       RunBatchEntry(op, op.next++);
       // After every entry: a whole-block Read or the Free of a large block
       // can take long (a vDSO clock read is ~2 % of a small entry's cost).
@@ -368,10 +387,25 @@ void Worker::ContinueBatch() {
 
 bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
   NoteOwner(op.owner);
-  absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
+  // Long data: the first piece with the allocation, the rest in pieces
+  // (data longer than the block goes whole, for Allocate's refusal).
+  const uint64_t size = op.size != 0 ? op.size : op.data.size();
+  const absl::string_view first =
+      op.data.size() <= size ? op.data.substr(0, kCopyPieceBytes) : op.data;
+  absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(size, first);
   const std::optional<uint64_t> growth =
       pools::MemoryLimitGrowth(block.status());
   if (!growth.has_value() || channel_.closed()) {
+    if (block.ok() && first.size() < op.data.size()) {
+      const absl::string_view rest = op.data.substr(first.size());
+      StartLongCopy(LongCopy{.command = std::move(command),
+                             .handle = block->handle,
+                             .offset = first.size(),
+                             .length = rest.size(),
+                             .source = rest,
+                             .block = *block});
+      return true;
+    }
     CompleteOp(op, std::move(block));
     return false;
   }
@@ -420,6 +454,211 @@ uint64_t Worker::Resolve(uint64_t handle, bool any_owner) const {
     return *live;
   }
   return handle;
+}
+
+bool Worker::WaitForBlock(Command& command, uint64_t handle) {
+  if (busy_blocks_.empty() || !busy_blocks_.contains(handle)) return false;
+  if (commands_waiting_for_blocks_ >= options_.channel_capacity) {
+    // Each waiting command holds its request's memory: bound them.
+    FailCommand(command,
+                absl::ResourceExhaustedError(absl::StrCat(
+                    commands_waiting_for_blocks_,
+                    " commands already wait for blocks that long reads or "
+                    "writes keep busy; retry later")));
+    CountCompleted(command);
+    return true;
+  }
+  waiting_for_block_[handle].push_back(std::move(command));
+  ++commands_waiting_for_blocks_;
+  return true;
+}
+
+std::optional<uint64_t> Worker::BlockOf(const BatchEntry& entry) const {
+  return std::visit(
+      [this](const auto& op) -> std::optional<uint64_t> {
+        if constexpr (std::is_same_v<std::decay_t<decltype(op)>, AllocateOp>) {
+          return std::nullopt;
+        } else {
+          return Resolve(op.handle, op.any_owner);
+        }
+      },
+      entry);
+}
+
+bool Worker::HandleWrite(Command& command) {
+  WriteOp& op = std::get<WriteOp>(command.op);
+  const uint64_t handle = Resolve(op.handle, op.any_owner);
+  if (WaitForBlock(command, handle)) return true;
+  if (op.data.size() <= kCopyPieceBytes) {
+    CompleteOp(op, pools_->Write(handle, op.offset, op.data));
+    return false;
+  }
+  // The range is checked before the first byte is written.
+  if (absl::StatusOr<absl::string_view> range =
+          pools_->Read(handle, op.offset, op.data.size());
+      !range.ok()) {
+    CompleteOp(op, range.status());
+    return false;
+  }
+  const uint64_t offset = op.offset;
+  const absl::string_view source = op.data;
+  StartLongCopy(LongCopy{.command = std::move(command),
+                         .handle = handle,
+                         .offset = offset,
+                         .length = source.size(),
+                         .source = source});
+  return true;
+}
+
+bool Worker::HandleRead(Command& command) {
+  ReadOp& op = std::get<ReadOp>(command.op);
+  const uint64_t handle = Resolve(op.handle, op.any_owner);
+  if (WaitForBlock(command, handle)) return true;
+  absl::StatusOr<absl::string_view> bytes =
+      pools_->Read(handle, op.offset, op.length);
+  if (!bytes.ok() || op.destination == nullptr) {
+    CompleteOp(op, std::move(bytes));
+    return false;
+  }
+  absl::StatusOr<char*> to = op.destination(bytes->size());
+  if (!to.ok()) {
+    CompleteOp(op, absl::StatusOr<absl::string_view>(to.status()));
+    return false;
+  }
+  if (bytes->size() <= kCopyPieceBytes) {
+    if (!bytes->empty()) std::memcpy(*to, bytes->data(), bytes->size());
+    CompleteOp(op, absl::StatusOr<absl::string_view>(
+                       absl::string_view(*to, bytes->size())));
+    return false;
+  }
+  const uint64_t offset = op.offset;
+  const uint64_t length = bytes->size();
+  StartLongCopy(LongCopy{.command = std::move(command),
+                         .handle = handle,
+                         .offset = offset,
+                         .length = length,
+                         .destination = *to});
+  return true;
+}
+
+bool Worker::HandleFree(Command& command) {
+  FreeOp& op = std::get<FreeOp>(command.op);
+  const uint64_t handle = Resolve(op.handle, op.any_owner);
+  if (WaitForBlock(command, handle)) return true;
+  CompleteOp(op, pools_->Free(handle));
+  return false;
+}
+
+void Worker::StartLongCopy(LongCopy copy) {
+  busy_blocks_.insert(copy.handle);
+  if (!RunCopyPiece(copy)) long_copies_.push_back(std::move(copy));
+}
+
+bool Worker::RunCopyPiece(LongCopy& copy) {
+  Command& command = copy.command;
+  const absl::Time start = absl::Now();
+  absl::Status stop;
+  // A write, once begun, runs to its end: stopped, it would leave the block
+  // half written.
+  if (command.type() != CommandType::kWrite) {
+    if (command.IsCancelled()) {
+      stop = absl::CancelledError("the client cancelled");
+    } else if (start >= command.deadline) {
+      stop = absl::DeadlineExceededError(
+          "the deadline passed while the block's bytes were being copied");
+    }
+  }
+  // A piece is as long as a defragmentation slice would be now (a quarter
+  // of one while requests keep arriving).
+  const absl::Time until = start + SliceBudget(start);
+  while (stop.ok() && copy.copied < copy.length) {
+    const uint64_t n = std::min(kCopyPieceBytes, copy.length - copy.copied);
+    const uint64_t at = copy.offset + copy.copied;
+    // The block is looked up again for each piece: it is busy (neither
+    // written nor freed by anyone else), but the engine may have moved it.
+    if (copy.destination != nullptr) {
+      absl::StatusOr<absl::string_view> bytes =
+          pools_->Read(copy.handle, at, n);
+      if (!bytes.ok()) {
+        stop = bytes.status();
+        break;
+      }
+      std::memcpy(copy.destination + copy.copied, bytes->data(), n);
+    } else {
+      stop = pools_->Write(copy.handle, at, copy.source.substr(copy.copied, n));
+      if (!stop.ok()) break;
+    }
+    copy.copied += n;
+    if (absl::Now() >= until) break;
+  }
+  if (stop.ok() && copy.copied < copy.length) return false;
+  std::visit(
+      [this, &copy, &stop](auto& op) {
+        using OpT = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<OpT, ReadOp>) {
+          CompleteOp(op, stop.ok() ? absl::StatusOr<absl::string_view>(
+                                         absl::string_view(copy.destination,
+                                                           copy.length))
+                                   : absl::StatusOr<absl::string_view>(stop));
+        } else if constexpr (std::is_same_v<OpT, WriteOp>) {
+          CompleteOp(op, stop);
+        } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
+          if (!stop.ok()) {
+            // Nobody was told the handle: the block goes.
+            if (absl::Status freed = pools_->Free(copy.handle); !freed.ok()) {
+              LOG(WARNING) << "worker: freeing an allocation stopped midway: "
+                           << freed;
+            }
+            CompleteOp(op, absl::StatusOr<pools::BlockInfo>(stop));
+          } else {
+            CompleteOp(op, absl::StatusOr<pools::BlockInfo>(copy.block));
+          }
+        } else {
+          LOG(FATAL) << "a long copy of a command that copies no block";
+        }
+      },
+      command.op);
+  CountCompleted(command);
+  ReleaseBlock(copy.handle);
+  return true;
+}
+
+void Worker::ContinueLongCopy() {
+  LongCopy copy = std::move(long_copies_.front());
+  long_copies_.pop_front();
+  last_command_at_ = absl::Now();
+  ran_since_maintenance_ = true;
+  ran_since_trim_ = true;
+  if (!RunCopyPiece(copy)) long_copies_.push_back(std::move(copy));
+}
+
+void Worker::ContinuePieces() {
+  const bool copy = !long_copies_.empty() &&
+                    (pending_batches_.empty() || !last_piece_was_copy_);
+  last_piece_was_copy_ = copy;
+  if (copy) {
+    ContinueLongCopy();
+  } else {
+    ContinueBatch();
+  }
+}
+
+void Worker::ReleaseBlock(uint64_t handle) {
+  busy_blocks_.erase(handle);
+  auto it = waiting_for_block_.find(handle);
+  if (it == waiting_for_block_.end()) return;
+  std::deque<Command> waiting = std::move(it->second);
+  waiting_for_block_.erase(it);
+  // In order; one of them may make the block busy again, and those after
+  // it then wait again, still in order.
+  for (Command& command : waiting) {
+    --commands_waiting_for_blocks_;
+    if (command.type() == CommandType::kBatch) {
+      pending_batches_.push_back(std::move(command));
+    } else {
+      Dispatch(command);
+    }
+  }
 }
 
 void Worker::Handle(WriteOp& op) {
@@ -516,8 +755,8 @@ void Worker::ServeBetweenSlices(absl::Time limit) {
       Execute(*next);
     }
   }
-  // Batches go on between slices too, a piece at a time.
-  if (!pending_batches_.empty() && absl::Now() < limit) ContinueBatch();
+  // Batches and long copies go on between slices too, a piece at a time.
+  if (pieces_pending() && absl::Now() < limit) ContinuePieces();
 }
 
 pools::DefragStopReason Worker::RunSlices(DefragSession& session,

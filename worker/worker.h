@@ -13,7 +13,9 @@
 #include <optional>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "worker/auto_defrag_policy.h"
 #include "worker/channel.h"
@@ -42,6 +44,12 @@ namespace poold {
 // A batch (BatchOp) is one command: its entries run in order, in pieces of
 // at most defrag_slice, and the commands that arrived meanwhile (and the
 // pieces of other batches) run between its pieces.
+// A Read (with a destination), Write or Allocate of more than
+// kCopyPieceBytes copies its bytes the same way: in pieces of at most
+// defrag_slice, with other commands between them. Its block is busy until
+// the copy is over: a command or batch entry that names it waits (up to
+// channel_capacity of them; beyond, RESOURCE_EXHAUSTED) and runs, in order,
+// once it is done.
 // With options.auto_defrag.enabled, the worker also defragments on its own:
 // at each maintenance tick after the look interval, AutoDefragPolicy decides
 // from the pools' statistics whether a run pays, and a run then goes one
@@ -58,6 +66,10 @@ namespace poold {
 // Submit is thread-safe and never blocks; Stop is called by the owner.
 class Worker {
  public:
+  // Bytes copied between two reads of the clock in a long copy (tens of
+  // microseconds).
+  static constexpr uint64_t kCopyPieceBytes = 256 << 10;
+
   struct Options {
     // Commands the channel holds; further Submits are refused. > 0.
     size_t channel_capacity = 1024;
@@ -148,6 +160,9 @@ class Worker {
   // waits for room under the memory limit, later (it is moved out of
   // `command`). Worker thread only.
   void Execute(Command& command);
+  // Execute without the queue-wait accounting: for a command that waited
+  // for a busy block.
+  void Dispatch(Command& command);
 
   // Counts `command` as completed, with its service time. Worker thread
   // only.
@@ -166,7 +181,8 @@ class Worker {
   // Runs entries of `command`'s batch `op` from op.next for about a slice's
   // time (or completes the rest with CANCELLED or DEADLINE_EXCEEDED). Returns
   // true when the batch is complete; false when entries are left, in which
-  // case `command` was moved to the back of pending_batches_.
+  // case `command` was moved to the back of pending_batches_ (or, when the
+  // next entry names a busy block, to the commands waiting for it).
   bool RunBatchPiece(Command& command, BatchOp& op);
   // Runs the entry at `position` of the batch `op` (after op.admit, for one
   // that names a handle).
@@ -177,6 +193,49 @@ class Worker {
   void Handle(WriteOp& op);
   void Handle(ReadOp& op);
   void Handle(FreeOp& op);
+  // The unary commands that name a block: each completes `command` (and
+  // returns false), or takes it (returns true): it waits for its busy
+  // block, or its copy goes on in pieces, and is completed and counted
+  // later.
+  bool HandleWrite(Command& command);
+  bool HandleRead(Command& command);
+  bool HandleFree(Command& command);
+  // When `handle` is busy, takes `command`: it waits for the block
+  // (returns true), or, past channel_capacity waiting, is completed with
+  // RESOURCE_EXHAUSTED and counted (returns true as well).
+  bool WaitForBlock(Command& command, uint64_t handle);
+  // A batch entry's block, as the engine knows it; nullopt for an Allocate.
+  std::optional<uint64_t> BlockOf(const BatchEntry& entry) const;
+
+  // A Read, Write or Allocate whose bytes are copied in pieces.
+  struct LongCopy {
+    Command command;
+    uint64_t handle = 0;  // the block, busy until the copy is over
+    uint64_t offset = 0;  // where in the block the copy starts
+    uint64_t length = 0;
+    uint64_t copied = 0;
+    char* destination = nullptr;    // a Read's buffer
+    absl::string_view source = {};  // a Write's or an Allocate's bytes
+    pools::BlockInfo block = {};    // an Allocate's block
+  };
+  // Marks copy.handle busy and runs the copy's first piece; the rest goes
+  // on from long_copies_.
+  void StartLongCopy(LongCopy copy);
+  // Copies for about a slice's time (or stops the copy when its client
+  // cancelled or its deadline passed). When the copy is over: completes
+  // and counts its command, frees the block of an Allocate that did not
+  // finish, releases the block, and returns true.
+  bool RunCopyPiece(LongCopy& copy);
+  // Runs the next piece of the copy at the front of long_copies_.
+  void ContinueLongCopy();
+  // Runs the next piece of a batch or of a long copy, in turns.
+  void ContinuePieces();
+  bool pieces_pending() const {
+    return !pending_batches_.empty() || !long_copies_.empty();
+  }
+  // `handle` is no longer busy: runs the commands that waited for it, in
+  // order (a batch goes back to pending_batches_).
+  void ReleaseBlock(uint64_t handle);
   // The handle to look up for `handle`: itself, or for an operator's call
   // (`any_owner`) the live block's handle when `handle` is it under a
   // recorded owner's mask.
@@ -260,6 +319,15 @@ class Worker {
   // Batches begun and not finished, each waiting for its next piece (in the
   // order their pieces run).
   std::deque<Command> pending_batches_;
+  // Reads, writes and allocations copied in pieces (in the order their
+  // pieces run), the blocks they keep busy, the commands waiting for a busy
+  // block (per block, in order) and how many those are.
+  std::deque<LongCopy> long_copies_;
+  absl::flat_hash_set<uint64_t> busy_blocks_;
+  absl::flat_hash_map<uint64_t, std::deque<Command>> waiting_for_block_;
+  size_t commands_waiting_for_blocks_ = 0;
+  // Which kind of piece ran last (ContinuePieces takes turns).
+  bool last_piece_was_copy_ = false;
   // Allocations refused by the memory limit, waiting for a defragmentation
   // to make room (oldest first).
   std::deque<Command> waiting_for_room_;

@@ -291,5 +291,42 @@ TEST_F(DataE2eTest, RoundTripAndExactDefragmentation) {
   }
 }
 
+// Reads and writes of every length, short ones (copied in one piece, the
+// answer built in place) and long ones (copied in pieces between other
+// commands, the answer sent from another thread), whole and in part.
+TEST_F(DataE2eTest, ReadsAndWritesOfEveryLengthComeBackWhole) {
+  std::mt19937_64 random(7);
+  for (const uint64_t size :
+       {uint64_t{1}, uint64_t{100}, uint64_t{70000}, uint64_t{256 << 10},
+        uint64_t{(256 << 10) + 1}, uint64_t{(5 << 20) + 3}}) {
+    std::string bytes(size, '\0');
+    for (char& c : bytes) c = static_cast<char>(random());
+    v1::AllocateResponse allocated;
+    ASSERT_TRUE(client_->Allocate(size, bytes, &allocated).ok()) << size;
+    std::string data;
+    ASSERT_TRUE(client_->Read(allocated.handle(), 0, 0, &data).ok()) << size;
+    EXPECT_TRUE(data == bytes) << size;
+    // The second half, then nothing at the very end.
+    ASSERT_TRUE(client_->Read(allocated.handle(), size / 2, 0, &data).ok());
+    EXPECT_TRUE(data == bytes.substr(size / 2)) << size;
+    ASSERT_TRUE(client_->Read(allocated.handle(), size, 0, &data).ok());
+    EXPECT_TRUE(data.empty()) << size;
+    // A write of all but the first byte, read back.
+    std::string fresh(size - 1, '\0');
+    for (char& c : fresh) c = static_cast<char>(random());
+    ASSERT_TRUE(client_->Write(allocated.handle(), 1, fresh).ok()) << size;
+    ASSERT_TRUE(client_->Read(allocated.handle(), 0, 0, &data).ok());
+    EXPECT_TRUE(data == bytes.substr(0, 1) + fresh) << size;
+    // Past the end: refused, nothing changed.
+    EXPECT_EQ(client_->Write(allocated.handle(), 2, fresh).error_code(),
+              grpc::StatusCode::OUT_OF_RANGE);
+    EXPECT_EQ(client_->Read(allocated.handle(), 1, size, &data).error_code(),
+              grpc::StatusCode::OUT_OF_RANGE);
+    ASSERT_TRUE(client_->Read(allocated.handle(), 0, 0, &data).ok());
+    EXPECT_TRUE(data == bytes.substr(0, 1) + fresh) << size;
+    ASSERT_TRUE(client_->Free(allocated.handle()).ok());
+  }
+}
+
 }  // namespace
 }  // namespace poold::testing

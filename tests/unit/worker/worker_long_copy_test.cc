@@ -1,0 +1,394 @@
+// Tests of long copies on the worker: a Read, Write or Allocate of more than
+// Worker::kCopyPieceBytes is copied in pieces with other commands between
+// them, its block stays as it was meanwhile (commands that name it wait, in
+// order), and a cancellation in the middle leaves nothing behind.
+#include <atomic>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/worker.h"
+
+namespace poold {
+namespace {
+
+// 16 MiB: 64 pieces of Worker::kCopyPieceBytes.
+constexpr uint64_t kLarge = 16 << 20;
+
+std::unique_ptr<pools::PoolSet> MakePools() {
+  pools::PoolSetOptions options;
+  options.handle_key = 78;
+  return *pools::PoolSet::Create(options);
+}
+
+// A worker whose slices end after one piece of a copy.
+Worker::Options OnePieceAtATime(size_t channel_capacity = 64) {
+  return {.channel_capacity = channel_capacity,
+          .defrag_slice = absl::Nanoseconds(1)};
+}
+
+// Where each completion came in, one counter for all of them.
+class Timeline {
+ public:
+  int Take(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    order_.push_back(what);
+    return static_cast<int>(order_.size()) - 1;
+  }
+  std::vector<std::string> order() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return order_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> order_;
+};
+
+// `size` bytes that differ from one place to the next, from `seed`.
+std::string Pattern(uint64_t size, int seed) {
+  std::string bytes(size, '\0');
+  for (uint64_t k = 0; k < size; ++k) {
+    bytes[k] = static_cast<char>((k * 7 + seed) % 251);
+  }
+  return bytes;
+}
+
+absl::StatusOr<uint64_t> AllocateNow(Worker& worker, const std::string& data) {
+  std::promise<absl::StatusOr<pools::BlockInfo>> done;
+  Command command;
+  command.op = AllocateOp{.size = data.size(),
+                          .data = data,
+                          .done = [&](absl::StatusOr<pools::BlockInfo> block) {
+                            done.set_value(std::move(block));
+                          }};
+  EXPECT_TRUE(worker.Submit(std::move(command)));
+  absl::StatusOr<pools::BlockInfo> block = done.get_future().get();
+  if (!block.ok()) return block.status();
+  return block->handle;
+}
+
+// A whole-block Read into its own buffer; `on_destination` runs on the
+// worker when the buffer is asked for (before the first byte is copied).
+struct LongRead {
+  std::string buffer;
+  std::promise<absl::StatusOr<std::string>> done;
+
+  Command Make(uint64_t handle, Timeline* timeline,
+               absl::AnyInvocable<void()> on_destination = nullptr) {
+    Command command;
+    command.op = ReadOp{
+        .handle = handle,
+        .destination = [this, on_destination = std::move(on_destination)](
+                           uint64_t length) mutable -> absl::StatusOr<char*> {
+          buffer.resize(length);
+          if (on_destination) on_destination();
+          return buffer.data();
+        },
+        .done =
+            [this, timeline](absl::StatusOr<absl::string_view> data) {
+              timeline->Take("long read");
+              if (!data.ok()) {
+                done.set_value(data.status());
+              } else {
+                done.set_value(std::string(*data));
+              }
+            }};
+    return command;
+  }
+};
+
+// A Read of the first `length` bytes of `handle`, as a view.
+Command SmallRead(uint64_t handle, uint64_t length, const std::string& name,
+                  Timeline* timeline,
+                  std::promise<absl::StatusOr<std::string>>* done) {
+  Command command;
+  command.op = ReadOp{.handle = handle,
+                      .length = length,
+                      .done = [=](absl::StatusOr<absl::string_view> data) {
+                        timeline->Take(name);
+                        done->set_value(data.ok() ? absl::StatusOr<std::string>(
+                                                        std::string(*data))
+                                                  : data.status());
+                      }};
+  return command;
+}
+
+// The position of `name` in `order`; -1 when absent.
+int Position(const std::vector<std::string>& order, const std::string& name) {
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (order[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+TEST(WorkerLongCopyTest, ALongReadLetsOtherCommandsRunBetweenItsPieces) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  const std::string large = Pattern(kLarge, 1);
+  const std::string small = Pattern(100, 2);
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, small);
+  ASSERT_TRUE(a.ok() && b.ok());
+  Timeline timeline;
+  LongRead read;
+  std::promise<absl::StatusOr<std::string>> small_done;
+  // The small read is queued before the long read's first byte is copied.
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    ASSERT_TRUE(
+        worker.Submit(SmallRead(*b, 0, "small read", &timeline, &small_done)));
+  })));
+  EXPECT_TRUE(*read.done.get_future().get() == large);
+  EXPECT_EQ(*small_done.get_future().get(), small);
+  EXPECT_EQ(timeline.order(),
+            (std::vector<std::string>{"small read", "long read"}));
+}
+
+TEST(WorkerLongCopyTest, WithSlicesLongerThanTheCopyItRunsWhole) {
+  // The same with a one-second slice: nothing comes between the pieces.
+  Worker worker({.channel_capacity = 64, .defrag_slice = absl::Seconds(1)},
+                MakePools());
+  const std::string large = Pattern(kLarge, 1);
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  Timeline timeline;
+  LongRead read;
+  std::promise<absl::StatusOr<std::string>> small_done;
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    ASSERT_TRUE(
+        worker.Submit(SmallRead(*b, 0, "small read", &timeline, &small_done)));
+  })));
+  EXPECT_TRUE(*read.done.get_future().get() == large);
+  small_done.get_future().wait();
+  EXPECT_EQ(timeline.order(),
+            (std::vector<std::string>{"long read", "small read"}));
+}
+
+TEST(WorkerLongCopyTest, AWriteAndAFreeOfABusyBlockWaitForTheRead) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  const std::string large = Pattern(kLarge, 1);
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
+  ASSERT_TRUE(a.ok());
+  Timeline timeline;
+  LongRead read;
+  std::promise<absl::Status> write_done;
+  std::promise<absl::StatusOr<std::string>> reread_done;
+  std::promise<absl::Status> free_done;
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    Command write;
+    write.op = WriteOp{.handle = *a,
+                       .offset = kLarge / 2,
+                       .data = "new bytes",
+                       .done = [&](absl::Status status) {
+                         timeline.Take("write");
+                         write_done.set_value(status);
+                       }};
+    ASSERT_TRUE(worker.Submit(std::move(write)));
+    ASSERT_TRUE(
+        worker.Submit(SmallRead(*a, 0, "reread", &timeline, &reread_done)));
+    Command free;
+    free.op = FreeOp{.handle = *a, .done = [&](absl::Status status) {
+                       timeline.Take("free");
+                       free_done.set_value(status);
+                     }};
+    ASSERT_TRUE(worker.Submit(std::move(free)));
+  })));
+  // The read saw the block as it was when it began, whole.
+  EXPECT_TRUE(*read.done.get_future().get() == large);
+  EXPECT_TRUE(write_done.get_future().get().ok());
+  absl::StatusOr<std::string> reread = reread_done.get_future().get();
+  ASSERT_TRUE(reread.ok()) << reread.status();
+  EXPECT_EQ(reread->substr(kLarge / 2, 9), "new bytes");
+  EXPECT_TRUE(free_done.get_future().get().ok());
+  // They waited, and then ran in the order they came.
+  EXPECT_EQ(timeline.order(),
+            (std::vector<std::string>{"long read", "write", "reread", "free"}));
+}
+
+TEST(WorkerLongCopyTest, ABatchEntryThatNamesABusyBlockWaitsForIt) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  const std::string large = Pattern(kLarge, 3);
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  Timeline timeline;
+  LongRead read;
+  std::promise<absl::Status> batch_done;
+  std::string first_of_a;
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    BatchOp batch;
+    batch.entries.emplace_back(ReadOp{
+        .handle = *b, .done = [&](absl::StatusOr<absl::string_view> data) {
+          EXPECT_TRUE(data.ok());
+          timeline.Take("entry of b");
+        }});
+    batch.entries.emplace_back(
+        WriteOp{.handle = *a, .data = "zz", .done = [&](absl::Status status) {
+                  EXPECT_TRUE(status.ok());
+                  timeline.Take("entry of a");
+                }});
+    batch.done = [&](absl::Status status) { batch_done.set_value(status); };
+    Command command;
+    command.op = std::move(batch);
+    ASSERT_TRUE(worker.Submit(std::move(command)));
+  })));
+  EXPECT_TRUE(*read.done.get_future().get() == large);
+  EXPECT_TRUE(batch_done.get_future().get().ok());
+  // The entry of another block ran between the pieces; the write of the
+  // busy block waited for the read's end.
+  EXPECT_EQ(timeline.order(), (std::vector<std::string>{
+                                  "entry of b", "long read", "entry of a"}));
+}
+
+TEST(WorkerLongCopyTest, ALongWriteIsSeenWholeByTheCommandsAfterIt) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 1));
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string fresh = Pattern(kLarge, 9);
+  Timeline timeline;
+  // A long read holds the block while the write and two reads queue up.
+  LongRead read;
+  std::promise<absl::Status> write_done;
+  std::promise<absl::StatusOr<std::string>> tail_done;
+  std::promise<absl::StatusOr<std::string>> other_done;
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    Command write;
+    write.op =
+        WriteOp{.handle = *a, .data = fresh, .done = [&](absl::Status status) {
+                  timeline.Take("write");
+                  write_done.set_value(status);
+                }};
+    ASSERT_TRUE(worker.Submit(std::move(write)));
+    ASSERT_TRUE(
+        worker.Submit(SmallRead(*a, 0, "read of a", &timeline, &tail_done)));
+  })));
+  ASSERT_TRUE(read.done.get_future().get().ok());
+  // Now the write is in its pieces: a read of another block runs between.
+  ASSERT_TRUE(
+      worker.Submit(SmallRead(*b, 0, "read of b", &timeline, &other_done)));
+  EXPECT_TRUE(write_done.get_future().get().ok());
+  absl::StatusOr<std::string> after = tail_done.get_future().get();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(*after == fresh);
+  EXPECT_TRUE(other_done.get_future().get().ok());
+  const std::vector<std::string> order = timeline.order();
+  EXPECT_LT(Position(order, "write"), Position(order, "read of a"));
+}
+
+TEST(WorkerLongCopyTest, ALongAllocationCancelledMidwayLeavesNoBlock) {
+  Worker worker({.channel_capacity = 8,
+                 .start_paused = true,
+                 .defrag_slice = absl::Nanoseconds(1)},
+                MakePools());
+  const std::string large = Pattern(kLarge, 5);
+  std::atomic<bool> cancelled{false};
+  std::promise<absl::StatusOr<pools::BlockInfo>> allocated;
+  Command allocate;
+  allocate.cancelled = &cancelled;
+  allocate.op = AllocateOp{.size = kLarge,
+                           .data = large,
+                           .done = [&](absl::StatusOr<pools::BlockInfo> b) {
+                             allocated.set_value(std::move(b));
+                           }};
+  ASSERT_TRUE(worker.Submit(std::move(allocate)));
+  // Runs after the allocation's first piece: the client goes away.
+  Command stats;
+  stats.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
+    EXPECT_EQ(snapshot->pools.total.blocks, 1u);
+    cancelled.store(true, std::memory_order_release);
+  }};
+  ASSERT_TRUE(worker.Submit(std::move(stats)));
+  worker.Resume();
+  EXPECT_EQ(allocated.get_future().get().status().code(),
+            absl::StatusCode::kCancelled);
+  std::promise<StatsSnapshot> after;
+  Command stats_after;
+  stats_after.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
+    after.set_value(*std::move(snapshot));
+  }};
+  ASSERT_TRUE(worker.Submit(std::move(stats_after)));
+  EXPECT_EQ(after.get_future().get().pools.total.blocks, 0u);
+}
+
+TEST(WorkerLongCopyTest, ALongReadCancelledMidwayAnswersCancelled) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 1));
+  ASSERT_TRUE(a.ok());
+  Timeline timeline;
+  LongRead read;
+  std::atomic<bool> cancelled{false};
+  Command command = read.Make(*a, &timeline, [&] {
+    Command stats;
+    stats.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot>) {
+      cancelled.store(true, std::memory_order_release);
+    }};
+    ASSERT_TRUE(worker.Submit(std::move(stats)));
+  });
+  command.cancelled = &cancelled;
+  ASSERT_TRUE(worker.Submit(std::move(command)));
+  EXPECT_EQ(read.done.get_future().get().status().code(),
+            absl::StatusCode::kCancelled);
+  // The block is no longer busy: a Free runs at once.
+  std::promise<absl::Status> freed;
+  Command free;
+  free.op =
+      FreeOp{.handle = *a, .done = [&](absl::Status s) { freed.set_value(s); }};
+  ASSERT_TRUE(worker.Submit(std::move(free)));
+  EXPECT_TRUE(freed.get_future().get().ok());
+}
+
+TEST(WorkerLongCopyTest, CommandsWaitingForBusyBlocksAreBounded) {
+  // channel_capacity 4: four commands may wait; the fifth is refused.
+  Worker worker(OnePieceAtATime(/*channel_capacity=*/4), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 1));
+  ASSERT_TRUE(a.ok());
+  Timeline timeline;
+  LongRead read;
+  std::vector<std::promise<absl::StatusOr<std::string>>> waiting(5);
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(
+          worker.Submit(SmallRead(*a, 1, "waiting", &timeline, &waiting[i])));
+    }
+    // Runs after those three wait: two more.
+    Command stats;
+    stats.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot>) {
+      for (int i = 3; i < 5; ++i) {
+        ASSERT_TRUE(
+            worker.Submit(SmallRead(*a, 1, "waiting", &timeline, &waiting[i])));
+      }
+    }};
+    ASSERT_TRUE(worker.Submit(std::move(stats)));
+  })));
+  ASSERT_TRUE(read.done.get_future().get().ok());
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(waiting[i].get_future().get().ok()) << i;
+  }
+  const absl::Status refused = waiting[4].get_future().get().status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.message()),
+              ::testing::HasSubstr("commands already wait"));
+}
+
+TEST(WorkerLongCopyTest, ALongAllocationKeepsItsBytes) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  const std::string large = Pattern(kLarge + 12345, 4);
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
+  ASSERT_TRUE(a.ok()) << a.status();
+  Timeline timeline;
+  LongRead read;
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline)));
+  EXPECT_TRUE(*read.done.get_future().get() == large);
+}
+
+}  // namespace
+}  // namespace poold
