@@ -14,6 +14,8 @@
 #      each of CHURN_RATES allocations per second -> churn-RATE.md/.json/.png
 #   9. small values, unary calls and batches against Redis pipelines:
 #      pipeline_bench                  -> pipeline.md/.json/.png
+#  10. small reads beside a client of 64 MiB blocks: stall_bench
+#                                       -> stall.md
 #   plus machine.txt (nproc, CPU model, kernel, load before and after).
 #
 #   tests/bench/run_all.sh [--build DIR] [--out DIR] [--only LIST]
@@ -22,7 +24,7 @@
 #   cmake -S . -B build -G Ninja && ninja -C build engine_bench frag_bench
 #   service_bench pause_bench). --out: where the results go (default
 #   bench-results). --only: a comma-separated subset of frag,engine,service,
-#   pause,mixed,churn,pipeline.
+#   pause,mixed,churn,pipeline,stall.
 #
 # Scales (environment variables; with the defaults the suite took 12 minutes
 # on 2 quiet cores, half of it the fragmentation workloads; FRAG_SCALE=0.25
@@ -42,13 +44,14 @@
 #                             both modes per rate (about 6 minutes each)
 #   CHURN_SECONDS=150         churn_bench --seconds (per mode)
 #   PIPELINE_DEPTHS=1,4,16,64,256  pipeline_bench --depths (about 1 minute)
+#   STALL_SECONDS=5           stall_bench --seconds (per phase; 4 phases)
 #   PYTHON=/usr/bin/python3   Debian's Python, which has python3-matplotlib
 #                             for the plot (a pyenv python3 may not)
 set -euo pipefail
 
 build=build
 out=bench-results
-only=frag,engine,service,pause,mixed,churn,pipeline
+only=frag,engine,service,pause,mixed,churn,pipeline,stall
 while (($# > 0)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -76,6 +79,7 @@ done
 : "${CHURN_RATES:=500,2000}"
 : "${CHURN_SECONDS:=150}"
 : "${PIPELINE_DEPTHS:=1,4,16,64,256}"
+: "${STALL_SECONDS:=5}"
 : "${PYTHON:=/usr/bin/python3}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -91,6 +95,7 @@ wanted mixed && [[ ! -x "${bench}/mixed_bench" ]] && missing+=(mixed_bench)
 wanted churn && [[ ! -x "${bench}/churn_bench" ]] && missing+=(churn_bench)
 wanted pipeline && [[ ! -x "${bench}/pipeline_bench" ]] &&
   missing+=(pipeline_bench)
+wanted stall && [[ ! -x "${bench}/stall_bench" ]] && missing+=(stall_bench)
 if ((${#missing[@]} > 0)); then
   echo "run_all.sh: not built in ${build}: ${missing[*]}" >&2
   echo "  build them: ninja -C ${build} ${missing[*]}" >&2
@@ -192,6 +197,11 @@ if wanted pipeline; then
     "${PYTHON}" "${here}/plot_pipeline.py" "${out}/pipeline.json" \
       "${out}/pipeline.png"
   fi
+fi
+
+if wanted stall; then
+  step "10. Small reads beside a client of 64 MiB blocks" stall.md \
+    "${bench}/stall_bench" --seconds="${STALL_SECONDS}"
 fi
 
 echo "uptime after: $(uptime)" >> "${out}/machine.txt"
