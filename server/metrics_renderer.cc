@@ -144,6 +144,14 @@ void WriteWorker(PrometheusText& text, const MetricsInput& input) {
               "Allocations waiting for a defragmentation to make room under "
               "--memory_limit_bytes.",
               worker.allocations_waiting_for_room());
+  text.Single("poold_long_copies_in_progress", "gauge",
+              "Reads, writes and allocations of more than 256 KiB being "
+              "copied in pieces.",
+              worker.long_copies_in_progress());
+  text.Single("poold_commands_waiting_for_blocks", "gauge",
+              "Requests and batches waiting for a block that a long copy "
+              "keeps busy.",
+              worker.commands_waiting_for_blocks());
 
   text.Family("poold_rpc_completed_total", "counter",
               "Commands the worker completed (any status), by RPC method.");

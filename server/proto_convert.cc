@@ -193,6 +193,8 @@ void WorkerStatsToProto(const WorkerStats& stats, v1::WorkerStats* proto) {
   proto->set_memory_limit_defragmentations(stats.memory_limit_defragmentations);
   proto->set_automatic_defragmentations(stats.automatic_defragmentations);
   proto->set_allocations_waiting_for_room(stats.allocations_waiting_for_room);
+  proto->set_long_copies_in_progress(stats.long_copies_in_progress);
+  proto->set_commands_waiting_for_blocks(stats.commands_waiting_for_blocks);
   proto->set_heap_trims(stats.heap_trims);
   proto->set_heap_bytes_released(stats.heap_bytes_released);
   for (size_t i = 0; i < kCommandTypeCount; ++i) {

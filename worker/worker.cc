@@ -238,7 +238,8 @@ void Worker::Dispatch(Command& command) {
           if constexpr (std::is_same_v<OpT, DefragOp>) {
             RunDefrag(command, op);
           } else if constexpr (std::is_same_v<OpT, BatchOp>) {
-            if (pending_batches_.size() >= options_.channel_capacity) {
+            if (pending_batches_.size() + batches_waiting_for_blocks_ >=
+                options_.channel_capacity) {
               // Each batch begun holds its request's memory: bound them.
               CompleteOp(op, absl::ResourceExhaustedError(absl::StrCat(
                                  pending_batches_.size(),
@@ -319,7 +320,7 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
         // The rest of the batch waits for the block (a batch is not
         // refused here: its earlier entries ran).
         waiting_for_block_[*block].push_back(std::move(command));
-        ++commands_waiting_for_blocks_;
+        ++batches_waiting_for_blocks_;
         return false;
       }
       RunBatchEntry(op, op.next++);
@@ -387,25 +388,13 @@ void Worker::ContinueBatch() {
 
 bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
   NoteOwner(op.owner);
-  // Long data: the first piece with the allocation, the rest in pieces
-  // (data longer than the block goes whole, for Allocate's refusal).
-  const uint64_t size = op.size != 0 ? op.size : op.data.size();
-  const absl::string_view first =
-      op.data.size() <= size ? op.data.substr(0, kCopyPieceBytes) : op.data;
-  absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(size, first);
+  std::optional<absl::StatusOr<pools::BlockInfo>> made =
+      AllocateFirstPiece(command);
+  if (!made.has_value()) return true;  // its long copy has it
+  absl::StatusOr<pools::BlockInfo> block = *std::move(made);
   const std::optional<uint64_t> growth =
       pools::MemoryLimitGrowth(block.status());
   if (!growth.has_value() || channel_.closed()) {
-    if (block.ok() && first.size() < op.data.size()) {
-      const absl::string_view rest = op.data.substr(first.size());
-      StartLongCopy(LongCopy{.command = std::move(command),
-                             .handle = block->handle,
-                             .offset = first.size(),
-                             .length = rest.size(),
-                             .source = rest,
-                             .block = *block});
-      return true;
-    }
     CompleteOp(op, std::move(block));
     return false;
   }
@@ -456,6 +445,30 @@ uint64_t Worker::Resolve(uint64_t handle, bool any_owner) const {
   return handle;
 }
 
+std::optional<absl::StatusOr<pools::BlockInfo>> Worker::AllocateFirstPiece(
+    Command& command) {
+  AllocateOp& op = std::get<AllocateOp>(command.op);
+  const uint64_t size = op.size != 0 ? op.size : op.data.size();
+  // (Data longer than the block goes whole, for Allocate's refusal.)
+  const bool long_data =
+      op.data.size() > kCopyPieceBytes && op.data.size() <= size;
+  const absl::string_view first =
+      long_data ? op.data.substr(0, kCopyPieceBytes) : op.data;
+  const absl::string_view rest =
+      long_data ? op.data.substr(kCopyPieceBytes) : absl::string_view();
+  // The bytes of `rest` are not zeroed first: the copy writes them.
+  absl::StatusOr<pools::BlockInfo> block =
+      pools_->Allocate(size, first, rest.size());
+  if (!block.ok() || rest.empty()) return block;
+  StartLongCopy(LongCopy{.command = std::move(command),
+                         .handle = block->handle,
+                         .offset = first.size(),
+                         .length = rest.size(),
+                         .source = rest,
+                         .block = *block});
+  return std::nullopt;
+}
+
 bool Worker::WaitForBlock(Command& command, uint64_t handle) {
   if (busy_blocks_.empty() || !busy_blocks_.contains(handle)) return false;
   if (commands_waiting_for_blocks_ >= options_.channel_capacity) {
@@ -493,11 +506,18 @@ bool Worker::HandleWrite(Command& command) {
     CompleteOp(op, pools_->Write(handle, op.offset, op.data));
     return false;
   }
-  // The range is checked before the first byte is written.
-  if (absl::StatusOr<absl::string_view> range =
-          pools_->Read(handle, op.offset, op.data.size());
-      !range.ok()) {
-    CompleteOp(op, range.status());
+  // The range is checked before the first byte is written (as Write
+  // would check it).
+  absl::StatusOr<absl::string_view> whole = pools_->Read(handle, 0, 0);
+  if (!whole.ok()) {
+    CompleteOp(op, whole.status());
+    return false;
+  }
+  if (op.offset > whole->size() || op.data.size() > whole->size() - op.offset) {
+    CompleteOp(
+        op, absl::OutOfRangeError(absl::StrCat(
+                "writing ", op.data.size(), " bytes at offset ", op.offset,
+                " passes the end of the block (", whole->size(), " bytes)")));
     return false;
   }
   const uint64_t offset = op.offset;
@@ -652,10 +672,14 @@ void Worker::ReleaseBlock(uint64_t handle) {
   // In order; one of them may make the block busy again, and those after
   // it then wait again, still in order.
   for (Command& command : waiting) {
-    --commands_waiting_for_blocks_;
     if (command.type() == CommandType::kBatch) {
-      pending_batches_.push_back(std::move(command));
+      // Its entry on this block runs now, in its turn.
+      --batches_waiting_for_blocks_;
+      if (RunBatchPiece(command, std::get<BatchOp>(command.op))) {
+        CountCompleted(command);
+      }
     } else {
+      --commands_waiting_for_blocks_;
       Dispatch(command);
     }
   }
@@ -819,8 +843,8 @@ void Worker::MakeRoom() {
                                   refusal->message(),
                                   "; still after a defragmentation: free "
                                   "blocks, or raise --memory_limit_bytes"))));
+      CountCompleted(command);
     }
-    CountCompleted(command);
   }
   Publish();
 }
@@ -830,6 +854,7 @@ std::optional<absl::Status> Worker::TryAnswerWaiting(Command& command) {
   if (command.IsCancelled()) {
     CompleteOp(op, absl::StatusOr<pools::BlockInfo>(
                        absl::CancelledError("the client cancelled")));
+    CountCompleted(command);
     return std::nullopt;
   }
   if (absl::Now() >= command.deadline) {
@@ -837,13 +862,17 @@ std::optional<absl::Status> Worker::TryAnswerWaiting(Command& command) {
                        "the deadline passed while the allocation waited for "
                        "a defragmentation to make room under the memory "
                        "limit")));
+    CountCompleted(command);
     return std::nullopt;
   }
-  absl::StatusOr<pools::BlockInfo> block = pools_->Allocate(op.size, op.data);
-  if (pools::MemoryLimitGrowth(block.status()).has_value()) {
-    return block.status();  // nothing changed; it may wait on
+  std::optional<absl::StatusOr<pools::BlockInfo>> made =
+      AllocateFirstPiece(command);
+  if (!made.has_value()) return std::nullopt;  // its long copy has it
+  if (pools::MemoryLimitGrowth(made->status()).has_value()) {
+    return made->status();  // nothing changed; it may wait on
   }
-  CompleteOp(op, std::move(block));
+  CompleteOp(op, *std::move(made));
+  CountCompleted(command);
   return std::nullopt;
 }
 
@@ -854,8 +883,6 @@ void Worker::RetryWaitingForRoom(absl::Time until) {
     waiting_for_room_.pop_front();
     if (TryAnswerWaiting(command).has_value()) {
       still_waiting.push_back(std::move(command));
-    } else {
-      CountCompleted(command);
     }
   }
   // Those not tried in time keep their place behind those tried.
@@ -1046,6 +1073,9 @@ WorkerStats Worker::SnapshotStats() const {
   stats.channel_capacity = channel_.capacity();
   stats.refused = refused_.load(std::memory_order_relaxed);
   stats.allocations_waiting_for_room = waiting_for_room_.size();
+  stats.long_copies_in_progress = long_copies_.size();
+  stats.commands_waiting_for_blocks =
+      commands_waiting_for_blocks_ + batches_waiting_for_blocks_;
   return stats;
 }
 

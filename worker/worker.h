@@ -204,6 +204,12 @@ class Worker {
   // (returns true), or, past channel_capacity waiting, is completed with
   // RESOURCE_EXHAUSTED and counted (returns true as well).
   bool WaitForBlock(Command& command, uint64_t handle);
+  // Allocates the block of `command` (an AllocateOp) with its data, or with
+  // the first kCopyPieceBytes of it when it is longer: then the rest goes
+  // on in a long copy, which takes `command`, and this returns nullopt.
+  // Otherwise returns the result, leaving `command` to the caller.
+  std::optional<absl::StatusOr<pools::BlockInfo>> AllocateFirstPiece(
+      Command& command);
   // A batch entry's block, as the engine knows it; nullopt for an Allocate.
   std::optional<uint64_t> BlockOf(const BatchEntry& entry) const;
 
@@ -262,9 +268,9 @@ class Worker {
   // completes every one of them: RESOURCE_EXHAUSTED if it still does not
   // fit, UNAVAILABLE if the server is shutting down.
   void MakeRoom();
-  // Completes a waiting allocation that is cancelled, expired or now fits
-  // and returns nullopt; else returns the memory limit's refusal, leaving
-  // the command uncompleted.
+  // Completes (and counts) a waiting allocation that is cancelled, expired
+  // or now fits, or hands it to a long copy, and returns nullopt; else
+  // returns the memory limit's refusal, leaving the command uncompleted.
   std::optional<absl::Status> TryAnswerWaiting(Command& command);
   // Tries the waiting allocations in order until `until`; the rest wait on.
   void RetryWaitingForRoom(absl::Time until);
@@ -326,6 +332,9 @@ class Worker {
   absl::flat_hash_set<uint64_t> busy_blocks_;
   absl::flat_hash_map<uint64_t, std::deque<Command>> waiting_for_block_;
   size_t commands_waiting_for_blocks_ = 0;
+  // Batches begun and waiting for a busy block: they count among the
+  // batches in progress.
+  size_t batches_waiting_for_blocks_ = 0;
   // Which kind of piece ran last (ContinuePieces takes turns).
   bool last_piece_was_copy_ = false;
   // Allocations refused by the memory limit, waiting for a defragmentation

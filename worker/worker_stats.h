@@ -86,6 +86,9 @@ struct WorkerStats {
   uint64_t memory_limit_defragmentations = 0;  // run to make room
   uint64_t automatic_defragmentations = 0;     // run by --auto_defrag
   uint64_t allocations_waiting_for_room = 0;   // when the snapshot was taken
+  uint64_t long_copies_in_progress = 0;        // when the snapshot was taken
+  // Commands and batches waiting for blocks that long copies keep busy.
+  uint64_t commands_waiting_for_blocks = 0;
   uint64_t heap_trims = 0;           // malloc heap handed back to the OS
   uint64_t heap_bytes_released = 0;  // RSS those trims returned
   // Per pool (by PoolIndex): defragmentations in which it FAILED, and the

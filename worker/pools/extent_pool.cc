@@ -289,7 +289,8 @@ void ExtentPool::MaybeUnmapChunk(uint32_t chunk) {
 
 absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
                                                absl::string_view data,
-                                               uint64_t headroom) {
+                                               uint64_t headroom,
+                                               uint64_t written_next) {
   DCHECK_GE(size, kLargeMinBytes);
   DCHECK_LE(data.size(), size);
   const uint64_t pages = (size + page_ - 1) / page_;
@@ -381,7 +382,10 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
   SetBoundary(id);
   ++chunks_[e.chunk].used;
   char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
-  if (state != kClean) std::memset(block + data.size(), 0, size - data.size());
+  if (state != kClean) {
+    const uint64_t set = data.size() + written_next;
+    std::memset(block + set, 0, size - set);
+  }
   if (!data.empty()) std::memcpy(block, data.data(), data.size());
   handles_.SetPayload(entry->index, id);
   ++blocks_;

@@ -65,12 +65,15 @@ class ExtentPool {
   // REQUIRES: called once before use.
   absl::Status Init(const ExtentPoolOptions& options);
 
-  // Allocates a zeroed block of `size` bytes and copies `data` to its start.
+  // Allocates a zeroed block of `size` bytes and copies `data` to its start,
+  // but for the `written_next` bytes after `data`, which may hold anything
+  // (the caller writes them before anyone reads the block).
   // May add at most `headroom` bytes to resident_bytes(); when it would need
   // more, fails with RESOURCE_EXHAUSTED and changes nothing.
-  // REQUIRES: size >= kLargeMinBytes; data.size() <= size.
+  // REQUIRES: size >= kLargeMinBytes; data.size() + written_next <= size.
   absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data,
-                                     uint64_t headroom);
+                                     uint64_t headroom,
+                                     uint64_t written_next = 0);
 
   // The bytes of a live block; NOT_FOUND for any other handle.
   absl::StatusOr<BlockRef> Lookup(uint64_t handle);

@@ -90,20 +90,22 @@ uint64_t PoolSet::Headroom() const {
 }
 
 absl::StatusOr<BlockInfo> PoolSet::AllocateIn(PoolKind pool, uint64_t size,
-                                              absl::string_view data) {
+                                              absl::string_view data,
+                                              uint64_t written_next) {
   switch (pool) {
     case PoolKind::kSmall:
       return small_.Allocate(size, data, Headroom());
     case PoolKind::kMedium:
       return medium_.Allocate(size, data, Headroom());
     case PoolKind::kLarge:
-      return large_.Allocate(size, data, Headroom());
+      return large_.Allocate(size, data, Headroom(), written_next);
   }
   return absl::InternalError("unknown pool");
 }
 
 absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
-                                            absl::string_view data) {
+                                            absl::string_view data,
+                                            uint64_t written_next) {
   if (size == 0) size = data.size();
   if (size == 0) {
     return absl::InvalidArgumentError(
@@ -113,12 +115,18 @@ absl::StatusOr<BlockInfo> PoolSet::Allocate(uint64_t size,
     return absl::InvalidArgumentError(absl::StrCat(
         "data is ", data.size(), " bytes, longer than the size ", size));
   }
+  if (written_next > size - data.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(written_next, " bytes to be written after ", data.size(),
+                     " bytes of data pass the end of ", size, " bytes"));
+  }
   if (size > options_.max_block_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("size ", size, " exceeds the largest block size ",
                      options_.max_block_bytes));
   }
-  absl::StatusOr<BlockInfo> block = AllocateIn(PoolForSize(size), size, data);
+  absl::StatusOr<BlockInfo> block =
+      AllocateIn(PoolForSize(size), size, data, written_next);
   if (block.ok()) return block;
   const std::optional<uint64_t> growth = MemoryLimitGrowth(block.status());
   if (!growth.has_value()) return block;

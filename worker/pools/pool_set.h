@@ -72,7 +72,11 @@ class PoolSet {
   // long; the owner may defragment, in slices, and retry when
   // headroom_bytes() + reclaimable_bytes() covers the growth. On error
   // nothing changes.
-  absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data);
+  // The `written_next` bytes after `data` may be left as they were, not
+  // zeroed, in a large block: the caller writes them (with Write) before
+  // anything reads the block. INVALID_ARGUMENT when they pass its end.
+  absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data,
+                                     uint64_t written_next = 0);
 
   // Copies `data` into the block at `offset`. NOT_FOUND for an unknown,
   // freed or forged handle; OUT_OF_RANGE when offset + data.size() passes
@@ -159,7 +163,8 @@ class PoolSet {
   explicit PoolSet(const PoolSetOptions& options);
 
   absl::StatusOr<BlockInfo> AllocateIn(PoolKind pool, uint64_t size,
-                                       absl::string_view data);
+                                       absl::string_view data,
+                                       uint64_t written_next);
   absl::StatusOr<BlockRef> Lookup(uint64_t handle);
   uint64_t Headroom() const;
   PoolStats StatsOf(PoolKind pool, bool include_classes) const;

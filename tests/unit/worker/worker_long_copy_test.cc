@@ -152,8 +152,8 @@ TEST(WorkerLongCopyTest, ALongReadLetsOtherCommandsRunBetweenItsPieces) {
 }
 
 TEST(WorkerLongCopyTest, WithSlicesLongerThanTheCopyItRunsWhole) {
-  // The same with a one-second slice: nothing comes between the pieces.
-  Worker worker({.channel_capacity = 64, .defrag_slice = absl::Seconds(1)},
+  // The same with an hour-long slice: nothing comes between the pieces.
+  Worker worker({.channel_capacity = 64, .defrag_slice = absl::Hours(1)},
                 MakePools());
   const std::string large = Pattern(kLarge, 1);
   absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
@@ -246,6 +246,79 @@ TEST(WorkerLongCopyTest, ABatchEntryThatNamesABusyBlockWaitsForIt) {
   // busy block waited for the read's end.
   EXPECT_EQ(timeline.order(), (std::vector<std::string>{
                                   "entry of b", "long read", "entry of a"}));
+}
+
+TEST(WorkerLongCopyTest, AWaitingBatchKeepsItsPlaceAmongTheWaitingCommands) {
+  // A batch and then a Read wait for the same block: once it is free, the
+  // batch's entry runs first, and the Read sees what it wrote.
+  Worker worker(OnePieceAtATime(), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 1));
+  ASSERT_TRUE(a.ok());
+  Timeline timeline;
+  LongRead read;
+  std::promise<absl::Status> batch_done;
+  std::promise<absl::StatusOr<std::string>> after_done;
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    BatchOp batch;
+    batch.entries.emplace_back(
+        WriteOp{.handle = *a, .data = "zz", .done = [&](absl::Status status) {
+                  EXPECT_TRUE(status.ok());
+                  timeline.Take("batch write");
+                }});
+    batch.done = [&](absl::Status status) { batch_done.set_value(status); };
+    Command command;
+    command.op = std::move(batch);
+    ASSERT_TRUE(worker.Submit(std::move(command)));
+    ASSERT_TRUE(
+        worker.Submit(SmallRead(*a, 2, "read after", &timeline, &after_done)));
+  })));
+  ASSERT_TRUE(read.done.get_future().get().ok());
+  EXPECT_TRUE(batch_done.get_future().get().ok());
+  EXPECT_EQ(*after_done.get_future().get(), "zz");
+  EXPECT_EQ(timeline.order(), (std::vector<std::string>{
+                                  "long read", "batch write", "read after"}));
+}
+
+TEST(WorkerLongCopyTest, BatchesWaitingForABlockCountAsBatchesInProgress) {
+  // channel_capacity 3: three batches wait for the busy block; a fourth is
+  // refused whole, as when three are in progress.
+  Worker worker(OnePieceAtATime(/*channel_capacity=*/3), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 1));
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  Timeline timeline;
+  LongRead read;
+  std::vector<std::promise<absl::Status>> done(4);
+  auto batch_of_a = [&](int i, absl::AnyInvocable<void()> first) {
+    BatchOp batch;
+    if (first) {
+      // An entry of another block first: it runs, then the batch waits.
+      batch.entries.emplace_back(ReadOp{
+          .handle = *b,
+          .done = [first = std::move(first)](
+                      absl::StatusOr<absl::string_view>) mutable { first(); }});
+    }
+    batch.entries.emplace_back(
+        ReadOp{.handle = *a, .length = 1, .done = [](auto) {}});
+    batch.done = [&done, i](absl::Status status) { done[i].set_value(status); };
+    Command command;
+    command.op = std::move(batch);
+    return command;
+  };
+  ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline, [&] {
+    ASSERT_TRUE(worker.Submit(batch_of_a(0, nullptr)));
+    ASSERT_TRUE(worker.Submit(batch_of_a(1, nullptr)));
+    ASSERT_TRUE(worker.Submit(batch_of_a(
+        2, [&] { ASSERT_TRUE(worker.Submit(batch_of_a(3, nullptr))); })));
+  })));
+  ASSERT_TRUE(read.done.get_future().get().ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(done[i].get_future().get().ok()) << i;
+  }
+  const absl::Status refused = done[3].get_future().get();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.message()),
+              ::testing::HasSubstr("batches are already in progress"));
 }
 
 TEST(WorkerLongCopyTest, ALongWriteIsSeenWholeByTheCommandsAfterIt) {

@@ -1082,6 +1082,41 @@ TEST(WorkerMemoryLimitTest, AllocationWaitsForSlicesWhileReadsFlow) {
   EXPECT_EQ(stats.pools.total.blocks, kept.size() + 1);
 }
 
+TEST(WorkerMemoryLimitTest, ALongAllocationThatWaitedForRoomKeepsItsBytes) {
+  // 4 MiB of data: once the defragmentation makes room, the block is made
+  // and its data copied in pieces; the allocation is answered (and counted)
+  // once.
+  std::vector<uint64_t> kept;
+  auto pools = FragmentedAtTheLimit(&kept);
+  Worker worker({.channel_capacity = 256,
+                 .start_paused = true,
+                 .defrag_slice = absl::Microseconds(50)},
+                std::move(pools));
+  std::string data(4 << 20, '\0');
+  for (size_t k = 0; k < data.size(); ++k) data[k] = static_cast<char>(k % 253);
+  Journal journal;
+  absl::StatusOr<pools::BlockInfo> block;
+  Command allocate;
+  allocate.op = AllocateOp{.size = data.size(),
+                           .data = data,
+                           .done = [&](absl::StatusOr<pools::BlockInfo> r) {
+                             block = std::move(r);
+                             journal.Add("allocate");
+                           }};
+  ASSERT_TRUE(worker.Submit(std::move(allocate)));
+  worker.Resume();
+  journal.WaitFor(1);
+  ASSERT_TRUE(block.ok()) << block.status();
+  std::string read;
+  ASSERT_TRUE(worker.Submit(ReadCommand(block->handle, &journal, &read)));
+  journal.WaitFor(2);
+  EXPECT_TRUE(read == data);
+  const StatsSnapshot stats = StatsNow(worker);
+  EXPECT_EQ(stats.worker.completed_of(CommandType::kAllocate), 1u);
+  EXPECT_EQ(stats.worker.memory_limit_defragmentations, 1u);
+  worker.Stop();
+}
+
 TEST(WorkerMemoryLimitTest, AllocationNoDefragmentationCanFitIsRefusedAtOnce) {
   std::vector<uint64_t> kept;
   auto pools = FragmentedAtTheLimit(&kept);

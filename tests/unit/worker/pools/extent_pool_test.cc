@@ -46,6 +46,25 @@ TEST(ExtentPoolTest, BlocksArePageRoundedAndZeroed) {
   EXPECT_EQ(std::string(ref.data, ref.size), std::string(65537, '\0'));
 }
 
+TEST(ExtentPoolTest, BytesWrittenNextAreLeftAndTheRestZeroed) {
+  // A reused (dirty) extent: the `written_next` bytes after the data keep
+  // what was there (the caller writes them next); the rest is zeroed.
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
+  auto block = pool.Allocate(65537, "", UINT64_MAX);
+  ASSERT_TRUE(block.ok());
+  BlockRef ref = *pool.Lookup(block->handle);
+  std::memset(ref.data, 'x', ref.size);
+  ASSERT_TRUE(pool.Free(block->handle).ok());
+  auto again = pool.Allocate(65537, "ab", UINT64_MAX, /*written_next=*/100);
+  ASSERT_TRUE(again.ok());
+  ref = *pool.Lookup(again->handle);
+  EXPECT_EQ(std::string(ref.data, 2), "ab");
+  EXPECT_EQ(std::string(ref.data + 2, 100), std::string(100, 'x'));
+  EXPECT_EQ(std::string(ref.data + 102, 65537 - 102),
+            std::string(65537 - 102, '\0'));
+}
+
 TEST(ExtentPoolTest, FreeNeighboursCoalesce) {
   ExtentPool pool;
   ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());

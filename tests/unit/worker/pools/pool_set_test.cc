@@ -82,6 +82,11 @@ TEST(PoolSetTest, BadAllocationsAreInvalidAndChangeNothing) {
       StatusCode::kInvalidArgument);
   EXPECT_EQ(pools->Allocate(3, "four").status().code(),
             StatusCode::kInvalidArgument);
+  // Bytes to be written after the data that pass the end of the block.
+  EXPECT_EQ(pools->Allocate(1 << 19, "ab", (1 << 19) - 1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(pools->Allocate(1 << 19, "ab", UINT64_MAX).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_TRUE(pools->Allocate(1 << 20, "").ok());  // the maximum itself
   const PoolSetStats after = pools->Stats(false);
   EXPECT_EQ(after.total.blocks, before.total.blocks + 1);
