@@ -45,11 +45,11 @@ namespace poold {
 // at most defrag_slice, and the commands that arrived meanwhile (and the
 // pieces of other batches) run between its pieces.
 // A Read (with a destination), Write or Allocate of more than
-// kCopyPieceBytes copies its bytes the same way: in pieces of at most
-// defrag_slice, with other commands between them. Its block is busy until
-// the copy is over: a command or batch entry that names it waits (up to
-// channel_capacity of them; beyond, RESOURCE_EXHAUSTED) and runs, in order,
-// once it is done.
+// kCopyPieceBytes copies its bytes the same way: in pieces of at most a
+// slice's budget (see SliceBudget), with other commands between them. Its
+// block is busy until the copy is over: a command or batch entry that
+// names it waits (up to channel_capacity of them; beyond,
+// RESOURCE_EXHAUSTED) and runs, in order, once it is done.
 // With options.auto_defrag.enabled, the worker also defragments on its own:
 // at each maintenance tick after the look interval, AutoDefragPolicy decides
 // from the pools' statistics whether a run pays, and a run then goes one
@@ -66,7 +66,8 @@ namespace poold {
 // Submit is thread-safe and never blocks; Stop is called by the owner.
 class Worker {
  public:
-  // Bytes copied between two reads of the clock in a long copy (tens of
+  // A Read, Write or Allocate that copies more bytes than this is a long
+  // copy (below); it reads the clock after each this many bytes (tens of
   // microseconds).
   static constexpr uint64_t kCopyPieceBytes = 256 << 10;
 
@@ -240,7 +241,7 @@ class Worker {
     return !pending_batches_.empty() || !long_copies_.empty();
   }
   // `handle` is no longer busy: runs the commands that waited for it, in
-  // order (a batch goes back to pending_batches_).
+  // order (a batch runs its next piece then, in its turn).
   void ReleaseBlock(uint64_t handle);
   // The handle to look up for `handle`: itself, or for an operator's call
   // (`any_owner`) the live block's handle when `handle` is it under a
