@@ -230,22 +230,22 @@ PhaseResult RunPhase(const std::string& target, int pid,
   std::atomic<uint64_t> errors{0};
   std::unique_ptr<testing::Subprocess> hog_process;
   if (!hog.empty()) {
-    std::vector<std::string> argv = {
-        "/usr/bin/nice",
-        absl::StrCat("-n", absl::GetFlag(FLAGS_hog_nice)),
-        "/proc/self/exe",
-        absl::StrCat("--as_hog=", hog),
-        absl::StrCat("--hog_target=", target),
-        absl::StrCat("--hog_handle=", large_handle),
-        absl::StrCat("--large_mib=", absl::GetFlag(FLAGS_large_mib))};
-    // (/proc/self/exe is read by nice, which is not this program.)
+    // This very binary, found before nice runs (for nice, /proc/self/exe
+    // would be nice itself).
     char self[4096];
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0) {
       std::fprintf(stderr, "stall_bench: cannot find its own binary\n");
       std::exit(1);
     }
-    argv[2] = std::string(self, n);
+    const std::vector<std::string> argv = {
+        "/usr/bin/nice",
+        absl::StrCat("-n", absl::GetFlag(FLAGS_hog_nice)),
+        std::string(self, n),
+        absl::StrCat("--as_hog=", hog),
+        absl::StrCat("--hog_target=", target),
+        absl::StrCat("--hog_handle=", large_handle),
+        absl::StrCat("--large_mib=", absl::GetFlag(FLAGS_large_mib))};
     absl::StatusOr<std::unique_ptr<testing::Subprocess>> spawned =
         testing::Subprocess::Spawn(argv,
                                    absl::StrCat(scratch, "/hog-", hog, ".log"));
