@@ -605,6 +605,12 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
       }
       std::memcpy(copy.destination + copy.copied, bytes->data(), n);
     } else {
+      // A new block's pages are made resident a piece at a time, each
+      // before it is written.
+      if (copy.block.handle != 0) {
+        stop = pools_->CommitBytes(copy.handle, at, n);
+        if (!stop.ok()) break;
+      }
       stop = pools_->Write(copy.handle, at, copy.source.substr(copy.copied, n));
       if (!stop.ok()) break;
     }

@@ -340,9 +340,23 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
   if (extents_[id].state == kClean) {
     // Fresh zero pages: make them resident now, as counted, before anything
     // changes, so that a refusal leaves the pool as it was.
+    // All but the whole pages of the bytes written next: the caller commits
+    // those piece by piece (Commit) as it writes them.
     const Extent& e = extents_[id];
     char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
-    if (absl::Status s = options_.os->Commit(block, pages * page_); !s.ok()) {
+    const uint64_t skip_from =
+        (data.size() + page_ - 1) / page_ * page_;  // first whole page
+    const uint64_t skip_to = (data.size() + written_next) / page_ * page_;
+    absl::Status s;
+    if (skip_from < skip_to) {
+      s = options_.os->Commit(block, skip_from);
+      if (s.ok()) {
+        s = options_.os->Commit(block + skip_to, pages * page_ - skip_to);
+      }
+    } else {
+      s = options_.os->Commit(block, pages * page_);
+    }
+    if (!s.ok()) {
       if (absl::Status undo = options_.os->Purge(block, pages * page_);
           !undo.ok()) {
         LOG_EVERY_N(WARNING, 100)
@@ -401,6 +415,28 @@ absl::StatusOr<BlockRef> ExtentPool::Lookup(uint64_t handle) {
   }
   const Extent& e = extents_[handles_.Payload(*index)];
   return BlockRef{chunks_[e.chunk].base + uint64_t{e.first} * page_, e.size};
+}
+
+absl::Status ExtentPool::Commit(uint64_t handle, uint64_t offset,
+                                uint64_t length) {
+  absl::StatusOr<BlockRef> block = Lookup(handle);
+  if (!block.ok()) return block.status();
+  if (offset > block->size || length > block->size - offset) {
+    return absl::OutOfRangeError(
+        absl::StrCat("committing ", length, " bytes at offset ", offset,
+                     " passes the end of the block (", block->size, " bytes)"));
+  }
+  if (length == 0) return absl::OkStatus();
+  // Whole pages (the extent is page-aligned and a whole number of pages).
+  const uint64_t from = offset / page_ * page_;
+  const uint64_t to = (offset + length + page_ - 1) / page_ * page_;
+  if (absl::Status s = options_.os->Commit(block->data + from, to - from);
+      !s.ok()) {
+    return absl::Status(
+        s.code(),
+        absl::StrCat("large pool: committing a block's pages: ", s.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ExtentPool::Free(uint64_t handle) {

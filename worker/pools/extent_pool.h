@@ -67,13 +67,21 @@ class ExtentPool {
 
   // Allocates a zeroed block of `size` bytes and copies `data` to its start,
   // but for the `written_next` bytes after `data`, which may hold anything
-  // (the caller writes them before anyone reads the block).
+  // (the caller writes them before anyone reads the block). The whole pages
+  // among those may not be resident yet: the caller commits them (Commit)
+  // before it writes them; resident_bytes() counts them from the start.
   // May add at most `headroom` bytes to resident_bytes(); when it would need
   // more, fails with RESOURCE_EXHAUSTED and changes nothing.
   // REQUIRES: size >= kLargeMinBytes; data.size() + written_next <= size.
   absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data,
                                      uint64_t headroom,
                                      uint64_t written_next = 0);
+
+  // Makes the pages of bytes [offset, offset + length) of a live block
+  // resident (see Allocate's written_next). NOT_FOUND for any other handle,
+  // OUT_OF_RANGE past its end, and the OS's error (RESOURCE_EXHAUSTED when
+  // it has no memory) when it refuses; the block stays as it was.
+  absl::Status Commit(uint64_t handle, uint64_t offset, uint64_t length);
 
   // The bytes of a live block; NOT_FOUND for any other handle.
   absl::StatusOr<BlockRef> Lookup(uint64_t handle);

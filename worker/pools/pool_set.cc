@@ -245,6 +245,21 @@ absl::StatusOr<absl::string_view> PoolSet::Read(uint64_t handle,
   return absl::string_view(block->data + offset, length);
 }
 
+absl::Status PoolSet::CommitBytes(uint64_t handle, uint64_t offset,
+                                  uint64_t length) {
+  if (HandleTable::PoolOf(handle) == PoolKind::kLarge) {
+    return large_.Commit(handle, offset, length);
+  }
+  absl::StatusOr<BlockRef> block = Lookup(handle);
+  if (!block.ok()) return block.status();
+  if (offset > block->size || length > block->size - offset) {
+    return absl::OutOfRangeError(
+        absl::StrCat("committing ", length, " bytes at offset ", offset,
+                     " passes the end of the block (", block->size, " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PoolSet::Free(uint64_t handle) {
   std::optional<PoolKind> pool = HandleTable::PoolOf(handle);
   if (!pool.has_value()) {

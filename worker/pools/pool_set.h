@@ -74,7 +74,9 @@ class PoolSet {
   // nothing changes.
   // The `written_next` bytes after `data` may be left as they were, not
   // zeroed, in a large block: the caller writes them (with Write) before
-  // anything reads the block. INVALID_ARGUMENT when they pass its end.
+  // anything reads the block, and commits each piece first (CommitBytes):
+  // so a 64 MiB block's pages are not all made resident in one call.
+  // INVALID_ARGUMENT when they pass its end.
   absl::StatusOr<BlockInfo> Allocate(uint64_t size, absl::string_view data,
                                      uint64_t written_next = 0);
 
@@ -87,6 +89,12 @@ class PoolSet {
   // The view is valid until the next non-const call. Errors as for Write.
   absl::StatusOr<absl::string_view> Read(uint64_t handle, uint64_t offset,
                                          uint64_t length);
+
+  // Makes the pages of bytes [offset, offset + length) of a block resident
+  // before they are written (see Allocate's written_next); does nothing for
+  // a small or medium block, whose spans are resident whole. Errors as for
+  // Write, or the OS's refusal (RESOURCE_EXHAUSTED when it has no memory).
+  absl::Status CommitBytes(uint64_t handle, uint64_t offset, uint64_t length);
 
   // Frees a block; its handle never resolves again. NOT_FOUND as for Write.
   absl::Status Free(uint64_t handle);

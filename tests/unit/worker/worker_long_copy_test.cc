@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/pools/fault_injecting_os.h"
 #include "worker/worker.h"
 
 namespace poold {
@@ -450,6 +451,49 @@ TEST(WorkerLongCopyTest, CommandsWaitingForBusyBlocksAreBounded) {
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(refused.message()),
               ::testing::HasSubstr("commands already wait"));
+}
+
+TEST(WorkerLongCopyTest, ALongAllocationCommitsItsPagesPieceByPiece) {
+  // The OS refuses memory in the middle of the copy: the allocation answers
+  // the refusal and leaves no block; the next one, with memory, succeeds.
+  pools::FaultInjectingOs os;
+  pools::PoolSetOptions options;
+  options.handle_key = 78;
+  options.os[static_cast<size_t>(pools::PoolKind::kLarge)] = &os;
+  Worker worker(OnePieceAtATime(), *pools::PoolSet::Create(options));
+  const std::string large = Pattern(kLarge, 6);
+  // The worker thread makes no OS call of its own while idle (a warm-up
+  // allocation is made and freed first): later commit calls are this
+  // allocation's, 64 of them in pieces.
+  absl::StatusOr<uint64_t> warm = AllocateNow(worker, large);
+  ASSERT_TRUE(warm.ok());
+  const uint64_t commits_before = os.calls(pools::OsCall::kCommit);
+  EXPECT_GE(commits_before, 30u);  // most of the block, a piece at a time
+  std::promise<absl::Status> freed;
+  Command free;
+  free.op = FreeOp{.handle = *warm,
+                   .done = [&](absl::Status s) { freed.set_value(s); }};
+  ASSERT_TRUE(worker.Submit(std::move(free)));
+  ASSERT_TRUE(freed.get_future().get().ok());
+  os.FailAt(pools::OsCall::kCommit, 10, ENOMEM);
+  absl::StatusOr<uint64_t> refused = AllocateNow(worker, large);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted)
+      << refused.status();
+  std::promise<StatsSnapshot> stats;
+  Command stats_command;
+  stats_command.op =
+      StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
+        stats.set_value(*std::move(snapshot));
+      }};
+  ASSERT_TRUE(worker.Submit(std::move(stats_command)));
+  EXPECT_EQ(stats.get_future().get().pools.total.blocks, 0u);
+  os.Heal();
+  absl::StatusOr<uint64_t> again = AllocateNow(worker, large);
+  ASSERT_TRUE(again.ok()) << again.status();
+  Timeline timeline;
+  LongRead read;
+  ASSERT_TRUE(worker.Submit(read.Make(*again, &timeline)));
+  EXPECT_TRUE(*read.done.get_future().get() == large);
 }
 
 TEST(WorkerLongCopyTest, ALongAllocationKeepsItsBytes) {
