@@ -315,7 +315,10 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
     // does.
     const absl::Time until = start + options_.defrag_slice;
     while (op.next < op.entries.size()) {
-      if (std::optional<uint64_t> block = BlockOf(op.entries[op.next]);
+      // (Nothing to look up while no block is busy: the usual case.)
+      if (std::optional<uint64_t> block = busy_blocks_.empty()
+                                              ? std::nullopt
+                                              : BlockOf(op.entries[op.next]);
           block.has_value() && busy_blocks_.contains(*block)) {
         // The rest of the batch waits for the block (a batch is not
         // refused here: its earlier entries ran).
@@ -378,9 +381,7 @@ void Worker::RunBatchEntry(BatchOp& op, size_t position) {
 void Worker::ContinueBatch() {
   Command command = std::move(pending_batches_.front());
   pending_batches_.pop_front();
-  last_command_at_ = absl::Now();
-  ran_since_maintenance_ = true;
-  ran_since_trim_ = true;
+  NotePieceActivity();
   if (RunBatchPiece(command, std::get<BatchOp>(command.op))) {
     CountCompleted(command);
   }
@@ -652,10 +653,14 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
 void Worker::ContinueLongCopy() {
   LongCopy copy = std::move(long_copies_.front());
   long_copies_.pop_front();
+  NotePieceActivity();
+  if (!RunCopyPiece(copy)) long_copies_.push_back(std::move(copy));
+}
+
+void Worker::NotePieceActivity() {
   last_command_at_ = absl::Now();
   ran_since_maintenance_ = true;
   ran_since_trim_ = true;
-  if (!RunCopyPiece(copy)) long_copies_.push_back(std::move(copy));
 }
 
 void Worker::ContinuePieces() {

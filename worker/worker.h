@@ -237,6 +237,9 @@ class Worker {
   void ContinueLongCopy();
   // Runs the next piece of a batch or of a long copy, in turns.
   void ContinuePieces();
+  // A piece of a batch or copy is about to run: the worker is not idle
+  // (for SliceBudget and the idle trims).
+  void NotePieceActivity();
   bool pieces_pending() const {
     return !pending_batches_.empty() || !long_copies_.empty();
   }
