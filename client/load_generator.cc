@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -26,11 +27,13 @@ std::string MakePattern(uint64_t max_size) {
   return pattern;
 }
 
-// Hands each OK result of a batch for items [begin, end) to `take`; returns
-// the first failed operation's status (the others are still taken).
-template <typename Take>
+// Hands each OK result of a batch for items [begin, end) to `take`, and
+// each RESOURCE_EXHAUSTED one to `refused` when it is given; returns the
+// first other failed operation's status (the others are still taken).
+template <typename Take, typename Refused = std::nullptr_t>
 absl::Status TakeBatchResults(const v1::BatchResponse& response, uint64_t begin,
-                              uint64_t end, Take take) {
+                              uint64_t end, Take take,
+                              Refused refused = nullptr) {
   if (static_cast<uint64_t>(response.results_size()) != end - begin) {
     return absl::InternalError(
         absl::StrCat("the server answered ", response.results_size(),
@@ -39,11 +42,17 @@ absl::Status TakeBatchResults(const v1::BatchResponse& response, uint64_t begin,
   absl::Status first_error;
   for (uint64_t i = begin; i < end; ++i) {
     const v1::BatchResult& result = response.results(i - begin);
-    if (result.code() == 0) {
+    const auto code = static_cast<absl::StatusCode>(result.code());
+    if (code == absl::StatusCode::kOk) {
       take(i, result);
-    } else if (first_error.ok()) {
-      first_error = absl::Status(static_cast<absl::StatusCode>(result.code()),
-                                 result.message());
+    } else if constexpr (!std::is_same_v<Refused, std::nullptr_t>) {
+      if (code == absl::StatusCode::kResourceExhausted) {
+        refused(i);
+        continue;
+      }
+    }
+    if (code != absl::StatusCode::kOk && first_error.ok()) {
+      first_error = absl::Status(code, result.message());
     }
   }
   return first_error;
@@ -111,8 +120,8 @@ void LoadGenerator::set_progress_callback(
 std::vector<std::pair<uint64_t, uint64_t>> LoadGenerator::Groups(
     uint64_t count, const std::vector<uint64_t>* sizes) const {
   const uint64_t room = std::min<uint64_t>(
-      static_cast<uint64_t>(options_.max_message_bytes) - kMessageOverhead,
-      options_.max_in_flight_bytes);
+      {static_cast<uint64_t>(options_.max_message_bytes) - kMessageOverhead,
+       options_.max_in_flight_bytes, options_.max_batch_bytes});
   std::vector<std::pair<uint64_t, uint64_t>> groups;
   uint64_t begin = 0;
   while (begin < count) {
@@ -238,24 +247,35 @@ absl::Status LoadGenerator::Run(LoadSummary* summary) {
   auto block_data = [&](uint64_t i) {
     return pattern.substr(i % kPatternPeriod, sizes[i]);
   };
-  absl::Status status;
-  if (options_.batch == 1) {
-    status = RunPhase<v1::AllocateRequest, v1::AllocateResponse>(
-        "allocate", options_.count, options_.count,
-        [&](uint64_t i, v1::AllocateRequest* request) {
-          request->set_size(sizes[i]);
-          request->set_data(block_data(i));
-          return CallSize{.bytes = sizes[i]};
+  // Allocates blocks blocks[0..] one call each.
+  auto allocate_alone = [&](const char* phase,
+                            const std::vector<uint64_t>& blocks) {
+    return RunPhase<v1::AllocateRequest, v1::AllocateResponse>(
+        phase, blocks.size(), blocks.size(),
+        [&](uint64_t k, v1::AllocateRequest* request) {
+          request->set_size(sizes[blocks[k]]);
+          request->set_data(block_data(blocks[k]));
+          return CallSize{.bytes = sizes[blocks[k]]};
         },
         [&](grpc::ClientContext* context, const v1::AllocateRequest& request,
             grpc::CompletionQueue* queue) {
           return stub_->PrepareAsyncAllocate(context, request, queue);
         },
-        [&](uint64_t i, const v1::AllocateResponse& response) {
-          allocated(i, response);
+        [&](uint64_t k, const v1::AllocateResponse& response) {
+          allocated(blocks[k], response);
           return absl::OkStatus();
         });
+  };
+  absl::Status status;
+  if (options_.batch == 1) {
+    std::vector<uint64_t> all(options_.count);
+    std::iota(all.begin(), all.end(), uint64_t{0});
+    status = allocate_alone("allocate", all);
   } else {
+    // Blocks a batch could not allocate for lack of room (under the
+    // server's --memory_limit_bytes an allocation in a batch does not wait
+    // for a defragmentation): allocated alone afterwards, which waits.
+    std::vector<uint64_t> refused;
     const std::vector<std::pair<uint64_t, uint64_t>> groups =
         Groups(options_.count, &sizes);
     status = RunPhase<v1::BatchRequest, v1::BatchResponse>(
@@ -281,8 +301,16 @@ absl::Status LoadGenerator::Run(LoadSummary* summary) {
               response, groups[g].first, groups[g].second,
               [&](uint64_t i, const v1::BatchResult& result) {
                 allocated(i, result.allocate());
-              });
+              },
+              [&](uint64_t i) { refused.push_back(i); });
         });
+    if (status.ok() && !refused.empty()) {
+      std::sort(refused.begin(), refused.end());
+      summary->blocks_refused_in_batches = refused.size();
+      const uint64_t before = summary->blocks_allocated;
+      status = allocate_alone("allocate (retrying alone)", refused);
+      summary->blocks_allocated_alone = summary->blocks_allocated - before;
+    }
   }
   summary->allocate_time = absl::Now() - began;
 

@@ -37,6 +37,12 @@ struct LoadOptions {
   // to this many allocations or frees (fewer when their bytes would not fit
   // in one message); 1: one Allocate or Free call per block.
   int batch = 64;
+  // Block bytes one Batch call carries at most (a larger block goes alone).
+  // Sharing a call pays off for small blocks only, and the server's
+  // --max_message_bytes, which the client cannot know, may be as small as
+  // its largest block (as in the sidecar): a batch of several large blocks
+  // would be refused whole.
+  uint64_t max_batch_bytes = 1 << 20;
   // Caps the block bytes in flight (at least one call is always allowed),
   // so large blocks do not pile up in memory.
   uint64_t max_in_flight_bytes = 256 << 20;
@@ -51,7 +57,7 @@ struct LoadOptions {
 
 // Where a run is, for progress reports.
 struct LoadProgress {
-  // "allocate" or "free".
+  // "allocate", "allocate (retrying alone)" or "free".
   const char* phase = "";
   uint64_t done = 0;
   uint64_t total = 0;
@@ -85,11 +91,14 @@ class LoadGenerator {
                              absl::Duration interval);
 
   // Runs the workload: allocates options.count blocks, each filled with a
-  // byte pattern, then frees the chosen fraction. Returns OK, or the first
-  // failed RPC's status with what it was doing; after a failure no new
-  // calls start and those in flight are awaited, and the free phase does
-  // not start if allocation failed. `summary` says what was done either
-  // way, so the blocks left behind can be found.
+  // byte pattern, then frees the chosen fraction. With batches, the
+  // allocations a batch could not make for lack of room (RESOURCE_EXHAUSTED)
+  // are made again afterwards, one Allocate call each: under the server's
+  // memory limit such a call waits for a defragmentation to make room. Returns
+  // OK, or the first failed RPC's status with what it was doing; after a
+  // failure no new calls start and those in flight are awaited, and the free
+  // phase does not start if allocation failed. `summary` says what was done
+  // either way, so the blocks left behind can be found.
   absl::Status Run(LoadSummary* summary);
 
  private:
@@ -118,8 +127,8 @@ class LoadGenerator {
 
   // The blocks of each call, as [begin, end) of `sizes` (indexes into it):
   // up to options_.batch blocks, and (for allocations, `sizes` not null)
-  // no more bytes than fit in one message or in max_in_flight_bytes (one
-  // block at least).
+  // no more bytes than max_batch_bytes, one message or max_in_flight_bytes
+  // hold (one block at least).
   std::vector<std::pair<uint64_t, uint64_t>> Groups(
       uint64_t count, const std::vector<uint64_t>* sizes) const;
 

@@ -16,6 +16,13 @@ struct LoadSummary {
   uint64_t blocks_allocated = 0;
   uint64_t bytes_allocated = 0;
   uint64_t slot_bytes_allocated = 0;
+  // Blocks a batch could not allocate for lack of room (RESOURCE_EXHAUSTED,
+  // as under the server's memory limit), retried alone afterwards: one
+  // Allocate call each, which waits for a defragmentation to make room;
+  // and how many of them those calls allocated (included in
+  // blocks_allocated).
+  uint64_t blocks_refused_in_batches = 0;
+  uint64_t blocks_allocated_alone = 0;
   // Blocks allocated per pool (a v1::Pool value).
   std::map<int, uint64_t> blocks_by_pool;
   // Blocks freed again and their requested bytes.

@@ -65,7 +65,9 @@ ABSL_FLAG(double, free_fraction, 0.5,
 ABSL_FLAG(int32_t, concurrency, 32, "RPCs in flight at once (1..1024)");
 ABSL_FLAG(int32_t, batch, 64,
           "blocks per call (1..1024): above 1, Batch calls of up to this many "
-          "allocations or frees; 1: one Allocate or Free call per block");
+          "allocations or frees (an allocation a batch was refused for lack "
+          "of room is made again alone, which waits for the server to make "
+          "room); 1: one Allocate or Free call per block");
 ABSL_FLAG(uint64_t, seed, 1,
           "seed of the random sizes and choice of blocks to free; the same "
           "seed gives the same workload");

@@ -500,6 +500,12 @@ std::string TableLoad(const LoadSummary& s) {
   }
   absl::StrAppend(&out, "\nblocks allocated per pool: ",
                   pools.empty() ? "none" : absl::StrJoin(pools, ", "), "\n");
+  if (s.blocks_refused_in_batches > 0) {
+    absl::StrAppend(&out, s.blocks_refused_in_batches,
+                    " blocks refused in a batch for lack of room were retried "
+                    "alone (waiting for the server to make room): ",
+                    s.blocks_allocated_alone, " allocated\n");
+  }
   return out;
 }
 
@@ -517,6 +523,8 @@ google::protobuf::Struct LoadStruct(const LoadSummary& s) {
   number("blocksFreed", s.blocks_freed);
   number("bytesFreed", s.bytes_freed);
   number("blocksKept", s.kept_handles.size());
+  number("blocksRefusedInBatches", s.blocks_refused_in_batches);
+  number("blocksAllocatedAlone", s.blocks_allocated_alone);
   number("bytesKept", s.bytes_kept);
   number("allocateSeconds", absl::ToDoubleSeconds(s.allocate_time));
   number("freeSeconds", absl::ToDoubleSeconds(s.free_time));

@@ -244,6 +244,44 @@ TEST_F(PoolctlTest, LoadAnalyzeDefragStatsOverUnixSocket) {
   EXPECT_THAT(r.out, HasSubstr("defragmentations: 1 requested"));
 }
 
+// Under a memory limit, a batched load that needs a defragmentation to fit
+// still allocates every block: what its batches were refused is allocated
+// again alone, and a lone Allocate waits for the room.
+TEST_F(PoolctlTest, LoadUnderAMemoryLimitWaitsForRoom) {
+  RestartPoold({"--memory_limit_bytes=25165824"});  // 24 MiB
+  // About 13 MiB resident for 1.2 MiB live: sparse small spans.
+  PoolctlResult r = Run({"load", "--count=100000", "--sizes=100:150",
+                         "--free_fraction=0.9", "--output=json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  // 14.6 MiB more: they fit only once the small pool is compacted.
+  r = Run({"load", "--count=10000", "--sizes=1KiB:2KiB", "--free_fraction=0",
+           "--output=json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const auto summary = ParseJson<google::protobuf::Struct>(r.out);
+  EXPECT_EQ(summary.fields().at("blocksAllocated").number_value(), 10000);
+  const double refused =
+      summary.fields().at("blocksRefusedInBatches").number_value();
+  EXPECT_GT(refused, 0);
+  EXPECT_EQ(summary.fields().at("blocksAllocatedAlone").number_value(),
+            refused);
+  r = Run({"stats", "--output=json", "--consistent"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const auto stats = ParseJson<v1::GetStatsResponse>(r.out);
+  EXPECT_EQ(stats.total().blocks(), 20000u);
+  EXPECT_LE(stats.total().resident_bytes(), 25165824u);
+}
+
+// The sidecar's server takes messages of one 4 MiB block: a load of large
+// blocks sends them one a call, not several in a batch it would refuse.
+TEST_F(PoolctlTest, LoadOfLargeBlocksFitsTheServersMessages) {
+  RestartPoold({"--max_block_bytes=4194304", "--max_message_bytes=4198400"});
+  const PoolctlResult r = Run({"load", "--count=12", "--sizes=1MiB:4MiB",
+                               "--free_fraction=0", "--output=json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const auto summary = ParseJson<google::protobuf::Struct>(r.out);
+  EXPECT_EQ(summary.fields().at("blocksAllocated").number_value(), 12);
+}
+
 TEST_F(PoolctlTest, LoadJsonSummary) {
   const PoolctlResult r =
       Run({"load", "--count=1000", "--sizes=2KiB:4KiB", "--free_fraction=0.25",

@@ -3,7 +3,9 @@
 // right handles, reports progress, and stops at the first error.
 #include "client/load_generator.h"
 
+#include <map>
 #include <set>
+#include <string>
 
 #include "client/pool_client.h"
 #include "gmock/gmock.h"
@@ -138,6 +140,55 @@ TEST_F(LoadGeneratorTest, AllocationErrorStopsTheRun) {
   EXPECT_TRUE(summary.kept_handles.empty());
 }
 
+TEST_F(LoadGeneratorTest, AllocationsABatchWasRefusedAreMadeAlone) {
+  // As under poold's memory limit: batch allocations refused, Allocate
+  // calls served (they wait for a defragmentation to make room).
+  server_.service().RefuseBatchAllocationsAfter(300);
+  LoadOptions options;
+  options.count = 500;
+  options.sizes = SizeDistribution::Parse("100:150").value();
+  options.batch = 64;
+  options.free_fraction = 0.5;
+  LoadSummary summary;
+  const absl::Status status = Make(options)->Run(&summary);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(summary.blocks_allocated, 500u);
+  EXPECT_EQ(summary.blocks_refused_in_batches, 200u);
+  EXPECT_EQ(summary.blocks_allocated_alone, 200u);
+  EXPECT_EQ(summary.blocks_freed, 250u);
+  EXPECT_EQ(server_.service().allocations(), 500u);
+  // Every kept block is on the server, whole, and nothing else is.
+  const std::map<uint64_t, std::string> blocks = server_.service().Blocks();
+  ASSERT_EQ(blocks.size(), 250u);
+  for (uint64_t handle : summary.kept_handles) {
+    ASSERT_TRUE(blocks.contains(handle)) << handle;
+    const std::string& data = blocks.at(handle);
+    EXPECT_GE(data.size(), 100u);
+    // The pattern: each byte one more than the last, modulo 251.
+    for (size_t i = 1; i < data.size(); ++i) {
+      ASSERT_EQ(static_cast<unsigned char>(data[i]),
+                (static_cast<unsigned char>(data[i - 1]) + 1) % 251)
+          << handle;
+    }
+  }
+}
+
+TEST_F(LoadGeneratorTest, RetriedAllocationsThatFailStopTheRun) {
+  server_.service().RefuseBatchAllocationsAfter(100);
+  server_.service().FailAllocationsAfter(150);
+  LoadOptions options;
+  options.count = 500;
+  options.concurrency = 1;
+  LoadSummary summary;
+  const absl::Status status = Make(options)->Run(&summary);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(status.message(), HasSubstr("retrying alone"));
+  EXPECT_EQ(summary.blocks_allocated, 150u);
+  EXPECT_EQ(summary.blocks_refused_in_batches, 400u);
+  EXPECT_EQ(summary.blocks_allocated_alone, 50u);
+  EXPECT_EQ(summary.kept_handles.size(), 150u);
+}
+
 TEST_F(LoadGeneratorTest, FreeErrorKeepsTheHandlesOfUnfreedBlocks) {
   server_.service().FailFreesAfter(50);
   LoadOptions options;
@@ -190,6 +241,22 @@ TEST_F(LoadGeneratorTest, ABatchHoldsNoMoreBytesThanAllowedInFlight) {
   EXPECT_EQ(summary.blocks_allocated, 200u);
   EXPECT_GE(server_.service().batches(), 20u);
   EXPECT_LE(server_.service().batches(), 23u);
+}
+
+TEST_F(LoadGeneratorTest, ABatchCarriesAtMostAMebibyte) {
+  // 300 KiB blocks: three a batch; 2 MiB ones: one a batch.
+  LoadOptions options;
+  options.count = 30;
+  options.sizes = SizeDistribution::Parse("300KiB").value();
+  options.free_fraction = 0;
+  LoadSummary summary;
+  ASSERT_TRUE(Make(options)->Run(&summary).ok());
+  EXPECT_EQ(server_.service().batches(), 10u);
+  options.sizes = SizeDistribution::Parse("2MiB").value();
+  options.count = 5;
+  ASSERT_TRUE(Make(options)->Run(&summary).ok());
+  EXPECT_EQ(summary.blocks_allocated, 5u);
+  EXPECT_EQ(server_.service().batches(), 15u);
 }
 
 TEST_F(LoadGeneratorTest, LargeBlocksAreCappedInFlight) {

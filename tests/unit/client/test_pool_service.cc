@@ -27,6 +27,11 @@ grpc::Status TestPoolService::Allocate(grpc::ServerContext* context,
   std::string block = request->data();
   block.resize(size, '\0');
   absl::MutexLock lock(&mu_);
+  if (allocations_allowed_.has_value() &&
+      allocations_ >= *allocations_allowed_) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "memory limit reached");
+  }
   const uint64_t handle = next_handle_++;
   blocks_[handle] = std::move(block);
   ++allocations_;
@@ -107,10 +112,21 @@ grpc::Status TestPoolService::Batch(grpc::ServerContext* context,
     v1::BatchResult* result = response->add_results();
     grpc::Status status;
     switch (operation.operation_case()) {
-      case v1::BatchOperation::kAllocate:
-        status = Allocate(context, &operation.allocate(),
-                          result->mutable_allocate());
+      case v1::BatchOperation::kAllocate: {
+        bool refuse = false;
+        {
+          absl::MutexLock lock(&mu_);
+          if (batch_allocations_allowed_.has_value()) {
+            refuse = *batch_allocations_allowed_ == 0;
+            if (!refuse) --*batch_allocations_allowed_;
+          }
+        }
+        status = refuse ? grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                       "memory limit reached")
+                        : Allocate(context, &operation.allocate(),
+                                   result->mutable_allocate());
         break;
+      }
       case v1::BatchOperation::kWrite:
         status = Write(context, &operation.write(), result->mutable_write());
         break;
@@ -167,6 +183,16 @@ grpc::Status TestPoolService::TriggerDefragmentation(
   last_defrag_ = *request;
   response->set_complete(true);
   return grpc::Status::OK;
+}
+
+void TestPoolService::RefuseBatchAllocationsAfter(uint64_t allocations) {
+  absl::MutexLock lock(&mu_);
+  batch_allocations_allowed_ = allocations;
+}
+
+void TestPoolService::FailAllocationsAfter(uint64_t allocations) {
+  absl::MutexLock lock(&mu_);
+  allocations_allowed_ = allocations;
 }
 
 void TestPoolService::FailWith(grpc::Status status) {

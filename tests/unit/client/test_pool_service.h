@@ -53,6 +53,13 @@ class TestPoolService final : public v1::PoolService::Service {
   void FailWith(grpc::Status status);
   // Fails the Free calls after `frees` successful ones.
   void FailFreesAfter(uint64_t frees);
+  // Refuses every allocate operation of a Batch after `allocations`
+  // successful ones with RESOURCE_EXHAUSTED, as poold's memory limit does
+  // (an Allocate call is still served).
+  void RefuseBatchAllocationsAfter(uint64_t allocations);
+  // Fails every Allocate call (and allocate operation) with
+  // RESOURCE_EXHAUSTED once `allocations` blocks exist in all.
+  void FailAllocationsAfter(uint64_t allocations);
 
   // Live blocks by handle.
   std::map<uint64_t, std::string> Blocks();
@@ -77,6 +84,8 @@ class TestPoolService final : public v1::PoolService::Service {
   uint64_t frees_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t batches_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<uint64_t> frees_allowed_ ABSL_GUARDED_BY(mu_);
+  std::optional<uint64_t> batch_allocations_allowed_ ABSL_GUARDED_BY(mu_);
+  std::optional<uint64_t> allocations_allowed_ ABSL_GUARDED_BY(mu_);
   grpc::Status fail_with_ ABSL_GUARDED_BY(mu_);
   v1::GetStatsRequest last_stats_ ABSL_GUARDED_BY(mu_);
   v1::AnalyzeFragmentationRequest last_analyze_ ABSL_GUARDED_BY(mu_);
