@@ -3,8 +3,8 @@
 # poold and poolctl with CMake + Ninja and runs the unit tests (every ctest
 # label but e2e and deploy). Final stage (debian:bookworm-slim): the Debian
 # runtime libraries, the two binaries, a non-root user (65532:65532),
-# exec-form ENTRYPOINT; by default poold serves on 0.0.0.0:50051 and on the
-# Unix socket /run/poold/poold.sock.
+# exec-form ENTRYPOINT; by default poold serves on 127.0.0.1:50051 and on the
+# Unix socket /run/poold/poold.sock, and its metrics on 0.0.0.0:9741.
 
 FROM debian:bookworm AS build
 # The repository's own list of build and test packages (one source of truth),

@@ -12,8 +12,9 @@
 namespace poold::client {
 namespace {
 
-constexpr absl::string_view kGlobalFlags[] = {"target", "timeout",
-                                              "connect_timeout", "output"};
+constexpr absl::string_view kGlobalFlags[] = {
+    "target",        "timeout",      "connect_timeout", "tls_ca_file",
+    "tls_cert_file", "tls_key_file", "tls_server_name", "output"};
 
 const std::vector<Subcommand>& Table() {
   static const auto* const kTable = new std::vector<Subcommand>{
@@ -88,7 +89,8 @@ const std::vector<Subcommand>& Table() {
       {"health",
        "[--service=NAME]",
        "Checks grpc.health.v1.Health: prints the status; exit code 0 when "
-       "SERVING, 4 otherwise (as grpc_health_probe).",
+       "SERVING, 4 when not (as grpc_health_probe), 3 for a service poold "
+       "does not know (NOT_FOUND).",
        {"service"},
        0,
        0,

@@ -191,8 +191,7 @@ absl::StatusOr<std::unique_ptr<TcpAcceptor>> TcpAcceptor::Listen(
     freeaddrinfo(found);
     if (listeners.empty()) {
       return absl::UnavailableError(
-          absl::StrCat("cannot listen on ", name, ": ", failures,
-                       " (is another poold running?)"));
+          absl::StrCat("cannot listen on ", name, ": ", failures));
     }
     if (!failures.empty()) {
       LOG(WARNING) << "listening on only some addresses of " << name << ": "
