@@ -236,7 +236,7 @@ void Worker::Dispatch(Command& command) {
         [this, &command, &parked](auto& op) {
           using OpT = std::decay_t<decltype(op)>;
           if constexpr (std::is_same_v<OpT, DefragOp>) {
-            RunDefrag(command, op);
+            parked = RunDefrag(command, op);
           } else if constexpr (std::is_same_v<OpT, BatchOp>) {
             if (pending_batches_.size() + batches_waiting_for_blocks_ >=
                 options_.channel_capacity) {
@@ -903,7 +903,7 @@ void Worker::RetryWaitingForRoom(absl::Time until) {
   waiting_for_room_ = std::move(still_waiting);
 }
 
-void Worker::RunDefrag(const Command& command, DefragOp& op) {
+bool Worker::RunDefrag(const Command& command, DefragOp& op) {
   const absl::Time start = absl::Now();
   if (auto_session_.has_value()) {
     EndAutoDefrag(pools::DefragStopReason::kPreempted);
@@ -911,14 +911,16 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   DefragSession session(*pools_, pools::DefragOrigin::kRpc);
   if (absl::Status status = session.Begin(op.pools); !status.ok()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(status));
-    return;
+    return false;
   }
   const pools::DefragStopReason stop_reason =
       RunSlices(session, StopTime(start, command.deadline), &command);
   pools::DefragReport report = FinishSession(session, stop_reason);
   const bool trim_after =
       report.stop_reason == pools::DefragStopReason::kDeadline;
-  // A client that reads the statistics after this answer sees the run.
+  // A client that reads the statistics after this answer sees the run,
+  // this command counted among the completed ones.
+  CountCompleted(command);
   Publish();
   if (command.IsCancelled()) {
     CompleteOp(op, absl::StatusOr<pools::DefragReport>(absl::CancelledError(
@@ -929,6 +931,7 @@ void Worker::RunDefrag(const Command& command, DefragOp& op) {
   }
   // Stopped for its deadline, it answered before returning what it emptied.
   if (trim_after) ReturnEmptiedAfterTheAnswer();
+  return true;
 }
 
 void Worker::ReturnEmptiedAfterTheAnswer() {

@@ -253,7 +253,10 @@ class Worker {
   void Handle(StatsOp& op);
   void Handle(AnalyzeOp& op);
   // A defragmentation, in slices, serving other commands between them.
-  void RunDefrag(const Command& command, DefragOp& op);
+  // Returns true when it counted the command as completed itself (before
+  // the snapshot published ahead of its answer), false when the caller
+  // counts it.
+  bool RunDefrag(const Command& command, DefragOp& op);
   // The budget of the next defragmentation slice, of any origin, at `now`.
   // A client's command waits for the slice in progress, so while commands
   // keep arriving (one is queued, or one began within the last 8 budgets) it

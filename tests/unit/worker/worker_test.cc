@@ -895,6 +895,7 @@ TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
   EXPECT_TRUE(sink.at(1).history_unchanged);
   // What a defragmentation's client can see when it gets its answer.
   uint64_t defrags_seen_at_answer = 0;
+  uint64_t completed_at_answer = 0;
   size_t history_at_answer = 0;
   std::atomic<bool> answered{false};
   Command command;
@@ -903,6 +904,8 @@ TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
                           CHECK(r.ok());
                           const StatsSnapshot last = sink.last();
                           defrags_seen_at_answer = last.worker.defragmentations;
+                          completed_at_answer = last.worker.completed_of(
+                              CommandType::kTriggerDefragmentation);
                           history_at_answer =
                               last.recent_defragmentations.size();
                           answered.store(true);
@@ -912,10 +915,21 @@ TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
   while (!answered.load() && absl::Now() < answer_limit) {
     absl::SleepFor(absl::Microseconds(100));
   }
+  // A snapshot published after the answer (every 5 ms) counts it once.
+  const size_t published_at_answer = sink.size();
+  while (answered.load() && sink.size() == published_at_answer &&
+         absl::Now() < answer_limit) {
+    absl::SleepFor(absl::Microseconds(100));
+  }
   worker.Stop();  // completes the defragmentation if it still runs
   ASSERT_TRUE(answered.load());
+  ASSERT_GT(sink.size(), published_at_answer);
   EXPECT_EQ(defrags_seen_at_answer, 1u);
+  EXPECT_EQ(completed_at_answer, 1u);  // counted once, before the snapshot
   EXPECT_EQ(history_at_answer, 1u);
+  EXPECT_EQ(sink.last().worker.completed_of(
+                CommandType::kTriggerDefragmentation),
+            1u);
   // Numbered in order.
   EXPECT_EQ(sink.last().sequence, sink.size());
 }
