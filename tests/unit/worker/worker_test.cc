@@ -899,17 +899,17 @@ TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
   size_t history_at_answer = 0;
   std::atomic<bool> answered{false};
   Command command;
-  command.op = DefragOp{.pools = {pools::PoolKind::kSmall},
-                        .done = [&](absl::StatusOr<pools::DefragReport> r) {
-                          CHECK(r.ok());
-                          const StatsSnapshot last = sink.last();
-                          defrags_seen_at_answer = last.worker.defragmentations;
-                          completed_at_answer = last.worker.completed_of(
-                              CommandType::kTriggerDefragmentation);
-                          history_at_answer =
-                              last.recent_defragmentations.size();
-                          answered.store(true);
-                        }};
+  command.op = DefragOp{
+      .pools = {pools::PoolKind::kSmall},
+      .done = [&](absl::StatusOr<pools::DefragReport> r) {
+        CHECK(r.ok());
+        const StatsSnapshot last = sink.last();
+        defrags_seen_at_answer = last.worker.defragmentations;
+        completed_at_answer =
+            last.worker.completed_of(CommandType::kTriggerDefragmentation);
+        history_at_answer = last.recent_defragmentations.size();
+        answered.store(true);
+      }};
   ASSERT_TRUE(worker.Submit(std::move(command)));
   const absl::Time answer_limit = absl::Now() + absl::Seconds(60);
   while (!answered.load() && absl::Now() < answer_limit) {
@@ -927,9 +927,9 @@ TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
   EXPECT_EQ(defrags_seen_at_answer, 1u);
   EXPECT_EQ(completed_at_answer, 1u);  // counted once, before the snapshot
   EXPECT_EQ(history_at_answer, 1u);
-  EXPECT_EQ(sink.last().worker.completed_of(
-                CommandType::kTriggerDefragmentation),
-            1u);
+  EXPECT_EQ(
+      sink.last().worker.completed_of(CommandType::kTriggerDefragmentation),
+      1u);
   // Numbered in order.
   EXPECT_EQ(sink.last().sequence, sink.size());
 }
