@@ -320,7 +320,16 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
     absl::StrAppend(&out, "tcp connections: ", transport.connections_open(),
                     " open of ", transport.max_connections(), " allowed, ",
                     transport.connections_accepted(), " accepted, ",
-                    transport.connections_refused(), " refused\n");
+                    transport.connections_refused(), " refused");
+    if (transport.connections_refused() > 0) {
+      absl::StrAppend(
+          &out, " (", transport.connections_refused_max_connections(),
+          " at the limit, ", transport.connections_refused_per_address(),
+          " at the per-address limit, ",
+          transport.connections_refused_open_files(),
+          " for lack of file descriptors)");
+    }
+    absl::StrAppend(&out, "\n");
   }
   // Only a server with --memory_limit_bytes that reached it has these.
   if (worker.memory_limit_defragmentations() > 0 ||

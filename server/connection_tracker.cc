@@ -13,7 +13,7 @@
 namespace poold {
 
 absl::Status ConnectionTracker::Admit(int fd, const std::string& address,
-                                      absl::Time now) {
+                                      absl::Time now, Limit* reached) {
   struct stat st;
   if (fstat(fd, &st) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -24,6 +24,7 @@ absl::Status ConnectionTracker::Admit(int fd, const std::string& address,
   if (auto it = by_fd_.find(fd); it != by_fd_.end()) Forget(it);
   if (Full(address) && now - last_prune_ >= kFullPruneInterval) Prune(now);
   if (limits_.max_connections > 0 && by_fd_.size() >= limits_.max_connections) {
+    if (reached != nullptr) *reached = Limit::kMaxConnections;
     return absl::ResourceExhaustedError(
         absl::StrCat(by_fd_.size(),
                      " connections open, the most allowed "
@@ -31,6 +32,7 @@ absl::Status ConnectionTracker::Admit(int fd, const std::string& address,
   }
   if (limits_.max_per_address > 0 &&
       open_from(address) >= limits_.max_per_address) {
+    if (reached != nullptr) *reached = Limit::kMaxPerAddress;
     return absl::ResourceExhaustedError(
         absl::StrCat(open_from(address), " connections open from ", address,
                      ", the most allowed from one address "

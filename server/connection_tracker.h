@@ -29,6 +29,9 @@ class ConnectionTracker {
     uint32_t max_per_address = 0;
   };
 
+  // The limit that refused a connection.
+  enum class Limit : uint8_t { kMaxConnections, kMaxPerAddress };
+
   explicit ConnectionTracker(Limits limits) : limits_(limits) {}
 
   ConnectionTracker(const ConnectionTracker&) = delete;
@@ -36,12 +39,13 @@ class ConnectionTracker {
 
   // Decides about the connection just accepted on `fd` from `address` at
   // `now`. OK: it counts from now until its descriptor is closed.
-  // RESOURCE_EXHAUSTED, naming the limit, when serving it would exceed one;
-  // the caller then closes it. Before refusing, the connections that ended
-  // are forgotten (Prune), at most once per kFullPruneInterval, so that a
-  // flood of refusals costs no more than that. FAILED_PRECONDITION when
-  // `fd` is not open.
-  absl::Status Admit(int fd, const std::string& address, absl::Time now);
+  // RESOURCE_EXHAUSTED, naming the limit (and setting `*reached` to it when
+  // given), when serving it would exceed one; the caller then closes it. Before
+  // refusing, the connections that ended are forgotten (Prune), at most once
+  // per kFullPruneInterval, so that a flood of refusals costs no more than
+  // that. FAILED_PRECONDITION when `fd` is not open.
+  absl::Status Admit(int fd, const std::string& address, absl::Time now,
+                     Limit* reached = nullptr);
 
   // Forgets the connections whose descriptors were closed (or now name
   // another file), as of `now`. Returns how many remain.

@@ -304,10 +304,30 @@ void WriteProcess(PrometheusText& text, const MetricsInput& input) {
   text.Single("poold_tcp_connections_accepted_total", "counter",
               "TCP connections accepted and served.",
               transport.connections_accepted());
-  text.Single("poold_tcp_connections_refused_total", "counter",
-              "TCP connections closed as soon as accepted: a connection limit "
-              "was reached, or no file descriptor was left.",
-              transport.connections_refused());
+  {
+    constexpr absl::string_view kRefused =
+        "poold_tcp_connections_refused_total";
+    text.Family(kRefused, "counter",
+                "TCP connections closed as soon as accepted, by reason: "
+                "max_connections or max_connections_per_address reached, "
+                "open_files (no file descriptor left), other (gone before "
+                "it was looked at).");
+    const uint64_t by_reason[] = {
+        transport.connections_refused_max_connections(),
+        transport.connections_refused_per_address(),
+        transport.connections_refused_open_files()};
+    const char* const kReasons[] = {
+        "max_connections", "max_connections_per_address", "open_files"};
+    uint64_t known = 0;
+    for (int i = 0; i < 3; ++i) {
+      text.Sample(kRefused, {{"reason", kReasons[i]}}, by_reason[i]);
+      known += by_reason[i];
+    }
+    text.Sample(kRefused, {{"reason", "other"}},
+                transport.connections_refused() > known
+                    ? transport.connections_refused() - known
+                    : uint64_t{0});
+  }
   text.Single("poold_tcp_connections_limit", "gauge",
               "TCP connections allowed at once (--max_connections, lowered to "
               "fit the open-files limit).",

@@ -430,6 +430,12 @@ PooldServer::PooldServer(const Options& options,
     transport->set_connections_open(acceptor->open_connections());
     transport->set_connections_accepted(acceptor->accepted());
     transport->set_connections_refused(acceptor->refused());
+    transport->set_connections_refused_max_connections(
+        acceptor->refused(TcpAcceptor::Refusal::kMaxConnections));
+    transport->set_connections_refused_per_address(
+        acceptor->refused(TcpAcceptor::Refusal::kMaxPerAddress));
+    transport->set_connections_refused_open_files(
+        acceptor->refused(TcpAcceptor::Refusal::kOpenFiles));
     transport->set_max_connections(acceptor->limits().max_connections);
     transport->set_max_connections_per_address(
         acceptor->limits().max_per_address);

@@ -333,10 +333,19 @@ TcpAcceptor::Drained TcpAcceptor::AcceptAll(int listener) {
     // Small answers leave at once (as gRPC's own listener sets it).
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (absl::Status admitted = tracker_.Admit(fd, address, absl::Now());
+    ConnectionTracker::Limit reached;
+    if (absl::Status admitted =
+            tracker_.Admit(fd, address, absl::Now(), &reached);
         !admitted.ok()) {
-      Refuse(fd, absl::StrCat("a connection from ", address,
-                              " refused: ", admitted.message()));
+      const Refusal reason =
+          admitted.code() != absl::StatusCode::kResourceExhausted
+              ? Refusal::kOther
+          : reached == ConnectionTracker::Limit::kMaxConnections
+              ? Refusal::kMaxConnections
+              : Refusal::kMaxPerAddress;
+      Refuse(fd, reason,
+             absl::StrCat("a connection from ", address,
+                          " refused: ", admitted.message()));
       continue;
     }
     accepted_.fetch_add(1, std::memory_order_relaxed);
@@ -355,16 +364,17 @@ bool TcpAcceptor::RefuseWithSpare(int listener) {
   spare_.Reset();
   const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
   if (fd >= 0) {
-    Refuse(fd, absl::StrCat("a connection refused: accept: ", ErrnoText(error),
-                            " (the open-files limit)"));
+    Refuse(fd, Refusal::kOpenFiles,
+           absl::StrCat("a connection refused: accept: ", ErrnoText(error),
+                        " (the open-files limit)"));
   }
   spare_ = ScopedFd(open("/dev/null", O_RDONLY | O_CLOEXEC));
   return fd >= 0;
 }
 
-void TcpAcceptor::Refuse(int fd, const std::string& why) {
+void TcpAcceptor::Refuse(int fd, Refusal reason, const std::string& why) {
   // Counted before the client can see it.
-  refused_.fetch_add(1, std::memory_order_relaxed);
+  refused_[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
   close(fd);
   LOG_EVERY_T(WARNING, 10) << why << " (" << refused() << " refused so far)";
 }

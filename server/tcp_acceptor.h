@@ -8,6 +8,7 @@
 #ifndef POOLD_SERVER_TCP_ACCEPTOR_H_
 #define POOLD_SERVER_TCP_ACCEPTOR_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -72,7 +73,25 @@ class TcpAcceptor {
   uint64_t accepted() const {
     return accepted_.load(std::memory_order_relaxed);
   }
-  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  // Why a connection was refused.
+  enum class Refusal : uint8_t {
+    kMaxConnections,  // --max_connections reached
+    kMaxPerAddress,   // --max_connections_per_address reached
+    kOpenFiles,       // no file descriptor left (the open-files limit)
+    kOther,           // the descriptor was gone before it was looked at
+  };
+  static constexpr int kRefusals = 4;
+  // Connections refused for `why`, and for any reason.
+  uint64_t refused(Refusal why) const {
+    return refused_[static_cast<int>(why)].load(std::memory_order_relaxed);
+  }
+  uint64_t refused() const {
+    uint64_t total = 0;
+    for (const std::atomic<uint64_t>& count : refused_) {
+      total += count.load(std::memory_order_relaxed);
+    }
+    return total;
+  }
   const ConnectionTracker::Limits& limits() const { return tracker_.limits(); }
 
  private:
@@ -92,7 +111,7 @@ class TcpAcceptor {
   // and close it, so that its client is told at once, then takes the spare
   // again. False when no connection could be taken that way.
   bool RefuseWithSpare(int listener);
-  void Refuse(int fd, const std::string& why);
+  void Refuse(int fd, Refusal reason, const std::string& why);
 
   std::vector<ScopedFd> listeners_;
   const int port_;
@@ -106,7 +125,7 @@ class TcpAcceptor {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> open_{0};
   std::atomic<uint64_t> accepted_{0};
-  std::atomic<uint64_t> refused_{0};
+  std::array<std::atomic<uint64_t>, kRefusals> refused_{};
 };
 
 }  // namespace poold

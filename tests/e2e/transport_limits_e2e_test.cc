@@ -354,6 +354,8 @@ TEST(TransportLimitsE2eTest, AConnectionFloodIsRefusedAndTheListenerLives) {
   });
   EXPECT_EQ(stats.transport().connections_accepted() - accepted_before, limit);
   EXPECT_EQ(stats.transport().connections_refused(), 300 - limit);
+  EXPECT_EQ(stats.transport().connections_refused_max_connections(),
+            300 - limit);
   EXPECT_EQ(stats.transport().connections_open(), limit);
   // While the flood holds every place, a TCP client is turned away.
   {
@@ -449,6 +451,7 @@ TEST(TransportLimitsE2eTest, TheTcpListenerOutlivesRunningOutOfDescriptors) {
   } while (!status.ok() && absl::Now() < served_by);
   ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << (*poold)->Log();
   EXPECT_GE(stats.transport().connections_refused(), 5u);
+  EXPECT_GE(stats.transport().connections_refused_open_files(), 5u);
 }
 
 // gRPC's own listener, the unix socket's, still stops for good on EMFILE.

@@ -102,6 +102,11 @@ v1::GetStatsResponse SampleStats() {
   snapshot.auto_defrag.state = AutoDefragState::kBackingOff;
   v1::GetStatsResponse stats;
   StatsSnapshotToProto(snapshot, &stats);
+  v1::TransportStats& transport = *stats.mutable_transport();
+  transport.set_connections_refused(10);
+  transport.set_connections_refused_max_connections(6);
+  transport.set_connections_refused_per_address(2);
+  transport.set_connections_refused_open_files(1);
   return stats;
 }
 
@@ -148,6 +153,15 @@ TEST(RenderMetricsTest, PoolsClassesWorkerDefragAndProcess) {
                               "1\n"));
   EXPECT_THAT(body, HasSubstr("poold_auto_defrag_state{state=\"idle\"} 0\n"));
   EXPECT_THAT(body, HasSubstr("poold_stats_snapshots_total 7\n"));
+  EXPECT_THAT(
+      body,
+      HasSubstr(
+          "poold_tcp_connections_refused_total{reason=\"max_connections\"} "
+          "6\n"
+          "poold_tcp_connections_refused_total{reason="
+          "\"max_connections_per_address\"} 2\n"
+          "poold_tcp_connections_refused_total{reason=\"open_files\"} 1\n"
+          "poold_tcp_connections_refused_total{reason=\"other\"} 1\n"));
   EXPECT_THAT(body,
               HasSubstr("poold_stats_snapshot_timestamp_seconds 1700000000\n"));
   EXPECT_THAT(body, HasSubstr("process_cpu_seconds_total 1.25\n"));

@@ -119,6 +119,8 @@ TEST(TcpAcceptorTest, HandsOverConnectionsAndClosesThoseBeyondTheLimit) {
   EXPECT_TRUE(ClosedByServer(c));
   EXPECT_EQ(handed.size(), 2u);
   EXPECT_EQ(acceptor->refused(), 1u);
+  EXPECT_EQ(acceptor->refused(TcpAcceptor::Refusal::kMaxConnections), 1u);
+  EXPECT_EQ(acceptor->refused(TcpAcceptor::Refusal::kMaxPerAddress), 0u);
   EXPECT_EQ(acceptor->accepted(), 2u);
   EXPECT_EQ(acceptor->open_connections(), 2u);
 
@@ -150,6 +152,8 @@ TEST(TcpAcceptorTest, LimitsEachClientAddress) {
   const int other = Connect(acceptor->port(), "127.0.0.2");
   EXPECT_EQ(handed.WaitFor(2), 2u);
   EXPECT_EQ(acceptor->refused(), 1u);
+  EXPECT_EQ(acceptor->refused(TcpAcceptor::Refusal::kMaxPerAddress), 1u);
+  EXPECT_EQ(acceptor->refused(TcpAcceptor::Refusal::kMaxConnections), 0u);
   for (int fd : {first, second, other}) close(fd);
 }
 
@@ -204,6 +208,7 @@ TEST(TcpAcceptorTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
   for (int filler : fillers) close(filler);
   for (int client : clients) close(client);
   EXPECT_EQ(acceptor->refused(), 5u);
+  EXPECT_EQ(acceptor->refused(TcpAcceptor::Refusal::kOpenFiles), 5u);
   EXPECT_EQ(handed.size(), 0u);
 
   const int later = Connect(acceptor->port());
