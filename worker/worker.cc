@@ -147,7 +147,10 @@ absl::Duration Worker::IdleWait() const {
 void Worker::MaybeMaintain(absl::Time now) {
   if (now < next_maintenance_) return;
   next_maintenance_ = now + options_.maintenance_interval;
-  const uint64_t released = pools_->ReleaseStaleCaches(now);
+  // The large pool's stale free extents, a piece at a time, for a slice at
+  // most (the rest between commands, as pieces).
+  const uint64_t released =
+      pools_->ReleaseStaleCaches(now, absl::Now() + options_.defrag_slice);
   if (released > 0) {
     VLOG(1) << "worker: returned " << released
             << " bytes of cached empty memory to the OS";
@@ -664,6 +667,18 @@ void Worker::NotePieceActivity() {
 }
 
 void Worker::ContinuePieces() {
+  // Free memory of large blocks beyond what the large pool retains goes back
+  // to the OS a piece at a time too (a 64 MiB madvise takes milliseconds),
+  // in turn with the batches' and copies' pieces.
+  const bool others = !pending_batches_.empty() || !long_copies_.empty();
+  if (pools_->large_purge_due() && (!others || !last_piece_was_purge_)) {
+    last_piece_was_purge_ = true;
+    const absl::Time now = absl::Now();
+    pools_->PurgeLargeDue(now + SliceBudget(now));
+    return;
+  }
+  last_piece_was_purge_ = false;
+  if (!others) return;
   const bool copy = !long_copies_.empty() &&
                     (pending_batches_.empty() || !last_piece_was_copy_);
   last_piece_was_copy_ = copy;

@@ -235,13 +235,16 @@ class Worker {
   bool RunCopyPiece(LongCopy& copy);
   // Runs the next piece of the copy at the front of long_copies_.
   void ContinueLongCopy();
-  // Runs the next piece of a batch or of a long copy, in turns.
+  // Runs the next piece of a batch, of a long copy, or of returning the
+  // large pool's free memory (PoolSet::PurgeLargeDue),
+  // in turns.
   void ContinuePieces();
   // A piece of a batch or copy is about to run: the worker is not idle
   // (for SliceBudget and the idle trims).
   void NotePieceActivity();
   bool pieces_pending() const {
-    return !pending_batches_.empty() || !long_copies_.empty();
+    return !pending_batches_.empty() || !long_copies_.empty() ||
+           pools_->large_purge_due();
   }
   // `handle` is no longer busy: runs the commands that waited for it, in
   // order (a batch runs its next piece then, in its turn).
@@ -344,6 +347,7 @@ class Worker {
   size_t batches_waiting_for_blocks_ = 0;
   // Which kind of piece ran last (ContinuePieces takes turns).
   bool last_piece_was_copy_ = false;
+  bool last_piece_was_purge_ = false;
   // Allocations refused by the memory limit, waiting for a defragmentation
   // to make room (oldest first).
   std::deque<Command> waiting_for_room_;

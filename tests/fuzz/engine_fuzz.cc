@@ -61,7 +61,7 @@ class Harness {
 
   void Run(FuzzedDataProvider& in) {
     while (in.remaining_bytes() > 0) {
-      switch (in.ConsumeIntegralInRange<int>(0, 11)) {
+      switch (in.ConsumeIntegralInRange<int>(0, 12)) {
         case 0:
         case 1:
           Allocate(in);
@@ -108,6 +108,20 @@ class Harness {
         case 11:
           for (FaultInjectingOs& os : os_) os.Heal();
           break;
+        case 12: {
+          // The worker's purges of the large pool, a piece at a time (one
+          // piece when the deadline has passed).
+          const absl::Time deadline =
+              in.ConsumeBool() ? absl::InfinitePast() : absl::InfiniteFuture();
+          if (in.ConsumeBool()) {
+            pools_->ReleaseStaleCaches(absl::Now() + absl::Seconds(10),
+                                       deadline);
+          } else if (pools_->large_purge_due()) {
+            pools_->PurgeLargeDue(deadline);
+          }
+          CheckAll();
+          break;
+        }
       }
     }
   }

@@ -454,12 +454,95 @@ absl::Status ExtentPool::Free(uint64_t handle) {
   e.size = 0;
   InsertFree(id, kDirty);
   id = Coalesce(id);
-  if (dirty_bytes_ > options_.retained_bytes) {
-    if (absl::Status s = PurgeExtent(id, nullptr); !s.ok()) {
+  if (!purge_blocked_ && dirty_bytes_ > options_.retained_bytes) {
+    if (absl::Status s = PurgePiece(id, nullptr); !s.ok()) {
       LOG_EVERY_N(WARNING, 100) << s;  // the free stands; the pages wait
+      purge_blocked_ = true;
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ExtentPool::PurgePiece(uint32_t id, PurgeProgress* progress) {
+  if (uint64_t{extents_[id].pages} * page_ > kPurgePieceBytes) {
+    // Split off the tail (still dirty) and purge the head alone; without a
+    // record for the tail, the whole extent at once.
+    const uint32_t piece_pages =
+        static_cast<uint32_t>(kPurgePieceBytes / page_);
+    absl::StatusOr<uint32_t> tail = NewRecord();
+    if (tail.ok()) {
+      const uint32_t cached_at = extents_[id].cached_at;
+      RemoveFree(id);
+      Extent& head = extents_[id];
+      Extent& rest = extents_[*tail];
+      rest.chunk = head.chunk;
+      rest.first = head.first + piece_pages;
+      rest.pages = head.pages - piece_pages;
+      head.pages = piece_pages;
+      SetBoundary(id);
+      SetBoundary(*tail);
+      InsertFree(*tail, kDirty);
+      InsertFree(id, kDirty);
+      // InsertFree stamped both as freed now: they keep their age.
+      extents_[*tail].cached_at = cached_at;
+      extents_[id].cached_at = cached_at;
+    }
+  }
+  return PurgeExtent(id, progress);
+}
+
+uint32_t ExtentPool::LargestDirty() const {
+  DCHECK(dirty_.nonempty[0] != 0 || dirty_.nonempty[1] != 0);
+  const int word = dirty_.nonempty[1] != 0 ? 1 : 0;
+  const int bin = word * 64 + 63 - std::countl_zero(dirty_.nonempty[word]);
+  return dirty_.heads[bin] - 1;
+}
+
+uint32_t ExtentPool::FirstStale(uint32_t cutoff_ms) const {
+  // Few free extents exist: a scan is cheap.
+  for (int bin = 0; bin < kBins; ++bin) {
+    for (uint32_t id = dirty_.heads[bin]; id != 0; id = extents_[id - 1].next) {
+      if (extents_[id - 1].cached_at <= cutoff_ms) return id;
+    }
+  }
+  return 0;
+}
+
+bool ExtentPool::PurgeStalePieces(uint32_t cutoff_ms, absl::Time deadline) {
+  while (uint32_t stale = FirstStale(cutoff_ms)) {
+    if (absl::Status s = PurgePiece(stale - 1, nullptr); !s.ok()) {
+      LOG_EVERY_N(WARNING, 100) << s;  // they stay cached; a later call retries
+      purge_blocked_ = true;
+      return false;
+    }
+    if (absl::Now() >= deadline) {
+      stale_left_ = FirstStale(cutoff_ms) != 0;
+      return true;
+    }
+  }
+  stale_left_ = false;
+  return true;
+}
+
+uint64_t ExtentPool::PurgeDue(absl::Time deadline) {
+  const uint64_t before = resident_bytes();
+  bool in_time = true;
+  while (!purge_blocked_ && dirty_bytes_ > options_.retained_bytes) {
+    if (absl::Status s = PurgePiece(LargestDirty(), nullptr); !s.ok()) {
+      LOG_EVERY_N(WARNING, 100) << s;  // they stay cached; PurgeStale retries
+      purge_blocked_ = true;
+      break;
+    }
+    if (absl::Now() >= deadline) {
+      in_time = false;
+      break;
+    }
+  }
+  if (in_time && !purge_blocked_ && stale_left_) {
+    PurgeStalePieces(stale_cutoff_ms_, deadline);
+  }
+  const uint64_t after = resident_bytes();
+  return before > after ? before - after : 0;
 }
 
 absl::Status ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
@@ -486,56 +569,27 @@ absl::Status ExtentPool::PurgeExtent(uint32_t id, PurgeProgress* progress) {
   return absl::OkStatus();
 }
 
-uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age) {
+uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age,
+                                absl::Time deadline) {
+  purge_blocked_ = false;  // PurgeDue may try again
+  stale_left_ = false;
   if (dirty_bytes_ == 0) return 0;
   const uint32_t now_ms = MillisSinceStart(now);
   const uint32_t age_ms = static_cast<uint32_t>(absl::ToInt64Milliseconds(age));
-  std::vector<uint32_t> stale;
-  for (int bin = 0; bin < kBins; ++bin) {
-    for (uint32_t id = dirty_.heads[bin]; id != 0; id = extents_[id - 1].next) {
-      if (now_ms - extents_[id - 1].cached_at >= age_ms)
-        stale.push_back(id - 1);
-    }
-  }
+  if (now_ms < age_ms) return 0;
+  stale_cutoff_ms_ = now_ms - age_ms;
   const uint64_t before = resident_bytes();
-  for (uint32_t id : stale) {
-    // An earlier purge may have merged or recycled this record.
-    if (extents_[id].state != kDirty) continue;
-    if (absl::Status s = PurgeExtent(id, nullptr); !s.ok()) {
-      LOG_EVERY_N(WARNING, 100) << s;  // they stay cached; a later call retries
-      break;
-    }
-  }
-  return before - resident_bytes();  // with page maps of unmapped chunks
+  PurgeStalePieces(stale_cutoff_ms_, deadline);
+  const uint64_t after = resident_bytes();  // with unmapped chunks' maps
+  return before > after ? before - after : 0;
 }
 
 PurgeProgress ExtentPool::PurgeStep(absl::Time deadline) {
-  // One madvise of a big extent can take milliseconds: purge at most this
-  // much between two looks at the clock.
-  constexpr uint64_t kMaxPurgePages = (uint64_t{4} << 20) / 4096;
+  // One madvise of a big extent can take milliseconds: purge a piece at a
+  // time between two looks at the clock.
   PurgeProgress progress;
   while (dirty_.nonempty[0] != 0 || dirty_.nonempty[1] != 0) {
-    const int word = dirty_.nonempty[1] != 0 ? 1 : 0;
-    const int bin = word * 64 + 63 - std::countl_zero(dirty_.nonempty[word]);
-    const uint32_t id = dirty_.heads[bin] - 1;
-    if (extents_[id].pages > kMaxPurgePages) {
-      // Split off the tail (still dirty) and purge the head alone.
-      absl::StatusOr<uint32_t> tail = NewRecord();
-      if (tail.ok()) {
-        RemoveFree(id);
-        Extent& head = extents_[id];
-        Extent& rest = extents_[*tail];
-        rest.chunk = head.chunk;
-        rest.first = head.first + static_cast<uint32_t>(kMaxPurgePages);
-        rest.pages = head.pages - static_cast<uint32_t>(kMaxPurgePages);
-        head.pages = static_cast<uint32_t>(kMaxPurgePages);
-        SetBoundary(id);
-        SetBoundary(*tail);
-        InsertFree(*tail, kDirty);
-        InsertFree(id, kDirty);
-      }
-    }
-    if (absl::Status s = PurgeExtent(id, &progress); !s.ok()) {
+    if (absl::Status s = PurgePiece(LargestDirty(), &progress); !s.ok()) {
       progress.failure = std::move(s);
       progress.done = true;
       return progress;

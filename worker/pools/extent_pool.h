@@ -6,8 +6,12 @@
 // apart by whether their pages are still resident ("dirty", reused first and
 // without page faults) or already returned to the OS ("clean", zero pages).
 // Free neighbours of the same kind are coalesced. Dirty free bytes beyond the
-// retained amount are purged at once; a chunk with nothing but clean free
-// space is unmapped. Large blocks never move: compaction purges and unmaps.
+// retained amount, and those unused for longer than the cache decay, are
+// purged a piece (kPurgePieceBytes) at a time: the first piece at once when
+// a block is freed or PurgeStale runs, the rest by PurgeDue, which the owner
+// calls between other work; a chunk with nothing but clean free space is
+// unmapped.
+// Large blocks never move: compaction purges and unmaps.
 #ifndef POOLD_WORKER_POOLS_EXTENT_POOL_H_
 #define POOLD_WORKER_POOLS_EXTENT_POOL_H_
 
@@ -87,7 +91,30 @@ class ExtentPool {
   absl::StatusOr<BlockRef> Lookup(uint64_t handle);
 
   // Frees a live block; NOT_FOUND for any other handle (nothing changes).
+  // When the pool then holds more dirty free bytes than the retained
+  // amount, it purges at most one piece of them at once; the rest waits for
+  // PurgeDue.
   absl::Status Free(uint64_t handle);
+
+  // Bytes one purge returns at most: a madvise of 4 MiB takes about 0.3 ms
+  // (one of 64 MiB, 4.7 ms), so that no call holds the owner for longer
+  // than a defragmentation slice.
+  static constexpr uint64_t kPurgePieceBytes = uint64_t{4} << 20;
+
+  // Whether PurgeDue has work: dirty free bytes beyond the retained amount,
+  // or stale ones the last PurgeStale left for lack of time (false after a
+  // purge the OS refused, until the next PurgeStale).
+  bool purge_due() const {
+    return !purge_blocked_ &&
+           (dirty_bytes_ > options_.retained_bytes || stale_left_);
+  }
+  // Purges dirty free bytes beyond the retained amount (largest free
+  // extents first), then those the last PurgeStale found stale, a piece at a
+  // time, unmapping chunks left empty, until none is left or `deadline`
+  // passes; at least one piece. Returns the bytes released. When the OS
+  // refuses a purge, the extent stays dirty and counted, the refusal is
+  // logged, and purge_due() stays false until the next PurgeStale.
+  uint64_t PurgeDue(absl::Time deadline);
 
   PoolStats Stats() const;
   PoolAnalysis Analyze() const;
@@ -104,8 +131,11 @@ class ExtentPool {
   const HandleTable& handles() const { return handles_; }
 
   // Purges dirty free extents freed at least `age` ago (unmapping chunks left
-  // empty). Returns the bytes released.
-  uint64_t PurgeStale(absl::Time now, absl::Duration age);
+  // empty), a piece at a time, until none is left or `deadline` passes
+  // (at least one piece): what is left waits for PurgeDue. Returns the
+  // bytes released.
+  uint64_t PurgeStale(absl::Time now, absl::Duration age,
+                      absl::Time deadline = absl::InfiniteFuture());
 
   // Purges dirty free extents (unmapping chunks left empty) until none is
   // left or `deadline` passes, then compacts the handle table. Call
@@ -199,6 +229,18 @@ class ExtentPool {
   // When the OS refuses the purge, nothing changes (the extent stays dirty,
   // resident and counted) and its error is returned.
   absl::Status PurgeExtent(uint32_t id, PurgeProgress* progress);
+  // Purges the first kPurgePieceBytes of dirty extent `id` (all of it when
+  // smaller), splitting off the rest, which stays dirty; as PurgeExtent.
+  absl::Status PurgePiece(uint32_t id, PurgeProgress* progress);
+  // The dirty free extent in the highest bin (one of the largest); the pool
+  // must have one.
+  uint32_t LargestDirty() const;
+  // A dirty free extent freed at or before `cutoff_ms` (id + 1), or 0.
+  uint32_t FirstStale(uint32_t cutoff_ms) const;
+  // Purges pieces of the extents freed at or before `cutoff_ms` until none
+  // is left (stale_left_ cleared) or `deadline` passes (stale_left_ set);
+  // false when the OS refused one (logged; purge_blocked_ set).
+  bool PurgeStalePieces(uint32_t cutoff_ms, absl::Time deadline);
   uint64_t SideMetadataBytes() const;
   uint64_t LargestFree() const;
 
@@ -222,6 +264,13 @@ class ExtentPool {
   uint64_t header_bytes_ = 0;
   uint64_t chunks_mapped_ = 0;
   uint64_t free_extents_ = 0;
+  // Set by a purge the OS refused outside a defragmentation; cleared by
+  // PurgeStale.
+  bool purge_blocked_ = false;
+  // Stale extents the last PurgeStale left (freed at or before
+  // stale_cutoff_ms_).
+  bool stale_left_ = false;
+  uint32_t stale_cutoff_ms_ = 0;
   HandleTable handles_;
 };
 

@@ -309,10 +309,11 @@ PoolAnalysis PoolSet::Analyze(PoolKind pool) const {
   return PoolAnalysis{};
 }
 
-uint64_t PoolSet::ReleaseStaleCaches(absl::Time now) {
+uint64_t PoolSet::ReleaseStaleCaches(absl::Time now, absl::Time deadline) {
   const absl::Duration age = options_.cache_decay;
   return small_.PurgeStaleCachedSpans(now, age) +
-         medium_.PurgeStaleCachedSpans(now, age) + large_.PurgeStale(now, age);
+         medium_.PurgeStaleCachedSpans(now, age) +
+         large_.PurgeStale(now, age, deadline);
 }
 
 uint64_t PoolSet::TrimCaches() {

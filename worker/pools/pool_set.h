@@ -131,8 +131,22 @@ class PoolSet {
 
   // Returns to the OS the empty memory cached for longer than
   // options().cache_decay. Cheap when there is none; call it periodically.
+  // The large pool's free extents go back a piece at a time until
+  // `deadline` (what is left waits for PurgeLargeDue). Returns the bytes
+  // released.
+  uint64_t ReleaseStaleCaches(absl::Time now,
+                              absl::Time deadline = absl::InfiniteFuture());
+
+  // Whether the large pool holds free resident bytes to return to the OS
+  // (beyond what it retains, after a large block was freed, or stale ones
+  // ReleaseStaleCaches left for lack of time): PurgeLargeDue has work.
+  bool large_purge_due() const { return large_.purge_due(); }
+  // Returns those bytes to the OS a piece (ExtentPool::kPurgePieceBytes) at
+  // a time until none is left or `deadline` passes (at least one piece).
   // Returns the bytes released.
-  uint64_t ReleaseStaleCaches(absl::Time now);
+  uint64_t PurgeLargeDue(absl::Time deadline) {
+    return large_.PurgeDue(deadline);
+  }
 
   // Returns to the OS the empty memory cached beyond the pools' retained
   // amounts. A defragmentation stopped for its deadline leaves the spans it

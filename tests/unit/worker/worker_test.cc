@@ -870,6 +870,31 @@ class RecordingSink : public StatsSink {
   std::vector<StatsSnapshot> published_;
 };
 
+// A freed 64 MiB block goes back to the OS in pieces the worker runs
+// between commands (a madvise of 64 MiB takes milliseconds), without
+// waiting for the cache decay.
+TEST(WorkerTest, AFreedLargeBlockGoesBackToTheOsInPieces) {
+  pools::PoolSetOptions options;
+  options.handle_key = 77;
+  options.large_retained_bytes = 0;
+  options.cache_decay = absl::Hours(1);  // not the maintenance's doing
+  Worker worker({.channel_capacity = 16}, *pools::PoolSet::Create(options));
+  auto block = RunOp<absl::StatusOr<pools::BlockInfo>>(
+      worker, AllocateOp{.size = 64 << 20, .data = "", .done = nullptr});
+  ASSERT_TRUE(block.ok()) << block.status();
+  ASSERT_TRUE(RunOp<absl::Status>(
+                  worker, FreeOp{.handle = block->handle, .done = nullptr})
+                  .ok());
+  // The deadline only bounds a broken build.
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  uint64_t unpurged = 0;
+  do {
+    unpurged = StatsNow(worker).pools.pools[2].stats.unpurged_bytes;
+    if (unpurged > 0) absl::SleepFor(absl::Milliseconds(1));
+  } while (unpurged > 0 && absl::Now() < give_up);
+  EXPECT_EQ(unpurged, 0u);
+}
+
 TEST(WorkerTest, PublishesAtStartEveryIntervalAndBeforeADefragAnswers) {
   std::vector<uint64_t> kept;
   RecordingSink sink;

@@ -310,6 +310,20 @@ class Model {
         std::max(max_sparse_handles_, pools_->sparse_handles());
   }
 
+  // What the worker does between commands and at its maintenance: the large
+  // pool's free extents beyond what it retains, or stale ones, go back a
+  // piece at a time (one piece when the deadline has passed).
+  void PurgeLarge() {
+    const absl::Time deadline = absl::Bernoulli(gen_, 0.5)
+                                    ? absl::InfinitePast()
+                                    : absl::InfiniteFuture();
+    if (absl::Bernoulli(gen_, 0.5)) {
+      pools_->ReleaseStaleCaches(absl::Now() + absl::Seconds(10), deadline);
+    } else if (pools_->large_purge_due()) {
+      pools_->PurgeLargeDue(deadline);
+    }
+  }
+
   void RandomOp(bool allow_defrag) {
     const int op = absl::Uniform(gen_, 0, 1000);
     // Growing phases allocate more than they free, shrinking phases the
@@ -322,8 +336,10 @@ class Model {
       Write();
     } else if (op < 990) {
       Read();
-    } else if (op < 998) {
+    } else if (op < 997) {
       UseFreedHandle();
+    } else if (op < 998) {
+      PurgeLarge();
     } else if (op < 999) {
       MaybeArmFault();
     } else if (allow_defrag) {
