@@ -21,6 +21,10 @@
 namespace poold {
 namespace {
 
+// What a long allocation writes after its data. Never written: its pages
+// stay the kernel's shared zero page, outside the process's RSS.
+char zero_piece[Worker::kCopyPieceBytes];
+
 // When a defragmentation with this deadline should stop: a little early, so
 // its partial report can still reach the client in time.
 absl::Time StopTime(absl::Time start, absl::Time deadline) {
@@ -453,22 +457,26 @@ std::optional<absl::StatusOr<pools::BlockInfo>> Worker::AllocateFirstPiece(
     Command& command) {
   AllocateOp& op = std::get<AllocateOp>(command.op);
   const uint64_t size = op.size != 0 ? op.size : op.data.size();
-  // (Data longer than the block goes whole, for Allocate's refusal.)
-  const bool long_data =
-      op.data.size() > kCopyPieceBytes && op.data.size() <= size;
+  // A block whose data, or whose zeros after the data, pass a piece is
+  // written in pieces: its first piece of data now, the rest (data, then
+  // zeros) by a long copy. (Data longer than the block goes whole, for
+  // Allocate's refusal.)
+  const bool long_block =
+      op.data.size() <= size && (op.data.size() > kCopyPieceBytes ||
+                                 size - op.data.size() > kCopyPieceBytes);
+  if (!long_block) return pools_->Allocate(size, op.data);
   const absl::string_view first =
-      long_data ? op.data.substr(0, kCopyPieceBytes) : op.data;
-  const absl::string_view rest =
-      long_data ? op.data.substr(kCopyPieceBytes) : absl::string_view();
-  // The bytes of `rest` are not zeroed first: the copy writes them.
+      op.data.substr(0, std::min<uint64_t>(op.data.size(), kCopyPieceBytes));
+  // The bytes after `first` are neither zeroed nor committed first: the
+  // copy commits and writes them.
   absl::StatusOr<pools::BlockInfo> block =
-      pools_->Allocate(size, first, rest.size());
-  if (!block.ok() || rest.empty()) return block;
+      pools_->Allocate(size, first, size - first.size());
+  if (!block.ok()) return block;
   StartLongCopy(LongCopy{.command = std::move(command),
                          .handle = block->handle,
                          .offset = first.size(),
-                         .length = rest.size(),
-                         .source = rest,
+                         .length = size - first.size(),
+                         .source = op.data.substr(first.size()),
                          .block = *block});
   return std::nullopt;
 }
@@ -596,7 +604,7 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
   // of one while requests keep arriving).
   const absl::Time until = start + SliceBudget(start);
   while (stop.ok() && copy.copied < copy.length) {
-    const uint64_t n = std::min(kCopyPieceBytes, copy.length - copy.copied);
+    uint64_t n = std::min(kCopyPieceBytes, copy.length - copy.copied);
     const uint64_t at = copy.offset + copy.copied;
     // The block is looked up again for each piece: it is busy (neither
     // written nor freed by anyone else), but the engine may have moved it.
@@ -615,8 +623,16 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
         stop = pools_->CommitBytes(copy.handle, at, n);
         if (!stop.ok()) break;
       }
-      stop = pools_->Write(copy.handle, at, copy.source.substr(copy.copied, n));
+      // The source's bytes, then zeros.
+      absl::string_view bytes;
+      if (copy.copied < copy.source.size()) {
+        bytes = copy.source.substr(copy.copied, n);
+      } else {
+        bytes = absl::string_view(zero_piece, n);
+      }
+      stop = pools_->Write(copy.handle, at, bytes);
       if (!stop.ok()) break;
+      n = bytes.size();
     }
     copy.copied += n;
     if (absl::Now() >= until) break;

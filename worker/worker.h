@@ -221,9 +221,11 @@ class Worker {
     uint64_t offset = 0;  // where in the block the copy starts
     uint64_t length = 0;
     uint64_t copied = 0;
-    char* destination = nullptr;    // a Read's buffer
-    absl::string_view source = {};  // a Write's or an Allocate's bytes
-    pools::BlockInfo block = {};    // an Allocate's block
+    char* destination = nullptr;  // a Read's buffer
+    // A Write's or an Allocate's bytes (an Allocate's block gets zeros after
+    // them, up to `length`).
+    absl::string_view source = {};
+    pools::BlockInfo block = {};  // an Allocate's block
   };
   // Marks copy.handle busy and runs the copy's first piece; the rest goes
   // on from long_copies_.

@@ -63,10 +63,11 @@ std::string Pattern(uint64_t size, int seed) {
   return bytes;
 }
 
-absl::StatusOr<uint64_t> AllocateNow(Worker& worker, const std::string& data) {
+absl::StatusOr<uint64_t> AllocateNow(Worker& worker, const std::string& data,
+                                     uint64_t size = 0) {
   std::promise<absl::StatusOr<pools::BlockInfo>> done;
   Command command;
-  command.op = AllocateOp{.size = data.size(),
+  command.op = AllocateOp{.size = size != 0 ? size : data.size(),
                           .data = data,
                           .done = [&](absl::StatusOr<pools::BlockInfo> block) {
                             done.set_value(std::move(block));
@@ -505,6 +506,42 @@ TEST(WorkerLongCopyTest, ALongAllocationKeepsItsBytes) {
   LongRead read;
   ASSERT_TRUE(worker.Submit(read.Make(*a, &timeline)));
   EXPECT_TRUE(*read.done.get_future().get() == large);
+}
+
+// A large block without data (or with little) gets its zeros a piece at a
+// time too, committed piece by piece, whether its extent was fresh or
+// reused (resident, holding an old block's bytes).
+TEST(WorkerLongCopyTest, ALargeBlockWithoutDataIsZeroedInPieces) {
+  pools::FaultInjectingOs os;
+  pools::PoolSetOptions options;
+  options.handle_key = 78;
+  options.os[static_cast<size_t>(pools::PoolKind::kLarge)] = &os;
+  Worker worker(OnePieceAtATime(), *pools::PoolSet::Create(options));
+  // Fresh pages: committed a piece at a time.
+  const uint64_t commits_before = os.calls(pools::OsCall::kCommit);
+  absl::StatusOr<uint64_t> fresh = AllocateNow(worker, "", kLarge);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_GE(os.calls(pools::OsCall::kCommit) - commits_before, 30u);
+  Timeline timeline;
+  LongRead read_fresh;
+  ASSERT_TRUE(worker.Submit(read_fresh.Make(*fresh, &timeline)));
+  EXPECT_TRUE(*read_fresh.done.get_future().get() == std::string(kLarge, '\0'));
+  // A reused extent: an old block's bytes, zeroed.
+  absl::StatusOr<uint64_t> old = AllocateNow(worker, Pattern(kLarge, 7));
+  ASSERT_TRUE(old.ok());
+  std::promise<absl::Status> freed;
+  Command free;
+  free.op = FreeOp{.handle = *old,
+                   .done = [&](absl::Status s) { freed.set_value(s); }};
+  ASSERT_TRUE(worker.Submit(std::move(free)));
+  ASSERT_TRUE(freed.get_future().get().ok());
+  absl::StatusOr<uint64_t> reused = AllocateNow(worker, "abc", kLarge);
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  LongRead read_reused;
+  ASSERT_TRUE(worker.Submit(read_reused.Make(*reused, &timeline)));
+  std::string expected(kLarge, '\0');
+  expected.replace(0, 3, "abc");
+  EXPECT_TRUE(*read_reused.done.get_future().get() == expected);
 }
 
 }  // namespace
