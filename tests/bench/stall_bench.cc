@@ -7,6 +7,9 @@
 //   read      one client reads a whole large block, again and again;
 //   write     one client overwrites a whole large block, again and again;
 //   allocate  one client allocates a large block with data, then frees it;
+//   reserve   one client allocates three large blocks without data (zeros),
+//             then frees them: beyond the large pool's retained 128 MiB, the
+//             free memory goes back to the OS;
 //
 // while --readers threads read random small blocks, each with one read in
 // flight and a random think time (exponential, mean --think_us) between an
@@ -19,7 +22,8 @@
 // poold's cores.
 //
 //   stall_bench [--poold=PATH] [--large_mib=64] [--readers=2]
-//               [--think_us=500] [--seconds=5] [--hogs=read,write,allocate]
+//               [--think_us=500] [--seconds=5]
+//               [--hogs=read,write,allocate,reserve]
 //
 // Exits 1 when a call fails or a read returns wrong bytes.
 #include <stdlib.h>
@@ -61,8 +65,8 @@ ABSL_FLAG(double, think_us, 500,
           "read, in microseconds (exponentially distributed).");
 ABSL_FLAG(double, seconds, 5, "Length of each phase.");
 ABSL_FLAG(std::vector<std::string>, hogs,
-          std::vector<std::string>({"read", "write", "allocate"}),
-          "Phases after the idle one: read, write, allocate.");
+          std::vector<std::string>({"read", "write", "allocate", "reserve"}),
+          "Phases after the idle one: read, write, allocate, reserve.");
 ABSL_FLAG(int, hog_nice, 19,
           "Niceness of the hog's process. A hog client runs on another "
           "machine in practice; here, on the same few cores, its own CPU "
@@ -204,6 +208,24 @@ int RunHog(const std::string& hog) {
         free.set_handle(response.handle());
         v1::FreeResponse freed;
         status = stub->Free(&free_context, free, &freed);
+      }
+    } else if (hog == "reserve") {
+      std::vector<uint64_t> handles;
+      for (int i = 0; i < 3 && status.ok(); ++i) {
+        grpc::ClientContext allocate_context;
+        v1::AllocateRequest request;
+        request.set_size(large_data.size());
+        v1::AllocateResponse response;
+        status = stub->Allocate(&allocate_context, request, &response);
+        if (status.ok()) handles.push_back(response.handle());
+      }
+      for (uint64_t handle : handles) {
+        grpc::ClientContext free_context;
+        v1::FreeRequest free;
+        free.set_handle(handle);
+        v1::FreeResponse freed;
+        const grpc::Status s = stub->Free(&free_context, free, &freed);
+        if (status.ok()) status = s;
       }
     } else {
       std::fprintf(stderr, "stall_bench: no hog named %s\n", hog.c_str());
