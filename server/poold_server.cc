@@ -429,13 +429,20 @@ PooldServer::PooldServer(const Options& options,
     if (acceptor == nullptr) return;
     transport->set_connections_open(acceptor->open_connections());
     transport->set_connections_accepted(acceptor->accepted());
-    transport->set_connections_refused(acceptor->refused());
-    transport->set_connections_refused_max_connections(
-        acceptor->refused(TcpAcceptor::Refusal::kMaxConnections));
-    transport->set_connections_refused_per_address(
-        acceptor->refused(TcpAcceptor::Refusal::kMaxPerAddress));
-    transport->set_connections_refused_open_files(
-        acceptor->refused(TcpAcceptor::Refusal::kOpenFiles));
+    // Each counter read once, the total their sum: the "other" reason
+    // (total minus the rest) never goes down.
+    const uint64_t at_limit =
+        acceptor->refused(TcpAcceptor::Refusal::kMaxConnections);
+    const uint64_t per_address =
+        acceptor->refused(TcpAcceptor::Refusal::kMaxPerAddress);
+    const uint64_t open_files =
+        acceptor->refused(TcpAcceptor::Refusal::kOpenFiles);
+    const uint64_t other = acceptor->refused(TcpAcceptor::Refusal::kOther);
+    transport->set_connections_refused(at_limit + per_address + open_files +
+                                       other);
+    transport->set_connections_refused_max_connections(at_limit);
+    transport->set_connections_refused_per_address(per_address);
+    transport->set_connections_refused_open_files(open_files);
     transport->set_max_connections(acceptor->limits().max_connections);
     transport->set_max_connections_per_address(
         acceptor->limits().max_per_address);

@@ -464,6 +464,8 @@ absl::Status ExtentPool::Free(uint64_t handle) {
 }
 
 absl::Status ExtentPool::PurgePiece(uint32_t id, PurgeProgress* progress) {
+  bool split = false;
+  const uint32_t cached_at = extents_[id].cached_at;
   if (uint64_t{extents_[id].pages} * page_ > kPurgePieceBytes) {
     // Split off the tail (still dirty) and purge the head alone; without a
     // record for the tail, the whole extent at once.
@@ -471,7 +473,7 @@ absl::Status ExtentPool::PurgePiece(uint32_t id, PurgeProgress* progress) {
         static_cast<uint32_t>(kPurgePieceBytes / page_);
     absl::StatusOr<uint32_t> tail = NewRecord();
     if (tail.ok()) {
-      const uint32_t cached_at = extents_[id].cached_at;
+      split = true;
       RemoveFree(id);
       Extent& head = extents_[id];
       Extent& rest = extents_[*tail];
@@ -488,7 +490,13 @@ absl::Status ExtentPool::PurgePiece(uint32_t id, PurgeProgress* progress) {
       extents_[id].cached_at = cached_at;
     }
   }
-  return PurgeExtent(id, progress);
+  absl::Status purged = PurgeExtent(id, progress);
+  if (!purged.ok() && split) {
+    // Refused: the extent is whole again, as it was (a later try splits it
+    // anew), so that it can still hold a block larger than a piece.
+    extents_[Coalesce(id)].cached_at = cached_at;
+  }
+  return purged;
 }
 
 uint32_t ExtentPool::LargestDirty() const {
@@ -498,25 +506,27 @@ uint32_t ExtentPool::LargestDirty() const {
   return dirty_.heads[bin] - 1;
 }
 
-uint32_t ExtentPool::FirstStale(uint32_t cutoff_ms) const {
-  // Few free extents exist: a scan is cheap.
+uint32_t ExtentPool::FirstStale(uint32_t now_ms, uint32_t age_ms) const {
+  // Few free extents exist: a scan is cheap. (The difference, not a
+  // cutoff: the milliseconds wrap after 49.7 days.)
   for (int bin = 0; bin < kBins; ++bin) {
     for (uint32_t id = dirty_.heads[bin]; id != 0; id = extents_[id - 1].next) {
-      if (extents_[id - 1].cached_at <= cutoff_ms) return id;
+      if (now_ms - extents_[id - 1].cached_at >= age_ms) return id;
     }
   }
   return 0;
 }
 
-bool ExtentPool::PurgeStalePieces(uint32_t cutoff_ms, absl::Time deadline) {
-  while (uint32_t stale = FirstStale(cutoff_ms)) {
+bool ExtentPool::PurgeStalePieces(uint32_t now_ms, uint32_t age_ms,
+                                  absl::Time deadline) {
+  while (uint32_t stale = FirstStale(now_ms, age_ms)) {
     if (absl::Status s = PurgePiece(stale - 1, nullptr); !s.ok()) {
       LOG_EVERY_N(WARNING, 100) << s;  // they stay cached; a later call retries
       purge_blocked_ = true;
       return false;
     }
     if (absl::Now() >= deadline) {
-      stale_left_ = FirstStale(cutoff_ms) != 0;
+      stale_left_ = FirstStale(now_ms, age_ms) != 0;
       return true;
     }
   }
@@ -539,7 +549,7 @@ uint64_t ExtentPool::PurgeDue(absl::Time deadline) {
     }
   }
   if (in_time && !purge_blocked_ && stale_left_) {
-    PurgeStalePieces(stale_cutoff_ms_, deadline);
+    PurgeStalePieces(stale_now_ms_, stale_age_ms_, deadline);
   }
   const uint64_t after = resident_bytes();
   return before > after ? before - after : 0;
@@ -574,12 +584,10 @@ uint64_t ExtentPool::PurgeStale(absl::Time now, absl::Duration age,
   purge_blocked_ = false;  // PurgeDue may try again
   stale_left_ = false;
   if (dirty_bytes_ == 0) return 0;
-  const uint32_t now_ms = MillisSinceStart(now);
-  const uint32_t age_ms = static_cast<uint32_t>(absl::ToInt64Milliseconds(age));
-  if (now_ms < age_ms) return 0;
-  stale_cutoff_ms_ = now_ms - age_ms;
+  stale_now_ms_ = MillisSinceStart(now);
+  stale_age_ms_ = static_cast<uint32_t>(absl::ToInt64Milliseconds(age));
   const uint64_t before = resident_bytes();
-  PurgeStalePieces(stale_cutoff_ms_, deadline);
+  PurgeStalePieces(stale_now_ms_, stale_age_ms_, deadline);
   const uint64_t after = resident_bytes();  // with unmapped chunks' maps
   return before > after ? before - after : 0;
 }

@@ -235,12 +235,13 @@ class ExtentPool {
   // The dirty free extent in the highest bin (one of the largest); the pool
   // must have one.
   uint32_t LargestDirty() const;
-  // A dirty free extent freed at or before `cutoff_ms` (id + 1), or 0.
-  uint32_t FirstStale(uint32_t cutoff_ms) const;
-  // Purges pieces of the extents freed at or before `cutoff_ms` until none
-  // is left (stale_left_ cleared) or `deadline` passes (stale_left_ set);
-  // false when the OS refused one (logged; purge_blocked_ set).
-  bool PurgeStalePieces(uint32_t cutoff_ms, absl::Time deadline);
+  // A dirty free extent freed at least `age_ms` before `now_ms` (id + 1),
+  // or 0.
+  uint32_t FirstStale(uint32_t now_ms, uint32_t age_ms) const;
+  // Purges pieces of those extents until none is left (stale_left_
+  // cleared) or `deadline` passes (stale_left_ set); false when the OS
+  // refused one (logged; purge_blocked_ set).
+  bool PurgeStalePieces(uint32_t now_ms, uint32_t age_ms, absl::Time deadline);
   uint64_t SideMetadataBytes() const;
   uint64_t LargestFree() const;
 
@@ -267,10 +268,11 @@ class ExtentPool {
   // Set by a purge the OS refused outside a defragmentation; cleared by
   // PurgeStale.
   bool purge_blocked_ = false;
-  // Stale extents the last PurgeStale left (freed at or before
-  // stale_cutoff_ms_).
+  // Stale extents the last PurgeStale left (freed at least stale_age_ms_
+  // before stale_now_ms_).
   bool stale_left_ = false;
-  uint32_t stale_cutoff_ms_ = 0;
+  uint32_t stale_now_ms_ = 0;
+  uint32_t stale_age_ms_ = 0;
   HandleTable handles_;
 };
 

@@ -140,7 +140,9 @@ class PoolSet {
   // Whether the large pool holds free resident bytes to return to the OS
   // (beyond what it retains, after a large block was freed, or stale ones
   // ReleaseStaleCaches left for lack of time): PurgeLargeDue has work.
-  bool large_purge_due() const { return large_.purge_due(); }
+  // Never while a defragmentation runs: its own purge returns them, counted
+  // in its report (bytes reclaimed = the pools' resident drop).
+  bool large_purge_due() const { return run_ == nullptr && large_.purge_due(); }
   // Returns those bytes to the OS a piece (ExtentPool::kPurgePieceBytes) at
   // a time until none is left or `deadline` passes (at least one piece).
   // Returns the bytes released.

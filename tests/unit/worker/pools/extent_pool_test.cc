@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/unit/worker/pools/rss_checks.h"
+#include "worker/pools/fault_injecting_os.h"
 #include "worker/pools/os_memory.h"
 
 namespace poold::pools {
@@ -169,6 +170,40 @@ TEST(ExtentPoolTest, ALargeFreeIsPurgedAPieceAtATime) {
   EXPECT_FALSE(pool.purge_due());
   EXPECT_EQ(pool.Stats().stats.unpurged_bytes, 0u);
   EXPECT_EQ(pool.chunk_bytes(), pool.ChunkBytesResidentPerOs());
+  EXPECT_EQ(std::string(pool.Lookup(keep->handle)->data, 4), "keep");
+}
+
+// A purge the OS refuses leaves the extent whole (not split into pieces
+// that could no longer hold a large block), and purging waits for the
+// next PurgeStale.
+TEST(ExtentPoolTest, ARefusedPieceLeavesTheExtentWhole) {
+  FaultInjectingOs os;
+  ExtentPoolOptions options = Options(0);
+  options.os = &os;
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(options).ok());
+  auto keep = pool.Allocate(kMiB, "keep", UINT64_MAX);
+  auto big = pool.Allocate(12 * kMiB, "big", UINT64_MAX);
+  ASSERT_TRUE(big.ok());
+  const PoolStats before = pool.Stats();
+  os.FailAt(OsCall::kPurge, 1, EIO, /*repeat=*/true);
+  ASSERT_TRUE(pool.Free(big->handle).ok());  // the free stands
+  PoolStats stats = pool.Stats();
+  EXPECT_EQ(stats.stats.unpurged_bytes, 12 * kMiB);
+  EXPECT_EQ(stats.stats.free_extents, before.stats.free_extents + 1);
+  EXPECT_FALSE(pool.purge_due());  // blocked until the next PurgeStale
+  // Which tries again (the extent is stale by then), and is refused again.
+  EXPECT_EQ(pool.PurgeStale(absl::Now() + absl::Hours(1), absl::Seconds(1)),
+            0u);
+  EXPECT_FALSE(pool.purge_due());
+  EXPECT_EQ(pool.Stats().stats.free_extents, before.stats.free_extents + 1);
+  EXPECT_EQ(pool.Stats().stats.unpurged_bytes, 12 * kMiB);
+  // The same 12 MiB serve a new block of that size: no new chunk.
+  auto again = pool.Allocate(12 * kMiB, "again", UINT64_MAX);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(pool.Stats().stats.spans, before.stats.spans);
+  EXPECT_EQ(pool.chunk_bytes(), pool.ChunkBytesResidentPerOs());
+  os.Heal();
   EXPECT_EQ(std::string(pool.Lookup(keep->handle)->data, 4), "keep");
 }
 

@@ -254,6 +254,29 @@ TEST(PoolSetTest, EmptySpansServeOtherClassesWithoutGrowing) {
   EXPECT_LE(pools->resident_bytes(), resident);
 }
 
+// While a defragmentation runs, the large pool's free memory is its to
+// return (counted in its report), not PurgeLargeDue's.
+TEST(PoolSetTest, NoLargePurgeBetweenTheSlicesOfADefragmentation) {
+  PoolSetOptions options;
+  options.large_retained_bytes = 0;
+  auto pools = MakePools(options);
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 3; ++i) {
+    handles.push_back(pools->Allocate(16 << 20, "")->handle);
+  }
+  for (uint64_t h : handles) ASSERT_TRUE(pools->Free(h).ok());
+  EXPECT_TRUE(pools->large_purge_due());
+  const uint64_t resident = pools->resident_bytes();
+  ASSERT_TRUE(pools->BeginDefrag({PoolKind::kLarge}).ok());
+  EXPECT_FALSE(pools->large_purge_due());
+  while (!pools->DefragStep(absl::Milliseconds(1)).done) {
+    EXPECT_FALSE(pools->large_purge_due());
+  }
+  const DefragReport report = pools->EndDefrag(DefragStopReason::kFinished);
+  EXPECT_EQ(report.bytes_reclaimed, resident - pools->resident_bytes());
+  EXPECT_FALSE(pools->large_purge_due());  // nothing left to purge
+}
+
 TEST(PoolSetTest, CachedMemoryGoesBackToTheOsAfterTheDecay) {
   PoolSetOptions options;
   options.cache_decay = absl::Seconds(1);
