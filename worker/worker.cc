@@ -623,16 +623,17 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
         stop = pools_->CommitBytes(copy.handle, at, n);
         if (!stop.ok()) break;
       }
-      // The source's bytes, then zeros.
-      absl::string_view bytes;
+      // The source's bytes, then zeros (which fresh pages, just committed,
+      // already are).
       if (copy.copied < copy.source.size()) {
-        bytes = copy.source.substr(copy.copied, n);
-      } else {
-        bytes = absl::string_view(zero_piece, n);
+        const absl::string_view bytes = copy.source.substr(copy.copied, n);
+        stop = pools_->Write(copy.handle, at, bytes);
+        if (!stop.ok()) break;
+        n = bytes.size();
+      } else if (!copy.block.fresh_pages) {
+        stop = pools_->Write(copy.handle, at, absl::string_view(zero_piece, n));
+        if (!stop.ok()) break;
       }
-      stop = pools_->Write(copy.handle, at, bytes);
-      if (!stop.ok()) break;
-      n = bytes.size();
     }
     copy.copied += n;
     if (absl::Now() >= until) break;

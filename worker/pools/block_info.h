@@ -13,6 +13,10 @@ struct BlockInfo {
   PoolKind pool = PoolKind::kSmall;
   uint64_t size = 0;        // requested size; what a full Read returns
   uint64_t slot_bytes = 0;  // what the pool set aside (class or extent size)
+  // Large pool: the block's pages came fresh from the OS (never used since
+  // they were last returned), so bytes nobody wrote read as zero once
+  // committed; the `written_next` bytes of Allocate need no zeroing.
+  bool fresh_pages = false;
 };
 
 }  // namespace poold::pools

@@ -405,7 +405,11 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
   ++blocks_;
   live_bytes_ += size;
   used_bytes_ += pages * page_;
-  return BlockInfo{entry->handle, PoolKind::kLarge, size, pages * page_};
+  return BlockInfo{.handle = entry->handle,
+                   .pool = PoolKind::kLarge,
+                   .size = size,
+                   .slot_bytes = pages * page_,
+                   .fresh_pages = state == kClean};
 }
 
 absl::StatusOr<BlockRef> ExtentPool::Lookup(uint64_t handle) {

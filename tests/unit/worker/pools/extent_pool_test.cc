@@ -33,6 +33,7 @@ TEST(ExtentPoolTest, BlocksArePageRoundedAndZeroed) {
   ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
   auto block = pool.Allocate(65537, "abc", UINT64_MAX);
   ASSERT_TRUE(block.ok());
+  EXPECT_TRUE(block->fresh_pages);
   EXPECT_EQ(block->slot_bytes, 69632u);
   EXPECT_EQ(block->pool, PoolKind::kLarge);
   BlockRef ref = *pool.Lookup(block->handle);
@@ -43,6 +44,7 @@ TEST(ExtentPoolTest, BlocksArePageRoundedAndZeroed) {
   std::memset(ref.data, 'x', ref.size);
   ASSERT_TRUE(pool.Free(block->handle).ok());
   auto again = pool.Allocate(65537, "", UINT64_MAX);
+  EXPECT_FALSE(again->fresh_pages);
   ref = *pool.Lookup(again->handle);
   EXPECT_EQ(std::string(ref.data, ref.size), std::string(65537, '\0'));
 }
