@@ -78,6 +78,24 @@ absl::StatusOr<uint64_t> AllocateNow(Worker& worker, const std::string& data,
   return block->handle;
 }
 
+// Frees `handle` and waits for the answer.
+absl::Status FreeNow(Worker& worker, uint64_t handle) {
+  std::promise<absl::Status> freed;
+  Command command;
+  command.op = FreeOp{.handle = handle,
+                      .done = [&](absl::Status s) { freed.set_value(s); }};
+  EXPECT_TRUE(worker.Submit(std::move(command)));
+  return freed.get_future().get();
+}
+
+// Pools whose large pool reaches the OS through `os`.
+std::unique_ptr<pools::PoolSet> MakePoolsWithLargeOs(pools::OsInterface* os) {
+  pools::PoolSetOptions options;
+  options.handle_key = 78;
+  options.os[static_cast<size_t>(pools::PoolKind::kLarge)] = os;
+  return *pools::PoolSet::Create(options);
+}
+
 // A whole-block Read into its own buffer; `on_destination` runs on the
 // worker when the buffer is asked for (before the first byte is copied).
 struct LongRead {
@@ -413,12 +431,7 @@ TEST(WorkerLongCopyTest, ALongReadCancelledMidwayAnswersCancelled) {
   EXPECT_EQ(read.done.get_future().get().status().code(),
             absl::StatusCode::kCancelled);
   // The block is no longer busy: a Free runs at once.
-  std::promise<absl::Status> freed;
-  Command free;
-  free.op =
-      FreeOp{.handle = *a, .done = [&](absl::Status s) { freed.set_value(s); }};
-  ASSERT_TRUE(worker.Submit(std::move(free)));
-  EXPECT_TRUE(freed.get_future().get().ok());
+  EXPECT_TRUE(FreeNow(worker, *a).ok());
 }
 
 TEST(WorkerLongCopyTest, CommandsWaitingForBusyBlocksAreBounded) {
@@ -458,10 +471,7 @@ TEST(WorkerLongCopyTest, ALongAllocationCommitsItsPagesPieceByPiece) {
   // The OS refuses memory in the middle of the copy: the allocation answers
   // the refusal and leaves no block; the next one, with memory, succeeds.
   pools::FaultInjectingOs os;
-  pools::PoolSetOptions options;
-  options.handle_key = 78;
-  options.os[static_cast<size_t>(pools::PoolKind::kLarge)] = &os;
-  Worker worker(OnePieceAtATime(), *pools::PoolSet::Create(options));
+  Worker worker(OnePieceAtATime(), MakePoolsWithLargeOs(&os));
   const std::string large = Pattern(kLarge, 6);
   // The worker thread makes no OS call of its own while idle (a warm-up
   // allocation is made and freed first): later commit calls are this
@@ -470,12 +480,7 @@ TEST(WorkerLongCopyTest, ALongAllocationCommitsItsPagesPieceByPiece) {
   ASSERT_TRUE(warm.ok());
   const uint64_t commits_before = os.calls(pools::OsCall::kCommit);
   EXPECT_GE(commits_before, 30u);  // most of the block, a piece at a time
-  std::promise<absl::Status> freed;
-  Command free;
-  free.op = FreeOp{.handle = *warm,
-                   .done = [&](absl::Status s) { freed.set_value(s); }};
-  ASSERT_TRUE(worker.Submit(std::move(free)));
-  ASSERT_TRUE(freed.get_future().get().ok());
+  ASSERT_TRUE(FreeNow(worker, *warm).ok());
   os.FailAt(pools::OsCall::kCommit, 10, ENOMEM);
   absl::StatusOr<uint64_t> refused = AllocateNow(worker, large);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted)
@@ -513,10 +518,7 @@ TEST(WorkerLongCopyTest, ALongAllocationKeepsItsBytes) {
 // reused (resident, holding an old block's bytes).
 TEST(WorkerLongCopyTest, ALargeBlockWithoutDataIsZeroedInPieces) {
   pools::FaultInjectingOs os;
-  pools::PoolSetOptions options;
-  options.handle_key = 78;
-  options.os[static_cast<size_t>(pools::PoolKind::kLarge)] = &os;
-  Worker worker(OnePieceAtATime(), *pools::PoolSet::Create(options));
+  Worker worker(OnePieceAtATime(), MakePoolsWithLargeOs(&os));
   // Fresh pages: committed a piece at a time.
   const uint64_t commits_before = os.calls(pools::OsCall::kCommit);
   absl::StatusOr<uint64_t> fresh = AllocateNow(worker, "", kLarge);
@@ -529,12 +531,7 @@ TEST(WorkerLongCopyTest, ALargeBlockWithoutDataIsZeroedInPieces) {
   // A reused extent: an old block's bytes, zeroed.
   absl::StatusOr<uint64_t> old = AllocateNow(worker, Pattern(kLarge, 7));
   ASSERT_TRUE(old.ok());
-  std::promise<absl::Status> freed;
-  Command free;
-  free.op = FreeOp{.handle = *old,
-                   .done = [&](absl::Status s) { freed.set_value(s); }};
-  ASSERT_TRUE(worker.Submit(std::move(free)));
-  ASSERT_TRUE(freed.get_future().get().ok());
+  ASSERT_TRUE(FreeNow(worker, *old).ok());
   absl::StatusOr<uint64_t> reused = AllocateNow(worker, "abc", kLarge);
   ASSERT_TRUE(reused.ok()) << reused.status();
   LongRead read_reused;
