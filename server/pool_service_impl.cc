@@ -91,6 +91,25 @@ void SetResultStatus(const absl::Status& status, size_t max_message,
   }
 }
 
+// Calls `finish(status)` from one of gRPC's threads (an alarm due now): the
+// calling thread goes on at once.
+void FinishOnGrpcThread(Done<absl::Status> finish, absl::Status status) {
+  struct Deferred {
+    grpc::Alarm alarm;
+    Done<absl::Status> finish;
+    absl::Status status;
+  };
+  auto* deferred = new Deferred;
+  deferred->finish = std::move(finish);
+  deferred->status = std::move(status);
+  // gRPC keeps the alarm's state alive while its callback runs, so the
+  // callback may delete it.
+  deferred->alarm.Set(gpr_now(GPR_CLOCK_MONOTONIC), [deferred](bool /*fired*/) {
+    std::move(deferred->finish)(deferred->status);
+    delete deferred;
+  });
+}
+
 }  // namespace
 
 // The reactor of one unary RPC. It owns the cancellation flag its Command
@@ -619,6 +638,8 @@ struct PoolServiceImpl::BatchState {
   // Payload budget taken for Reads and not used yet (taken in chunks, not
   // once per Read).
   uint64_t budget_left = 0;
+  // The Reads' bytes in the answer.
+  uint64_t read_bytes = 0;
 
   v1::BatchResult* result(uint32_t index) {
     return response->mutable_results(static_cast<int>(index));
@@ -1079,6 +1100,13 @@ void PoolServiceImpl::SubmitBatch(grpc::CallbackServerContext* context,
     for (; state->admitted_pending > 0; --state->admitted_pending) {
       unknown_handles_.Refund(state->Key(), UnknownHandleLimiter::Now());
     }
+    if (state->read_bytes > Worker::kCopyPieceBytes) {
+      // Serializing the answer copies the bytes read, and gRPC writes what
+      // the socket takes right away: milliseconds for many MiB, which the
+      // worker must not spend (its copies went in pieces).
+      FinishOnGrpcThread(std::move(finish), status);
+      return;
+    }
     std::move(finish)(status);
   };
   Command command;
@@ -1135,13 +1163,17 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
         break;
       }
       ApplyCaller(state->caller, *op);
+      // The worker appends the bytes to the answer (in pieces, between
+      // other commands, when they are many).
+      op->sink = [state,
+                  index](uint64_t length) -> absl::StatusOr<std::string*> {
+        return state->service->PrepareBatchRead(state, length,
+                                                state->result(index));
+      };
       op->done = [state, index](absl::StatusOr<absl::string_view> data) {
-        absl::Status status = data.status();
-        if (status.ok()) {
-          status = state->service->AnswerBatchRead(state, *data,
-                                                   state->result(index));
-        }
-        state->Settle(index, status);
+        // A read stopped midway leaves no bytes in the answer.
+        if (!data.ok()) state->result(index)->clear_result();
+        state->Settle(index, data.status());
       };
       return BatchEntry(*std::move(op));
     }
@@ -1167,19 +1199,18 @@ std::optional<BatchEntry> PoolServiceImpl::MakeBatchEntry(
   return std::nullopt;
 }
 
-absl::Status PoolServiceImpl::AnswerBatchRead(BatchState* state,
-                                              absl::string_view data,
-                                              v1::BatchResult* result) {
-  if (state->answer_bytes + data.size() > batch_limits_.max_answer_bytes) {
+absl::StatusOr<std::string*> PoolServiceImpl::PrepareBatchRead(
+    BatchState* state, uint64_t length, v1::BatchResult* result) {
+  if (state->answer_bytes + length > batch_limits_.max_answer_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the batch's answer would hold more than ",
                      batch_limits_.max_answer_bytes,
-                     " bytes (--max_message_bytes) with these ", data.size(),
+                     " bytes (--max_message_bytes) with these ", length,
                      ": read this block in a later batch"));
   }
-  if (state->budget_left < data.size()) {
+  if (state->budget_left < length) {
     // Payload budget for this Read and (in one take) for some that follow.
-    const uint64_t needed = data.size() - state->budget_left;
+    const uint64_t needed = length - state->budget_left;
     const uint64_t chunk = std::max<uint64_t>(needed, kBudgetChunkBytes);
     if (state->holder->Hold(chunk)) {
       state->budget_left += chunk;
@@ -1189,11 +1220,13 @@ absl::Status PoolServiceImpl::AnswerBatchRead(BatchState* state,
       state->budget_left += needed;
     }
   }
-  state->budget_left -= data.size();
-  state->answer_bytes += data.size();
-  // The view points into pool memory, valid only now: copy it.
-  result->mutable_read()->mutable_data()->assign(data.data(), data.size());
-  return absl::OkStatus();
+  state->budget_left -= length;
+  state->answer_bytes += length;
+  state->read_bytes += length;
+  std::string* data = result->mutable_read()->mutable_data();
+  data->clear();
+  data->reserve(length);
+  return data;
 }
 
 }  // namespace poold

@@ -230,10 +230,13 @@ class PoolServiceImpl final : public RawPoolService {
   std::optional<BatchEntry> MakeBatchEntry(BatchState* state,
                                            const v1::BatchOperation& operation,
                                            uint32_t index);
-  // A Read's bytes in a batch's answer: takes them from the payload budget
-  // and the answer's room and copies them, or says why not.
-  absl::Status AnswerBatchRead(BatchState* state, absl::string_view data,
-                               v1::BatchResult* result);
+  // Room for a Read's `length` bytes in a batch's answer: takes them from
+  // the payload budget and the answer's room and returns the (empty) string
+  // of `result` that they go to, with room reserved for them; or says why
+  // not.
+  absl::StatusOr<std::string*> PrepareBatchRead(BatchState* state,
+                                                uint64_t length,
+                                                v1::BatchResult* result);
 
   // Finishes `call` at once when draining or when `op` is an error;
   // otherwise submits `op` (whose `done` finishes `call`) to the worker,

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -65,14 +66,22 @@ struct WriteOp {
 // completes the read instead.
 using ReadDestination = absl::AnyInvocable<absl::StatusOr<char*>(uint64_t)>;
 
+// Where a Read's bytes go, appended: called once on the worker thread, with
+// the read's length once its range is checked. Returns a string (empty, with
+// room reserved for that many bytes, so that appending them moves nothing)
+// that stays valid until the read's `done` has run, or the error that
+// completes the read instead.
+using ReadSink = absl::AnyInvocable<absl::StatusOr<std::string*>(uint64_t)>;
+
 // Reads `length` bytes (0: to the end) of a block from `offset`.
 //
 // With a `destination`, the worker copies the bytes there and passes `done`
-// a view of that buffer. More than Worker::kCopyPieceBytes are copied in
-// pieces between other commands (in a unary command, not in a batch); the
-// block stays as it was meanwhile: commands that name it wait until the
-// copy is over.
-// Without one, the view passed to `done` points into pool memory and is
+// a view of that buffer. With a `sink` (and no destination), it appends them
+// to the string the sink returns and passes `done` a view of that string.
+// Either way, more than Worker::kCopyPieceBytes are copied in pieces between
+// other commands (in a batch too); the block stays as it was meanwhile:
+// commands that name it wait until the copy is over.
+// With neither, the view passed to `done` points into pool memory and is
 // valid only during the call.
 struct ReadOp {
   uint64_t handle = 0;
@@ -82,6 +91,7 @@ struct ReadOp {
   uint64_t offset = 0;
   uint64_t length = 0;
   ReadDestination destination = nullptr;
+  ReadSink sink = nullptr;
   Done<absl::StatusOr<absl::string_view>> done;
 };
 

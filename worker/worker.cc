@@ -245,7 +245,8 @@ void Worker::Dispatch(Command& command) {
           if constexpr (std::is_same_v<OpT, DefragOp>) {
             parked = RunDefrag(command, op);
           } else if constexpr (std::is_same_v<OpT, BatchOp>) {
-            if (pending_batches_.size() + batches_waiting_for_blocks_ >=
+            if (pending_batches_.size() + batches_waiting_for_blocks_ +
+                    batches_in_long_copies_ >=
                 options_.channel_capacity) {
               // Each batch begun holds its request's memory: bound them.
               CompleteOp(op, absl::ResourceExhaustedError(absl::StrCat(
@@ -333,7 +334,7 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
         ++batches_waiting_for_blocks_;
         return false;
       }
-      RunBatchEntry(op, op.next++);
+      if (RunBatchEntry(command, op, op.next++)) return false;
       // After every entry: a whole-block Read or the Free of a large block
       // can take long (a vDSO clock read is ~2 % of a small entry's cost).
       if (absl::Now() >= until) break;
@@ -353,13 +354,15 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
   return true;
 }
 
-void Worker::RunBatchEntry(BatchOp& op, size_t position) {
+bool Worker::RunBatchEntry(Command& command, BatchOp& op, size_t position) {
   BatchEntry& entry = op.entries[position];
   if (AllocateOp* allocate = std::get_if<AllocateOp>(&entry)) {
     ++mutations_;
     NoteOwner(allocate->owner);
-    absl::StatusOr<pools::BlockInfo> block =
-        pools_->Allocate(allocate->size, allocate->data);
+    std::optional<absl::StatusOr<pools::BlockInfo>> made =
+        AllocateFirstPiece(command, *allocate, position);
+    if (!made.has_value()) return true;  // its long copy has the batch
+    absl::StatusOr<pools::BlockInfo> block = *std::move(made);
     if (pools::MemoryLimitGrowth(block.status()).has_value()) {
       block = absl::ResourceExhaustedError(absl::StrCat(
           block.status().message(),
@@ -367,22 +370,25 @@ void Worker::RunBatchEntry(BatchOp& op, size_t position) {
           "to make room: retry it, or allocate it alone"));
     }
     CompleteOp(*allocate, std::move(block));
-    return;
+    return false;
   }
   if (op.admit) {
     if (absl::Status refused = op.admit(position); !refused.ok()) {
       std::visit([&refused](auto& e) { CompleteOp(e, refused); }, entry);
-      return;
+      return false;
     }
   }
   if (WriteOp* write = std::get_if<WriteOp>(&entry)) {
-    Handle(*write);
-  } else if (ReadOp* read = std::get_if<ReadOp>(&entry)) {
-    Handle(*read);
-  } else {
-    ++mutations_;
-    Handle(std::get<FreeOp>(entry));
+    return WriteOrStartCopy(command, *write,
+                            Resolve(write->handle, write->any_owner), position);
   }
+  if (ReadOp* read = std::get_if<ReadOp>(&entry)) {
+    return ReadOrStartCopy(command, *read,
+                           Resolve(read->handle, read->any_owner), position);
+  }
+  ++mutations_;
+  Handle(std::get<FreeOp>(entry));
+  return false;
 }
 
 void Worker::ContinueBatch() {
@@ -397,7 +403,7 @@ void Worker::ContinueBatch() {
 bool Worker::HandleAllocate(Command& command, AllocateOp& op) {
   NoteOwner(op.owner);
   std::optional<absl::StatusOr<pools::BlockInfo>> made =
-      AllocateFirstPiece(command);
+      AllocateFirstPiece(command, op, LongCopy::kWholeCommand);
   if (!made.has_value()) return true;  // its long copy has it
   absl::StatusOr<pools::BlockInfo> block = *std::move(made);
   const std::optional<uint64_t> growth =
@@ -454,8 +460,7 @@ uint64_t Worker::Resolve(uint64_t handle, bool any_owner) const {
 }
 
 std::optional<absl::StatusOr<pools::BlockInfo>> Worker::AllocateFirstPiece(
-    Command& command) {
-  AllocateOp& op = std::get<AllocateOp>(command.op);
+    Command& command, AllocateOp& op, size_t entry) {
   const uint64_t size = op.size != 0 ? op.size : op.data.size();
   // A block whose data, or whose zeros after the data, pass a piece is
   // written in pieces: its first piece of data now, the rest (data, then
@@ -473,6 +478,7 @@ std::optional<absl::StatusOr<pools::BlockInfo>> Worker::AllocateFirstPiece(
       pools_->Allocate(size, first, size - first.size());
   if (!block.ok()) return block;
   StartLongCopy(LongCopy{.command = std::move(command),
+                         .entry = entry,
                          .handle = block->handle,
                          .offset = first.size(),
                          .length = size - first.size(),
@@ -514,6 +520,11 @@ bool Worker::HandleWrite(Command& command) {
   WriteOp& op = std::get<WriteOp>(command.op);
   const uint64_t handle = Resolve(op.handle, op.any_owner);
   if (WaitForBlock(command, handle)) return true;
+  return WriteOrStartCopy(command, op, handle, LongCopy::kWholeCommand);
+}
+
+bool Worker::WriteOrStartCopy(Command& command, WriteOp& op, uint64_t handle,
+                              size_t entry) {
   if (op.data.size() <= kCopyPieceBytes) {
     CompleteOp(op, pools_->Write(handle, op.offset, op.data));
     return false;
@@ -535,6 +546,7 @@ bool Worker::HandleWrite(Command& command) {
   const uint64_t offset = op.offset;
   const absl::string_view source = op.data;
   StartLongCopy(LongCopy{.command = std::move(command),
+                         .entry = entry,
                          .handle = handle,
                          .offset = offset,
                          .length = source.size(),
@@ -546,30 +558,56 @@ bool Worker::HandleRead(Command& command) {
   ReadOp& op = std::get<ReadOp>(command.op);
   const uint64_t handle = Resolve(op.handle, op.any_owner);
   if (WaitForBlock(command, handle)) return true;
+  return ReadOrStartCopy(command, op, handle, LongCopy::kWholeCommand);
+}
+
+bool Worker::ReadOrStartCopy(Command& command, ReadOp& op, uint64_t handle,
+                             size_t entry) {
   absl::StatusOr<absl::string_view> bytes =
       pools_->Read(handle, op.offset, op.length);
-  if (!bytes.ok() || op.destination == nullptr) {
+  if (!bytes.ok() || (op.destination == nullptr && op.sink == nullptr)) {
+    // The view points into pool memory; the callback copies it out before
+    // the worker runs anything else.
     CompleteOp(op, std::move(bytes));
     return false;
   }
-  absl::StatusOr<char*> to = op.destination(bytes->size());
-  if (!to.ok()) {
-    CompleteOp(op, absl::StatusOr<absl::string_view>(to.status()));
-    return false;
+  char* to = nullptr;
+  std::string* sink = nullptr;
+  if (op.destination != nullptr) {
+    absl::StatusOr<char*> destination = op.destination(bytes->size());
+    if (!destination.ok()) {
+      CompleteOp(op, absl::StatusOr<absl::string_view>(destination.status()));
+      return false;
+    }
+    to = *destination;
+  } else {
+    absl::StatusOr<std::string*> appended = op.sink(bytes->size());
+    if (!appended.ok()) {
+      CompleteOp(op, absl::StatusOr<absl::string_view>(appended.status()));
+      return false;
+    }
+    sink = *appended;
   }
   if (bytes->size() <= kCopyPieceBytes) {
-    if (!bytes->empty()) std::memcpy(*to, bytes->data(), bytes->size());
-    CompleteOp(op, absl::StatusOr<absl::string_view>(
-                       absl::string_view(*to, bytes->size())));
+    if (sink != nullptr) {
+      sink->append(bytes->data(), bytes->size());
+      CompleteOp(op, absl::StatusOr<absl::string_view>(*sink));
+    } else {
+      if (!bytes->empty()) std::memcpy(to, bytes->data(), bytes->size());
+      CompleteOp(op, absl::StatusOr<absl::string_view>(
+                         absl::string_view(to, bytes->size())));
+    }
     return false;
   }
   const uint64_t offset = op.offset;
   const uint64_t length = bytes->size();
   StartLongCopy(LongCopy{.command = std::move(command),
+                         .entry = entry,
                          .handle = handle,
                          .offset = offset,
                          .length = length,
-                         .destination = *to});
+                         .destination = to,
+                         .sink = sink});
   return true;
 }
 
@@ -583,16 +621,22 @@ bool Worker::HandleFree(Command& command) {
 
 void Worker::StartLongCopy(LongCopy copy) {
   busy_blocks_.insert(copy.handle);
+  if (copy.entry != LongCopy::kWholeCommand) ++batches_in_long_copies_;
   if (!RunCopyPiece(copy)) long_copies_.push_back(std::move(copy));
 }
 
 bool Worker::RunCopyPiece(LongCopy& copy) {
   Command& command = copy.command;
+  const bool whole = copy.entry == LongCopy::kWholeCommand;
   const absl::Time start = absl::Now();
   absl::Status stop;
   // A write, once begun, runs to its end: stopped, it would leave the block
   // half written.
-  if (command.type() != CommandType::kWrite) {
+  const bool write =
+      whole ? command.type() == CommandType::kWrite
+            : std::holds_alternative<WriteOp>(
+                  std::get<BatchOp>(command.op).entries[copy.entry]);
+  if (!write) {
     if (command.IsCancelled()) {
       stop = absl::CancelledError("the client cancelled");
     } else if (start >= command.deadline) {
@@ -608,14 +652,18 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
     const uint64_t at = copy.offset + copy.copied;
     // The block is looked up again for each piece: it is busy (neither
     // written nor freed by anyone else), but the engine may have moved it.
-    if (copy.destination != nullptr) {
+    if (copy.destination != nullptr || copy.sink != nullptr) {
       absl::StatusOr<absl::string_view> bytes =
           pools_->Read(copy.handle, at, n);
       if (!bytes.ok()) {
         stop = bytes.status();
         break;
       }
-      std::memcpy(copy.destination + copy.copied, bytes->data(), n);
+      if (copy.sink != nullptr) {
+        copy.sink->append(bytes->data(), n);
+      } else {
+        std::memcpy(copy.destination + copy.copied, bytes->data(), n);
+      }
     } else {
       // A new block's pages are made resident a piece at a time, each
       // before it is written.
@@ -639,33 +687,41 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
     if (absl::Now() >= until) break;
   }
   if (stop.ok() && copy.copied < copy.length) return false;
-  std::visit(
-      [this, &copy, &stop](auto& op) {
-        using OpT = std::decay_t<decltype(op)>;
-        if constexpr (std::is_same_v<OpT, ReadOp>) {
-          CompleteOp(op, stop.ok() ? absl::StatusOr<absl::string_view>(
-                                         absl::string_view(copy.destination,
-                                                           copy.length))
-                                   : absl::StatusOr<absl::string_view>(stop));
-        } else if constexpr (std::is_same_v<OpT, WriteOp>) {
-          CompleteOp(op, stop);
-        } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
-          if (!stop.ok()) {
-            // Nobody was told the handle: the block goes.
-            if (absl::Status freed = pools_->Free(copy.handle); !freed.ok()) {
-              LOG(WARNING) << "worker: freeing an allocation stopped midway: "
-                           << freed;
-            }
-            CompleteOp(op, absl::StatusOr<pools::BlockInfo>(stop));
-          } else {
-            CompleteOp(op, absl::StatusOr<pools::BlockInfo>(copy.block));
-          }
-        } else {
-          LOG(FATAL) << "a long copy of a command that copies no block";
+  const auto complete = [this, &copy, &stop](auto& op) {
+    using OpT = std::decay_t<decltype(op)>;
+    if constexpr (std::is_same_v<OpT, ReadOp>) {
+      const absl::string_view bytes =
+          copy.sink != nullptr
+              ? absl::string_view(*copy.sink)
+              : absl::string_view(copy.destination, copy.length);
+      CompleteOp(op, stop.ok() ? absl::StatusOr<absl::string_view>(bytes)
+                               : absl::StatusOr<absl::string_view>(stop));
+    } else if constexpr (std::is_same_v<OpT, WriteOp>) {
+      CompleteOp(op, stop);
+    } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
+      if (!stop.ok()) {
+        // Nobody was told the handle: the block goes.
+        if (absl::Status freed = pools_->Free(copy.handle); !freed.ok()) {
+          LOG(WARNING) << "worker: freeing an allocation stopped midway: "
+                       << freed;
         }
-      },
-      command.op);
-  CountCompleted(command);
+        CompleteOp(op, absl::StatusOr<pools::BlockInfo>(stop));
+      } else {
+        CompleteOp(op, absl::StatusOr<pools::BlockInfo>(copy.block));
+      }
+    } else {
+      LOG(FATAL) << "a long copy of a command that copies no block";
+    }
+  };
+  if (whole) {
+    std::visit(complete, command.op);
+    CountCompleted(command);
+  } else {
+    // The batch goes on with its next entry, in its turn.
+    std::visit(complete, std::get<BatchOp>(command.op).entries[copy.entry]);
+    --batches_in_long_copies_;
+    pending_batches_.push_back(std::move(command));
+  }
   ReleaseBlock(copy.handle);
   return true;
 }
@@ -726,18 +782,6 @@ void Worker::ReleaseBlock(uint64_t handle) {
       Dispatch(command);
     }
   }
-}
-
-void Worker::Handle(WriteOp& op) {
-  CompleteOp(
-      op, pools_->Write(Resolve(op.handle, op.any_owner), op.offset, op.data));
-}
-
-void Worker::Handle(ReadOp& op) {
-  // The view points into pool memory; the callback copies it out before the
-  // worker runs anything else.
-  CompleteOp(
-      op, pools_->Read(Resolve(op.handle, op.any_owner), op.offset, op.length));
 }
 
 void Worker::Handle(FreeOp& op) {
@@ -909,7 +953,7 @@ std::optional<absl::Status> Worker::TryAnswerWaiting(Command& command) {
     return std::nullopt;
   }
   std::optional<absl::StatusOr<pools::BlockInfo>> made =
-      AllocateFirstPiece(command);
+      AllocateFirstPiece(command, op, LongCopy::kWholeCommand);
   if (!made.has_value()) return std::nullopt;  // its long copy has it
   if (pools::MemoryLimitGrowth(made->status()).has_value()) {
     return made->status();  // nothing changed; it may wait on

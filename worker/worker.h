@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
@@ -44,12 +45,13 @@ namespace poold {
 // A batch (BatchOp) is one command: its entries run in order, in pieces of
 // at most defrag_slice, and the commands that arrived meanwhile (and the
 // pieces of other batches) run between its pieces.
-// A Read (with a destination), Write or Allocate of more than
-// kCopyPieceBytes copies its bytes the same way: in pieces of at most a
-// slice's budget (see SliceBudget), with other commands between them. Its
-// block is busy until the copy is over: a command or batch entry that
-// names it waits (up to channel_capacity of them; beyond,
-// RESOURCE_EXHAUSTED) and runs, in order, once it is done.
+// A Read (with a destination or a sink), Write or Allocate of more than
+// kCopyPieceBytes, alone or in a batch, copies its bytes the same way: in
+// pieces of at most a slice's budget (see SliceBudget), with other commands
+// between them (its batch waits for the copy's end). Its block is busy until
+// the copy is over: a command or batch entry that names it waits (up to
+// channel_capacity of them; beyond, RESOURCE_EXHAUSTED) and runs, in order,
+// once it is done.
 // With options.auto_defrag.enabled, the worker also defragments on its own:
 // at each maintenance tick after the look interval, AutoDefragPolicy decides
 // from the pools' statistics whether a run pays, and a run then goes one
@@ -185,14 +187,14 @@ class Worker {
   // case `command` was moved to the back of pending_batches_ (or, when the
   // next entry names a busy block, to the commands waiting for it).
   bool RunBatchPiece(Command& command, BatchOp& op);
-  // Runs the entry at `position` of the batch `op` (after op.admit, for one
-  // that names a handle).
-  void RunBatchEntry(BatchOp& op, size_t position);
+  // Runs the entry at `position` of `command`'s batch `op` (after op.admit,
+  // for one that names a handle). Returns true when the entry's bytes go on
+  // in a long copy, which took `command`: the batch goes on once the copy
+  // is over.
+  bool RunBatchEntry(Command& command, BatchOp& op, size_t position);
   // Runs the next piece of the batch at the front of pending_batches_.
   void ContinueBatch();
   // One handler per op; each completes `op` exactly once. Worker thread only.
-  void Handle(WriteOp& op);
-  void Handle(ReadOp& op);
   void Handle(FreeOp& op);
   // The unary commands that name a block: each completes `command` (and
   // returns false), or takes it (returns true): it waits for its busy
@@ -201,27 +203,42 @@ class Worker {
   bool HandleWrite(Command& command);
   bool HandleRead(Command& command);
   bool HandleFree(Command& command);
+  // Writes or reads the block `handle` (not busy) for `op`, which is
+  // `command`'s op or, with `entry` != LongCopy::kWholeCommand, that entry
+  // of its batch. Completes `op` and returns false; or, when more than
+  // kCopyPieceBytes are to be copied, starts a long copy, which takes
+  // `command`, and returns true.
+  bool WriteOrStartCopy(Command& command, WriteOp& op, uint64_t handle,
+                        size_t entry);
+  bool ReadOrStartCopy(Command& command, ReadOp& op, uint64_t handle,
+                       size_t entry);
   // When `handle` is busy, takes `command`: it waits for the block
   // (returns true), or, past channel_capacity waiting, is completed with
   // RESOURCE_EXHAUSTED and counted (returns true as well).
   bool WaitForBlock(Command& command, uint64_t handle);
-  // Allocates the block of `command` (an AllocateOp) with its data, or with
-  // the first kCopyPieceBytes of it when it is longer: then the rest goes
-  // on in a long copy, which takes `command`, and this returns nullopt.
-  // Otherwise returns the result, leaving `command` to the caller.
+  // Allocates the block of `op` (`command`'s op, or its batch's entry
+  // `entry`) with its data, or with the first kCopyPieceBytes of it when it
+  // is longer: then the rest goes on in a long copy, which takes `command`,
+  // and this returns nullopt. Otherwise returns the result, leaving
+  // `command` to the caller.
   std::optional<absl::StatusOr<pools::BlockInfo>> AllocateFirstPiece(
-      Command& command);
+      Command& command, AllocateOp& op, size_t entry);
   // A batch entry's block, as the engine knows it; nullopt for an Allocate.
   std::optional<uint64_t> BlockOf(const BatchEntry& entry) const;
 
-  // A Read, Write or Allocate whose bytes are copied in pieces.
+  // A Read, Write or Allocate whose bytes are copied in pieces: a unary
+  // command, or an entry of a batch (which waits for the copy's end).
   struct LongCopy {
+    static constexpr size_t kWholeCommand = ~size_t{0};
     Command command;
+    // The batch entry copied, or kWholeCommand.
+    size_t entry = kWholeCommand;
     uint64_t handle = 0;  // the block, busy until the copy is over
     uint64_t offset = 0;  // where in the block the copy starts
     uint64_t length = 0;
     uint64_t copied = 0;
-    char* destination = nullptr;  // a Read's buffer
+    char* destination = nullptr;  // a Read's buffer,
+    std::string* sink = nullptr;  // or the string it appends to
     // A Write's or an Allocate's bytes (an Allocate's block gets zeros after
     // them, up to `length`).
     absl::string_view source = {};
@@ -232,8 +249,9 @@ class Worker {
   void StartLongCopy(LongCopy copy);
   // Copies for about a slice's time (or stops the copy when its client
   // cancelled or its deadline passed). When the copy is over: completes
-  // and counts its command, frees the block of an Allocate that did not
-  // finish, releases the block, and returns true.
+  // and counts its command (or completes its batch entry and puts the batch
+  // back among pending_batches_), frees the block of an Allocate that did
+  // not finish, releases the block, and returns true.
   bool RunCopyPiece(LongCopy& copy);
   // Runs the next piece of the copy at the front of long_copies_.
   void ContinueLongCopy();
@@ -344,9 +362,10 @@ class Worker {
   absl::flat_hash_set<uint64_t> busy_blocks_;
   absl::flat_hash_map<uint64_t, std::deque<Command>> waiting_for_block_;
   size_t commands_waiting_for_blocks_ = 0;
-  // Batches begun and waiting for a busy block: they count among the
-  // batches in progress.
+  // Batches begun and waiting for a busy block, or for the long copy of one
+  // of their entries: they count among the batches in progress.
   size_t batches_waiting_for_blocks_ = 0;
+  size_t batches_in_long_copies_ = 0;
   // Which kind of piece ran last (ContinuePieces takes turns).
   bool last_piece_was_copy_ = false;
   bool last_piece_was_purge_ = false;

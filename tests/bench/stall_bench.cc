@@ -10,6 +10,10 @@
 //   reserve   one client allocates three large blocks without data (zeros),
 //             then frees them: beyond the large pool's retained 128 MiB, the
 //             free memory goes back to the OS;
+//   batch_read   one client reads a whole large block in a Batch, again and
+//                again;
+//   batch_write  one client overwrites a whole large block in a Batch, again
+//                and again;
 //
 // while --readers threads read random small blocks, each with one read in
 // flight and a random think time (exponential, mean --think_us) between an
@@ -23,7 +27,7 @@
 //
 //   stall_bench [--poold=PATH] [--large_mib=64] [--readers=2]
 //               [--think_us=500] [--seconds=5]
-//               [--hogs=read,write,allocate,reserve]
+//               [--hogs=read,write,allocate,reserve,batch_read,batch_write]
 //
 // Exits 1 when a call fails or a read returns wrong bytes.
 #include <stdlib.h>
@@ -65,8 +69,10 @@ ABSL_FLAG(double, think_us, 500,
           "read, in microseconds (exponentially distributed).");
 ABSL_FLAG(double, seconds, 5, "Length of each phase.");
 ABSL_FLAG(std::vector<std::string>, hogs,
-          std::vector<std::string>({"read", "write", "allocate", "reserve"}),
-          "Phases after the idle one: read, write, allocate, reserve.");
+          std::vector<std::string>({"read", "write", "allocate", "reserve",
+                                    "batch_read", "batch_write"}),
+          "Phases after the idle one: read, write, allocate, reserve, "
+          "batch_read, batch_write.");
 ABSL_FLAG(int, hog_nice, 19,
           "Niceness of the hog's process. A hog client runs on another "
           "machine in practice; here, on the same few cores, its own CPU "
@@ -226,6 +232,30 @@ int RunHog(const std::string& hog) {
         v1::FreeResponse freed;
         const grpc::Status s = stub->Free(&free_context, free, &freed);
         if (status.ok()) status = s;
+      }
+    } else if (hog == "batch_read" || hog == "batch_write") {
+      v1::BatchRequest request;
+      v1::BatchOperation* operation = request.add_operations();
+      if (hog == "batch_read") {
+        operation->mutable_read()->set_handle(large_handle);
+      } else {
+        operation->mutable_write()->set_handle(large_handle);
+        operation->mutable_write()->set_data(large_data);
+      }
+      v1::BatchResponse response;
+      status = stub->Batch(&context, request, &response);
+      if (status.ok() &&
+          (response.results_size() != 1 || response.results(0).code() != 0)) {
+        std::fprintf(stderr, "stall_bench: the hog's batch failed: %s\n",
+                     response.results_size() == 1
+                         ? response.results(0).message().c_str()
+                         : "no result");
+        return 1;
+      }
+      if (hog == "batch_read" &&
+          response.results(0).read().data() != large_data) {
+        std::fprintf(stderr, "stall_bench: the hog read wrong bytes\n");
+        return 1;
       }
     } else {
       std::fprintf(stderr, "stall_bench: no hog named %s\n", hog.c_str());

@@ -28,9 +28,10 @@ constexpr uint64_t kMaxBlock = 4096;
 class BatchRpcTest : public ::testing::Test {
  protected:
   void StartServer(const BatchLimits& limits, double unknown_per_second = 0,
-                   const Worker::Options& worker_options = {}) {
+                   const Worker::Options& worker_options = {},
+                   uint64_t max_block = kMaxBlock) {
     pools::PoolSetOptions pool_options;
-    pool_options.max_block_bytes = kMaxBlock;
+    pool_options.max_block_bytes = max_block;
     Worker::Options options = worker_options;
     options.stats_sink = &board_;
     worker_ = std::make_unique<Worker>(options,
@@ -38,7 +39,7 @@ class BatchRpcTest : public ::testing::Test {
     HandleRules rules;
     rules.unknown_handles_per_second = unknown_per_second;
     service_ = std::make_unique<PoolServiceImpl>(
-        worker_.get(), &board_, kMaxBlock, /*max_payload_bytes_in_flight=*/0,
+        worker_.get(), &board_, max_block, /*max_payload_bytes_in_flight=*/0,
         rules, limits);
     grpc::ServerBuilder builder;
     int port = 0;
@@ -305,6 +306,43 @@ TEST_F(BatchRpcTest, AStreamAnswersEachBatchInOrder) {
   ASSERT_TRUE(second.status.ok());
   ASSERT_EQ(second.answers.size(), 1u);
   EXPECT_EQ(second.answers[0].results(0).read().data(), std::string(20, 't'));
+}
+
+TEST_F(BatchRpcTest, BlocksCopiedInPiecesKeepTheirBytes) {
+  // 1.5 MiB: the worker copies each operation's bytes in pieces of
+  // Worker::kCopyPieceBytes, one piece per turn (a slice of 1 ns), and a
+  // gRPC thread serializes the answer.
+  constexpr uint64_t kSize = 3 << 19;
+  StartServer(BatchLimits(), 0, {.defrag_slice = absl::Nanoseconds(1)},
+              /*max_block=*/kSize);
+  std::string first(kSize, '\0');
+  std::string second(kSize, '\0');
+  for (uint64_t i = 0; i < kSize; ++i) {
+    first[i] = static_cast<char>(i % 251);
+    second[i] = static_cast<char>(i % 241 + 7);
+  }
+  v1::BatchRequest allocate;
+  AddAllocate(&allocate, kSize, first);
+  v1::BatchResponse allocated;
+  ASSERT_TRUE(Batch(allocate, &allocated).ok());
+  ASSERT_EQ(allocated.results(0).code(), kOk);
+  const uint64_t handle = allocated.results(0).allocate().handle();
+  v1::BatchRequest request;
+  AddRead(&request, handle);
+  AddWrite(&request, handle, 0, second);
+  AddRead(&request, handle);
+  v1::BatchResponse answer;
+  ASSERT_TRUE(Batch(request, &answer).ok());
+  EXPECT_THAT(Codes(answer), ::testing::ElementsAre(kOk, kOk, kOk));
+  EXPECT_TRUE(answer.results(0).read().data() == first);
+  EXPECT_TRUE(answer.results(2).read().data() == second);
+  // The same through a stream.
+  v1::BatchRequest read;
+  AddRead(&read, handle);
+  StreamRun run = RunStream(stub_.get(), {read, read});
+  ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+  ASSERT_EQ(run.answers.size(), 2u);
+  EXPECT_TRUE(run.answers[1].results(0).read().data() == second);
 }
 
 TEST_F(BatchRpcTest, AStreamReadsNoFurtherThanItsCredit) {

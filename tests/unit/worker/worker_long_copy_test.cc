@@ -541,5 +541,182 @@ TEST(WorkerLongCopyTest, ALargeBlockWithoutDataIsZeroedInPieces) {
   EXPECT_TRUE(*read_reused.done.get_future().get() == expected);
 }
 
+// A batch entry's read through a sink; `on_sink` runs on the worker when the
+// sink is asked for room (before the first byte is copied).
+struct SinkRead {
+  std::string answer;
+  std::promise<absl::StatusOr<std::string>> done;
+
+  ReadOp Make(uint64_t handle, Timeline* timeline, const std::string& name,
+              absl::AnyInvocable<void()> on_sink = nullptr) {
+    return ReadOp{
+        .handle = handle,
+        .sink = [this, on_sink = std::move(on_sink)](
+                    uint64_t length) mutable -> absl::StatusOr<std::string*> {
+          answer.reserve(length);
+          if (on_sink) on_sink();
+          return &answer;
+        },
+        .done =
+            [this, timeline, name](absl::StatusOr<absl::string_view> data) {
+              timeline->Take(name);
+              if (!data.ok()) {
+                done.set_value(data.status());
+              } else {
+                // The view is of the sink's string, which holds the bytes.
+                EXPECT_EQ(data->data(), answer.data());
+                done.set_value(std::string(*data));
+              }
+            }};
+  }
+};
+
+// Submits `batch` and returns the future of its completion.
+std::future<absl::Status> SubmitBatch(
+    Worker& worker, BatchOp batch, std::promise<absl::Status>* done,
+    const std::atomic<bool>* cancelled = nullptr) {
+  batch.done = [done](absl::Status status) { done->set_value(status); };
+  Command command;
+  command.cancelled = cancelled;
+  command.op = std::move(batch);
+  EXPECT_TRUE(worker.Submit(std::move(command)));
+  return done->get_future();
+}
+
+TEST(WorkerLongCopyTest, ALongReadInABatchLetsOtherCommandsRunBetweenPieces) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  const std::string large = Pattern(kLarge, 8);
+  const std::string small = Pattern(100, 9);
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, large);
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, small);
+  ASSERT_TRUE(a.ok() && b.ok());
+  Timeline timeline;
+  SinkRead long_read;
+  SinkRead after;
+  std::promise<absl::StatusOr<std::string>> small_done;
+  BatchOp batch;
+  // The small read is queued before the batch's long read copies a byte.
+  batch.entries.emplace_back(long_read.Make(*a, &timeline, "long read", [&] {
+    ASSERT_TRUE(
+        worker.Submit(SmallRead(*b, 0, "small read", &timeline, &small_done)));
+  }));
+  batch.entries.emplace_back(after.Make(*b, &timeline, "entry after"));
+  std::promise<absl::Status> batch_done;
+  EXPECT_TRUE(SubmitBatch(worker, std::move(batch), &batch_done).get().ok());
+  EXPECT_TRUE(*long_read.done.get_future().get() == large);
+  EXPECT_EQ(*after.done.get_future().get(), small);
+  EXPECT_EQ(*small_done.get_future().get(), small);
+  // Copied whole, the long read would come first.
+  EXPECT_EQ(timeline.order(), (std::vector<std::string>{
+                                  "small read", "long read", "entry after"}));
+}
+
+TEST(WorkerLongCopyTest, ALongWriteInABatchIsSeenWholeByTheEntriesAfterIt) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 10));
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string written = Pattern(kLarge, 11);
+  Timeline timeline;
+  std::promise<absl::StatusOr<std::string>> small_done;
+  SinkRead after;
+  BatchOp batch;
+  batch.entries.emplace_back(
+      WriteOp{.handle = *a, .data = written, .done = [&](absl::Status status) {
+                EXPECT_TRUE(status.ok()) << status;
+                timeline.Take("long write");
+              }});
+  batch.entries.emplace_back(after.Make(*a, &timeline, "read after"));
+  // Right before the write runs, a read of another block is queued: it runs
+  // between the write's pieces.
+  batch.admit = [&](size_t position) {
+    if (position == 0) {
+      EXPECT_TRUE(worker.Submit(
+          SmallRead(*b, 0, "small read", &timeline, &small_done)));
+    }
+    return absl::OkStatus();
+  };
+  std::promise<absl::Status> batch_done;
+  EXPECT_TRUE(SubmitBatch(worker, std::move(batch), &batch_done).get().ok());
+  EXPECT_TRUE(*after.done.get_future().get() == written);
+  EXPECT_EQ(*small_done.get_future().get(), "b");
+  EXPECT_EQ(timeline.order(), (std::vector<std::string>{
+                                  "small read", "long write", "read after"}));
+}
+
+TEST(WorkerLongCopyTest, ALongAllocationInABatchCommitsPieceByPiece) {
+  // The OS refuses memory in the middle of the batch's first allocation: it
+  // answers the refusal and leaves no block, and the batch goes on with its
+  // next allocation, which gets its bytes.
+  pools::FaultInjectingOs os;
+  Worker worker(OnePieceAtATime(), MakePoolsWithLargeOs(&os));
+  const std::string first = Pattern(kLarge, 12);
+  const std::string second = Pattern(kLarge + 777, 13);
+  os.FailAt(pools::OsCall::kCommit, 10, ENOMEM);
+  absl::Status first_status;
+  uint64_t second_handle = 0;
+  BatchOp batch;
+  batch.entries.emplace_back(
+      AllocateOp{.size = first.size(),
+                 .data = first,
+                 .done = [&](absl::StatusOr<pools::BlockInfo> block) {
+                   first_status = block.status();
+                 }});
+  batch.entries.emplace_back(
+      AllocateOp{.size = second.size(),
+                 .data = second,
+                 .done = [&](absl::StatusOr<pools::BlockInfo> block) {
+                   ASSERT_TRUE(block.ok()) << block.status();
+                   second_handle = block->handle;
+                 }});
+  std::promise<absl::Status> batch_done;
+  const uint64_t commits_before = os.calls(pools::OsCall::kCommit);
+  EXPECT_TRUE(SubmitBatch(worker, std::move(batch), &batch_done).get().ok());
+  // Whole, each block would take one commit.
+  EXPECT_GE(os.calls(pools::OsCall::kCommit) - commits_before, 40u);
+  EXPECT_EQ(first_status.code(), absl::StatusCode::kResourceExhausted)
+      << first_status;
+  ASSERT_NE(second_handle, 0u);
+  Timeline timeline;
+  LongRead read;
+  ASSERT_TRUE(worker.Submit(read.Make(second_handle, &timeline)));
+  EXPECT_TRUE(*read.done.get_future().get() == second);
+  std::promise<StatsSnapshot> stats;
+  Command stats_command;
+  stats_command.op =
+      StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
+        stats.set_value(*std::move(snapshot));
+      }};
+  ASSERT_TRUE(worker.Submit(std::move(stats_command)));
+  EXPECT_EQ(stats.get_future().get().pools.total.blocks, 1u);
+}
+
+TEST(WorkerLongCopyTest,
+     ABatchCancelledDuringALongReadAnswersTheRestCancelled) {
+  Worker worker(OnePieceAtATime(), MakePools());
+  absl::StatusOr<uint64_t> a = AllocateNow(worker, Pattern(kLarge, 14));
+  absl::StatusOr<uint64_t> b = AllocateNow(worker, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::atomic<bool> cancelled{false};
+  Timeline timeline;
+  SinkRead long_read;
+  SinkRead after;
+  BatchOp batch;
+  batch.entries.emplace_back(long_read.Make(*a, &timeline, "long read", [&] {
+    cancelled.store(true, std::memory_order_release);
+  }));
+  batch.entries.emplace_back(after.Make(*b, &timeline, "entry after"));
+  std::promise<absl::Status> batch_done;
+  EXPECT_TRUE(SubmitBatch(worker, std::move(batch), &batch_done, &cancelled)
+                  .get()
+                  .ok());
+  EXPECT_EQ(long_read.done.get_future().get().status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(after.done.get_future().get().status().code(),
+            absl::StatusCode::kCancelled);
+  // The block is no longer busy: a Free runs at once.
+  EXPECT_TRUE(FreeNow(worker, *a).ok());
+}
+
 }  // namespace
 }  // namespace poold
