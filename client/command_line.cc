@@ -3,6 +3,7 @@
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -23,6 +24,12 @@ absl::StatusOr<CommandLine> CommandLine::Scan(
       if (line.positional.empty() && arg == "help") line.help = true;
       line.positional.emplace_back(arg);
       continue;
+    }
+    if (absl::ascii_isdigit(static_cast<unsigned char>(arg[1]))) {
+      // Not a flag, and no argument of poolctl's is negative.
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad argument ", arg,
+                       ": handles, sizes and offsets are not negative"));
     }
     absl::string_view name = arg.substr(arg[1] == '-' ? 2 : 1);
     const size_t equals = name.find('=');

@@ -109,11 +109,12 @@ int main(int argc, char** argv) {
       PoolClient::Create(absl::GetFlag(FLAGS_target), options);
   if (!client.ok()) {
     const absl::string_view message = client.status().message();
-    return UsageError(
-        absl::StrCat(absl::StartsWith(message, "--tls") ? "cannot set up TLS: "
-                                                        : "bad --target: ",
-                     message),
-        subcommand);
+    if (absl::StartsWith(message, "--tls")) {
+      // A flag's file, not the command line, is wrong: no usage line.
+      std::cerr << "poolctl: cannot set up TLS: " << message << std::endl;
+      return kExitUsage;
+    }
+    return UsageError(absl::StrCat("bad --target: ", message), subcommand);
   }
   CommandEnv env(*std::move(client), ReportFormatter(*format), connect_timeout,
                  subcommand->UsageLine());

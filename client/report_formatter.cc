@@ -93,8 +93,10 @@ std::string AutoDefragStateName(v1::AutoDefragStats::State state) {
 }
 
 // The automatic-defragmentation lines of `poolctl stats`: state, budget,
-// last decision and why, next look, and what its runs did in all.
-std::string AutoDefragLines(const v1::AutoDefragStats& auto_defrag) {
+// last decision and why, next look (against `taken_at`, the snapshot's
+// time), and what its runs did in all.
+std::string AutoDefragLines(const v1::AutoDefragStats& auto_defrag,
+                            const google::protobuf::Timestamp& taken_at) {
   std::string out = absl::StrCat("\nautomatic defragmentation: ",
                                  AutoDefragStateName(auto_defrag.state()));
   if (auto_defrag.state() == v1::AutoDefragStats::STATE_DISABLED ||
@@ -122,6 +124,13 @@ std::string AutoDefragLines(const v1::AutoDefragStats& auto_defrag) {
   absl::StrAppend(&out, "  next look: ");
   if (auto_defrag.state() == v1::AutoDefragStats::STATE_RUNNING) {
     absl::StrAppend(&out, "when the run ends\n");
+  } else if (taken_at.seconds() != 0 &&
+             std::pair(auto_defrag.next_look_at().seconds(),
+                       auto_defrag.next_look_at().nanos()) <=
+                 std::pair(taken_at.seconds(), taken_at.nanos())) {
+    // Due already: an idle server looks again only once something changed.
+    absl::StrAppend(&out, "at the next Allocate or Free (due since ",
+                    HumanTime(auto_defrag.next_look_at()), ")\n");
   } else {
     absl::StrAppend(&out, "at ", HumanTime(auto_defrag.next_look_at()),
                     " or the first Allocate or Free after it\n");
@@ -355,7 +364,7 @@ std::string TableStats(const v1::GetStatsResponse& stats) {
     absl::StrAppend(&out, "\nlatency in the worker (bucket bounds):\n",
                     latency);
   }
-  absl::StrAppend(&out, AutoDefragLines(stats.auto_defrag()));
+  absl::StrAppend(&out, AutoDefragLines(stats.auto_defrag(), stats.taken_at()));
   if (!stats.recent_defragmentations().empty()) {
     absl::StrAppend(&out, "\nrecent defragmentations, oldest first:\n",
                     HistoryTable(stats.recent_defragmentations()));

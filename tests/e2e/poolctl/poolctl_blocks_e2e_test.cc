@@ -222,7 +222,8 @@ TEST_F(PoolctlTest, BlockUsageErrors) {
            {{"read", "1", "--data=x"}, "--data does not apply to read"},
            {{"write", "1"}, "write needs --data"},
            {{"free"}, "free needs HANDLE"},
-           {{"free", "-1"}, "unknown flag"},
+           {{"free", "-1"},
+            "bad argument -1: handles, sizes and offsets are not"},
            {{"read", "1", "--offset=-1"}, "offset"}}) {
     const PoolctlResult r = Run(c.args);
     EXPECT_EQ(r.exit_code, 1) << Describe(r);

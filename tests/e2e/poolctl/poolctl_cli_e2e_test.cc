@@ -15,6 +15,7 @@ namespace {
 
 using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // One valid invocation of every subcommand (each talks to the server).
@@ -73,6 +74,17 @@ TEST_F(PoolctlTest, UsageErrorsExitOne) {
     EXPECT_THAT(r.err, HasSubstr(c.message)) << Describe(r);
     EXPECT_EQ(r.out, "");
   }
+}
+
+TEST_F(PoolctlTest, AnUnreadableTlsFileIsNamedWithoutTheUsageLine) {
+  const PoolctlResult r =
+      RunRaw({"stats", "--tls_ca_file=/nonexistent/ca.pem"});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_THAT(r.err, StartsWith("poolctl: cannot set up TLS: "
+                                "--tls_ca_file=/nonexistent/ca.pem"))
+      << Describe(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("usage:"))) << Describe(r);
+  EXPECT_EQ(r.out, "");
 }
 
 TEST_F(PoolctlTest, EverySubcommandExitsTwoWhenNothingListens) {

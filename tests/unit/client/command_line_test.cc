@@ -10,6 +10,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using Kind = CommandLine::FlagKind;
 
 Kind Lookup(absl::string_view name) {
@@ -63,6 +64,15 @@ TEST(CommandLineTest, UnknownFlag) {
   // "no" only negates bools.
   EXPECT_FALSE(Scan({"--nosize"}).ok());
   EXPECT_FALSE(Scan({"--noclasses=true"}).ok());
+}
+
+TEST(CommandLineTest, ANegativeNumberIsABadArgumentNotAFlag) {
+  absl::StatusOr<CommandLine> line = Scan({"read", "-1"});
+  EXPECT_EQ(line.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(line.status().message(),
+              HasSubstr("bad argument -1: handles, sizes and offsets are not "
+                        "negative"));
+  EXPECT_THAT(line.status().message(), Not(HasSubstr("flag")));
 }
 
 TEST(CommandLineTest, MissingValue) {

@@ -307,7 +307,15 @@ TEST(ReportFormatterTest, StatsSayWhatAutomaticDefragmentationDoesAndWhy) {
               HasSubstr("last decision (2026-12-05 07:59:01.000 UTC): no run, "
                         "reclaimable 3.1 MiB below the 4.0 MiB minimum "
                         "(fragmentation 12.0%)\n"));
-  EXPECT_THAT(text, HasSubstr("next look: at 2026-12-05 07:59:02.000 UTC"));
+  EXPECT_THAT(text, HasSubstr("next look: at 2026-12-05 07:59:02.000 UTC or "
+                              "the first Allocate or Free after it\n"));
+  // Once the snapshot is taken after it, the look is due: it waits for a
+  // change.
+  stats.mutable_taken_at()->set_seconds(1796457542);
+  EXPECT_THAT(formatter.Stats(stats).value(),
+              HasSubstr("next look: at the next Allocate or Free (due since "
+                        "2026-12-05 07:59:02.000 UTC)\n"));
+  stats.mutable_taken_at()->set_seconds(1796457541);
   EXPECT_THAT(text, HasSubstr("runs 3, reclaimed 12.0 MiB, worker CPU time "
                               "45.0 ms\n"));
 
