@@ -700,8 +700,13 @@ bool Worker::RunCopyPiece(LongCopy& copy) {
       CompleteOp(op, stop);
     } else if constexpr (std::is_same_v<OpT, AllocateOp>) {
       if (!stop.ok()) {
-        // Nobody was told the handle: the block goes.
-        if (absl::Status freed = pools_->Free(copy.handle); !freed.ok()) {
+        // Nobody was told the handle: the block goes. Its fresh pages past
+        // the bytes written were never made resident.
+        const absl::Status freed =
+            copy.block.fresh_pages
+                ? pools_->FreeUnfinished(copy.handle, copy.offset + copy.copied)
+                : pools_->Free(copy.handle);
+        if (!freed.ok()) {
           LOG(WARNING) << "worker: freeing an allocation stopped midway: "
                        << freed;
         }

@@ -6,6 +6,7 @@
 // crash is a finding.
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "worker/pools/fault_injecting_os.h"
 #include "worker/pools/memory_limit_error.h"
 #include "worker/pools/pool_set.h"
@@ -61,7 +63,7 @@ class Harness {
 
   void Run(FuzzedDataProvider& in) {
     while (in.remaining_bytes() > 0) {
-      switch (in.ConsumeIntegralInRange<int>(0, 12)) {
+      switch (in.ConsumeIntegralInRange<int>(0, 13)) {
         case 0:
         case 1:
           Allocate(in);
@@ -107,6 +109,9 @@ class Harness {
         }
         case 11:
           for (FaultInjectingOs& os : os_) os.Heal();
+          break;
+        case 13:
+          AllocateInPieces(in);
           break;
         case 12: {
           // The worker's purges of the large pool, a piece at a time (one
@@ -164,6 +169,55 @@ class Harness {
     Check(!model_.contains(block->handle), "handle reused while live");
     data.resize(effective, '\0');
     model_[block->handle] = std::move(data);
+    handles_.push_back(block->handle);
+  }
+
+  // A large allocation written in pieces, as the worker's long copy does
+  // it: committed and written piece by piece after its first bytes, then
+  // kept, or stopped midway and freed unfinished.
+  void AllocateInPieces(FuzzedDataProvider& in) {
+    if (handles_.size() >= 512) return;
+    const uint64_t size = in.ConsumeIntegralInRange<uint64_t>(65536, 256 << 10);
+    const uint64_t first = in.ConsumeIntegralInRange<uint64_t>(0, size);
+    const std::string data(size,
+                           static_cast<char>(in.ConsumeIntegral<uint8_t>()));
+    const uint64_t failures = OsFailures();
+    auto block = pools_->Allocate(
+        size, absl::string_view(data).substr(0, first), size - first);
+    if (!block.ok()) {
+      Check(poold::pools::MemoryLimitGrowth(block.status()).has_value() ||
+                OsFailures() > failures,
+            "allocation in pieces refused");
+      CheckAll();
+      return;
+    }
+    const uint64_t end = in.ConsumeBool()
+                             ? size
+                             : in.ConsumeIntegralInRange<uint64_t>(first, size);
+    uint64_t at = first;
+    absl::Status committed;
+    while (at < end) {
+      const uint64_t n = std::min<uint64_t>(16 << 10, end - at);
+      committed = pools_->CommitBytes(block->handle, at, n);
+      if (!committed.ok()) break;
+      Check(
+          pools_
+              ->Write(block->handle, at, absl::string_view(data).substr(at, n))
+              .ok(),
+          "write of a piece");
+      at += n;
+    }
+    if (at < size) {
+      Check(committed.ok() || OsFailures() > failures, "commit refused");
+      const absl::Status freed = block->fresh_pages
+                                     ? pools_->FreeUnfinished(block->handle, at)
+                                     : pools_->Free(block->handle);
+      Check(freed.ok(), "free of an unfinished block");
+      freed_.push_back(block->handle);
+      CheckAll();
+      return;
+    }
+    model_[block->handle] = data;
     handles_.push_back(block->handle);
   }
 

@@ -340,17 +340,19 @@ absl::StatusOr<BlockInfo> ExtentPool::Allocate(uint64_t size,
   if (extents_[id].state == kClean) {
     // Fresh zero pages: make them resident now, as counted, before anything
     // changes, so that a refusal leaves the pool as it was.
-    // All but the whole pages of the bytes written next: the caller commits
-    // those piece by piece (Commit) as it writes them.
+    // All but the pages of the bytes written next from the first whole one
+    // (with the page they end in): the caller commits those piece by piece
+    // (Commit) as it writes them.
     const Extent& e = extents_[id];
     char* block = chunks_[e.chunk].base + uint64_t{e.first} * page_;
     const uint64_t skip_from =
         (data.size() + page_ - 1) / page_ * page_;  // first whole page
-    const uint64_t skip_to = (data.size() + written_next) / page_ * page_;
+    const uint64_t skip_to =
+        (data.size() + written_next + page_ - 1) / page_ * page_;
     absl::Status s;
     if (skip_from < skip_to) {
-      s = options_.os->Commit(block, skip_from);
-      if (s.ok()) {
+      if (skip_from > 0) s = options_.os->Commit(block, skip_from);
+      if (s.ok() && skip_to < pages * page_) {
         s = options_.os->Commit(block + skip_to, pages * page_ - skip_to);
       }
     } else {
@@ -443,19 +445,19 @@ absl::Status ExtentPool::Commit(uint64_t handle, uint64_t offset,
   return absl::OkStatus();
 }
 
-absl::Status ExtentPool::Free(uint64_t handle) {
-  std::optional<uint32_t> index = handles_.Find(handle);
-  if (!index.has_value()) {
-    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
-  }
-  uint32_t id = static_cast<uint32_t>(handles_.Payload(*index));
-  handles_.Remove(*index);
+uint32_t ExtentPool::Release(uint32_t index) {
+  const uint32_t id = static_cast<uint32_t>(handles_.Payload(index));
+  handles_.Remove(index);
   Extent& e = extents_[id];
   --blocks_;
   live_bytes_ -= e.size;
   used_bytes_ -= uint64_t{e.pages} * page_;
   --chunks_[e.chunk].used;
   e.size = 0;
+  return id;
+}
+
+void ExtentPool::InsertFreed(uint32_t id) {
   InsertFree(id, kDirty);
   id = Coalesce(id);
   if (!purge_blocked_ && dirty_bytes_ > options_.retained_bytes) {
@@ -463,6 +465,70 @@ absl::Status ExtentPool::Free(uint64_t handle) {
       LOG_EVERY_N(WARNING, 100) << s;  // the free stands; the pages wait
       purge_blocked_ = true;
     }
+  }
+}
+
+absl::Status ExtentPool::Free(uint64_t handle) {
+  std::optional<uint32_t> index = handles_.Find(handle);
+  if (!index.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  InsertFreed(Release(*index));
+  return absl::OkStatus();
+}
+
+absl::Status ExtentPool::FreeUnfinished(uint64_t handle, uint64_t written) {
+  std::optional<uint32_t> index = handles_.Find(handle);
+  if (!index.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no block with handle ", handle));
+  }
+  const uint32_t id = static_cast<uint32_t>(handles_.Payload(*index));
+  const uint64_t bytes = uint64_t{extents_[id].pages} * page_;
+  // The pages written so far are resident; those after them were never
+  // touched but for the block's last page (committed by Allocate).
+  uint64_t kept = (written + page_ - 1) / page_ * page_;
+  if (kept >= bytes) return Free(handle);
+  const uint32_t chunk = extents_[id].chunk;
+  char* const base = chunks_[chunk].base + uint64_t{extents_[id].first} * page_;
+  uint32_t tail = id;
+  if (kept > 0) {
+    absl::StatusOr<uint32_t> record = NewRecord();
+    if (record.ok()) {
+      tail = *record;
+    } else if (options_.os->Purge(base, kept).ok()) {
+      kept = 0;  // no record to split with: the whole extent goes back
+    } else {
+      return Free(handle);  // all of it counted resident
+    }
+  }
+  // They were never committed; but a commit that failed may have made some
+  // resident before it failed: those go back (cheap where nothing is
+  // resident). When the OS refuses, they stay, uncounted, as after a failed
+  // commit in Allocate.
+  if (absl::Status s = options_.os->Purge(base + kept, bytes - kept); !s.ok()) {
+    LOG_EVERY_N(WARNING, 100) << "large pool: pages a failed commit made "
+                                 "resident may stay resident: "
+                              << s;
+  }
+  Release(*index);
+  if (tail != id) {
+    Extent& head = extents_[id];
+    Extent& rest = extents_[tail];
+    rest.chunk = chunk;
+    rest.first = head.first + static_cast<uint32_t>(kept / page_);
+    rest.pages = head.pages - static_cast<uint32_t>(kept / page_);
+    rest.size = 0;
+    head.pages = static_cast<uint32_t>(kept / page_);
+    SetBoundary(id);
+    SetBoundary(tail);
+  }
+  // The head is still kUsed: the tail does not merge with it.
+  InsertFree(tail, kClean);
+  Coalesce(tail);
+  if (tail != id) {
+    InsertFreed(id);
+  } else {
+    MaybeUnmapChunk(chunk);
   }
   return absl::OkStatus();
 }

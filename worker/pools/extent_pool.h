@@ -71,9 +71,10 @@ class ExtentPool {
 
   // Allocates a zeroed block of `size` bytes and copies `data` to its start,
   // but for the `written_next` bytes after `data`, which may hold anything
-  // (the caller writes them before anyone reads the block). The whole pages
-  // among those may not be resident yet: the caller commits them (Commit)
-  // before it writes them; resident_bytes() counts them from the start.
+  // (the caller writes them before anyone reads the block). Their pages from
+  // the first whole one (with the page they end in) may not be resident yet:
+  // the caller commits them (Commit) before it writes them;
+  // resident_bytes() counts them from the start.
   // May add at most `headroom` bytes to resident_bytes(); when it would need
   // more, fails with RESOURCE_EXHAUSTED and changes nothing.
   // REQUIRES: size >= kLargeMinBytes; data.size() + written_next <= size.
@@ -95,6 +96,15 @@ class ExtentPool {
   // amount, it purges at most one piece of them at once; the rest waits for
   // PurgeDue.
   absl::Status Free(uint64_t handle);
+  // Frees a live block whose bytes were written, and pages committed, only
+  // up to `written` (an allocation stopped midway, see Allocate's
+  // written_next): its pages after those are counted as returned, as they
+  // never were resident (any that a failed Commit made resident are purged),
+  // and the written ones as a freed block's. As Free when nothing was left
+  // unwritten.
+  // REQUIRES: the block's pages were fresh (BlockInfo::fresh_pages), and
+  // data.size() + written_next was its size.
+  absl::Status FreeUnfinished(uint64_t handle, uint64_t written);
 
   // Bytes one purge returns at most: a madvise of 4 MiB takes about 0.3 ms
   // (one of 64 MiB, 4.7 ms), so that no call holds the owner for longer
@@ -209,6 +219,12 @@ class ExtentPool {
 
   absl::StatusOr<uint32_t> NewRecord();
   void FreeRecord(uint32_t id);
+  // Takes the block of handle-table entry `index` out of use (handle,
+  // counters); returns its extent, which the caller frees.
+  uint32_t Release(uint32_t index);
+  // Frees extent `id` (dirty): coalesces it and purges past the retained
+  // amount.
+  void InsertFreed(uint32_t id);
   uint64_t NewRecordGrowthBytes() const;
   void SetBoundary(uint32_t id);
   void InsertFree(uint32_t id, uint8_t state);

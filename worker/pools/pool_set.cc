@@ -276,6 +276,13 @@ absl::Status PoolSet::Free(uint64_t handle) {
   return absl::InternalError("unknown pool");
 }
 
+absl::Status PoolSet::FreeUnfinished(uint64_t handle, uint64_t written) {
+  if (HandleTable::PoolOf(handle) == PoolKind::kLarge) {
+    return large_.FreeUnfinished(handle, written);
+  }
+  return Free(handle);
+}
+
 PoolStats PoolSet::StatsOf(PoolKind pool, bool include_classes) const {
   switch (pool) {
     case PoolKind::kSmall:

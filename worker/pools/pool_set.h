@@ -98,6 +98,11 @@ class PoolSet {
 
   // Frees a block; its handle never resolves again. NOT_FOUND as for Write.
   absl::Status Free(uint64_t handle);
+  // Frees a block allocated on fresh pages (BlockInfo::fresh_pages) whose
+  // bytes were written, and its pages committed, only up to `written`: the
+  // pages never committed count as returned to the OS (see
+  // ExtentPool::FreeUnfinished), not as resident. As Free otherwise.
+  absl::Status FreeUnfinished(uint64_t handle, uint64_t written);
 
   // The current handle of the block whose table entry `handle` names,
   // whatever `handle`'s tag; nullopt when no block lives there.

@@ -175,6 +175,52 @@ TEST(ExtentPoolTest, ALargeFreeIsPurgedAPieceAtATime) {
   EXPECT_EQ(std::string(pool.Lookup(keep->handle)->data, 4), "keep");
 }
 
+// An allocation stopped midway (its pages committed and written only so
+// far) is freed with the pages never written counted as returned, as they
+// are: the count stays what the OS reports.
+TEST(ExtentPoolTest, ABlockFreedUnfinishedCountsOnlyItsWrittenPages) {
+  ExtentPool pool;
+  ASSERT_TRUE(pool.Init(Options(64 * kMiB)).ok());
+  auto keep = pool.Allocate(kMiB, "keep", UINT64_MAX);  // the chunk stays
+  ASSERT_TRUE(keep.ok());
+  const uint64_t size = 6 * kMiB + 100;
+  auto block = pool.Allocate(size, "", UINT64_MAX, /*written_next=*/size);
+  ASSERT_TRUE(block.ok());
+  ASSERT_TRUE(block->fresh_pages);
+  // 1 MiB and 10 bytes written, as a long copy would, before it stopped.
+  const uint64_t written = kMiB + 10;
+  ASSERT_TRUE(pool.Commit(block->handle, 0, written).ok());
+  std::memset(pool.Lookup(block->handle)->data, 'w', written);
+  // The block is counted whole from the start; the OS has what was written.
+  const uint64_t before = pool.ChunkBytesResidentPerOs();
+  EXPECT_EQ(pool.chunk_bytes(), before + 5 * kMiB);
+  ASSERT_TRUE(pool.FreeUnfinished(block->handle, written).ok());
+  EXPECT_EQ(pool.chunk_bytes(), pool.ChunkBytesResidentPerOs());
+  EXPECT_EQ(pool.ChunkBytesResidentPerOs(), before);
+  // The written pages (rounded up) are a freed block's, reused first.
+  EXPECT_EQ(pool.Stats().stats.unpurged_bytes, kMiB + 4096);
+  EXPECT_EQ(pool.Lookup(block->handle).status().code(),
+            absl::StatusCode::kNotFound);
+  // What follows them is zero pages again, whole with the chunk's free
+  // space: a block that spans both is zeroed.
+  auto next = pool.Allocate(8 * kMiB, "", UINT64_MAX);
+  ASSERT_TRUE(next.ok());
+  BlockRef ref = *pool.Lookup(next->handle);
+  EXPECT_EQ(std::string(ref.data, ref.size), std::string(8 * kMiB, '\0'));
+  EXPECT_EQ(pool.chunk_bytes(), pool.ChunkBytesResidentPerOs());
+  // Nothing written of a block with a chunk of its own: the chunk goes
+  // back whole.
+  const uint64_t chunks = pool.Stats().stats.spans;
+  auto unwritten = pool.Allocate(17 * kMiB, "", UINT64_MAX, 17 * kMiB);
+  ASSERT_TRUE(unwritten.ok());
+  ASSERT_TRUE(unwritten->fresh_pages);
+  EXPECT_EQ(pool.Stats().stats.spans, chunks + 1);
+  ASSERT_TRUE(pool.FreeUnfinished(unwritten->handle, 0).ok());
+  EXPECT_EQ(pool.Stats().stats.spans, chunks);
+  EXPECT_EQ(pool.chunk_bytes(), pool.ChunkBytesResidentPerOs());
+  EXPECT_EQ(std::string(pool.Lookup(keep->handle)->data, 4), "keep");
+}
+
 // A purge the OS refuses leaves the extent whole (not split into pieces
 // that could no longer hold a large block), and purging waits for the
 // next PurgeStale.

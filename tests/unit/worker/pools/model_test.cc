@@ -124,6 +124,58 @@ class Model {
     handles_.push_back(block->handle);
   }
 
+  // A large allocation written in pieces, as the worker's long copy does it:
+  // the bytes after the first ones are committed and written piece by
+  // piece. Half of them stop midway (a cancelled client, a refused commit)
+  // and are freed unfinished: what was never written is not counted
+  // resident (CheckResidency compares with the OS).
+  void AllocateInPieces() {
+    const uint64_t size = absl::Uniform<uint64_t>(gen_, 65536, 600 << 10);
+    const std::string data = RandomBytes(size);
+    const uint64_t first = absl::Uniform<uint64_t>(gen_, 0, size / 4);
+    const uint64_t failures = os_failures();
+    auto block = pools_->Allocate(
+        size, absl::string_view(data).substr(0, first), size - first);
+    if (!block.ok()) {
+      ASSERT_TRUE(MemoryLimitGrowth(block.status()).has_value() ||
+                  os_failures() > failures)
+          << block.status();
+      ++refused_;
+      CheckCounters();
+      return;
+    }
+    const bool stop = absl::Bernoulli(gen_, 0.5);
+    const uint64_t end =
+        stop ? absl::Uniform<uint64_t>(gen_, first, size + 1) : size;
+    uint64_t at = first;
+    absl::Status committed;
+    while (at < end) {
+      const uint64_t n = std::min<uint64_t>(64 << 10, end - at);
+      committed = pools_->CommitBytes(block->handle, at, n);
+      if (!committed.ok()) break;
+      ASSERT_TRUE(
+          pools_
+              ->Write(block->handle, at, absl::string_view(data).substr(at, n))
+              .ok());
+      at += n;
+    }
+    if (!committed.ok()) {
+      ASSERT_GT(os_failures(), failures) << committed;
+    }
+    if (stop || !committed.ok()) {
+      const absl::Status freed = block->fresh_pages
+                                     ? pools_->FreeUnfinished(block->handle, at)
+                                     : pools_->Free(block->handle);
+      ASSERT_TRUE(freed.ok()) << freed;
+      freed_.push_back(block->handle);
+      ++unfinished_;
+      CheckCounters();
+      return;
+    }
+    blocks_[block->handle] = data;
+    handles_.push_back(block->handle);
+  }
+
   uint64_t PickLive() {
     const size_t i = absl::Uniform<size_t>(gen_, 0, handles_.size());
     return handles_[i];
@@ -336,8 +388,10 @@ class Model {
       Write();
     } else if (op < 990) {
       Read();
-    } else if (op < 997) {
+    } else if (op < 995) {
       UseFreedHandle();
+    } else if (op < 997) {
+      AllocateInPieces();
     } else if (op < 998) {
       PurgeLarge();
     } else if (op < 999) {
@@ -360,6 +414,7 @@ class Model {
 
   int defrags() const { return defrags_; }
   uint64_t refused() const { return refused_; }
+  uint64_t unfinished() const { return unfinished_; }
   uint64_t pools_failed() const { return pools_failed_; }
   uint64_t max_sparse_handles() const { return max_sparse_handles_; }
   uint64_t blocks_moved() const { return blocks_moved_; }
@@ -370,6 +425,7 @@ class Model {
   std::array<FaultInjectingOs, kPoolCount> os_;
   uint64_t faults_armed_ = 0;
   uint64_t refused_ = 0;
+  uint64_t unfinished_ = 0;
   uint64_t pools_failed_ = 0;
   std::unique_ptr<PoolSet> pools_;
   absl::flat_hash_map<uint64_t, std::string> blocks_;
@@ -391,6 +447,8 @@ TEST_P(ModelTest, RandomOperationsMatchTheModel) {
   // Defragmentations moved survivors' handles into the sparse stores (and
   // every check above ran with them there).
   EXPECT_GT(model.max_sparse_handles(), 100u);
+  // Allocations in pieces stopped midway were freed unfinished.
+  EXPECT_GT(model.unfinished(), 100u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, ModelTest, ::testing::Values(1, 2, 3, 4));
