@@ -166,7 +166,7 @@ void Worker::MaybeMaintain(absl::Time now) {
     VLOG(1) << "worker: idle; trimming the heap returned " << trimmed
             << " bytes to the OS";
   } else if (!ran_since_maintenance_ && options_.trim_heap &&
-             HeapGrewSinceTrim()) {
+             HeapGrewSinceTrim(kIdleGrowthBeforeTrim)) {
     // Idle, and yet the process grew outside the pools since the last trim,
     // or malloc holds more free memory than then: gRPC's heap after calls
     // that never reached the worker (streams a client reset at once, calls
@@ -194,11 +194,9 @@ uint64_t Worker::TrimHeap() {
   return released;
 }
 
-bool Worker::HeapGrewSinceTrim() const {
-  return OutsidePoolsBytes() >
-             outside_pools_after_trim_ + kOutsideGrowthBeforeTrim ||
-         ProcessMemory::HeapFreeBytes() >
-             heap_free_after_trim_ + kOutsideGrowthBeforeTrim;
+bool Worker::HeapGrewSinceTrim(uint64_t threshold) const {
+  return OutsidePoolsBytes() > outside_pools_after_trim_ + threshold ||
+         ProcessMemory::HeapFreeBytes() > heap_free_after_trim_ + threshold;
 }
 
 uint64_t Worker::OutsidePoolsBytes() const {
@@ -1038,7 +1036,8 @@ pools::DefragReport Worker::FinishSession(DefragSession& session,
       [this, reason, &session]() -> uint64_t {
         if (reason == pools::DefragStopReason::kDeadline) return 0;
         if (session.origin() == pools::DefragOrigin::kAutomatic &&
-            (!options_.trim_heap || !HeapGrewSinceTrim())) {
+            (!options_.trim_heap ||
+             !HeapGrewSinceTrim(kOutsideGrowthBeforeTrim))) {
           return 0;
         }
         return TrimHeap();

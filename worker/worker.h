@@ -155,9 +155,9 @@ class Worker {
   // stacks) now.
   uint64_t OutsidePoolsBytes() const;
   // Whether the RSS outside the pools or malloc's free bytes grew by
-  // kOutsideGrowthBeforeTrim since the last trim, so that a trim has
-  // something to return (a /proc read and a walk of malloc's bins).
-  bool HeapGrewSinceTrim() const;
+  // `threshold` since the last trim, so that a trim has something to return
+  // (a /proc read and a walk of malloc's bins).
+  bool HeapGrewSinceTrim(uint64_t threshold) const;
   void WaitWhilePaused();
   // Completes `command` exactly once: here, or, for an allocation that
   // waits for room under the memory limit, later (it is moved out of
@@ -380,11 +380,15 @@ class Worker {
   bool ran_since_maintenance_ = false;
   bool ran_since_trim_ = false;
   // The RSS outside the pools and malloc's free bytes after the last heap
-  // trim (or at start): an idle worker, and the end of an automatic run,
-  // trim when either grew by kOutsideGrowthBeforeTrim.
+  // trim (or at start): the end of an automatic run trims when either grew
+  // by kOutsideGrowthBeforeTrim (clients may be waiting: a trim walks the
+  // whole heap), an idle worker when either grew by kIdleGrowthBeforeTrim
+  // (what gRPC frees in stages after a flood of calls goes back within a
+  // MiB).
   uint64_t outside_pools_after_trim_;
   uint64_t heap_free_after_trim_;
   static constexpr uint64_t kOutsideGrowthBeforeTrim = 16 << 20;
+  static constexpr uint64_t kIdleGrowthBeforeTrim = 1 << 20;
   // Allocate and Free commands run: the policy's sign of change.
   uint64_t mutations_ = 0;
   std::deque<pools::DefragReport> recent_reports_;
