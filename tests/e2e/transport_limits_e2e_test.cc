@@ -261,7 +261,7 @@ TEST(TransportLimitsE2eTest, MemoryOfStreamsResetAtOnceGoesBack) {
                  FormatBytes(settled.back()).c_str());
   }
   // Up to a GiB goes back after the first flood and after the second; what
-  // stays (1.6 to 2.5 MiB over 16 floods: gRPC's threads and caches) does
+  // stays (1.7 to 2.7 MiB over 16 floods: gRPC's threads and caches) does
   // not add up. (Before the idle trim followed malloc's free memory by the
   // MiB rather than by 16 MiB, one flood in seven left 10 to 25 MiB.)
   for (uint64_t after : settled) EXPECT_LE(after, rss_before + 8 * kMiB);
