@@ -783,8 +783,9 @@ class BatchStream final
     std::optional<grpc::Status> finish;
   };
 
-  // Completion of `batch` (on the worker thread, or on the reading thread
-  // when the batch was refused whole).
+  // Completion of `batch` (on the worker thread; on one of gRPC's threads
+  // when its reads carry more than Worker::kCopyPieceBytes; or on the
+  // reading thread when the batch was refused whole).
   void OnBatchDone(Pending* batch, const absl::Status& status);
   // Stops reading; the stream ends with `status` (unless it already has an
   // error) once every batch read has been answered.

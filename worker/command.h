@@ -32,9 +32,9 @@ template <typename Result>
 using Done = absl::AnyInvocable<void(Result) &&>;
 
 // Allocates a block of `size` bytes (> 0) and copies `data` (at most `size`
-// bytes) to its start. In a unary command, data of more than
-// Worker::kCopyPieceBytes is copied in pieces between other commands, and
-// `done` runs after the last one.
+// bytes) to its start. Data (or zeros after it) of more than
+// Worker::kCopyPieceBytes is copied in pieces between other commands (in a
+// batch too), and `done` runs after the last one.
 //
 // Owners: a caller with an identity (mutual TLS) sees handles whose upper
 // 32 bits are XORed with its owner mask (the server applies it both ways),
@@ -47,9 +47,9 @@ struct AllocateOp {
   Done<absl::StatusOr<pools::BlockInfo>> done;
 };
 
-// Overwrites bytes [offset, offset + data.size()) of a block. In a unary
-// command, more than Worker::kCopyPieceBytes are copied in pieces between
-// other commands; commands that name the block wait until the last one.
+// Overwrites bytes [offset, offset + data.size()) of a block. More than
+// Worker::kCopyPieceBytes are copied in pieces between other commands (in a
+// batch too); commands that name the block wait until the last one.
 struct WriteOp {
   uint64_t handle = 0;
   // The handle may carry the mask of any owner that allocated (an
@@ -132,9 +132,13 @@ using BatchEntry = std::variant<AllocateOp, WriteOp, ReadOp, FreeOp>;
 // Runs `entries` in order, as one command: each entry's own `done` is called
 // once, in order, on the worker thread; then `done` (OK). A long batch runs
 // in pieces of at most a defragmentation slice's time, and the worker serves
-// other commands between them. When the client cancels or the deadline
-// passes in the middle, the entries not run yet are completed with
-// CANCELLED or DEADLINE_EXCEEDED, then `done` (OK). When the whole batch is
+// other commands between them; an entry that copies more than
+// Worker::kCopyPieceBytes is itself copied in pieces, and the batch goes on
+// after it. When the client cancels or the deadline passes in the middle,
+// the entries not run yet are completed with CANCELLED or
+// DEADLINE_EXCEEDED, then `done` (OK); so is a Read or Allocate entry in
+// the middle of its copy (the Allocate's block is freed), while a Write
+// entry, once begun, completes. When the whole batch is
 // refused before any entry ran (channel full, shutting down, cancelled or
 // past its deadline before it began), only `done` is called, with that
 // error. An allocation that the memory limit refuses is answered

@@ -194,9 +194,11 @@ uint64_t Worker::TrimHeap() {
   return released;
 }
 
-bool Worker::HeapGrewSinceTrim(uint64_t threshold) const {
-  return OutsidePoolsBytes() > outside_pools_after_trim_ + threshold ||
-         ProcessMemory::HeapFreeBytes() > heap_free_after_trim_ + threshold;
+bool Worker::HeapGrewSinceTrim(uint64_t free_threshold) const {
+  return OutsidePoolsBytes() >
+             outside_pools_after_trim_ + kOutsideGrowthBeforeTrim ||
+         ProcessMemory::HeapFreeBytes() >
+             heap_free_after_trim_ + free_threshold;
 }
 
 uint64_t Worker::OutsidePoolsBytes() const {
@@ -248,7 +250,9 @@ void Worker::Dispatch(Command& command) {
                 options_.channel_capacity) {
               // Each batch begun holds its request's memory: bound them.
               CompleteOp(op, absl::ResourceExhaustedError(absl::StrCat(
-                                 pending_batches_.size(),
+                                 pending_batches_.size() +
+                                     batches_waiting_for_blocks_ +
+                                     batches_in_long_copies_,
                                  " batches are already in progress; retry "
                                  "later")));
             } else {
@@ -470,6 +474,7 @@ std::optional<absl::StatusOr<pools::BlockInfo>> Worker::AllocateFirstPiece(
   if (!long_block) return pools_->Allocate(size, op.data);
   const absl::string_view first =
       op.data.substr(0, std::min<uint64_t>(op.data.size(), kCopyPieceBytes));
+  const absl::string_view rest = op.data.substr(first.size());
   // The bytes after `first` are neither zeroed nor committed first: the
   // copy commits and writes them.
   absl::StatusOr<pools::BlockInfo> block =
@@ -480,7 +485,7 @@ std::optional<absl::StatusOr<pools::BlockInfo>> Worker::AllocateFirstPiece(
                          .handle = block->handle,
                          .offset = first.size(),
                          .length = size - first.size(),
-                         .source = op.data.substr(first.size()),
+                         .source = rest,
                          .block = *block});
   return std::nullopt;
 }

@@ -154,10 +154,12 @@ class Worker {
   // The process's resident bytes outside the pools (gRPC, protobuf, code,
   // stacks) now.
   uint64_t OutsidePoolsBytes() const;
-  // Whether the RSS outside the pools or malloc's free bytes grew by
-  // `threshold` since the last trim, so that a trim has something to return
-  // (a /proc read and a walk of malloc's bins).
-  bool HeapGrewSinceTrim(uint64_t threshold) const;
+  // Whether the RSS outside the pools grew by kOutsideGrowthBeforeTrim, or
+  // malloc's free bytes by `free_threshold`, since the last trim, so that a
+  // trim has something to return (a /proc read and a walk of malloc's
+  // bins). (RSS grows by memory still in use as well, which a trim cannot
+  // return: hence the larger threshold.)
+  bool HeapGrewSinceTrim(uint64_t free_threshold) const;
   void WaitWhilePaused();
   // Completes `command` exactly once: here, or, for an allocation that
   // waits for room under the memory limit, later (it is moved out of
@@ -185,7 +187,9 @@ class Worker {
   // time (or completes the rest with CANCELLED or DEADLINE_EXCEEDED). Returns
   // true when the batch is complete; false when entries are left, in which
   // case `command` was moved to the back of pending_batches_ (or, when the
-  // next entry names a busy block, to the commands waiting for it).
+  // next entry names a busy block, to the commands waiting for it; or into
+  // the long copy of an entry, which puts it back among pending_batches_
+  // when it ends).
   bool RunBatchPiece(Command& command, BatchOp& op);
   // Runs the entry at `position` of `command`'s batch `op` (after op.admit,
   // for one that names a handle). Returns true when the entry's bytes go on
@@ -382,9 +386,9 @@ class Worker {
   // The RSS outside the pools and malloc's free bytes after the last heap
   // trim (or at start): the end of an automatic run trims when either grew
   // by kOutsideGrowthBeforeTrim (clients may be waiting: a trim walks the
-  // whole heap), an idle worker when either grew by kIdleGrowthBeforeTrim
-  // (what gRPC frees in stages after a flood of calls goes back within a
-  // MiB).
+  // whole heap); an idle worker also when the free bytes grew by
+  // kIdleGrowthBeforeTrim (what gRPC frees in stages after a flood of calls
+  // goes back within a MiB).
   uint64_t outside_pools_after_trim_;
   uint64_t heap_free_after_trim_;
   static constexpr uint64_t kOutsideGrowthBeforeTrim = 16 << 20;

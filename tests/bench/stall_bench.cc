@@ -252,7 +252,7 @@ int RunHog(const std::string& hog) {
                          : "no result");
         return 1;
       }
-      if (hog == "batch_read" &&
+      if (status.ok() && hog == "batch_read" &&
           response.results(0).read().data() != large_data) {
         std::fprintf(stderr, "stall_bench: the hog read wrong bytes\n");
         return 1;

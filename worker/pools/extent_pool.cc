@@ -485,7 +485,7 @@ absl::Status ExtentPool::FreeUnfinished(uint64_t handle, uint64_t written) {
   const uint32_t id = static_cast<uint32_t>(handles_.Payload(*index));
   const uint64_t bytes = uint64_t{extents_[id].pages} * page_;
   // The pages written so far are resident; those after them were never
-  // touched but for the block's last page (committed by Allocate).
+  // committed (Allocate leaves the bytes written next to the caller).
   uint64_t kept = (written + page_ - 1) / page_ * page_;
   if (kept >= bytes) return Free(handle);
   const uint32_t chunk = extents_[id].chunk;

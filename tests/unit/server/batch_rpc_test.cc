@@ -311,7 +311,9 @@ TEST_F(BatchRpcTest, AStreamAnswersEachBatchInOrder) {
 TEST_F(BatchRpcTest, BlocksCopiedInPiecesKeepTheirBytes) {
   // 1.5 MiB: the worker copies each operation's bytes in pieces of
   // Worker::kCopyPieceBytes, one piece per turn (a slice of 1 ns), and a
-  // gRPC thread serializes the answer.
+  // gRPC thread serializes the answer. This checks that the bytes survive
+  // that path end to end; that the pieces let other commands run between
+  // them is WorkerLongCopyTest's.
   constexpr uint64_t kSize = 3 << 19;
   StartServer(BatchLimits(), 0, {.defrag_slice = absl::Nanoseconds(1)},
               /*max_block=*/kSize);
