@@ -201,9 +201,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
   // The same, from one of gRPC's threads (an alarm due now): this thread
   // goes on at once.
   void FinishWithPreparedAnswerElsewhere() {
-    finisher_ = std::make_unique<grpc::Alarm>();
-    finisher_->Set(gpr_now(GPR_CLOCK_MONOTONIC),
-                   [this](bool /*fired*/) { FinishWithPreparedAnswer(); });
+    FinishOnGrpcThread(
+        [this](absl::Status /*ok*/) { FinishWithPreparedAnswer(); },
+        absl::OkStatus());
   }
 
  private:
@@ -222,9 +222,6 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
   std::unique_ptr<google::protobuf::Arena> arena_;
   google::protobuf::Message* response_message_ = nullptr;
   grpc::Slice prepared_;
-  // Deleted with the call (after Finish): gRPC keeps what the alarm's
-  // callback needs until it has returned.
-  std::unique_ptr<grpc::Alarm> finisher_;
   uint64_t held_bytes_ = 0;
   std::atomic<bool> cancelled_{false};
 };

@@ -88,6 +88,17 @@ absl::Status FreeNow(Worker& worker, uint64_t handle) {
   return freed.get_future().get();
 }
 
+// The worker's statistics now (a command, in its turn).
+StatsSnapshot StatsNow(Worker& worker) {
+  std::promise<StatsSnapshot> stats;
+  Command command;
+  command.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
+    stats.set_value(*std::move(snapshot));
+  }};
+  EXPECT_TRUE(worker.Submit(std::move(command)));
+  return stats.get_future().get();
+}
+
 // Pools whose large pool reaches the OS through `os`.
 std::unique_ptr<pools::PoolSet> MakePoolsWithLargeOs(pools::OsInterface* os) {
   pools::PoolSetOptions options;
@@ -403,13 +414,7 @@ TEST(WorkerLongCopyTest, ALongAllocationCancelledMidwayLeavesNoBlock) {
   worker.Resume();
   EXPECT_EQ(allocated.get_future().get().status().code(),
             absl::StatusCode::kCancelled);
-  std::promise<StatsSnapshot> after;
-  Command stats_after;
-  stats_after.op = StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
-    after.set_value(*std::move(snapshot));
-  }};
-  ASSERT_TRUE(worker.Submit(std::move(stats_after)));
-  const StatsSnapshot snapshot = after.get_future().get();
+  const StatsSnapshot snapshot = StatsNow(worker);
   EXPECT_EQ(snapshot.pools.total.blocks, 0u);
   // Its pages were fresh, and two pieces of 256 KiB were written: the 16 MiB
   // never written are not counted resident (they never were).
@@ -489,14 +494,7 @@ TEST(WorkerLongCopyTest, ALongAllocationCommitsItsPagesPieceByPiece) {
   absl::StatusOr<uint64_t> refused = AllocateNow(worker, large);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted)
       << refused.status();
-  std::promise<StatsSnapshot> stats;
-  Command stats_command;
-  stats_command.op =
-      StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
-        stats.set_value(*std::move(snapshot));
-      }};
-  ASSERT_TRUE(worker.Submit(std::move(stats_command)));
-  EXPECT_EQ(stats.get_future().get().pools.total.blocks, 0u);
+  EXPECT_EQ(StatsNow(worker).pools.total.blocks, 0u);
   os.Heal();
   absl::StatusOr<uint64_t> again = AllocateNow(worker, large);
   ASSERT_TRUE(again.ok()) << again.status();
@@ -685,14 +683,7 @@ TEST(WorkerLongCopyTest, ALongAllocationInABatchCommitsPieceByPiece) {
   LongRead read;
   ASSERT_TRUE(worker.Submit(read.Make(second_handle, &timeline)));
   EXPECT_TRUE(*read.done.get_future().get() == second);
-  std::promise<StatsSnapshot> stats;
-  Command stats_command;
-  stats_command.op =
-      StatsOp{.done = [&](absl::StatusOr<StatsSnapshot> snapshot) {
-        stats.set_value(*std::move(snapshot));
-      }};
-  ASSERT_TRUE(worker.Submit(std::move(stats_command)));
-  EXPECT_EQ(stats.get_future().get().pools.total.blocks, 1u);
+  EXPECT_EQ(StatsNow(worker).pools.total.blocks, 1u);
 }
 
 TEST(WorkerLongCopyTest,
