@@ -261,8 +261,11 @@ void SlabCompactor::Reinstate(uint32_t id) {
 
 uint32_t SlabCompactor::MarkedTail(uint32_t class_index) const {
   const uint32_t tail = tail_by_class_[class_index];
+  // A tail emptied by frees since the plan may serve another class now,
+  // and even be marked for that class's compaction.
   if (tail == SlabPool::kNoSpan ||
-      pool_.spans_[tail].state != SlabPool::kEvacuating) {
+      pool_.spans_[tail].state != SlabPool::kEvacuating ||
+      pool_.spans_[tail].class_index != class_index) {
     return SlabPool::kNoSpan;
   }
   return tail;

@@ -670,8 +670,45 @@ uint64_t SlabPool::SpanBytesResidentPerOs() const {
 }
 
 absl::Status SlabPool::CheckInvariants() const {
+  // Every live handle names a live slot of a span in use, with a size its
+  // slot holds; their sizes add up to their classes' counters.
+  std::vector<uint64_t> live_bytes(classes_->count(), 0);
+  absl::Status bad_entry;
+  for (uint32_t page = 0; page < HandleTable::PageOf(handles_.index_end());
+       ++page) {
+    handles_.ForEachLive(page, [&](uint32_t index, uint64_t payload) {
+      const uint32_t id = SpanOf(payload);
+      const uint32_t slot = SlotOf(payload);
+      if (id >= spans_.size() ||
+          (spans_[id].state != kActive && spans_[id].state != kEvacuating)) {
+        bad_entry = absl::InternalError(absl::StrCat("handle entry ", index,
+                                                     " names span ", id,
+                                                     ", which is not in use"));
+        return;
+      }
+      const uint32_t class_index = spans_[id].class_index;
+      const SizeClass& c = classes_->Get(class_index);
+      const uint32_t delta = DeltaOf(payload);
+      if (slot >= c.slots || delta >= c.slot_bytes ||
+          !(Bitmap(id)[slot / 64] & (uint64_t{1} << (slot % 64)))) {
+        bad_entry = absl::InternalError(absl::StrCat(
+            "handle entry ", index, " names slot ", slot, " of span ", id,
+            " (class ", c.slot_bytes, ", delta ", delta, "), not live"));
+        return;
+      }
+      const uint64_t size = uint64_t{c.slot_bytes} - delta;
+      live_bytes[class_index] += size;
+    });
+    if (!bad_entry.ok()) return bad_entry;
+  }
   uint64_t in_use = 0;
   for (uint32_t i = 0; i < classes_->count(); ++i) {
+    if (live_bytes[i] != counters_[i].live_bytes) {
+      return absl::InternalError(
+          absl::StrCat("class ", classes_->Get(i).slot_bytes, ": counters say ",
+                       counters_[i].live_bytes,
+                       " live bytes; the handles hold ", live_bytes[i]));
+    }
     const SizeClass& c = classes_->Get(i);
     const ClassCounters& counters = counters_[i];
     uint64_t spans = 0, full = 0, blocks = 0, committed = 0, slots = 0;

@@ -45,10 +45,12 @@ uint64_t AllocateFilled(SlabPool& pool, uint64_t size) {
   return block->handle;
 }
 
+// Each block has its size and its bytes.
 void ExpectIntact(SlabPool& pool, const std::vector<Block>& blocks) {
   for (const Block& block : blocks) {
     absl::StatusOr<BlockRef> ref = pool.Lookup(block.handle);
     ASSERT_TRUE(ref.ok()) << ref.status();
+    ASSERT_EQ(ref->size, block.size) << "handle " << block.handle;
     ASSERT_EQ(std::string(ref->data, block.size),
               Contents(block.handle, block.size))
         << "handle " << block.handle;
@@ -187,6 +189,58 @@ TEST(SlabCompactorTest, ASpanEmptiedBeforeItIsMarkedIsLeftToItsNewClass) {
     EXPECT_EQ(c.stats.blocks, c.slot_bytes == 16 ? 3000u : singles.size() - 10)
         << c.slot_bytes;
   }
+}
+
+// A class's tail can be emptied by frees after its class is planned, go to
+// the cache, serve another class and be marked for that class's
+// compaction. The first class's blocks must not move into it then: it
+// holds another class's slots (a 500-byte block in a 1000-byte slot was
+// read back 1000 bytes long).
+TEST(SlabCompactorTest, ATailTakenByAnotherClassTakesNoMoreBlocks) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  const SizeClasses& classes = pool.classes();
+  const uint32_t small = classes.Get(classes.ClassFor(500)).slots;
+  const uint32_t big = classes.Get(classes.ClassFor(1000)).slots;
+  std::vector<Block> kept;
+  // 500-byte class: a full span, one with 2 blocks (evacuated into the
+  // tail) and one with 3 blocks high up (the tail).
+  std::vector<uint64_t> handles;
+  for (uint32_t i = 0; i < 3 * small; ++i) {
+    handles.push_back(AllocateFilled(pool, 500));
+  }
+  std::vector<uint64_t> tail_blocks;
+  for (uint32_t i = 0; i < handles.size(); ++i) {
+    const uint32_t span = i / small, slot = i % small;
+    if (span == 0 || (span == 1 && slot < 2)) {
+      kept.push_back({handles[i], 500});
+    } else if (span == 2 && slot >= small - 3) {
+      tail_blocks.push_back(handles[i]);
+    } else {
+      ASSERT_TRUE(pool.Free(handles[i]).ok());
+    }
+  }
+  // 1000-byte class: one full span, so that its next block opens a span.
+  for (uint32_t i = 0; i < big; ++i) {
+    kept.push_back({AllocateFilled(pool, 1000), 1000});
+  }
+
+  SlabCompactor compactor(pool);
+  // A deadline already passed: each step plans one class.
+  ASSERT_FALSE(compactor.Step(absl::InfinitePast()));  // the 500-byte class
+  // Between steps, the tail's blocks are freed (it goes to the cache) and
+  // two 1000-byte blocks take it. It keeps its committed pages, so the
+  // 1000-byte class has pages to give back and marks it as its tail.
+  for (uint64_t handle : tail_blocks) ASSERT_TRUE(pool.Free(handle).ok());
+  for (int i = 0; i < 2; ++i)
+    kept.push_back({AllocateFilled(pool, 1000), 1000});
+
+  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  ExpectIntact(pool, kept);
+  const absl::Status invariants = pool.CheckInvariants();
+  EXPECT_TRUE(invariants.ok()) << invariants;
+  EXPECT_EQ(pool.Stats(false).stats.blocks, kept.size());
 }
 
 // Fills twenty classes, each with two spans of which one block in ten
