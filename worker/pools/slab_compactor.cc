@@ -95,6 +95,8 @@ void SlabCompactor::UpdateTransientBytes() {
                            owner_blocks_.capacity() * sizeof(OwnerBlock) +
                            plan_spans_.capacity() * sizeof(uint32_t) +
                            tail_by_class_.capacity() * sizeof(uint32_t) +
+                           host_by_class_.capacity() * sizeof(uint32_t) +
+                           class_plans_.capacity() * sizeof(class_plans_[0]) +
                            ranked_.capacity() * sizeof(ranked_[0]) +
                            owner_slots_ * sizeof(uint32_t) +
                            slots_.capacity() * sizeof(uint32_t);
@@ -126,6 +128,8 @@ bool SlabCompactor::ReleaseBookkeeping(absl::Time deadline) {
   std::vector<OwnerBlock>().swap(owner_blocks_);
   std::vector<uint32_t>().swap(plan_spans_);
   std::vector<uint32_t>().swap(tail_by_class_);
+  std::vector<uint32_t>().swap(host_by_class_);
+  std::vector<SlabPool::ClassCompaction>().swap(class_plans_);
   std::vector<std::pair<uint32_t, uint32_t>>().swap(ranked_);
   std::vector<uint32_t>().swap(slots_);
   owner_slots_ = 0;
@@ -137,25 +141,34 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
   const SizeClasses& classes = pool_.classes();
   if (tail_by_class_.empty()) {
     tail_by_class_.assign(classes.count(), SlabPool::kNoSpan);
+    host_by_class_.resize(classes.count());
+    for (uint32_t i = 0; i < classes.count(); ++i) host_by_class_[i] = i;
   }
+  // The plan of the classes not planned yet, from the counters as they are
+  // now (frees and allocations may have run since the last step).
+  pool_.PlanCompaction(&class_plans_);
   while (next_class_ < classes.count()) {
     const SizeClass& c = classes.Get(next_class_);
     if (plan_next_ == plan_spans_.size()) {
       // Choose the class's sources, its emptiest spans beyond the fewest
-      // that can hold its blocks, and its tail, the emptiest span kept.
+      // that can hold its blocks (a guest keeps none), and its tail, the
+      // emptiest span kept.
       plan_spans_.clear();
       plan_next_ = 0;
-      const SlabPool::ClassCompaction plan = pool_.CompactionOf(next_class_);
-      if (plan.gain > 0) {
+      const SlabPool::ClassCompaction& plan = class_plans_[next_class_];
+      if (plan.planned()) {
+        host_by_class_[next_class_] = plan.host;
         const uint64_t release = pool_.counters_[next_class_].spans - plan.keep;
         pool_.RankSpans(next_class_, release, &ranked_);
         for (uint64_t k = 0; k < release; ++k) {
           plan_spans_.push_back(ranked_[k].second);
         }
-        if (plan.tail_blocks < c.slots) {
+        if (plan.host == next_class_ && plan.tail_blocks < c.slots) {
           plan_spans_.push_back(ranked_[release].second);
           tail_by_class_[next_class_] = ranked_[release].second;
         }
+      }
+      if (!plan_spans_.empty()) {
         // One owners array for the class, in fresh address space: only
         // the scan and the moves write it, and only for live slots, so
         // pages are touched only where blocks are and unmapping it is cheap.
@@ -276,6 +289,8 @@ bool SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
   HandleTable& table = pool_.handles_;
   SlabPool::Span& span = pool_.spans_[id];
   const SizeClass& c = pool_.classes().Get(span.class_index);
+  const uint32_t dest_class = pool_.spans_[dest].class_index;
+  const SizeClass& to = pool_.classes().Get(dest_class);
   CHECK(table.IsLive(index)) << "reverse map out of date";
   const uint64_t payload = table.Payload(index);
   CHECK(SlabPool::SpanOf(payload) == id && pool_.SlotOf(payload) == slot)
@@ -286,9 +301,33 @@ bool SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
     return false;
   }
   const uint32_t dest_slot = *taken;
-  std::memcpy(pool_.SlotAddress(dest, c, dest_slot),
+  std::memcpy(pool_.SlotAddress(dest, to, dest_slot),
               pool_.SlotAddress(id, c, slot), c.slot_bytes);
-  table.SetPayload(index, pool_.Pack(dest, dest_slot, pool_.DeltaOf(payload)));
+  // A guest's block keeps its size: its slot grows, so does its delta.
+  const uint32_t delta =
+      pool_.DeltaOf(payload) + (to.slot_bytes - c.slot_bytes);
+  CHECK_LE(delta, pool_.max_guest_delta_)
+      << "a guest slot too large for its block";
+  table.SetPayload(index, pool_.Pack(dest, dest_slot, delta));
+  if (dest_class != span.class_index) {
+    const uint64_t size = uint64_t{to.slot_bytes} - delta;
+    SlabPool::ClassCounters& from = pool_.counters_[span.class_index];
+    --from.blocks;
+    from.live_bytes -= size;
+    // The bound below the block's size that the plan used: its class's, or
+    // its class's guests' (so that the next plan sees what this one
+    // planned for).
+    const uint32_t floor = pool_.GuestFloor(span.class_index);
+    if (size < pool_.min_block_[span.class_index]) --from.guests;
+    SlabPool::ClassCounters& into = pool_.counters_[dest_class];
+    ++into.blocks;
+    into.live_bytes += size;
+    if (size < pool_.min_block_[dest_class]) {
+      into.guest_floor =
+          into.guests == 0 ? floor : std::min(into.guest_floor, floor);
+      ++into.guests;
+    }
+  }
   // A block that lands in a marked span (a tail) may have to move again. A
   // span marked at the plan but emptied by frees since may be in service
   // again, even for another class: its old map must not be written.
@@ -338,11 +377,14 @@ bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
       }
     }
     const uint32_t slot = slots_[k];
-    uint32_t dest = pool_.FindAllocSpan(class_index);
+    // A guest's blocks go to its host's spans.
+    const uint32_t host = host_by_class_[class_index];
+    uint32_t dest = pool_.FindAllocSpan(host);
     if (dest == SlabPool::kNoSpan) {
       // The kept spans are full: the tail's lowest free slots come next.
-      dest = MarkedTail(class_index);
-      if (dest == SlabPool::kNoSpan || pool_.spans_[dest].live >= c.slots) {
+      dest = MarkedTail(host);
+      if (dest == SlabPool::kNoSpan ||
+          pool_.spans_[dest].live >= pool_.classes().Get(host).slots) {
         // Allocations since the plan took the room: keep the span.
         Reinstate(id);
         ++spans_abandoned_;

@@ -122,8 +122,12 @@ class SlabCompactor {
   // marked).
   std::vector<uint32_t> sources_;
   std::vector<uint32_t> offset_by_span_;
-  // Per class, its tail while marked (kNoSpan otherwise).
+  // Per class, its tail while marked (kNoSpan otherwise), and the class
+  // whose spans take its blocks (itself, or its host when it is a guest).
   std::vector<uint32_t> tail_by_class_;
+  std::vector<uint32_t> host_by_class_;
+  // The pool's compaction plan, computed again at each planning step.
+  std::vector<SlabPool::ClassCompaction> class_plans_;
   // Per source, the handle-table index of the block in each live slot (a
   // piece of its class's block in owner_blocks_). Only live slots are written
   // (by the scan) and read (by the moves), so the arrays are left

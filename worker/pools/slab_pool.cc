@@ -35,11 +35,27 @@ absl::Status SlabPool::Init(const SlabPoolOptions& options) {
   classes_ = std::make_unique<SizeClasses>(options.pool, options.span_bytes,
                                            options.bitmap_in_span);
   const int slot_bits = std::bit_width(classes_->max_slots() - 1);
-  const int delta_bits = std::bit_width(classes_->max_delta());
-  CHECK_LE(kSpanBits + slot_bits + delta_bits, HandleTable::kPayloadBits)
+  const int delta_bits = HandleTable::kPayloadBits - kSpanBits - slot_bits;
+  CHECK_GE(delta_bits, std::bit_width(classes_->max_delta()))
       << "span, slot and size delta must fit a handle-table payload";
   slot_mask_ = (1u << slot_bits) - 1;
   delta_shift_ = kSpanBits + slot_bits;
+  max_guest_delta_ = (1u << delta_bits) - 1;
+  max_host_.assign(classes_->count(), 0);
+  min_block_.assign(classes_->count(), 0);
+  for (uint32_t i = 0, h = 0; i < classes_->count(); ++i) {
+    // The smallest block of class i is one byte above the slot below it.
+    const uint32_t smallest =
+        i > 0 ? classes_->Get(i - 1).slot_bytes + 1
+              : (options.pool == PoolKind::kSmall ? 1 : kMediumMinBytes);
+    min_block_[i] = smallest;
+    h = std::max(h, i);
+    while (h + 1 < classes_->count() &&
+           classes_->Get(h + 1).slot_bytes - smallest <= max_guest_delta_) {
+      ++h;
+    }
+    max_host_[i] = h;
+  }
   counters_.assign(classes_->count(), ClassCounters{});
   heads_.assign(size_t{classes_->count()} * kListsPerClass, 0);
 
@@ -524,6 +540,8 @@ void SlabPool::ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size) {
   ClassCounters& counters = counters_[span.class_index];
   --counters.blocks;
   counters.live_bytes -= size;
+  if (size < min_block_[span.class_index]) [[unlikely]]
+    --counters.guests;
   if (span.live == 0) {
     RetireSpan(id);
   } else if (span.state == kActive) {
@@ -673,6 +691,7 @@ absl::Status SlabPool::CheckInvariants() const {
   // Every live handle names a live slot of a span in use, with a size its
   // slot holds; their sizes add up to their classes' counters.
   std::vector<uint64_t> live_bytes(classes_->count(), 0);
+  std::vector<uint64_t> guests(classes_->count(), 0);
   absl::Status bad_entry;
   for (uint32_t page = 0; page < HandleTable::PageOf(handles_.index_end());
        ++page) {
@@ -698,16 +717,26 @@ absl::Status SlabPool::CheckInvariants() const {
       }
       const uint64_t size = uint64_t{c.slot_bytes} - delta;
       live_bytes[class_index] += size;
+      if (size < min_block_[class_index]) {
+        ++guests[class_index];
+        if (size < counters_[class_index].guest_floor) {
+          bad_entry = absl::InternalError(absl::StrCat(
+              "handle entry ", index, ": a block of ", size, " bytes in class ",
+              c.slot_bytes, ", below its guests' floor ",
+              counters_[class_index].guest_floor));
+        }
+      }
     });
     if (!bad_entry.ok()) return bad_entry;
   }
   uint64_t in_use = 0;
   for (uint32_t i = 0; i < classes_->count(); ++i) {
-    if (live_bytes[i] != counters_[i].live_bytes) {
-      return absl::InternalError(
-          absl::StrCat("class ", classes_->Get(i).slot_bytes, ": counters say ",
-                       counters_[i].live_bytes,
-                       " live bytes; the handles hold ", live_bytes[i]));
+    if (live_bytes[i] != counters_[i].live_bytes ||
+        guests[i] != counters_[i].guests) {
+      return absl::InternalError(absl::StrCat(
+          "class ", classes_->Get(i).slot_bytes, ": counters say ",
+          counters_[i].live_bytes, " live bytes and ", counters_[i].guests,
+          " guests; the handles hold ", live_bytes[i], " and ", guests[i]));
     }
     const SizeClass& c = classes_->Get(i);
     const ClassCounters& counters = counters_[i];
@@ -769,14 +798,17 @@ uint64_t SlabPool::resident_bytes() const {
   return dirty_bytes_ + span_bytes_in_use_ + SideMetadataBytes();
 }
 
-SlabPool::ClassCompaction SlabPool::CompactionOf(uint32_t class_index) const {
+SlabPool::ClassCompaction SlabPool::OwnCompaction(uint32_t class_index,
+                                                  uint64_t extra) const {
   const ClassCounters& counters = counters_[class_index];
   ClassCompaction result;
+  result.host = class_index;
   if (counters.spans == 0) return result;
   const SizeClass& c = classes_->Get(class_index);
   // Every span full but the last, whose blocks take its lowest slots.
-  result.keep = (counters.blocks + c.slots - 1) / c.slots;
-  result.tail_blocks = counters.blocks - (result.keep - 1) * c.slots;
+  const uint64_t blocks = counters.blocks + extra;
+  result.keep = (blocks + c.slots - 1) / c.slots;
+  result.tail_blocks = blocks - (result.keep - 1) * c.slots;
   result.committed_after =
       (result.keep - 1) * c.committed_bytes +
       OsMemory::RoundUpToPage(SlotsEnd(c, result.tail_blocks));
@@ -784,6 +816,95 @@ SlabPool::ClassCompaction SlabPool::CompactionOf(uint32_t class_index) const {
     result.gain = counters.committed_bytes - result.committed_after;
   }
   return result;
+}
+
+uint32_t SlabPool::GuestFloor(uint32_t class_index) const {
+  const ClassCounters& counters = counters_[class_index];
+  return counters.guests > 0
+             ? std::min(counters.guest_floor, min_block_[class_index])
+             : min_block_[class_index];
+}
+
+void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan) const {
+  const uint32_t count = classes_->count();
+  plan->resize(count);
+  // Per class: the blocks it ends holding (its own and its guests'), and a
+  // bound below their sizes.
+  std::vector<uint64_t> total(count);
+  std::vector<uint32_t> floor(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    (*plan)[i] = OwnCompaction(i, 0);
+    total[i] = counters_[i].blocks;
+    floor[i] = GuestFloor(i);
+  }
+  // Passes until none merges a class into another, so that the plan of the
+  // pool it leaves has nothing more to merge: a compaction ends at a fixed
+  // point, with nothing left to reclaim.
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (uint32_t g = 0; g < count; ++g) {
+      if ((*plan)[g].host != g || total[g] == 0) continue;
+      // The host that grows least for these blocks (the smallest of
+      // those), if it grows by less than the class would keep on its own.
+      uint32_t best = kNoSpan;
+      uint64_t best_growth = (*plan)[g].committed_after;
+      ClassCompaction best_plan;
+      for (uint32_t h = g + 1; h <= max_host_[g]; ++h) {
+        if (classes_->Get(h).slot_bytes - floor[g] > max_guest_delta_) break;
+        const ClassCompaction& host = (*plan)[h];
+        if (host.host != h || counters_[h].blocks == 0) continue;
+        ClassCompaction grown =
+            OwnCompaction(h, total[h] - counters_[h].blocks + total[g]);
+        // Guests only fill the spans the host has.
+        if (grown.keep > counters_[h].spans) continue;
+        const uint64_t growth = grown.committed_after - host.committed_after;
+        if (growth < best_growth) {
+          best = h;
+          best_growth = growth;
+          best_plan = grown;
+          if (growth == 0) break;
+        }
+      }
+      if (best == kNoSpan) continue;
+      // The class and its own guests go to the host.
+      for (uint32_t m = 0; m <= g; ++m) {
+        if ((*plan)[m].host == g) (*plan)[m].host = best;
+      }
+      total[best] += total[g];
+      total[g] = 0;
+      floor[best] = std::min(floor[best], floor[g]);
+      best_plan.guest_blocks = total[best] - counters_[best].blocks;
+      (*plan)[best] = best_plan;
+      ClassCompaction& guest = (*plan)[g];
+      guest.keep = 0;
+      guest.tail_blocks = classes_->Get(g).slots;
+      guest.committed_after = 0;
+      guest.guest_blocks = 0;
+      guest.guest = true;
+      merged = true;
+    }
+  }
+  // Gains: a guest gives back its committed bytes, a host what it holds
+  // beyond its layout after. When a host grows, its growth is taken from its
+  // guests' gains, smallest class first (the merges made sure they cover
+  // it), so that the gains add up to what the compaction returns.
+  for (uint32_t h = 0; h < count; ++h) {
+    ClassCompaction& host = (*plan)[h];
+    if (host.host != h || host.guest_blocks == 0) continue;
+    const uint64_t committed = counters_[h].committed_bytes;
+    host.gain =
+        committed > host.committed_after ? committed - host.committed_after : 0;
+    uint64_t growth =
+        host.committed_after > committed ? host.committed_after - committed : 0;
+    for (uint32_t m = 0; m < h; ++m) {
+      ClassCompaction& guest = (*plan)[m];
+      if (guest.host != h) continue;
+      const uint64_t take = std::min(growth, counters_[m].committed_bytes);
+      guest.gain = counters_[m].committed_bytes - take;
+      growth -= take;
+    }
+    DCHECK_EQ(growth, 0u);
+  }
 }
 
 void SlabPool::RankSpans(
@@ -807,6 +928,8 @@ PoolStats SlabPool::Stats(bool include_classes) const {
   result.pool = options_.pool;
   FragmentationStats& pool = result.stats;
   uint64_t header_bytes = 0;
+  std::vector<ClassCompaction> plan;
+  PlanCompaction(&plan);
   for (uint32_t i = 0; i < classes_->count(); ++i) {
     const ClassCounters& counters = counters_[i];
     if (counters.spans == 0) continue;
@@ -823,7 +946,7 @@ PoolStats SlabPool::Stats(bool include_classes) const {
                        counters.blocks * HandleTable::kEntryBytes;
     s.resident_bytes =
         counters.committed_bytes + counters.blocks * HandleTable::kEntryBytes;
-    s.reclaimable_bytes = CompactionOf(i).gain;
+    s.reclaimable_bytes = plan[i].gain;
     header_bytes += uint64_t{counters.spans} * c.header_bytes;
     pool.live_bytes += s.live_bytes;
     pool.blocks += s.blocks;
@@ -846,27 +969,30 @@ PoolAnalysis SlabPool::Analyze() const {
   analysis.pool = options_.pool;
   analysis.stats = Stats(/*include_classes=*/false).stats;
   std::vector<std::pair<uint32_t, uint32_t>> spans;
+  std::vector<ClassCompaction> classes;
+  PlanCompaction(&classes);
   for (uint32_t i = 0; i < classes_->count(); ++i) {
-    const ClassCompaction plan = CompactionOf(i);
-    if (plan.gain == 0) continue;
+    const ClassCompaction& plan = classes[i];
+    if (!plan.planned()) continue;
     const SizeClass& c = classes_->Get(i);
     const uint64_t release = counters_[i].spans - plan.keep;
     RankSpans(i, release, &spans);
     DCHECK_EQ(spans.size(), counters_[i].spans);
-    // Every block of the spans released moves. The kept spans other than
-    // the tail end full: their holes take those blocks, and then the
-    // tail's top blocks. The tail's blocks that lie beyond the pages its
-    // final count needs move down.
+    // Every block of the spans released moves (a guest's to its host). The
+    // kept spans other than the tail end full: their holes take those blocks
+    // and the guests', and then the tail's top blocks. The tail's blocks
+    // that lie beyond the pages its final count needs move down.
     uint64_t moved = 0;
     for (uint64_t k = 0; k < release; ++k) moved += spans[k].first;
-    if (plan.tail_blocks < c.slots) {
+    if (plan.host == i && plan.tail_blocks < c.slots) {
       uint64_t holes = 0;  // in the kept spans other than the tail
       for (size_t k = release + 1; k < spans.size(); ++k) {
         holes += c.slots - spans[k].first;
       }
+      const uint64_t incoming = moved + plan.guest_blocks;
       const uint64_t beyond = LiveSlotsFrom(spans[release].second,
                                             PackedSlots(c, plan.tail_blocks));
-      moved += std::max(holes > moved ? holes - moved : 0, beyond);
+      moved += std::max(holes > incoming ? holes - incoming : 0, beyond);
     }
     analysis.blocks_to_move += moved;
     analysis.bytes_to_move += moved * c.slot_bytes;

@@ -194,23 +194,45 @@ class SlabPool {
     // that lie wholly inside them.
     uint64_t committed_bytes = 0;
     uint64_t committed_slots = 0;
+    // Blocks smaller than the class's own (guests moved in by a
+    // compaction), and a bound below their sizes (the smallest moved in
+    // since there were none): the class can be a guest only of classes
+    // whose slots are at most a payload's delta above it.
+    uint64_t guests = 0;
+    uint32_t guest_floor = 0;
   };
 
   // What a full compaction would leave of one class.
   struct ClassCompaction {
     // Spans kept: all full but the tail, which holds `tail_blocks` blocks in
-    // its lowest slots (tail_blocks == slots: no partial span).
+    // its lowest slots (tail_blocks == slots: no partial span). A guest
+    // class keeps no span.
     uint64_t keep = 0;
     uint64_t tail_blocks = 0;
-    // Committed bytes after; and now minus after, when positive (else the
-    // class is left alone and this is 0).
+    // Committed bytes after (a host's with its guests' blocks); and what
+    // the class gives back: now minus after, when positive (else the class
+    // is left alone and this is 0, unless it hosts guests). A host's gain
+    // is what its own blocks give back; a guest's is its committed bytes
+    // less what its host grows by for it.
     uint64_t committed_after = 0;
     uint64_t gain = 0;
+    // The class whose spans end holding this class's blocks: itself, or a
+    // larger class (its host) when this class is a guest.
+    uint32_t host = 0;
+    // Blocks of guest classes this class takes in (counted in keep and
+    // tail_blocks).
+    uint64_t guest_blocks = 0;
+    // All its blocks go to its host.
+    bool guest = false;
+    // Planned: spans to mark (gain > 0, or blocks to move in or out).
+    bool planned() const { return gain > 0 || guest_blocks > 0 || guest; }
   };
 
   // Handle-table payload: span (20 bits) | slot | size delta (slot size
-  // minus block size), the last two as wide as the pool's classes need
-  // (small: 13 and 3 bits; medium: 8 and 10), within the table's 39 bits.
+  // minus block size). The slot is as wide as the pool's classes need, the
+  // delta takes the rest of the table's 39 bits (small: 13 and 6 bits;
+  // medium: 8 and 11), so that a block can live in a slot up to
+  // max_guest_delta_ bytes larger than itself (a guest, see PlanCompaction).
   static constexpr int kSpanBits = 20;
   uint64_t Pack(uint32_t span, uint32_t slot, uint32_t delta) const {
     return uint64_t{span} | (uint64_t{slot} << kSpanBits) |
@@ -282,8 +304,24 @@ class SlabPool {
   // counters and the pool's total exact (the memory itself is the
   // caller's business).
   void SetCommitted(uint32_t id, uint32_t committed);
-  // What a full compaction would leave of the class (from counters only).
-  ClassCompaction CompactionOf(uint32_t class_index) const;
+  // What a full compaction would leave of the class with `extra` more
+  // blocks (from counters only; `host` and `guest_blocks` are not set).
+  ClassCompaction OwnCompaction(uint32_t class_index, uint64_t extra) const;
+  // What a full compaction would leave of every class (from counters only).
+  //
+  // A sparse class ends in a page of its own, mostly empty. So a class can
+  // move all its blocks into the spans of a larger class (its host) and
+  // release every span it has: a guest. It does so when its host's
+  // compacted spans grow by fewer bytes than the class would keep on its
+  // own (often none: the free slots of the host's last page take them).
+  // The host keeps its number of spans at most, a guest's blocks keep their
+  // exact sizes (the payload's delta), and a slot is at most
+  // max_guest_delta_ bytes larger than its block (its guests' blocks
+  // included). Classes are taken smallest first; each takes the host that
+  // grows least (the smallest of those); a class that hosts is no guest.
+  void PlanCompaction(std::vector<ClassCompaction>* plan) const;
+  // A bound below the sizes of the class's blocks, its guests' included.
+  uint32_t GuestFloor(uint32_t class_index) const;
   // The class's spans as (live, id), the first `release` of them those a
   // full compaction empties and the next one its tail (both in order of
   // (live, id), the rest unordered).
@@ -332,6 +370,12 @@ class SlabPool {
   absl::Time start_;
   uint32_t slot_mask_ = 0;
   int delta_shift_ = 0;
+  // Largest slot size minus block size a payload can hold.
+  uint32_t max_guest_delta_ = 0;
+  // Per class, the largest class that may host its blocks (itself at
+  // least), and its smallest block size.
+  std::vector<uint32_t> max_host_;
+  std::vector<uint32_t> min_block_;
   // Temporary bookkeeping of a running compaction, counted as metadata.
   uint64_t transient_bytes_ = 0;
   // Set by a running compaction: emptied spans stay cached until its purge.

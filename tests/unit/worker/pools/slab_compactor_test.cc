@@ -243,6 +243,74 @@ TEST(SlabCompactorTest, ATailTakenByAnotherClassTakesNoMoreBlocks) {
   EXPECT_EQ(pool.Stats(false).stats.blocks, kept.size());
 }
 
+// A class of a few blocks gives up its page: its blocks move into the free
+// slots of a larger class's last page, keep their sizes and bytes, and the
+// projection is what the compaction does.
+TEST(SlabCompactorTest, ASparseClassMovesIntoALargerClassesPage) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  std::vector<Block> kept;
+  // Three 100-byte blocks, one page; ten 130-byte blocks, one page with
+  // room for 20 more.
+  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 97), 97});
+  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  const uint64_t resident = pool.span_bytes();
+  ASSERT_EQ(resident, 2 * 4096u);
+  const PoolAnalysis analysis = pool.Analyze();
+  EXPECT_EQ(analysis.bytes_to_reclaim, 4096u);
+  EXPECT_EQ(analysis.blocks_to_move, 3u);
+  EXPECT_EQ(analysis.bytes_to_move, 3 * 100u);
+
+  SlabCompactor compactor(pool);
+  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  EXPECT_TRUE(compactor.failure().ok()) << compactor.failure();
+  EXPECT_EQ(compactor.blocks_moved(), 3u);
+  EXPECT_EQ(compactor.bytes_moved(), 3 * 100u);
+  EXPECT_EQ(pool.span_bytes(), 4096u);
+  EXPECT_EQ(pool.SpanBytesResidentPerOs(), pool.span_bytes());
+  ExpectIntact(pool, kept);
+  const absl::Status invariants = pool.CheckInvariants();
+  EXPECT_TRUE(invariants.ok()) << invariants;
+  // Every block is counted in the class that holds it now, at its size.
+  const PoolStats stats = pool.Stats(true);
+  ASSERT_EQ(stats.classes.size(), 1u);
+  EXPECT_EQ(stats.classes[0].slot_bytes, 132u);
+  EXPECT_EQ(stats.classes[0].stats.blocks, 13u);
+  EXPECT_EQ(stats.classes[0].stats.live_bytes, 3 * 97u + 10 * 130u);
+  EXPECT_EQ(stats.stats.reclaimable_bytes, 0u);
+
+  // Guests are freed like any block; the class they came from fills a page
+  // of its own again, and the next compaction moves it in again.
+  ASSERT_TRUE(pool.Free(kept[0].handle).ok());
+  kept.erase(kept.begin());
+  kept.push_back({AllocateFilled(pool, 100), 100});
+  EXPECT_EQ(pool.span_bytes(), 2 * 4096u);
+  SlabCompactor again(pool);
+  while (!again.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  EXPECT_EQ(pool.span_bytes(), 4096u);
+  ExpectIntact(pool, kept);
+  EXPECT_TRUE(pool.CheckInvariants().ok());
+}
+
+// A block can only be a guest in a slot at most a payload's delta larger:
+// a 10-byte block never moves into a 130-byte class.
+TEST(SlabCompactorTest, AGuestSlotIsAtMostTheDeltaLarger) {
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(Options()).ok());
+  std::vector<Block> kept;
+  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 10), 10});
+  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  EXPECT_EQ(pool.Analyze().bytes_to_reclaim, 0u);
+  SlabCompactor compactor(pool);
+  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  EXPECT_EQ(compactor.blocks_moved(), 0u);
+  EXPECT_EQ(pool.span_bytes(), 2 * 4096u);
+  ExpectIntact(pool, kept);
+}
+
 // Fills twenty classes, each with two spans of which one block in ten
 // stays (its blocks go to `kept`): a compaction of all twenty.
 void FragmentTwentyClasses(SlabPool& pool, std::vector<Block>* kept) {
