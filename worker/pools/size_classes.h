@@ -5,7 +5,8 @@
 // medium: 1024, then 32 steps per power of two up to 65536 (at most 1/32
 //         apart; 193 classes: 1/16 steps wasted ~2.3% of live bytes to
 //         rounding on the RAMCloud workloads W7 and W8, 1/32 halves that)
-// A block of size s lives in the smallest class whose slot holds s.
+// A block of size s is allocated in the smallest class whose slot holds s
+// (a compaction may move it into a larger one: SlabPool::PlanCompaction).
 #ifndef POOLD_WORKER_POOLS_SIZE_CLASSES_H_
 #define POOLD_WORKER_POOLS_SIZE_CLASSES_H_
 

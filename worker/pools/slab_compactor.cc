@@ -89,17 +89,18 @@ bool SlabCompactor::Advance(absl::Time deadline) {
 }
 
 void SlabCompactor::UpdateTransientBytes() {
-  pool_.transient_bytes_ = sources_.capacity() * sizeof(uint32_t) +
-                           offset_by_span_.capacity() * sizeof(uint32_t) +
-                           owners_.capacity() * sizeof(uint32_t*) +
-                           owner_blocks_.capacity() * sizeof(OwnerBlock) +
-                           plan_spans_.capacity() * sizeof(uint32_t) +
-                           tail_by_class_.capacity() * sizeof(uint32_t) +
-                           host_by_class_.capacity() * sizeof(uint32_t) +
-                           class_plans_.capacity() * sizeof(class_plans_[0]) +
-                           ranked_.capacity() * sizeof(ranked_[0]) +
-                           owner_slots_ * sizeof(uint32_t) +
-                           slots_.capacity() * sizeof(uint32_t);
+  pool_.transient_bytes_ =
+      sources_.capacity() * sizeof(uint32_t) +
+      offset_by_span_.capacity() * sizeof(uint32_t) +
+      owners_.capacity() * sizeof(uint32_t*) +
+      owner_blocks_.capacity() * sizeof(OwnerBlock) +
+      plan_spans_.capacity() * sizeof(uint32_t) +
+      tail_by_class_.capacity() * sizeof(uint32_t) +
+      host_by_class_.capacity() * sizeof(uint32_t) +
+      merges_.capacity() * sizeof(uint32_t) + hosts_planned_.capacity() / 8 +
+      class_plans_.capacity() * sizeof(class_plans_[0]) +
+      ranked_.capacity() * sizeof(ranked_[0]) +
+      owner_slots_ * sizeof(uint32_t) + slots_.capacity() * sizeof(uint32_t);
 }
 
 bool SlabCompactor::ReleaseBookkeeping(absl::Time deadline) {
@@ -129,6 +130,8 @@ bool SlabCompactor::ReleaseBookkeeping(absl::Time deadline) {
   std::vector<uint32_t>().swap(plan_spans_);
   std::vector<uint32_t>().swap(tail_by_class_);
   std::vector<uint32_t>().swap(host_by_class_);
+  std::vector<uint32_t>().swap(merges_);
+  std::vector<bool>().swap(hosts_planned_);
   std::vector<SlabPool::ClassCompaction>().swap(class_plans_);
   std::vector<std::pair<uint32_t, uint32_t>>().swap(ranked_);
   std::vector<uint32_t>().swap(slots_);
@@ -141,12 +144,20 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
   const SizeClasses& classes = pool_.classes();
   if (tail_by_class_.empty()) {
     tail_by_class_.assign(classes.count(), SlabPool::kNoSpan);
-    host_by_class_.resize(classes.count());
+    host_by_class_.assign(classes.count(), 0);
     for (uint32_t i = 0; i < classes.count(); ++i) host_by_class_[i] = i;
+    hosts_planned_.assign(classes.count(), false);
+    // Which classes move into which is decided once, here.
+    pool_.PlanCompaction(&class_plans_);
+    merges_.resize(classes.count());
+    for (uint32_t i = 0; i < classes.count(); ++i) {
+      merges_[i] = class_plans_[i].host;
+    }
+  } else {
+    // The layouts of the classes not planned yet, from the counters as they
+    // are now (frees and allocations may have run since the last step).
+    pool_.PlanCompaction(&class_plans_, &merges_);
   }
-  // The plan of the classes not planned yet, from the counters as they are
-  // now (frees and allocations may have run since the last step).
-  pool_.PlanCompaction(&class_plans_);
   while (next_class_ < classes.count()) {
     const SizeClass& c = classes.Get(next_class_);
     if (plan_next_ == plan_spans_.size()) {
@@ -158,6 +169,7 @@ bool SlabCompactor::PlanClasses(absl::Time deadline) {
       const SlabPool::ClassCompaction& plan = class_plans_[next_class_];
       if (plan.planned()) {
         host_by_class_[next_class_] = plan.host;
+        if (plan.guest_blocks > 0) hosts_planned_[next_class_] = true;
         const uint64_t release = pool_.counters_[next_class_].spans - plan.keep;
         pool_.RankSpans(next_class_, release, &ranked_);
         for (uint64_t k = 0; k < release; ++k) {
@@ -377,8 +389,14 @@ bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
       }
     }
     const uint32_t slot = slots_[k];
-    // A guest's blocks go to its host's spans.
+    // A guest's blocks go to its host's spans, if the host was planned to
+    // take them (else they could grow spans that nothing trims after).
     const uint32_t host = host_by_class_[class_index];
+    if (host != class_index && !hosts_planned_[host]) {
+      Reinstate(id);
+      ++spans_abandoned_;
+      return true;
+    }
     uint32_t dest = pool_.FindAllocSpan(host);
     if (dest == SlabPool::kNoSpan) {
       // The kept spans are full: the tail's lowest free slots come next.

@@ -6,7 +6,9 @@
 // The emptiest span it keeps is the class's tail: the others end full, and
 // the tail's blocks move down into its lowest slots, after which its pages
 // past the last block go back to the OS. A class thus ends holding its
-// blocks plus less than a page (and its spans' unusable ends).
+// blocks plus less than a page (and its spans' unusable ends). A guest class
+// (SlabPool::PlanCompaction) evacuates every span into its host's spans
+// instead, and its host takes its blocks as if they were its own.
 // It runs in phases, each resumable at any point, so the owner can serve
 // other operations between steps:
 //   plan   mark the spans to evacuate and the tails (they take no new
@@ -126,8 +128,12 @@ class SlabCompactor {
   // whose spans take its blocks (itself, or its host when it is a guest).
   std::vector<uint32_t> tail_by_class_;
   std::vector<uint32_t> host_by_class_;
-  // The pool's compaction plan, computed again at each planning step.
+  // The pool's compaction plan: its merges (each class's host) decided at
+  // the first planning step, the layouts computed again at each; and the
+  // hosts planned to take guests.
   std::vector<SlabPool::ClassCompaction> class_plans_;
+  std::vector<uint32_t> merges_;
+  std::vector<bool> hosts_planned_;
   // Per source, the handle-table index of the block in each live slot (a
   // piece of its class's block in owner_blocks_). Only live slots are written
   // (by the scan) and read (by the moves), so the arrays are left

@@ -825,69 +825,102 @@ uint32_t SlabPool::GuestFloor(uint32_t class_index) const {
              : min_block_[class_index];
 }
 
-void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan) const {
+void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan,
+                              const std::vector<uint32_t>* hosts) const {
   const uint32_t count = classes_->count();
   plan->resize(count);
-  // Per class: the blocks it ends holding (its own and its guests'), and a
-  // bound below their sizes.
+  // Per class: the blocks it ends holding (its own and its guests'), a bound
+  // below their sizes, and the bytes it ends committing: its packed layout
+  // when it is compacted (it has something to give back, or guests), else
+  // what it commits now.
   std::vector<uint64_t> total(count);
   std::vector<uint32_t> floor(count);
+  std::vector<uint64_t> outcome(count);
   for (uint32_t i = 0; i < count; ++i) {
     (*plan)[i] = OwnCompaction(i, 0);
     total[i] = counters_[i].blocks;
     floor[i] = GuestFloor(i);
+    outcome[i] =
+        std::min((*plan)[i].committed_after, counters_[i].committed_bytes);
   }
-  // Passes until none merges a class into another, so that the plan of the
-  // pool it leaves has nothing more to merge: a compaction ends at a fixed
-  // point, with nothing left to reclaim.
-  for (bool merged = true; merged;) {
-    merged = false;
+  // How much the host `h` grows for guest `g` (UINT64_MAX when it cannot
+  // take it), and its plan then.
+  auto growth_for = [&](uint32_t g, uint32_t h, ClassCompaction* grown) {
+    if (h <= g || h >= count || (*plan)[h].host != h ||
+        counters_[h].blocks == 0 ||
+        classes_->Get(h).slot_bytes - floor[g] > max_guest_delta_) {
+      return UINT64_MAX;
+    }
+    *grown = OwnCompaction(h, total[h] - counters_[h].blocks + total[g]);
+    // Guests only fill the spans the host has.
+    if (grown->keep > counters_[h].spans) return UINT64_MAX;
+    return grown->committed_after - outcome[h];
+  };
+  auto merge = [&](uint32_t g, uint32_t h, ClassCompaction grown) {
+    // The class and its own guests go to the host.
+    for (uint32_t m = 0; m <= g; ++m) {
+      if ((*plan)[m].host == g) (*plan)[m].host = h;
+    }
+    total[h] += total[g];
+    total[g] = 0;
+    floor[h] = std::min(floor[h], floor[g]);
+    outcome[h] = grown.committed_after;
+    outcome[g] = 0;
+    grown.guest_blocks = total[h] - counters_[h].blocks;
+    (*plan)[h] = grown;
+    ClassCompaction& guest = (*plan)[g];
+    guest.keep = 0;
+    guest.tail_blocks = classes_->Get(g).slots;
+    guest.committed_after = 0;
+    guest.guest_blocks = 0;
+    guest.guest = true;
+  };
+  if (hosts != nullptr) {
     for (uint32_t g = 0; g < count; ++g) {
-      if ((*plan)[g].host != g || total[g] == 0) continue;
-      // The host that grows least for these blocks (the smallest of
-      // those), if it grows by less than the class would keep on its own.
-      uint32_t best = kNoSpan;
-      uint64_t best_growth = (*plan)[g].committed_after;
-      ClassCompaction best_plan;
-      for (uint32_t h = g + 1; h <= max_host_[g]; ++h) {
-        if (classes_->Get(h).slot_bytes - floor[g] > max_guest_delta_) break;
-        const ClassCompaction& host = (*plan)[h];
-        if (host.host != h || counters_[h].blocks == 0) continue;
-        ClassCompaction grown =
-            OwnCompaction(h, total[h] - counters_[h].blocks + total[g]);
-        // Guests only fill the spans the host has.
-        if (grown.keep > counters_[h].spans) continue;
-        const uint64_t growth = grown.committed_after - host.committed_after;
-        if (growth < best_growth) {
-          best = h;
-          best_growth = growth;
-          best_plan = grown;
-          if (growth == 0) break;
+      const uint32_t h = (*hosts)[g];
+      if (h == g || total[g] == 0) continue;
+      ClassCompaction grown;
+      if (growth_for(g, h, &grown) >= outcome[g]) continue;
+      merge(g, h, grown);
+    }
+  } else {
+    // Passes until none merges a class into another, so that the pool a
+    // compaction leaves has nothing more to merge: it ends at a fixed
+    // point, with nothing left to reclaim.
+    for (bool merged = true; merged;) {
+      merged = false;
+      for (uint32_t g = 0; g < count; ++g) {
+        if ((*plan)[g].host != g || total[g] == 0) continue;
+        // The host that grows least, if it grows by less than the class
+        // (and its guests) would keep on their own.
+        uint32_t best = kNoSpan;
+        uint64_t best_growth = outcome[g];
+        ClassCompaction best_plan;
+        for (uint32_t h = g + 1; h <= max_host_[g]; ++h) {
+          if (classes_->Get(h).slot_bytes - floor[g] > max_guest_delta_) break;
+          ClassCompaction grown;
+          const uint64_t growth = growth_for(g, h, &grown);
+          if (growth < best_growth) {
+            best = h;
+            best_growth = growth;
+            best_plan = grown;
+            if (growth == 0) break;
+          }
         }
+        if (best == kNoSpan) continue;
+        merge(g, best, best_plan);
+        merged = true;
       }
-      if (best == kNoSpan) continue;
-      // The class and its own guests go to the host.
-      for (uint32_t m = 0; m <= g; ++m) {
-        if ((*plan)[m].host == g) (*plan)[m].host = best;
-      }
-      total[best] += total[g];
-      total[g] = 0;
-      floor[best] = std::min(floor[best], floor[g]);
-      best_plan.guest_blocks = total[best] - counters_[best].blocks;
-      (*plan)[best] = best_plan;
-      ClassCompaction& guest = (*plan)[g];
-      guest.keep = 0;
-      guest.tail_blocks = classes_->Get(g).slots;
-      guest.committed_after = 0;
-      guest.guest_blocks = 0;
-      guest.guest = true;
-      merged = true;
     }
   }
-  // Gains: a guest gives back its committed bytes, a host what it holds
+  // Gains: a guest gives back its committed bytes, a host what it commits
   // beyond its layout after. When a host grows, its growth is taken from its
-  // guests' gains, smallest class first (the merges made sure they cover
-  // it), so that the gains add up to what the compaction returns.
+  // guests' gains, smallest class first (each merge grew the host by less
+  // than what the guest would have kept, so they cover it), and the gains
+  // add up to what the compaction returns.
+  for (uint32_t g = 0; g < count; ++g) {
+    if ((*plan)[g].guest) (*plan)[g].gain = counters_[g].committed_bytes;
+  }
   for (uint32_t h = 0; h < count; ++h) {
     ClassCompaction& host = (*plan)[h];
     if (host.host != h || host.guest_blocks == 0) continue;
@@ -896,11 +929,11 @@ void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan) const {
         committed > host.committed_after ? committed - host.committed_after : 0;
     uint64_t growth =
         host.committed_after > committed ? host.committed_after - committed : 0;
-    for (uint32_t m = 0; m < h; ++m) {
+    for (uint32_t m = 0; m < h && growth > 0; ++m) {
       ClassCompaction& guest = (*plan)[m];
       if (guest.host != h) continue;
-      const uint64_t take = std::min(growth, counters_[m].committed_bytes);
-      guest.gain = counters_[m].committed_bytes - take;
+      const uint64_t take = std::min(growth, guest.gain);
+      guest.gain -= take;
       growth -= take;
     }
     DCHECK_EQ(growth, 0u);

@@ -19,7 +19,9 @@
 //
 // Compaction (see SlabCompactor) leaves each class in its fewest spans: all
 // full but one, the "tail", whose blocks sit in its lowest slots and whose
-// pages past them go back to the OS. Spans being emptied or packed are marked
+// pages past them go back to the OS. A class of a few blocks can instead
+// move them into a larger class's spans (a guest, see PlanCompaction) and
+// keep no page of its own. Spans being emptied or packed are marked
 // evacuating and take no new allocations.
 #ifndef POOLD_WORKER_POOLS_SLAB_POOL_H_
 #define POOLD_WORKER_POOLS_SLAB_POOL_H_
@@ -317,9 +319,16 @@ class SlabPool {
   // The host keeps its number of spans at most, a guest's blocks keep their
   // exact sizes (the payload's delta), and a slot is at most
   // max_guest_delta_ bytes larger than its block (its guests' blocks
-  // included). Classes are taken smallest first; each takes the host that
-  // grows least (the smallest of those); a class that hosts is no guest.
-  void PlanCompaction(std::vector<ClassCompaction>* plan) const;
+  // included). Classes are taken smallest first, each to the host that
+  // grows least (the smallest of those); a host can then move on into a
+  // larger class with its guests, in passes until nothing merges.
+  //
+  // With `hosts` (a plan's hosts per class), the merges are those instead of
+  // new ones: a compaction decides them once, at its start, and plans each
+  // class's layout from the counters when it comes to it. A merge that no
+  // longer fits the counters is left out.
+  void PlanCompaction(std::vector<ClassCompaction>* plan,
+                      const std::vector<uint32_t>* hosts = nullptr) const;
   // A bound below the sizes of the class's blocks, its guests' included.
   uint32_t GuestFloor(uint32_t class_index) const;
   // The class's spans as (live, id), the first `release` of them those a
