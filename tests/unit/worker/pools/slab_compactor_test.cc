@@ -3,12 +3,14 @@
 #include "worker/pools/slab_compactor.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/pools/fault_injecting_os.h"
 #include "worker/pools/slab_pool.h"
 
 namespace poold::pools {
@@ -325,6 +327,56 @@ TEST(SlabCompactorTest, AGuestStaysWhenItsHostIsNoLongerPlannedForIt) {
   }
   ExpectIntact(pool, kept);
   EXPECT_LT(pool.span_bytes(), grown);
+  EXPECT_EQ(pool.Stats(false).stats.reclaimable_bytes, 0u);
+}
+
+// A merge only fills pages its host keeps for its own blocks: it never
+// commits one. So a compaction whose purges the OS refuses cannot leave the
+// pool larger than it found it. (When merges could grow their host, it did:
+// the host took a page, and the guests' emptied spans stayed resident.)
+TEST(SlabCompactorTest, RefusedPurgesAfterMergesLeaveThePoolNoLarger) {
+  FaultInjectingOs os;
+  SlabPoolOptions options = Options();
+  options.os = &os;
+  SlabPool pool;
+  ASSERT_TRUE(pool.Init(options).ok());
+  std::vector<Block> kept;
+  // 45 blocks of 116 bytes in two pages and ten of 132 in one: the 132
+  // class would need a second page to take the 116 class. Three of 100
+  // bytes fit the free slots of either.
+  for (int i = 0; i < 45; ++i) kept.push_back({AllocateFilled(pool, 113), 113});
+  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  SlabCompactor packed(pool);  // trims the spans' growth steps
+  while (!packed.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  ASSERT_EQ(pool.span_bytes(), 3 * 4096u);
+  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 97), 97});
+  const uint64_t before = pool.span_bytes();
+  ASSERT_EQ(before, 4 * 4096u);
+  const PoolAnalysis analysis = pool.Analyze();
+  EXPECT_EQ(analysis.bytes_to_reclaim, 4096u);
+  EXPECT_EQ(analysis.blocks_to_move, 3u);
+
+  os.FailAt(OsCall::kPurge, 1, EIO, /*repeat=*/true);
+  SlabCompactor failed(pool);
+  while (!failed.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  EXPECT_FALSE(failed.failure().ok());
+  EXPECT_LE(pool.span_bytes(), before);
+  EXPECT_EQ(pool.SpanBytesResidentPerOs(), pool.span_bytes());
+  ExpectIntact(pool, kept);
+  EXPECT_TRUE(pool.CheckInvariants().ok());
+
+  // Once the OS complies, the next compaction returns the page, and the
+  // 100-byte class stays where it is.
+  os.Heal();
+  SlabCompactor healed(pool);
+  while (!healed.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+  EXPECT_TRUE(healed.failure().ok()) << healed.failure();
+  EXPECT_EQ(pool.span_bytes(), 3 * 4096u);
+  ExpectIntact(pool, kept);
+  EXPECT_TRUE(pool.CheckInvariants().ok());
   EXPECT_EQ(pool.Stats(false).stats.reclaimable_bytes, 0u);
 }
 
