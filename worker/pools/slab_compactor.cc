@@ -98,7 +98,6 @@ void SlabCompactor::UpdateTransientBytes() {
       tail_by_class_.capacity() * sizeof(uint32_t) +
       host_by_class_.capacity() * sizeof(uint32_t) +
       merges_.capacity() * sizeof(uint32_t) + hosts_planned_.capacity() / 8 +
-      deferred_.capacity() * sizeof(uint32_t) +
       class_plans_.capacity() * sizeof(class_plans_[0]) +
       ranked_.capacity() * sizeof(ranked_[0]) +
       owner_slots_ * sizeof(uint32_t) + slots_.capacity() * sizeof(uint32_t);
@@ -132,7 +131,6 @@ bool SlabCompactor::ReleaseBookkeeping(absl::Time deadline) {
   std::vector<uint32_t>().swap(tail_by_class_);
   std::vector<uint32_t>().swap(host_by_class_);
   std::vector<uint32_t>().swap(merges_);
-  std::vector<uint32_t>().swap(deferred_);
   std::vector<bool>().swap(hosts_planned_);
   std::vector<SlabPool::ClassCompaction>().swap(class_plans_);
   std::vector<std::pair<uint32_t, uint32_t>>().swap(ranked_);
@@ -298,9 +296,8 @@ uint32_t SlabCompactor::MarkedTail(uint32_t class_index) const {
   return tail;
 }
 
-SlabCompactor::Moved SlabCompactor::MoveBlock(uint32_t id, uint32_t slot,
-                                              uint32_t index, uint32_t dest,
-                                              absl::Time deadline) {
+bool SlabCompactor::MoveBlock(uint32_t id, uint32_t slot, uint32_t index,
+                              uint32_t dest) {
   HandleTable& table = pool_.handles_;
   SlabPool::Span& span = pool_.spans_[id];
   const SizeClass& c = pool_.classes().Get(span.class_index);
@@ -310,32 +307,11 @@ SlabCompactor::Moved SlabCompactor::MoveBlock(uint32_t id, uint32_t slot,
   const uint64_t payload = table.Payload(index);
   CHECK(SlabPool::SpanOf(payload) == id && pool_.SlotOf(payload) == slot)
       << "reverse map out of date";
-  const uint32_t committed = pool_.spans_[dest].committed;
-  const bool guest = dest_class != span.class_index;
-  absl::StatusOr<uint32_t> taken =
-      guest ? pool_.TakeSlotWithin(dest, returned_ - committed_)
-            : pool_.TakeSlot(dest);
-  if (guest && taken.ok() && *taken == SlabPool::kNoSlot) {
-    // The destination needs pages: pay for them with the spans emptied so
-    // far, returned now rather than in the purge phase. Should the OS refuse
-    // that purge, nothing has grown.
-    const uint64_t cached = pool_.dirty_bytes_;
-    absl::StatusOr<bool> purged =
-        pool_.PurgeCachedSpans(deadline, &spans_released_);
-    returned_ += cached - pool_.dirty_bytes_;
-    if (!purged.ok()) {
-      failure_ = purged.status();
-      return Moved::kFailed;
-    }
-    if (!*purged) return Moved::kLater;
-    taken = pool_.TakeSlotWithin(dest, returned_ - committed_);
-    if (taken.ok() && *taken == SlabPool::kNoSlot) return Moved::kNoRoom;
-  }
+  absl::StatusOr<uint32_t> taken = pool_.TakeSlot(dest);
   if (!taken.ok()) {
     failure_ = taken.status();
-    return Moved::kFailed;
+    return false;
   }
-  committed_ += pool_.spans_[dest].committed - committed;
   const uint32_t dest_slot = *taken;
   std::memcpy(pool_.SlotAddress(dest, to, dest_slot),
               pool_.SlotAddress(id, c, slot), c.slot_bytes);
@@ -376,7 +352,7 @@ SlabCompactor::Moved SlabCompactor::MoveBlock(uint32_t id, uint32_t slot,
   --span.live;
   ++blocks_moved_;
   bytes_moved_ += c.slot_bytes;
-  return Moved::kYes;
+  return true;
 }
 
 bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
@@ -433,26 +409,9 @@ bool SlabCompactor::Evacuate(uint32_t id, absl::Time deadline) {
         return true;
       }
     }
-    switch (MoveBlock(id, slot, owners[slot], dest, deadline)) {
-      case Moved::kYes:
-        break;
-      case Moved::kNoRoom:
-        // Later, when more is returned; for good if that round finds none.
-        if (second_round_) {
-          Reinstate(id);
-          ++spans_abandoned_;
-        } else {
-          deferred_.push_back(id);
-        }
-        return true;
-      case Moved::kLater:
-        move_slot_ = slot;
-        return false;
-      case Moved::kFailed:
-        return false;
-    }
+    if (!MoveBlock(id, slot, owners[slot], dest)) return false;
     if (span.live == 0) {
-      pool_.RetireSpan(id);  // cached; purged with the next growth or later
+      pool_.RetireSpan(id);  // cached; the purge phase returns it
       return true;
     }
     // Every kMovesPerClockCheck moves, and after any move that made a
@@ -484,25 +443,13 @@ bool SlabCompactor::PackTail(uint32_t id, absl::Time deadline) {
     uint32_t dest = pool_.FindAllocSpan(class_index);
     if (dest == SlabPool::kNoSpan) {
       if (top < pool_.PackedSlots(c, span.live)) {
-        if (!Trim(id, SlabPool::SlotsEnd(c, top + uint64_t{1}))) return false;
+        failure_ = pool_.TrimSpan(id, SlabPool::SlotsEnd(c, top + uint64_t{1}));
+        if (!failure_.ok()) return false;
         break;
       }
       dest = id;  // its lowest free slot is below `top`
     }
-    Moved moved = MoveBlock(id, top, owners[top], dest, deadline);
-    if (moved == Moved::kNoRoom && !second_round_) {
-      deferred_.push_back(id);  // still marked: packed after the others
-      return true;
-    }
-    if (moved == Moved::kNoRoom) {
-      // The kept span cannot grow: the tail packs into itself.
-      if (top < pool_.PackedSlots(c, span.live)) {
-        if (!Trim(id, SlabPool::SlotsEnd(c, top + uint64_t{1}))) return false;
-        break;
-      }
-      moved = MoveBlock(id, top, owners[top], id, deadline);
-    }
-    if (moved != Moved::kYes) return false;
+    if (!MoveBlock(id, top, owners[top], dest)) return false;
     if (span.live == 0) break;  // retired below, before any pause
     // Every kMovesPerClockCheck moves, and after any move that made a
     // system call (a span grew): one can take milliseconds.
@@ -522,33 +469,18 @@ bool SlabCompactor::PackTail(uint32_t id, absl::Time deadline) {
   return true;
 }
 
-bool SlabCompactor::Trim(uint32_t id, uint64_t end) {
-  const uint32_t committed = pool_.spans_[id].committed;
-  failure_ = pool_.TrimSpan(id, end);
-  returned_ += committed - pool_.spans_[id].committed;
-  return failure_.ok();
-}
-
 bool SlabCompactor::Move(absl::Time deadline) {
-  for (;;) {
-    const std::vector<uint32_t>& round = second_round_ ? deferred_ : sources_;
-    for (; move_source_ < round.size(); ++move_source_, move_slot_ = 0) {
-      const uint32_t id = round[move_source_];
-      const SlabPool::Span& span = pool_.spans_[id];
-      // Emptied by frees (and released) since the plan: nothing left to
-      // move.
-      if (span.state != SlabPool::kEvacuating) continue;
-      const bool tail = tail_by_class_[span.class_index] == id;
-      if (!(tail ? PackTail(id, deadline) : Evacuate(id, deadline))) {
-        return false;
-      }
+  for (; move_source_ < sources_.size(); ++move_source_, move_slot_ = 0) {
+    const uint32_t id = sources_[move_source_];
+    const SlabPool::Span& span = pool_.spans_[id];
+    // Emptied by frees (and released) since the plan: nothing left to move.
+    if (span.state != SlabPool::kEvacuating) continue;
+    const bool tail = tail_by_class_[span.class_index] == id;
+    if (!(tail ? PackTail(id, deadline) : Evacuate(id, deadline))) {
+      return false;
     }
-    if (second_round_ || deferred_.empty()) return true;
-    // The spans that waited for pages, now that the others are emptied.
-    second_round_ = true;
-    move_source_ = 0;
-    move_slot_ = 0;
   }
+  return true;
 }
 
 void SlabCompactor::Stop(bool trim_cache) {

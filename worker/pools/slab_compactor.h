@@ -96,32 +96,15 @@ class SlabCompactor {
   // Packs tail `id` into its lowest slots and trims it; false at the
   // deadline.
   bool PackTail(uint32_t id, absl::Time deadline);
-  // What became of a move.
-  enum class Moved {
-    kYes,
-    // Its destination needs pages the compaction has not yet paid for.
-    kNoRoom,
-    // The deadline passed while cached spans were purged to pay for them.
-    kLater,
-    // The OS refused a call (failure_ says which).
-    kFailed,
-  };
   // Copies the block in `slot` of marked span `id`, owned by handle-table
-  // entry `index`, into the next slot of span `dest`, and repoints it. A
-  // compaction never leaves its pool larger than it found it, even when
-  // the OS refuses a purge at any point: a page committed for a move is
-  // paid for by bytes the compaction has returned before (trimmed, or
-  // purged from the cache, which it does on demand here). Anything but
-  // kYes changes nothing.
-  Moved MoveBlock(uint32_t id, uint32_t slot, uint32_t index, uint32_t dest,
-                  absl::Time deadline);
+  // entry `index`, into the next slot of span `dest`, and repoints it.
+  // False, with nothing changed and failure_ set, when the OS refused the
+  // destination's pages.
+  bool MoveBlock(uint32_t id, uint32_t slot, uint32_t index, uint32_t dest);
   // The class's tail if it is still marked, else kNoSpan.
   uint32_t MarkedTail(uint32_t class_index) const;
   // Puts an evacuating span back into its class's active lists.
   void Reinstate(uint32_t id);
-  // Trims span `id` to the pages holding `end` bytes, counting what it
-  // returns; false with failure_ set when the OS refuses.
-  bool Trim(uint32_t id, uint64_t end);
   void UpdateTransientBytes();
   // Frees the temporary bookkeeping (sources, reverse map), unmapping the
   // owner maps one by one until `deadline` passes; true when all is freed.
@@ -174,14 +157,6 @@ class SlabCompactor {
   uint64_t bytes_moved_ = 0;
   uint64_t spans_released_ = 0;
   uint64_t spans_abandoned_ = 0;
-  // Bytes committed for moves, and bytes returned (trims, purges of the
-  // cache) before the purge phase: committed_ never exceeds returned_.
-  uint64_t committed_ = 0;
-  uint64_t returned_ = 0;
-  // Marked spans whose moves waited for pages to be paid for, taken up again
-  // after the other sources; and whether that second round has begun.
-  std::vector<uint32_t> deferred_;
-  bool second_round_ = false;
   uint64_t table_bytes_ = 0;  // handle-table pages released
   uint64_t os_calls_ = 0;     // pool_.span_os_calls() at the last clock look
 };

@@ -433,18 +433,6 @@ uint64_t SlabPool::TakeSlotGrowthBytes(uint32_t id) {
   return OsMemory::RoundUpToPage(end) - span.committed;
 }
 
-absl::StatusOr<uint32_t> SlabPool::TakeSlotWithin(uint32_t id,
-                                                  uint64_t max_growth) {
-  const Span& span = spans_[id];
-  const SizeClass& c = classes_->Get(span.class_index);
-  const uint64_t end = SlotsEnd(c, LowestFreeSlot(id) + uint64_t{1});
-  if (end > span.committed &&
-      OsMemory::RoundUpToPage(end) - span.committed > max_growth) {
-    return kNoSlot;
-  }
-  return TakeSlot(id, /*max_growth=*/0);
-}
-
 absl::StatusOr<uint32_t> SlabPool::TakeSlot(uint32_t id, uint64_t max_growth) {
   Span& span = spans_[id];
   uint64_t* bitmap = Bitmap(id);
@@ -865,8 +853,9 @@ void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan,
     }
     *grown = OwnCompaction(h, total[h] - counters_[h].blocks + total[g]);
     // Guests only fill the spans the host has, and only the pages the host
-    // keeps for its own blocks: a merge never commits a page, so that a
-    // compaction whose purges the OS refuses cannot leave the pool larger.
+    // keeps for its own blocks: a merge never commits a page, so that when
+    // the OS refuses the purge of a guest's emptied span, the merge has not
+    // made the pool larger.
     if (grown->keep > counters_[h].spans ||
         grown->committed_after > outcome[h]) {
       return UINT64_MAX;

@@ -355,11 +355,6 @@ class SlabPool {
   // returned.
   absl::StatusOr<uint32_t> TakeSlot(uint32_t id,
                                     uint64_t max_growth = UINT64_MAX);
-  // As TakeSlot, but commits only the pages the slot needs, and only when
-  // they come to at most `max_growth` bytes: when they need more, nothing
-  // changes and it returns kNoSlot.
-  absl::StatusOr<uint32_t> TakeSlotWithin(uint32_t id, uint64_t max_growth);
-  static constexpr uint32_t kNoSlot = 0xFFFFFFFF;
   // Clears a slot's bit and updates counters; releases the span when empty.
   void ReleaseSlot(uint32_t id, uint32_t slot, uint64_t size);
   // An active or evacuating span with no live slot leaves its class for the

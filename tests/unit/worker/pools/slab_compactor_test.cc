@@ -331,9 +331,10 @@ TEST(SlabCompactorTest, AGuestStaysWhenItsHostIsNoLongerPlannedForIt) {
 }
 
 // A merge only fills pages its host keeps for its own blocks: it never
-// commits one. So a compaction whose purges the OS refuses cannot leave the
-// pool larger than it found it. (When merges could grow their host, it did:
-// the host took a page, and the guests' emptied spans stayed resident.)
+// commits one. So when the OS refuses the purge of the guests' emptied
+// spans, the merges have not made the pool larger. (When merges could grow
+// their host, they did: the host took a page, and the guests' emptied
+// spans stayed resident.)
 TEST(SlabCompactorTest, RefusedPurgesAfterMergesLeaveThePoolNoLarger) {
   FaultInjectingOs os;
   SlabPoolOptions options = Options();
