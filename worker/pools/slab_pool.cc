@@ -843,24 +843,20 @@ void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan,
     outcome[i] =
         std::min((*plan)[i].committed_after, counters_[i].committed_bytes);
   }
-  // How much the host `h` grows for guest `g` (UINT64_MAX when it cannot
-  // take it), and its plan then.
-  auto growth_for = [&](uint32_t g, uint32_t h, ClassCompaction* grown) {
+  // Whether the host `h` can take guest `g`'s blocks, and its plan then.
+  // Guests only fill the spans the host has, and only the pages the host
+  // keeps for its own blocks: a merge never commits a page, so that when the
+  // OS refuses the purge of a guest's emptied span, the merge has not made
+  // the pool larger.
+  auto can_host = [&](uint32_t g, uint32_t h, ClassCompaction* grown) {
     if (h <= g || h >= count || (*plan)[h].host != h ||
         counters_[h].blocks == 0 ||
         classes_->Get(h).slot_bytes - floor[g] > max_guest_delta_) {
-      return UINT64_MAX;
+      return false;
     }
     *grown = OwnCompaction(h, total[h] - counters_[h].blocks + total[g]);
-    // Guests only fill the spans the host has, and only the pages the host
-    // keeps for its own blocks: a merge never commits a page, so that when
-    // the OS refuses the purge of a guest's emptied span, the merge has not
-    // made the pool larger.
-    if (grown->keep > counters_[h].spans ||
-        grown->committed_after > outcome[h]) {
-      return UINT64_MAX;
-    }
-    return uint64_t{0};
+    return grown->keep <= counters_[h].spans &&
+           grown->committed_after <= outcome[h];
   };
   auto merge = [&](uint32_t g, uint32_t h, ClassCompaction grown) {
     // The class and its own guests go to the host.
@@ -881,13 +877,13 @@ void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan,
     guest.guest_blocks = 0;
     guest.guest = true;
   };
+  // A class that keeps no byte (outcome 0) has nothing to gain by a merge.
   if (hosts != nullptr) {
     for (uint32_t g = 0; g < count; ++g) {
       const uint32_t h = (*hosts)[g];
-      if (h == g || total[g] == 0) continue;
+      if (h == g || total[g] == 0 || outcome[g] == 0) continue;
       ClassCompaction grown;
-      if (growth_for(g, h, &grown) >= outcome[g]) continue;
-      merge(g, h, grown);
+      if (can_host(g, h, &grown)) merge(g, h, grown);
     }
   } else {
     // Passes until none merges a class into another, so that the pool a
@@ -896,53 +892,34 @@ void SlabPool::PlanCompaction(std::vector<ClassCompaction>* plan,
     for (bool merged = true; merged;) {
       merged = false;
       for (uint32_t g = 0; g < count; ++g) {
-        if ((*plan)[g].host != g || total[g] == 0) continue;
-        // The host that grows least, if it grows by less than the class
-        // (and its guests) would keep on their own.
-        uint32_t best = kNoSpan;
-        uint64_t best_growth = outcome[g];
-        ClassCompaction best_plan;
+        if ((*plan)[g].host != g || total[g] == 0 || outcome[g] == 0) {
+          continue;
+        }
+        // The smallest class that can take it (and its guests).
         for (uint32_t h = g + 1; h <= max_host_[g]; ++h) {
           if (classes_->Get(h).slot_bytes - floor[g] > max_guest_delta_) break;
           ClassCompaction grown;
-          const uint64_t growth = growth_for(g, h, &grown);
-          if (growth < best_growth) {
-            best = h;
-            best_growth = growth;
-            best_plan = grown;
-            if (growth == 0) break;
-          }
+          if (!can_host(g, h, &grown)) continue;
+          merge(g, h, grown);
+          merged = true;
+          break;
         }
-        if (best == kNoSpan) continue;
-        merge(g, best, best_plan);
-        merged = true;
       }
     }
   }
   // Gains: a guest gives back its committed bytes, a host what it commits
-  // beyond its layout after. When a host grows, its growth is taken from its
-  // guests' gains, smallest class first (each merge grew the host by less
-  // than what the guest would have kept, so they cover it), and the gains
+  // beyond its layout after (a host never grows: see can_host), so the gains
   // add up to what the compaction returns.
-  for (uint32_t g = 0; g < count; ++g) {
-    if ((*plan)[g].guest) (*plan)[g].gain = counters_[g].committed_bytes;
-  }
-  for (uint32_t h = 0; h < count; ++h) {
-    ClassCompaction& host = (*plan)[h];
-    if (host.host != h || host.guest_blocks == 0) continue;
-    const uint64_t committed = counters_[h].committed_bytes;
-    host.gain =
-        committed > host.committed_after ? committed - host.committed_after : 0;
-    uint64_t growth =
-        host.committed_after > committed ? host.committed_after - committed : 0;
-    for (uint32_t m = 0; m < h && growth > 0; ++m) {
-      ClassCompaction& guest = (*plan)[m];
-      if (guest.host != h) continue;
-      const uint64_t take = std::min(growth, guest.gain);
-      guest.gain -= take;
-      growth -= take;
+  for (uint32_t i = 0; i < count; ++i) {
+    ClassCompaction& c = (*plan)[i];
+    if (c.guest) {
+      c.gain = counters_[i].committed_bytes;
+    } else if (c.guest_blocks > 0) {
+      const uint64_t committed = counters_[i].committed_bytes;
+      DCHECK_LE(c.committed_after, committed);
+      c.gain =
+          committed > c.committed_after ? committed - c.committed_after : 0;
     }
-    DCHECK_EQ(growth, 0u);
   }
 }
 

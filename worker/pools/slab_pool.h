@@ -214,8 +214,8 @@ class SlabPool {
     // Committed bytes after (a host's with its guests' blocks); and what
     // the class gives back: now minus after, when positive (else the class
     // is left alone and this is 0, unless it hosts guests). A host's gain
-    // is what its own blocks give back; a guest's is its committed bytes
-    // less what its host grows by for it.
+    // is what it commits beyond its layout after (a host never grows); a
+    // guest's is its committed bytes.
     uint64_t committed_after = 0;
     uint64_t gain = 0;
     // The class whose spans end holding this class's blocks: itself, or a
@@ -313,15 +313,15 @@ class SlabPool {
   //
   // A sparse class ends in a page of its own, mostly empty. So a class can
   // move all its blocks into the spans of a larger class (its host) and
-  // release every span it has: a guest. It does so when its host's
-  // compacted spans grow by fewer bytes than the class would keep on its
-  // own (often none: the free slots of the host's last page take them).
+  // release every span it has: a guest. It does so only where the free
+  // slots of the pages its host keeps for its own blocks take them: a merge
+  // never commits a page.
   // The host keeps its number of spans at most, a guest's blocks keep their
   // exact sizes (the payload's delta), and a slot is at most
   // max_guest_delta_ bytes larger than its block (its guests' blocks
-  // included). Classes are taken smallest first, each to the host that
-  // grows least (the smallest of those); a host can then move on into a
-  // larger class with its guests, in passes until nothing merges.
+  // included). Classes are taken smallest first, each to the smallest class
+  // that can take it; a host can then move on into a larger class with its
+  // guests, in passes until nothing merges.
   //
   // With `hosts` (a plan's hosts per class), the merges are those instead of
   // new ones: a compaction decides them once, at its start, and plans each
