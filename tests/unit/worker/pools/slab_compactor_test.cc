@@ -47,6 +47,19 @@ uint64_t AllocateFilled(SlabPool& pool, uint64_t size) {
   return block->handle;
 }
 
+// Allocates `count` filled blocks of `size` bytes, noted in `kept`.
+void Keep(SlabPool& pool, int count, uint64_t size, std::vector<Block>* kept) {
+  for (int i = 0; i < count; ++i) {
+    kept->push_back({AllocateFilled(pool, size), size});
+  }
+}
+
+// Steps `compactor` until it is done.
+void Finish(SlabCompactor& compactor) {
+  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
+  }
+}
+
 // Each block has its size and its bytes.
 void ExpectIntact(SlabPool& pool, const std::vector<Block>& blocks) {
   for (const Block& block : blocks) {
@@ -128,8 +141,7 @@ TEST(SlabCompactorTest, ASpanReusedByAnotherClassMidCompactionIsNotMarked) {
     kept.push_back({AllocateFilled(pool, 16), 16});
   }
 
-  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(compactor);
   EXPECT_EQ(compactor.spans_abandoned(), 0u);
   ExpectIntact(pool, kept);
   const absl::Status invariants = pool.CheckInvariants();
@@ -138,8 +150,7 @@ TEST(SlabCompactorTest, ASpanReusedByAnotherClassMidCompactionIsNotMarked) {
   // The reused span kept the pages its old class had committed; the next
   // compaction returns them, and then nothing is left to reclaim.
   SlabCompactor again(pool);
-  while (!again.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(again);
   ExpectIntact(pool, kept);
   EXPECT_EQ(pool.Stats(false).stats.reclaimable_bytes, 0u);
 }
@@ -178,10 +189,9 @@ TEST(SlabCompactorTest, ASpanEmptiedBeforeItIsMarkedIsLeftToItsNewClass) {
     }
   }
   // 16-byte blocks: their class has no span, so they take cached ones.
-  for (int i = 0; i < 3000; ++i) kept.push_back({AllocateFilled(pool, 16), 16});
+  Keep(pool, 3000, 16, &kept);
 
-  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(compactor);
   ExpectIntact(pool, kept);
   const absl::Status invariants = pool.CheckInvariants();
   EXPECT_TRUE(invariants.ok()) << invariants;
@@ -234,11 +244,9 @@ TEST(SlabCompactorTest, ATailTakenByAnotherClassTakesNoMoreBlocks) {
   // two 1000-byte blocks take it. It keeps its committed pages, so the
   // 1000-byte class has pages to give back and marks it as its tail.
   for (uint64_t handle : tail_blocks) ASSERT_TRUE(pool.Free(handle).ok());
-  for (int i = 0; i < 2; ++i)
-    kept.push_back({AllocateFilled(pool, 1000), 1000});
+  Keep(pool, 2, 1000, &kept);
 
-  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(compactor);
   ExpectIntact(pool, kept);
   const absl::Status invariants = pool.CheckInvariants();
   EXPECT_TRUE(invariants.ok()) << invariants;
@@ -254,8 +262,8 @@ TEST(SlabCompactorTest, ASparseClassMovesIntoALargerClassesPage) {
   std::vector<Block> kept;
   // Three 100-byte blocks, one page; ten 130-byte blocks, one page with
   // room for 20 more.
-  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 97), 97});
-  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  Keep(pool, 3, 97, &kept);
+  Keep(pool, 10, 130, &kept);
   const uint64_t resident = pool.span_bytes();
   ASSERT_EQ(resident, 2 * 4096u);
   const PoolAnalysis analysis = pool.Analyze();
@@ -264,8 +272,7 @@ TEST(SlabCompactorTest, ASparseClassMovesIntoALargerClassesPage) {
   EXPECT_EQ(analysis.bytes_to_move, 3 * 100u);
 
   SlabCompactor compactor(pool);
-  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(compactor);
   EXPECT_TRUE(compactor.failure().ok()) << compactor.failure();
   EXPECT_EQ(compactor.blocks_moved(), 3u);
   EXPECT_EQ(compactor.bytes_moved(), 3 * 100u);
@@ -289,8 +296,7 @@ TEST(SlabCompactorTest, ASparseClassMovesIntoALargerClassesPage) {
   kept.push_back({AllocateFilled(pool, 100), 100});
   EXPECT_EQ(pool.span_bytes(), 2 * 4096u);
   SlabCompactor again(pool);
-  while (!again.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(again);
   EXPECT_EQ(pool.span_bytes(), 4096u);
   ExpectIntact(pool, kept);
   EXPECT_TRUE(pool.CheckInvariants().ok());
@@ -305,17 +311,16 @@ TEST(SlabCompactorTest, AGuestStaysWhenItsHostIsNoLongerPlannedForIt) {
   SlabPool pool;
   ASSERT_TRUE(pool.Init(Options()).ok());
   std::vector<Block> kept;
-  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 100), 100});
-  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
-  for (int i = 0; i < 26; ++i) kept.push_back({AllocateFilled(pool, 136), 136});
+  Keep(pool, 3, 100, &kept);
+  Keep(pool, 10, 130, &kept);
+  Keep(pool, 26, 136, &kept);
   const uint64_t before = pool.span_bytes();
   ASSERT_EQ(before, 3 * 4096u);
   SlabCompactor compactor(pool);
   ASSERT_FALSE(compactor.Step(absl::InfinitePast()));  // plans the 100 class
-  for (int i = 0; i < 18; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  Keep(pool, 18, 130, &kept);
   const uint64_t grown = pool.span_bytes();
-  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(compactor);
   EXPECT_TRUE(compactor.failure().ok()) << compactor.failure();
   ExpectIntact(pool, kept);
   const absl::Status invariants = pool.CheckInvariants();
@@ -323,8 +328,7 @@ TEST(SlabCompactorTest, AGuestStaysWhenItsHostIsNoLongerPlannedForIt) {
   EXPECT_LE(pool.span_bytes(), grown);
   // The next compaction, with nothing between its steps, finishes the job.
   SlabCompactor again(pool);
-  while (!again.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(again);
   ExpectIntact(pool, kept);
   EXPECT_LT(pool.span_bytes(), grown);
   EXPECT_EQ(pool.Stats(false).stats.reclaimable_bytes, 0u);
@@ -345,13 +349,12 @@ TEST(SlabCompactorTest, RefusedPurgesAfterMergesLeaveThePoolNoLarger) {
   // 45 blocks of 116 bytes in two pages and ten of 132 in one: the 132
   // class would need a second page to take the 116 class. Three of 100
   // bytes fit the free slots of either.
-  for (int i = 0; i < 45; ++i) kept.push_back({AllocateFilled(pool, 113), 113});
-  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  Keep(pool, 45, 113, &kept);
+  Keep(pool, 10, 130, &kept);
   SlabCompactor packed(pool);  // trims the spans' growth steps
-  while (!packed.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(packed);
   ASSERT_EQ(pool.span_bytes(), 3 * 4096u);
-  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 97), 97});
+  Keep(pool, 3, 97, &kept);
   const uint64_t before = pool.span_bytes();
   ASSERT_EQ(before, 4 * 4096u);
   const PoolAnalysis analysis = pool.Analyze();
@@ -360,8 +363,7 @@ TEST(SlabCompactorTest, RefusedPurgesAfterMergesLeaveThePoolNoLarger) {
 
   os.FailAt(OsCall::kPurge, 1, EIO, /*repeat=*/true);
   SlabCompactor failed(pool);
-  while (!failed.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(failed);
   EXPECT_FALSE(failed.failure().ok());
   EXPECT_LE(pool.span_bytes(), before);
   EXPECT_EQ(pool.SpanBytesResidentPerOs(), pool.span_bytes());
@@ -372,8 +374,7 @@ TEST(SlabCompactorTest, RefusedPurgesAfterMergesLeaveThePoolNoLarger) {
   // 100-byte class stays where it is.
   os.Heal();
   SlabCompactor healed(pool);
-  while (!healed.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(healed);
   EXPECT_TRUE(healed.failure().ok()) << healed.failure();
   EXPECT_EQ(pool.span_bytes(), 3 * 4096u);
   ExpectIntact(pool, kept);
@@ -387,12 +388,11 @@ TEST(SlabCompactorTest, AGuestSlotIsAtMostTheDeltaLarger) {
   SlabPool pool;
   ASSERT_TRUE(pool.Init(Options()).ok());
   std::vector<Block> kept;
-  for (int i = 0; i < 3; ++i) kept.push_back({AllocateFilled(pool, 10), 10});
-  for (int i = 0; i < 10; ++i) kept.push_back({AllocateFilled(pool, 130), 130});
+  Keep(pool, 3, 10, &kept);
+  Keep(pool, 10, 130, &kept);
   EXPECT_EQ(pool.Analyze().bytes_to_reclaim, 0u);
   SlabCompactor compactor(pool);
-  while (!compactor.Step(absl::Now() + absl::Milliseconds(10))) {
-  }
+  Finish(compactor);
   EXPECT_EQ(compactor.blocks_moved(), 0u);
   EXPECT_EQ(pool.span_bytes(), 2 * 4096u);
   ExpectIntact(pool, kept);
