@@ -324,7 +324,20 @@ bool Worker::RunBatchPiece(Command& command, BatchOp& op) {
     // other commands (and defragmentation slices) no more than a slice
     // does.
     const absl::Time until = start + options_.defrag_slice;
+    // The entries' handles are known: their table entries and blocks are
+    // fetched ahead, so that their cache misses overlap.
+    using Step = pools::SlabPool::PrefetchStep;
+    constexpr size_t kEntriesAhead = pools::PoolSet::kPrefetchEntriesAhead;
+    constexpr size_t kBlocksAhead = pools::PoolSet::kPrefetchBlocksAhead;
+    for (size_t ahead = 0; ahead < kEntriesAhead; ++ahead) {
+      PrefetchBatchEntry(op, op.next + ahead, Step::kEntry);
+    }
+    for (size_t ahead = 0; ahead < kBlocksAhead; ++ahead) {
+      PrefetchBatchEntry(op, op.next + ahead, Step::kBlock);
+    }
     while (op.next < op.entries.size()) {
+      PrefetchBatchEntry(op, op.next + kEntriesAhead, Step::kEntry);
+      PrefetchBatchEntry(op, op.next + kBlocksAhead, Step::kBlock);
       // (Nothing to look up while no block is busy: the usual case.)
       if (std::optional<uint64_t> block = busy_blocks_.empty()
                                               ? std::nullopt
@@ -505,6 +518,22 @@ bool Worker::WaitForBlock(Command& command, uint64_t handle) {
   waiting_for_block_[handle].push_back(std::move(command));
   ++commands_waiting_for_blocks_;
   return true;
+}
+
+void Worker::PrefetchBatchEntry(const BatchOp& op, size_t position,
+                                pools::SlabPool::PrefetchStep step) const {
+  if (position >= op.entries.size()) return;
+  const BatchEntry& entry = op.entries[position];
+  if (const ReadOp* read = std::get_if<ReadOp>(&entry)) {
+    if (!read->any_owner) pools_->Prefetch(read->handle, step);
+  } else if (const WriteOp* write = std::get_if<WriteOp>(&entry)) {
+    if (!write->any_owner) pools_->Prefetch(write->handle, step);
+  } else if (const FreeOp* free = std::get_if<FreeOp>(&entry)) {
+    // A Free touches the entry, not the block's bytes.
+    if (!free->any_owner && step == pools::SlabPool::PrefetchStep::kEntry) {
+      pools_->Prefetch(free->handle, step);
+    }
+  }
 }
 
 std::optional<uint64_t> Worker::BlockOf(const BatchEntry& entry) const {

@@ -229,6 +229,13 @@ class Worker {
       Command& command, AllocateOp& op, size_t entry);
   // A batch entry's block, as the engine knows it; nullopt for an Allocate.
   std::optional<uint64_t> BlockOf(const BatchEntry& entry) const;
+  // Hints the CPU to fetch what entry `position` of `op` will touch (step
+  // kEntry, then kBlock some entries later), so that the table entries and
+  // blocks of a batch's random handles arrive while earlier entries run
+  // instead of one cache miss after another. Entries past the end, and
+  // those an operator's handle or an Allocate names, are skipped.
+  void PrefetchBatchEntry(const BatchOp& op, size_t position,
+                          pools::SlabPool::PrefetchStep step) const;
 
   // A Read, Write or Allocate whose bytes are copied in pieces: a unary
   // command, or an entry of a batch (which waits for the copy's end).

@@ -5,6 +5,10 @@
 //   BM_Compaction/<bytes>   compaction throughput vs memcpy of the same
 //                           bytes in the same block sizes, and the longest
 //                           slice against its 1 ms budget
+//   BM_BatchReads/<blocks>  batches of reads of random 100-byte blocks, as
+//                           the worker runs a Batch: without prefetching,
+//                           with PoolSet::Prefetch, and copies from malloc'd
+//                           blocks through a vector of pointers
 // Run: build/tests/bench/engine_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -13,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -85,6 +90,85 @@ void BM_AllocFree(benchmark::State& state) {
   state.counters["engine/calloc"] = engine_s / calloc_s;
 }
 BENCHMARK(BM_AllocFree)->Arg(0)->Arg(1)->Arg(2)->UseManualTime();
+
+// Reads 100-byte blocks, 256 random handles to a batch. Each way reads its
+// own random sample, so that none finds the blocks another left in the
+// cache. Arg: blocks stored (2^14 fit the caches; 2^21, 200 MiB, do not).
+void BM_BatchReads(benchmark::State& state) {
+  const size_t blocks = static_cast<size_t>(state.range(0));
+  constexpr uint64_t kBytes = 100;
+  constexpr size_t kReadBatch = 256;
+  constexpr size_t kReads = kReadBatch * 64;
+  auto pools = MakePools();
+  const std::string data(kBytes, 'x');
+  std::vector<uint64_t> handles(blocks);
+  std::vector<char*> ptrs(blocks);
+  for (size_t i = 0; i < blocks; ++i) {
+    handles[i] = pools->Allocate(kBytes, data)->handle;
+    ptrs[i] = static_cast<char*>(std::malloc(kBytes));
+    std::memcpy(ptrs[i], data.data(), kBytes);
+  }
+  // Each way reads its own sample, listed in order as a batch lists its
+  // handles (the lists themselves are read sequentially).
+  absl::BitGen gen(std::seed_seq{7});
+  auto sample = [&]<typename T>(const std::vector<T>& from) {
+    std::vector<T> picked(kReads);
+    for (T& p : picked) p = from[absl::Uniform<size_t>(gen, 0, blocks)];
+    return picked;
+  };
+  char out[kBytes];
+  auto read = [&](uint64_t handle) {
+    absl::StatusOr<absl::string_view> bytes = pools->Read(handle, 0, 0);
+    std::memcpy(out, bytes->data(), bytes->size());
+    benchmark::DoNotOptimize(out);
+  };
+  using Step = SlabPool::PrefetchStep;
+  constexpr size_t kEntriesAhead = PoolSet::kPrefetchEntriesAhead;
+  constexpr size_t kBlocksAhead = PoolSet::kPrefetchBlocksAhead;
+
+  double plain_s = 0, prefetch_s = 0, malloc_s = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::vector<uint64_t> plain = sample(handles);
+    const std::vector<uint64_t> fetched = sample(handles);
+    const std::vector<char*> baseline = sample(ptrs);
+    state.ResumeTiming();
+    auto t0 = Clock::now();
+    for (uint64_t handle : plain) read(handle);
+    auto t1 = Clock::now();
+    for (size_t b = 0; b < kReads; b += kReadBatch) {
+      const uint64_t* batch = &fetched[b];
+      auto prefetch = [&](size_t k, Step step) {
+        if (k < kReadBatch) pools->Prefetch(batch[k], step);
+      };
+      for (size_t k = 0; k < kEntriesAhead; ++k) prefetch(k, Step::kEntry);
+      for (size_t k = 0; k < kBlocksAhead; ++k) prefetch(k, Step::kBlock);
+      for (size_t k = 0; k < kReadBatch; ++k) {
+        prefetch(k + kEntriesAhead, Step::kEntry);
+        prefetch(k + kBlocksAhead, Step::kBlock);
+        read(batch[k]);
+      }
+    }
+    auto t2 = Clock::now();
+    for (const char* p : baseline) {
+      std::memcpy(out, p, kBytes);
+      benchmark::DoNotOptimize(out);
+    }
+    auto t3 = Clock::now();
+    plain_s += Seconds(t1 - t0);
+    prefetch_s += Seconds(t2 - t1);
+    malloc_s += Seconds(t3 - t2);
+    state.SetIterationTime(Seconds(t2 - t1));
+  }
+  for (char* p : ptrs) std::free(p);
+  const double reads = static_cast<double>(state.iterations()) * kReads;
+  state.counters["plain_ns"] = plain_s / reads * 1e9;
+  state.counters["prefetch_ns"] = prefetch_s / reads * 1e9;
+  state.counters["malloc_ns"] = malloc_s / reads * 1e9;
+  state.counters["prefetch/plain"] = prefetch_s / plain_s;
+  state.counters["prefetch/malloc"] = prefetch_s / malloc_s;
+}
+BENCHMARK(BM_BatchReads)->Arg(1 << 14)->Arg(1 << 21)->UseManualTime();
 
 // Fills `live_bytes` with blocks of `size`, frees 3 of every 4 at random:
 // most spans become sparse and compaction must move about a quarter of the

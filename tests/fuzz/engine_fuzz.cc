@@ -261,6 +261,8 @@ class Harness {
   void Read(FuzzedDataProvider& in) {
     if (handles_.empty()) return;
     const uint64_t handle = handles_[Pick(in)];
+    pools_->Prefetch(handle, poold::pools::SlabPool::PrefetchStep::kEntry);
+    pools_->Prefetch(handle, poold::pools::SlabPool::PrefetchStep::kBlock);
     const std::string& model = model_[handle];
     const uint64_t offset =
         in.ConsumeBool() ? in.ConsumeIntegral<uint64_t>()
@@ -281,6 +283,9 @@ class Harness {
   }
 
   void Forged(uint64_t handle) {
+    // A batch prefetches handles it has not checked yet: any value is safe.
+    pools_->Prefetch(handle, poold::pools::SlabPool::PrefetchStep::kEntry);
+    pools_->Prefetch(handle, poold::pools::SlabPool::PrefetchStep::kBlock);
     if (model_.contains(handle)) return;
     Check(pools_->Read(handle, 0, 0).status().code() ==
               absl::StatusCode::kNotFound,

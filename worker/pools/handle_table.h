@@ -41,6 +41,7 @@
 #include "worker/pools/index_set.h"
 #include "worker/pools/os_interface.h"
 #include "worker/pools/pool_kind.h"
+#include "worker/pools/prefetch.h"
 #include "worker/pools/reserved_array.h"
 #include "worker/pools/sip_hash.h"
 
@@ -120,6 +121,26 @@ class HandleTable {
   // Hints the CPU to fetch an entry soon to be used (never faults).
   void Prefetch(uint32_t index) const {
     __builtin_prefetch(EntryAddress(index), 1);
+  }
+  // Hints the CPU to fetch the entry `handle` names, if it is one of this
+  // table's (any handle: nothing is read, and a prefetch never faults).
+  void PrefetchHandle(uint64_t handle) const {
+    const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
+    if (index < index_end()) PrefetchForRead(EntryAddress(index));
+  }
+  // The payload of the live entry in the page that `handle`'s index names,
+  // without checking the rest of the handle (its generation and tag): a
+  // hint for prefetching, never an answer to a client. nullopt when the
+  // index is outside the table or its entry is not live in its page.
+  std::optional<uint64_t> UncheckedPayload(uint64_t handle) const {
+    const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
+    if (index >= index_end() ||
+        (index & (kIndexesPerPage - 1)) >= kEntriesPerPage) {
+      return std::nullopt;
+    }
+    const uint64_t entry = DenseEntry(index);
+    if (!(entry & kLiveBit)) return std::nullopt;
+    return (entry >> 1) & kMaxPayload;
   }
   // Rewrites the payload of a live entry (the block moved).
   void SetPayload(uint32_t index, uint64_t payload) {

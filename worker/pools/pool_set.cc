@@ -245,6 +245,15 @@ absl::StatusOr<absl::string_view> PoolSet::Read(uint64_t handle,
   return absl::string_view(block->data + offset, length);
 }
 
+void PoolSet::Prefetch(uint64_t handle, SlabPool::PrefetchStep step) const {
+  const std::optional<PoolKind> pool = HandleTable::PoolOf(handle);
+  if (pool == PoolKind::kSmall) {
+    small_.Prefetch(handle, step);
+  } else if (pool == PoolKind::kMedium) {
+    medium_.Prefetch(handle, step);
+  }
+}
+
 absl::Status PoolSet::CommitBytes(uint64_t handle, uint64_t offset,
                                   uint64_t length) {
   if (HandleTable::PoolOf(handle) == PoolKind::kLarge) {

@@ -90,6 +90,17 @@ class PoolSet {
   absl::StatusOr<absl::string_view> Read(uint64_t handle, uint64_t offset,
                                          uint64_t length);
 
+  // Hints the CPU to fetch what a Read, Write or Free of `handle` will
+  // touch (see SlabPool::Prefetch): kEntry first, kBlock a few operations
+  // later. For the small and medium pools; any handle, nothing changes.
+  // A caller that knows the handles of its next operations (a batch) asks
+  // for kEntry kPrefetchEntriesAhead operations ahead and for kBlock
+  // kPrefetchBlocksAhead ahead: a small operation whose memory is cached
+  // takes about an eighth of a cache miss of a large table.
+  void Prefetch(uint64_t handle, SlabPool::PrefetchStep step) const;
+  static constexpr size_t kPrefetchEntriesAhead = 16;
+  static constexpr size_t kPrefetchBlocksAhead = 8;
+
   // Makes the pages of bytes [offset, offset + length) of a block resident
   // before they are written (see Allocate's written_next); does nothing for
   // a small or medium block, whose spans are resident whole. Errors as for

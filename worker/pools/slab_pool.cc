@@ -9,6 +9,7 @@
 #include "glog/logging.h"
 #include "worker/pools/memory_limit_error.h"
 #include "worker/pools/os_memory.h"
+#include "worker/pools/prefetch.h"
 
 namespace poold::pools {
 
@@ -514,6 +515,23 @@ absl::StatusOr<BlockRef> SlabPool::Lookup(uint64_t handle) {
   const SizeClass& c = classes_->Get(spans_[id].class_index);
   return BlockRef{SlotAddress(id, c, SlotOf(payload)),
                   uint64_t{c.slot_bytes} - DeltaOf(payload)};
+}
+
+void SlabPool::Prefetch(uint64_t handle, PrefetchStep step) const {
+  if (step == PrefetchStep::kEntry) {
+    handles_.PrefetchHandle(handle);
+    return;
+  }
+  const std::optional<uint64_t> payload = handles_.UncheckedPayload(handle);
+  if (!payload.has_value()) return;
+  // A live entry's payload names a slot of a span in use, whatever the
+  // handle's tag: the address is one of this pool's blocks.
+  const uint32_t id = SpanOf(*payload);
+  const SizeClass& c = classes_->Get(spans_[id].class_index);
+  const char* slot = SlotAddress(id, c, SlotOf(*payload));
+  PrefetchForRead(slot);
+  // A block of more than a cache line usually spans two.
+  if (c.slot_bytes > 64) PrefetchForRead(slot + 64);
 }
 
 absl::Status SlabPool::Free(uint64_t handle) {

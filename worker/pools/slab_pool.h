@@ -88,6 +88,13 @@ class SlabPool {
   // The bytes of a live block; NOT_FOUND for any other handle.
   absl::StatusOr<BlockRef> Lookup(uint64_t handle);
 
+  // Hints the CPU to fetch what a Lookup of `handle` soon will read, in two
+  // steps some operations apart: kEntry fetches its handle-table entry;
+  // kBlock (once the entry has arrived) the block's first bytes. Any
+  // handle is accepted, nothing changes, and nothing faults.
+  enum class PrefetchStep { kEntry, kBlock };
+  void Prefetch(uint64_t handle, PrefetchStep step) const;
+
   // Frees a live block; NOT_FOUND for any other handle (nothing changes).
   absl::Status Free(uint64_t handle);
 

@@ -92,6 +92,48 @@ TEST(PoolSetTest, BadAllocationsAreInvalidAndChangeNothing) {
   EXPECT_EQ(after.total.blocks, before.total.blocks + 1);
 }
 
+// Prefetch is a hint that batches give with handles they have not checked
+// yet: any value must be safe, and nothing may change.
+TEST(PoolSetTest, PrefetchTakesAnyHandleAndChangesNothing) {
+  auto pools = MakePools();
+  std::vector<uint64_t> live;
+  for (uint64_t size : {100, 5000, 100000}) {
+    auto block = pools->Allocate(size, "abc");
+    ASSERT_TRUE(block.ok()) << block.status();
+    live.push_back(block->handle);
+  }
+  const uint64_t freed = pools->Allocate(200, "gone")->handle;
+  ASSERT_TRUE(pools->Free(freed).ok());
+  const PoolSetStats before = pools->Stats(true);
+
+  std::vector<uint64_t> handles = live;
+  constexpr uint64_t kIndexBits = (uint64_t{1} << 30) - 1;
+  for (uint64_t h : {live[0], live[1], freed}) {
+    handles.push_back(h | kIndexBits);            // far past the table
+    handles.push_back((h & ~kIndexBits) | 1000);  // a page's spare bytes
+    handles.push_back(h ^ (uint64_t{1} << 40));   // a forged tag
+    handles.push_back(h + 1);                     // the next entry
+  }
+  handles.push_back(freed);
+  handles.push_back(0);
+  handles.push_back(std::numeric_limits<uint64_t>::max());
+  for (uint64_t h : handles) {
+    pools->Prefetch(h, SlabPool::PrefetchStep::kEntry);
+    pools->Prefetch(h, SlabPool::PrefetchStep::kBlock);
+  }
+
+  const PoolSetStats after = pools->Stats(true);
+  EXPECT_EQ(after.total.blocks, before.total.blocks);
+  EXPECT_EQ(after.total.live_bytes, before.total.live_bytes);
+  EXPECT_EQ(after.total.resident_bytes, before.total.resident_bytes);
+  for (uint64_t h : live) {
+    auto bytes = pools->Read(h, 0, 3);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_EQ(*bytes, "abc");
+  }
+  EXPECT_EQ(pools->Read(freed, 0, 0).status().code(), StatusCode::kNotFound);
+}
+
 TEST(PoolSetTest, RangesAreCheckedWithoutOverflow) {
   auto pools = MakePools();
   for (uint64_t size : {uint64_t{10}, uint64_t{2000}, uint64_t{70000}}) {
