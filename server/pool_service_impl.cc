@@ -134,8 +134,14 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
   // may run them on the thread that completes the call, as it does for its
   // own default reactor. Otherwise every call's OnDone waits for one of
   // gRPC's executor threads: a wake-up per call (docs/PERFORMANCE.md,
-  // section 3).
-  bool InternalInlineable() override { return true; }
+  // section 3). Except for a call that carried a large payload: gRPC frees
+  // the call's buffers right after OnDone, which may then be inside Finish
+  // on the worker thread, and freeing megabytes takes milliseconds the
+  // worker must not spend. gRPC asks from its own threads (OnCancel) while
+  // the worker may still Hold, hence the atomic.
+  bool InternalInlineable() override {
+    return !large_.load(std::memory_order_relaxed);
+  }
 
   const std::atomic<bool>* cancelled_flag() const { return &cancelled_; }
 
@@ -159,6 +165,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
   bool Hold(uint64_t bytes) override {
     if (!budget_->TryTake(bytes)) return false;
     held_bytes_ += bytes;
+    if (held_bytes_ > Worker::kCopyPieceBytes) {
+      large_.store(true, std::memory_order_relaxed);
+    }
     return true;
   }
 
@@ -230,6 +239,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public PayloadHolder {
   grpc::Slice prepared_;
   uint64_t held_bytes_ = 0;
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> large_{false};  // held_bytes_ > Worker::kCopyPieceBytes
 };
 
 PoolServiceImpl::PoolServiceImpl(Worker* worker, const StatsBoard* board,

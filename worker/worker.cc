@@ -524,13 +524,15 @@ void Worker::PrefetchBatchEntry(const BatchOp& op, size_t position,
                                 pools::SlabPool::PrefetchStep step) const {
   if (position >= op.entries.size()) return;
   const BatchEntry& entry = op.entries[position];
+  // (An operator's handle differs from the block's own only in its tag
+  // bits: its index names the same entry.)
   if (const ReadOp* read = std::get_if<ReadOp>(&entry)) {
-    if (!read->any_owner) pools_->Prefetch(read->handle, step);
+    pools_->Prefetch(read->handle, step);
   } else if (const WriteOp* write = std::get_if<WriteOp>(&entry)) {
-    if (!write->any_owner) pools_->Prefetch(write->handle, step);
+    pools_->Prefetch(write->handle, step);
   } else if (const FreeOp* free = std::get_if<FreeOp>(&entry)) {
     // A Free touches the entry, not the block's bytes.
-    if (!free->any_owner && step == pools::SlabPool::PrefetchStep::kEntry) {
+    if (step == pools::SlabPool::PrefetchStep::kEntry) {
       pools_->Prefetch(free->handle, step);
     }
   }

@@ -232,8 +232,8 @@ class Worker {
   // Hints the CPU to fetch what entry `position` of `op` will touch (step
   // kEntry, then kBlock some entries later), so that the table entries and
   // blocks of a batch's random handles arrive while earlier entries run
-  // instead of one cache miss after another. Entries past the end, and
-  // those an operator's handle or an Allocate names, are skipped.
+  // instead of one cache miss after another. Entries past the end and
+  // Allocates are skipped.
   void PrefetchBatchEntry(const BatchOp& op, size_t position,
                           pools::SlabPool::PrefetchStep step) const;
 

@@ -126,7 +126,10 @@ class HandleTable {
   // table's (any handle: nothing is read, and a prefetch never faults).
   void PrefetchHandle(uint64_t handle) const {
     const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
-    if (index < index_end()) PrefetchForRead(EntryAddress(index));
+    if (index < index_end() &&
+        (index & (kIndexesPerPage - 1)) < kEntriesPerPage) {
+      PrefetchForRead(EntryAddress(index));
+    }
   }
   // The payload of the live entry in the page that `handle`'s index names,
   // without checking the rest of the handle (its generation and tag): a

@@ -11,7 +11,7 @@ namespace poold::pools {
 // function (seen in HandleTable::PrefetchHandle).
 inline void PrefetchForRead(const void* address) {
 #if defined(__x86_64__)
-  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(address)));
+  asm volatile("prefetcht0 (%0)" : : "r"(address));
 #else
   __builtin_prefetch(address, 0, 3);
 #endif
