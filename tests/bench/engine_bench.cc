@@ -16,8 +16,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -46,6 +48,20 @@ std::vector<uint64_t> Sizes(int mix, size_t n) {
   std::vector<uint64_t> sizes(n);
   for (uint64_t& s : sizes) s = absl::Uniform<uint64_t>(gen, lo[mix], hi[mix]);
   return sizes;
+}
+
+// Sets "<way>_ns", the time per operation of each way, and
+// "<first>/<way>", the first way's time over each other's.
+void ReportWays(
+    benchmark::State& state, double operations,
+    std::initializer_list<std::pair<const char*, double>> seconds_by_way) {
+  const auto& [first, first_s] = *seconds_by_way.begin();
+  bool is_first = true;
+  for (const auto& [way, s] : seconds_by_way) {
+    state.counters[std::string(way) + "_ns"] = s / operations * 1e9;
+    if (!is_first) state.counters[std::string(first) + "/" + way] = first_s / s;
+    is_first = false;
+  }
 }
 
 constexpr size_t kBatch = 4096;
@@ -82,12 +98,9 @@ void BM_AllocFree(benchmark::State& state) {
     calloc_s += Seconds(t3 - t2);
     state.SetIterationTime(Seconds(t1 - t0));
   }
-  const double pairs = static_cast<double>(state.iterations()) * kBatch;
-  state.counters["engine_ns"] = engine_s / pairs * 1e9;
-  state.counters["malloc_ns"] = malloc_s / pairs * 1e9;
-  state.counters["calloc_ns"] = calloc_s / pairs * 1e9;
-  state.counters["engine/malloc"] = engine_s / malloc_s;
-  state.counters["engine/calloc"] = engine_s / calloc_s;
+  ReportWays(
+      state, static_cast<double>(state.iterations()) * kBatch,
+      {{"engine", engine_s}, {"malloc", malloc_s}, {"calloc", calloc_s}});
 }
 BENCHMARK(BM_AllocFree)->Arg(0)->Arg(1)->Arg(2)->UseManualTime();
 
@@ -161,12 +174,9 @@ void BM_BatchReads(benchmark::State& state) {
     state.SetIterationTime(Seconds(t2 - t1));
   }
   for (char* p : ptrs) std::free(p);
-  const double reads = static_cast<double>(state.iterations()) * kReads;
-  state.counters["plain_ns"] = plain_s / reads * 1e9;
-  state.counters["prefetch_ns"] = prefetch_s / reads * 1e9;
-  state.counters["malloc_ns"] = malloc_s / reads * 1e9;
-  state.counters["prefetch/plain"] = prefetch_s / plain_s;
-  state.counters["prefetch/malloc"] = prefetch_s / malloc_s;
+  ReportWays(
+      state, static_cast<double>(state.iterations()) * kReads,
+      {{"prefetch", prefetch_s}, {"plain", plain_s}, {"malloc", malloc_s}});
 }
 BENCHMARK(BM_BatchReads)->Arg(1 << 14)->Arg(1 << 21)->UseManualTime();
 

@@ -214,9 +214,7 @@ std::optional<uint32_t> HandleTable::FindSparse(uint64_t handle) const {
 
 std::optional<uint64_t> HandleTable::LiveHandleAt(uint64_t handle) const {
   const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
-  if (index >= index_end() ||
-      (index & (kIndexesPerPage - 1)) >= kEntriesPerPage ||
-      ((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) {
+  if (!InTable(index) || ((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) {
     return std::nullopt;
   }
   uint64_t entry = DenseEntry(index);
@@ -226,10 +224,7 @@ std::optional<uint64_t> HandleTable::LiveHandleAt(uint64_t handle) const {
 }
 
 bool HandleTable::IsLive(uint32_t index) const {
-  if (index >= index_end() ||
-      (index & (kIndexesPerPage - 1)) >= kEntriesPerPage) {
-    return false;
-  }
+  if (!InTable(index)) return false;
   return (DenseEntry(index) & kLiveBit) || (SparseEntry(index) & kLiveBit);
 }
 

@@ -96,8 +96,7 @@ class HandleTable {
   // freed, forged or other pool's handle.
   std::optional<uint32_t> Find(uint64_t handle) const {
     const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
-    if (index >= index_end() ||
-        (index & (kIndexesPerPage - 1)) >= kEntriesPerPage ||
+    if (!InTable(index) ||
         ((handle >> kMaxIndexBits) & 3) != PoolIndex(pool_)) {
       return std::nullopt;
     }
@@ -126,10 +125,7 @@ class HandleTable {
   // table's (any handle: nothing is read, and a prefetch never faults).
   void PrefetchHandle(uint64_t handle) const {
     const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
-    if (index < index_end() &&
-        (index & (kIndexesPerPage - 1)) < kEntriesPerPage) {
-      PrefetchForRead(EntryAddress(index));
-    }
+    if (InTable(index)) PrefetchForRead(EntryAddress(index));
   }
   // The payload of the live entry in the page that `handle`'s index names,
   // without checking the rest of the handle (its generation and tag): a
@@ -137,10 +133,7 @@ class HandleTable {
   // index is outside the table or its entry is not live in its page.
   std::optional<uint64_t> UncheckedPayload(uint64_t handle) const {
     const uint32_t index = static_cast<uint32_t>(handle & kIndexMask);
-    if (index >= index_end() ||
-        (index & (kIndexesPerPage - 1)) >= kEntriesPerPage) {
-      return std::nullopt;
-    }
+    if (!InTable(index)) return std::nullopt;
     const uint64_t entry = DenseEntry(index);
     if (!(entry & kLiveBit)) return std::nullopt;
     return (entry >> 1) & kMaxPayload;
@@ -287,6 +280,12 @@ class HandleTable {
     std::memcpy(r->bytes + 2, &entry, kEntryBytes);
   }
 
+  // True when `index` names an entry of a page in use (not one of a
+  // page's spare bytes, nor past the last page).
+  bool InTable(uint32_t index) const {
+    return index < index_end() &&
+           (index & (kIndexesPerPage - 1)) < kEntriesPerPage;
+  }
   char* EntryAddress(uint32_t index) const {
     return reinterpret_cast<char*>(entries_) +
            (uint64_t{index >> kSlotBits} << 12) +
